@@ -1,0 +1,26 @@
+# The two commands of the README: `make run` (the main job on this machine) and `make test`.
+# Both install what is missing first (scripts/setup.sh: idempotent, seconds when all is there).
+PY := .venv/bin/python
+PYTEST_ARGS ?=
+
+.PHONY: setup run test lint bench clean
+
+setup:
+	@bash scripts/setup.sh
+
+run: setup
+	$(PY) -m exporter $(ARGS)
+
+test: setup
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+lint: setup
+	$(PY) -m ruff check .
+	.venv/bin/lint-imports
+
+bench: setup
+	$(PY) -m bench
+
+clean:
+	rm -rf .venv .pytest_cache .ruff_cache
+	find . -name __pycache__ -type d -prune -exec rm -rf {} +

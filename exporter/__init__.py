@@ -1,0 +1,1 @@
+"""ksense exporter: kernel friction signals (eBPF, /proc) -> Prometheus and kernel_metrics.csv."""

@@ -1,0 +1,209 @@
+"""ExporterConfig: the exporter's whole configuration, parsed once from env + flags.
+
+CONTRACT §4 names the variables; flags override them; every invalid value is reported in one
+error, and unknown KSENSE_* / FUZZY_* variables (typos) are warned about. Nothing here reads
+the environment at import time: `from_env(environ, argv)` is called once by the entry points.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import socket
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+#: Every variable of CONTRACT §4 (all components share one environment in `make run`).
+KNOWN_ENV = frozenset(
+    {
+        "KSENSE_NODE_NAME", "KSENSE_SOURCE", "KSENSE_PROC_ROOT", "KSENSE_INTERVAL_S",
+        "KSENSE_WARMUP_S", "KSENSE_BASELINE_WIN_S", "KSENSE_BASELINE_MIN_COUNT",
+        "KSENSE_STATE_DIR", "KSENSE_BASELINE_MAX_AGE_S", "KSENSE_METRICS_CSV",
+        "KSENSE_CSV_MAX_BYTES", "KSENSE_CSV_KEEP", "KSENSE_EXPORTER_PORT", "KSENSE_EXPORTER_HOST",
+        "KSENSE_BPF_MAP_ENTRIES", "KSENSE_LOG_FORMAT", "KSENSE_REQUIRE_REAL",
+        "KSENSE_PROMETHEUS_URL", "KSENSE_EXPORTER_URL", "KSENSE_SCORER_INTERVAL_S",
+        "KSENSE_SCORER_REPLAY_S", "KSENSE_SCORER_METRICS_PORT", "KSENSE_SCHEDULER_METRICS_PORT",
+        "FUZZY_WEBHOOK_HOST", "FUZZY_WEBHOOK_PORT", "FUZZY_TLS_CERT", "FUZZY_TLS_KEY",
+        "FUZZY_LONG_WIN_S", "FUZZY_ALLOW_ON_MISSING", "FUZZY_GOOD_THRESHOLD",
+        "FUZZY_MEDIUM_LOW_UPPER", "FUZZY_MEDIUM_MID_UPPER", "FUZZY_MEDIUM_BAD_THRESHOLD",
+        "FUZZY_MONITOR_CSV", "FUZZY_SCORE_CSV", "FUZZY_RULES_FILE", "FUZZY_SCHEDULER_NAME",
+        "FUZZY_SCHEDULER_POLL_S", "FUZZY_SCHEDULER_MAX_PER_CYCLE",
+        "FUZZY_SCHEDULER_PLACEMENT_DELAY_S", "FUZZY_SCORE_SOURCE", "FUZZY_SCORER_URL",
+        "KSENSE_UPDATE_GOLDEN", "KSENSE_REPLAY_SPEED",
+    }
+)
+
+SOURCES = ("auto", "ebpf", "procfs")
+
+
+class ConfigError(ValueError):
+    """All invalid settings at once, one per line."""
+
+    def __init__(self, problems: Sequence[str]):
+        super().__init__("invalid configuration:\n  " + "\n  ".join(problems))
+        self.problems = tuple(problems)
+
+
+@dataclass(frozen=True)
+class ExporterConfig:
+    # --- identity and source --------------------------------------------------------------
+    node: str
+    """`node` label on every series: KSENSE_NODE_NAME, else NODE_NAME (downward API), else hostname."""
+    source: str
+    """auto (ebpf when root and bcc work, else procfs), ebpf, procfs or replay."""
+    replay_file: Path | None = None
+    """Recorded kernel_metrics.csv for source replay."""
+    speed: float = 1.0
+    """Replay speed factor (0 = as fast as possible); recorded time drives all maths anyway."""
+    proc_root: Path = Path("/proc")
+    """/proc of the host: /host/proc in the DaemonSet, where the container's own /proc lies."""
+    interval_s: float = 1.0
+    """Sampling interval, seconds. 1 s matches the recordings and the scorer's tick."""
+    bpf_map_entries: int = 65536
+    """Slots per timestamp table (power of two): bounds kernel memory at 512 KiB per table."""
+    # --- baseline -----------------------------------------------------------------------------
+    warmup_s: float = 600.0
+    """Warm-up before the baseline may freeze: ten minutes of normal behaviour."""
+    baseline_win_s: float = 300.0
+    """Newest accepted samples kept for the baseline (samples at the 1 s interval)."""
+    baseline_min_count: int = 50
+    """Scheduling events an interval needs to be a baseline sample (quiet intervals are noise)."""
+    state_dir: Path = Path("/tmp/ksense/state")
+    """Where the frozen baseline is persisted so a restart skips the warm-up."""
+    baseline_max_age_s: float = 86400.0
+    """A persisted baseline older than this is ignored: the node's normal may have moved."""
+    # --- outputs ------------------------------------------------------------------------------
+    csv_path: Path | None = Path("/tmp/ksense/kernel_metrics.csv")
+    """kernel_metrics.csv; None with --no-csv."""
+    csv_max_bytes: int = 64 * 1024 * 1024
+    """Rotate the CSV past this size (a day at 1 Hz is ~17 MB)."""
+    csv_keep: int = 5
+    """Rotated CSV files kept."""
+    host: str = "0.0.0.0"
+    """Address of the /metrics server."""
+    port: int = 9860
+    """Port of the /metrics server."""
+    log_format: str = "text"
+    """text (key=value) or json."""
+
+    @property
+    def baseline_win(self) -> int:
+        """Baseline window in samples (the window in seconds at the sampling interval)."""
+        return max(1, round(self.baseline_win_s / self.interval_s))
+
+
+def default_node_name(environ: Mapping[str, str]) -> str:
+    return environ.get("KSENSE_NODE_NAME") or environ.get("NODE_NAME") or socket.gethostname()
+
+
+def build_parser(prog: str, *, http: bool = True) -> argparse.ArgumentParser:
+    """Flags override the environment; the help names the variable behind each flag."""
+    p = argparse.ArgumentParser(
+        prog=prog,
+        description="ksense exporter: kernel run-queue latency, D-state and NET_RX softirq time (eBPF), "
+        "CPU and PSI (/proc), baseline -> Friction / Direction / Energy, as Prometheus metrics "
+        "and kernel_metrics.csv.",
+        epilog="Every flag falls back to its environment variable (CONTRACT §4), then to the default.",
+    )
+    p.add_argument("--source", help="auto|ebpf|procfs|replay:FILE (KSENSE_SOURCE, default auto)")
+    p.add_argument("--speed", type=str, help="replay speed factor, 0 = as fast as possible (default 1)")
+    p.add_argument("--interval", type=str, help="sampling interval in seconds (KSENSE_INTERVAL_S, default 1)")
+    p.add_argument("--node", help="node label (KSENSE_NODE_NAME, else NODE_NAME, else hostname)")
+    p.add_argument("--proc-root", help="procfs root (KSENSE_PROC_ROOT, default /proc)")
+    p.add_argument("--csv", metavar="PATH",
+                   help="kernel_metrics.csv path (KSENSE_METRICS_CSV, default /tmp/ksense/kernel_metrics.csv)")
+    p.add_argument("--no-csv", action="store_true", help="do not write the CSV")
+    p.add_argument("--state-dir", help="baseline persistence dir (KSENSE_STATE_DIR, default /tmp/ksense/state)")
+    p.add_argument("--warmup", type=str, help="baseline warm-up seconds (KSENSE_WARMUP_S, default 600)")
+    if http:
+        p.add_argument("--host", help="metrics listen address (KSENSE_EXPORTER_HOST, default 0.0.0.0)")
+        p.add_argument("--port", type=str, help="metrics port (KSENSE_EXPORTER_PORT, default 9860)")
+    return p
+
+
+def unknown_variables(environ: Mapping[str, str]) -> list[str]:
+    """KSENSE_* / FUZZY_* variables nobody reads: almost always typos."""
+    return sorted(
+        k for k in environ if k.startswith(("KSENSE_", "FUZZY_")) and k not in KNOWN_ENV
+    )
+
+
+def from_env(environ: Mapping[str, str], args: argparse.Namespace | None = None) -> ExporterConfig:
+    """Build the config; raise ConfigError listing every bad value."""
+    a = vars(args) if args is not None else {}
+    problems: list[str] = []
+
+    def pick(flag: str, env: str, default: str | None) -> str | None:
+        value = a.get(flag)
+        if value is not None:
+            return value
+        return environ.get(env, default)
+
+    def number(flag: str, env: str, default: float, *, minimum: float, integer: bool = False):
+        text = pick(flag, env, None)
+        if text is None or text == "":
+            return default
+        try:
+            value = int(text) if integer else float(text)
+        except ValueError:
+            problems.append(f"{env}={text!r}: not {'an integer' if integer else 'a number'}")
+            return default
+        if not math.isfinite(value) or value < minimum:
+            problems.append(f"{env}={text!r}: must be ≥ {minimum}")
+            return default
+        return value
+
+    source_text = pick("source", "KSENSE_SOURCE", "auto") or "auto"
+    replay_file = None
+    if source_text.startswith("replay:"):
+        replay_file = Path(source_text[len("replay:") :])
+        source = "replay"
+        if not str(replay_file) or str(replay_file) == ".":
+            problems.append("KSENSE_SOURCE=replay: needs a file, e.g. replay:/path/kernel_metrics.csv")
+    elif source_text in SOURCES:
+        source = source_text
+    else:
+        problems.append(f"KSENSE_SOURCE={source_text!r}: expected auto, ebpf, procfs or replay:FILE")
+        source = "auto"
+
+    entries = number("", "KSENSE_BPF_MAP_ENTRIES", 65536, minimum=64, integer=True)
+    if entries & (entries - 1):
+        problems.append(f"KSENSE_BPF_MAP_ENTRIES={entries}: must be a power of two")
+
+    csv_path: Path | None = Path(pick("csv", "KSENSE_METRICS_CSV", "/tmp/ksense/kernel_metrics.csv") or "")
+    if a.get("no_csv"):
+        csv_path = None
+    elif str(csv_path) in ("", "."):
+        problems.append("KSENSE_METRICS_CSV is empty: give a path, or pass --no-csv")
+
+    log_format = environ.get("KSENSE_LOG_FORMAT", "text")
+    if log_format not in ("text", "json"):
+        problems.append(f"KSENSE_LOG_FORMAT={log_format!r}: expected text or json")
+
+    interval = number("interval", "KSENSE_INTERVAL_S", 1.0, minimum=0.01)
+    cfg = ExporterConfig(
+        node=a.get("node") or default_node_name(environ),
+        source=source,
+        replay_file=replay_file,
+        speed=number("speed", "KSENSE_REPLAY_SPEED", 1.0, minimum=0.0),
+        proc_root=Path(pick("proc_root", "KSENSE_PROC_ROOT", "/proc") or "/proc"),
+        interval_s=interval,
+        bpf_map_entries=entries,
+        warmup_s=number("warmup", "KSENSE_WARMUP_S", 600.0, minimum=0.0),
+        baseline_win_s=number("", "KSENSE_BASELINE_WIN_S", 300.0, minimum=interval),
+        baseline_min_count=number("", "KSENSE_BASELINE_MIN_COUNT", 50, minimum=0, integer=True),
+        state_dir=Path(pick("state_dir", "KSENSE_STATE_DIR", "/tmp/ksense/state") or "/tmp/ksense/state"),
+        baseline_max_age_s=number("", "KSENSE_BASELINE_MAX_AGE_S", 86400.0, minimum=0.0),
+        csv_path=csv_path,
+        csv_max_bytes=number("", "KSENSE_CSV_MAX_BYTES", 64 * 1024 * 1024, minimum=4096, integer=True),
+        csv_keep=number("", "KSENSE_CSV_KEEP", 5, minimum=1, integer=True),
+        host=pick("host", "KSENSE_EXPORTER_HOST", "0.0.0.0") or "0.0.0.0",
+        port=number("port", "KSENSE_EXPORTER_PORT", 9860, minimum=0, integer=True),
+        log_format=log_format,
+    )
+    if cfg.port > 65535:
+        problems.append(f"KSENSE_EXPORTER_PORT={cfg.port}: must be ≤ 65535")
+    if problems:
+        raise ConfigError(problems)
+    return cfg

@@ -1,0 +1,135 @@
+"""The immutable values that flow through the exporter: source -> core -> snapshot -> sinks.
+
+Pure data, no behaviour. A `Source` yields `Reading`s; the derive step (core/derive.py) adds a
+`Derived`; the sampler publishes both, plus the source's telemetry, as one frozen `Snapshot`
+that the Prometheus collector and the CSV sink read without locks.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from types import MappingProxyType
+
+NAN = math.nan
+
+
+def _empty() -> Mapping:
+    return MappingProxyType({})
+
+
+@dataclass(frozen=True)
+class RawInterval:
+    """One interval's measured columns of kernel_metrics.csv (everything before BaselineMode).
+
+    `t` is seconds on the source's clock: the monotonic clock for live sources, the recorded
+    `Time` for replay; the derive step uses it for warm-up and dF/dt. Unknown values are NaN
+    (floats) or None (counts); the CSV writes both as empty cells.
+    """
+
+    time: datetime
+    t: float
+    sched_total_ms: float = NAN
+    sched_avg_ms: float = NAN
+    sched_p95_ms: float = NAN
+    sched_p99_ms: float = NAN
+    sched_max_ms: float = NAN
+    sched_count: int | None = None
+    sched_dropped: int | None = None
+    dstate_total_ms: float = NAN
+    dstate_count: int | None = None
+    softirq_total_ms: float = NAN
+    softirq_count: int | None = None
+    cpu_util: float = NAN
+    psi: float = NAN
+
+
+@dataclass(frozen=True)
+class ExportHistogram:
+    """A cumulative (since source start) histogram in Prometheus form.
+
+    `buckets` are (upper bound in seconds, cumulative count) pairs in increasing order, the
+    last one `(inf, count)`; `sum_seconds` is the exact sum of all observations.
+    """
+
+    buckets: tuple[tuple[float, int], ...]
+    sum_seconds: float
+
+    @property
+    def count(self) -> int:
+        return self.buckets[-1][1] if self.buckets else 0
+
+
+@dataclass(frozen=True)
+class MapStats:
+    """Fill and failed inserts of one bounded kernel map."""
+
+    entries: int
+    capacity: int
+    update_failures: int
+
+
+@dataclass(frozen=True)
+class ProgramStats:
+    """Cumulative run time and run count of one BPF program (kernel.bpf_stats_enabled=1)."""
+
+    run_seconds: float
+    runs: int
+
+
+@dataclass(frozen=True)
+class Telemetry:
+    """What a source knows beyond the CSV columns; exported to Prometheus only.
+
+    Keys of `histograms` are family names from exporter/names.py. `pressure` maps
+    (resource, kind) to the ratio (0-1) of the last interval; `pressure_available` maps each
+    resource to whether its PSI file was readable. `attached` maps tracepoint
+    ("sched:sched_switch") to attach success.
+    """
+
+    histograms: Mapping[str, ExportHistogram] = field(default_factory=_empty)
+    runqueue_max_seconds: float = NAN
+    runqueue_dropped_total: int | None = None
+    pressure: Mapping[tuple[str, str], float] = field(default_factory=_empty)
+    pressure_available: Mapping[str, bool] = field(default_factory=_empty)
+    attached: Mapping[str, bool] = field(default_factory=_empty)
+    programs: Mapping[str, ProgramStats] = field(default_factory=_empty)
+    maps: Mapping[str, MapStats] = field(default_factory=_empty)
+
+
+@dataclass(frozen=True)
+class Reading:
+    """One interval from a source: the CSV's raw columns plus Prometheus-only telemetry."""
+
+    raw: RawInterval
+    telemetry: Telemetry = field(default_factory=Telemetry)
+
+
+@dataclass(frozen=True)
+class Derived:
+    """The derived columns of kernel_metrics.csv (BaselineMode onwards), SPEC §2.4."""
+
+    frozen: bool
+    samples: int
+    warmup_remaining_s: float
+    friction: float = NAN
+    direction: float = NAN
+    df_dt: float = NAN
+    energy: float = NAN
+    energy_w: int = 40
+    energy_vol: float = 0.0
+    energy_k: float = 1.0
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """The latest complete interval, published atomically by the sampler."""
+
+    node: str
+    source: str
+    reading: Reading | None = None
+    derived: Derived | None = None
+    #: cumulative time the sampler spent per interval (read source + derive).
+    sample_duration: ExportHistogram | None = None

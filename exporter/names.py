@@ -1,0 +1,142 @@
+"""Every metric, label and CSV column name of the exporter: the cross-component contract.
+
+CONTRACT.md §1.1 and §2.1 in code. Other components (scorer, dashboards, rules, tests) import
+these constants; nobody retypes a metric name.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+
+class Family(NamedTuple):
+    """One metric family: its exposed name (counters end in `_total`, histograms are the base
+    name) and its HELP text."""
+
+    name: str
+    help: str
+
+
+# --- labels ---------------------------------------------------------------------------------
+LABEL_NODE = "node"
+LABEL_RESOURCE = "resource"
+LABEL_KIND = "kind"
+LABEL_SOURCE = "source"
+LABEL_TRACEPOINT = "tracepoint"
+LABEL_PROGRAM = "program"
+LABEL_MAP = "map"
+LABEL_FILE = "file"
+LABEL_REASON = "reason"
+
+# --- exporter families (CONTRACT §1.1) -------------------------------------------------------
+RUNQUEUE_LATENCY = Family(
+    "ksense_runqueue_latency_seconds",
+    "Run-queue latency per scheduling event (wakeup, new task or preemption to switch-in).",
+)
+RUNQUEUE_LATENCY_MAX = Family(
+    "ksense_runqueue_latency_max_seconds",
+    "Max run-queue latency in the last interval (upper bound of the highest non-empty "
+    "log-linear bucket, within 1/16 of the true max). Absent for the procfs source.",
+)
+RUNQUEUE_LATENCY_DROPPED = Family(
+    "ksense_runqueue_latency_dropped_total",
+    "Run-queue samples that could not be timed (timestamp slot taken, clock went backwards).",
+)
+DSTATE_DURATION = Family(
+    "ksense_dstate_duration_seconds",
+    "Uninterruptible-sleep (D-state) episodes, switch-out to next wakeup.",
+)
+SOFTIRQ_NET_RX_DURATION = Family(
+    "ksense_softirq_net_rx_duration_seconds",
+    "NET_RX softirq handler time per invocation.",
+)
+CPU_UTILIZATION = Family(
+    "ksense_cpu_utilization_ratio", "CPU utilisation over the last interval (CPUUtil / 100)."
+)
+PRESSURE = Family(
+    "ksense_pressure_ratio",
+    "PSI share of the last interval per resource and kind (some/full), 0-1.",
+)
+PRESSURE_AVAILABLE = Family(
+    "ksense_pressure_available",
+    "1 when /proc/pressure/<resource> is readable, 0 when PSI is disabled or missing.",
+)
+BASELINE_FROZEN = Family(
+    "ksense_baseline_frozen", "1 when the baseline is frozen, 0 while calibrating."
+)
+BASELINE_SAMPLES = Family("ksense_baseline_samples", "Accepted baseline samples.")
+BASELINE_WARMUP_REMAINING = Family(
+    "ksense_baseline_warmup_remaining_seconds", "Warm-up time left; 0 once warm-up is over."
+)
+FRICTION = Family("ksense_friction", "Friction F: regularised Mahalanobis distance to the baseline.")
+FRICTION_DIRECTION = Family(
+    "ksense_friction_direction", "Friction direction: +1 above the calibrated mean, -1 below, 0 equal."
+)
+FRICTION_RATE = Family("ksense_friction_rate", "dF/dt per second.")
+ENERGY = Family("ksense_energy", "Energy: adaptive-window volatility of Friction.")
+ENERGY_WINDOW = Family("ksense_energy_window_samples", "Energy window W (samples).")
+ENERGY_VOLATILITY = Family("ksense_energy_volatility", "Energy volatility EWMA (Energy_Vol).")
+ENERGY_K_FACTOR = Family("ksense_energy_k_factor", "Energy k factor (Energy_kFactor).")
+SOURCE_INFO = Family("ksense_exporter_source_info", "Which source feeds this exporter (value 1).")
+BPF_PROGRAM_ATTACHED = Family(
+    "ksense_bpf_program_attached", "1 when the eBPF program on this tracepoint is attached."
+)
+BPF_PROGRAM_RUN_SECONDS = Family(
+    "ksense_bpf_program_run_seconds_total",
+    "Kernel time spent in the eBPF program (needs kernel.bpf_stats_enabled=1).",
+)
+BPF_PROGRAM_RUNS = Family(
+    "ksense_bpf_program_runs_total", "eBPF program invocations (needs kernel.bpf_stats_enabled=1)."
+)
+BPF_MAP_ENTRIES = Family("ksense_bpf_map_entries", "Live entries in the timestamp map.")
+BPF_MAP_CAPACITY = Family("ksense_bpf_map_capacity", "Capacity of the timestamp map.")
+BPF_MAP_UPDATE_FAILURES = Family(
+    "ksense_bpf_map_update_failures_total",
+    "Timestamp inserts that found their slot held by another live task.",
+)
+SAMPLE_DURATION = Family(
+    "ksense_sample_duration_seconds", "Time to read the source and derive one interval."
+)
+CSV_ROWS_WRITTEN = Family("ksense_csv_rows_written_total", "CSV rows written.")
+CSV_WRITE_ERRORS = Family("ksense_csv_write_errors_total", "CSV write errors by reason.")
+
+# Histogram buckets of the exported latency families: le = 2^i µs, i = 0..25, then +Inf.
+HISTOGRAM_LE_EXPONENTS = tuple(range(26))
+
+# --- label values ---------------------------------------------------------------------------
+SOURCE_EBPF = "ebpf"
+SOURCE_PROCFS = "procfs"
+SOURCE_REPLAY = "replay"
+PSI_RESOURCES = ("cpu", "memory", "io")
+PSI_KINDS = ("some", "full")
+
+# --- kernel_metrics.csv (CONTRACT §2.1): 23 columns, this order ------------------------------
+COL_TIME = "Time"
+KERNEL_METRICS_COLUMNS = (
+    "Time",
+    "SchedLat_Total_ms",
+    "SchedLat_Avg_ms",
+    "SchedLat_P95_ms",
+    "SchedLat_P99_ms",
+    "SchedLat_Max_ms",
+    "SchedLat_Count",
+    "SchedLat_Dropped",
+    "DState_Total_ms",
+    "DState_Count",
+    "SoftIRQ_Total_ms",
+    "SoftIRQ_Count",
+    "CPUUtil",
+    "PSI",
+    "BaselineMode",
+    "BaselineSamples",
+    "Friction",
+    "Direction",
+    "dF_dt",
+    "Energy",
+    "Energy_W",
+    "Energy_Vol",
+    "Energy_kFactor",
+)
+MODE_CALIBRATING = "CALIBRATING"
+MODE_FROZEN = "FROZEN"
+KERNEL_METRICS_CSV_NAME = "kernel_metrics.csv"

@@ -1,0 +1,98 @@
+"""The exporter's tick: read the source, derive, publish one immutable Snapshot, write the CSV.
+
+The Prometheus collector only ever reads `latest()` (a reference swap is atomic in CPython),
+so a scrape never waits for a kernel read or a CSV write. The loop runs in the caller's
+thread via `run(stop)`; setting `stop` (SIGTERM) ends it within one interval's wait.
+"""
+
+from __future__ import annotations
+
+import bisect
+import logging
+import math
+import threading
+import time
+from collections.abc import Callable
+
+from exporter.core.csvrow import format_row
+from exporter.core.model import Derived, ExportHistogram, RawInterval, Reading, Snapshot
+from exporter.names import SOURCE_REPLAY
+from exporter.sources import Source
+
+log = logging.getLogger(__name__)
+
+#: Bounds (seconds) of ksense_sample_duration_seconds: a healthy interval takes ~1 ms.
+SAMPLE_DURATION_BOUNDS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0)
+
+
+class DurationHistogram:
+    """Cumulative observations of the sampler's own cost, in Prometheus form."""
+
+    def __init__(self, bounds: tuple[float, ...] = SAMPLE_DURATION_BOUNDS):
+        self._bounds = bounds
+        self._counts = [0] * (len(bounds) + 1)
+        self._sum = 0.0
+
+    def observe(self, seconds: float) -> ExportHistogram:
+        self._counts[bisect.bisect_left(self._bounds, seconds)] += 1
+        self._sum += seconds
+        cumulative, running = [], 0
+        for bound, n in zip((*self._bounds, math.inf), self._counts, strict=True):
+            running += n
+            cumulative.append((bound, running))
+        return ExportHistogram(buckets=tuple(cumulative), sum_seconds=self._sum)
+
+
+class Sampler:
+    def __init__(
+        self,
+        *,
+        node: str,
+        source: Source,
+        derive: Callable[[RawInterval], Derived],
+        write_row: Callable[[list[str]], None] | None = None,
+        on_snapshot: Callable[[Snapshot], None] | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ):
+        self._source = source
+        self._derive = derive
+        self._write_row = write_row
+        self._on_snapshot = on_snapshot
+        self._clock = clock
+        self._durations = DurationHistogram()
+        self._latest = Snapshot(node=node, source=source.name)
+        # Live sources stamp raw.t with the tick's monotonic time, so "now - t" is the cost of
+        # reading plus deriving; replay's t is recorded time, so only the derive is timed there.
+        self._live = source.name != SOURCE_REPLAY
+
+    def latest(self) -> Snapshot:
+        return self._latest
+
+    def process(self, reading: Reading) -> Snapshot:
+        """Derive, publish and write one interval; returns the published snapshot."""
+        started = self._clock()
+        derived = self._derive(reading.raw)
+        elapsed = self._clock() - (reading.raw.t if self._live else started)
+        snap = Snapshot(
+            node=self._latest.node,
+            source=self._latest.source,
+            reading=reading,
+            derived=derived,
+            sample_duration=self._durations.observe(max(0.0, elapsed)),
+        )
+        self._latest = snap
+        if self._write_row is not None:
+            self._write_row(format_row(reading.raw, derived))
+        if self._on_snapshot is not None:
+            self._on_snapshot(snap)
+        return snap
+
+    def run(self, stop: threading.Event) -> int:
+        """Process readings until `stop` is set or the source ends; returns intervals seen."""
+        n = 0
+        for reading in self._source.readings(stop):
+            self.process(reading)
+            n += 1
+            if stop.is_set():
+                break
+        return n

@@ -1,0 +1,35 @@
+"""House rules enforced in the suite: ruff clean, import-linter contracts kept, no sys.path edits."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+BIN = Path(sys.executable).parent
+
+
+def test_ruff_clean():
+    result = subprocess.run(
+        [str(BIN / "ruff"), "check", "--no-cache", "."], cwd=REPO, capture_output=True, text=True
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_import_contracts_kept():
+    result = subprocess.run(
+        [str(BIN / "lint-imports"), "--no-cache"], cwd=REPO, capture_output=True, text=True,
+        env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"},
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "0 broken" in result.stdout, result.stdout
+
+
+def test_no_module_edits_sys_path():
+    offenders = [
+        str(p.relative_to(REPO))
+        for p in REPO.rglob("*.py")
+        if ".venv" not in p.parts and "sys.path" in p.read_text() and p.name != "test_layout.py"
+    ]
+    assert offenders == []
