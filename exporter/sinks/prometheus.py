@@ -1,0 +1,318 @@
+"""The exporter's Prometheus view (CONTRACT §1.1) and the small HTTP server that serves it.
+
+`ExporterCollector` is a stateless prometheus_client custom collector: every scrape builds fresh
+metric families from the latest immutable Snapshot, which the sampler publishes by swapping one
+reference, so a scrape never waits for a kernel read. Undefined values (NaN or None) are left
+out rather than exported as NaN, so that Prometheus marks the series stale instead of storing a
+NaN (CONTRACT §1). Nothing here registers at import: `make_registry` builds a registry from the
+collector it is given.
+
+`MetricsServer` serves /metrics, /healthz and /readyz. prometheus_client's `start_http_server`
+serves only metrics (on every path), so the metrics answer comes from its WSGI app (content
+negotiation, gzip) and this module adds the routing and the probes on a threaded stdlib server.
+"""
+
+from __future__ import annotations
+
+import math
+import socket
+import threading
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from socketserver import ThreadingMixIn
+from types import MappingProxyType
+from typing import Protocol
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
+
+from prometheus_client import CollectorRegistry, PlatformCollector, ProcessCollector, make_wsgi_app
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
+from prometheus_client.utils import floatToGoString
+
+from exporter import names as n
+from exporter.core.model import Derived, ExportHistogram, Reading, Snapshot, Telemetry
+from exporter.sinks.csvfile import CsvStats
+
+_GAUGES = (
+    n.RUNQUEUE_LATENCY_MAX,
+    n.CPU_UTILIZATION,
+    n.PRESSURE,
+    n.PRESSURE_AVAILABLE,
+    n.BASELINE_FROZEN,
+    n.BASELINE_SAMPLES,
+    n.BASELINE_WARMUP_REMAINING,
+    n.FRICTION,
+    n.FRICTION_DIRECTION,
+    n.FRICTION_RATE,
+    n.ENERGY,
+    n.ENERGY_WINDOW,
+    n.ENERGY_VOLATILITY,
+    n.ENERGY_K_FACTOR,
+    n.SOURCE_INFO,
+    n.BPF_PROGRAM_ATTACHED,
+    n.BPF_MAP_ENTRIES,
+    n.BPF_MAP_CAPACITY,
+)
+_COUNTERS = (
+    n.RUNQUEUE_LATENCY_DROPPED,
+    n.BPF_PROGRAM_RUN_SECONDS,
+    n.BPF_PROGRAM_RUNS,
+    n.BPF_MAP_UPDATE_FAILURES,
+    n.CSV_ROWS_WRITTEN,
+    n.CSV_WRITE_ERRORS,
+)
+_HISTOGRAMS = (n.RUNQUEUE_LATENCY, n.DSTATE_DURATION, n.SOFTIRQ_NET_RX_DURATION, n.SAMPLE_DURATION)
+
+# (label values after `node`, value); a value of None or NaN means "undefined: omit".
+_Series = Iterable[tuple[tuple[str, ...], float | int | None]]
+
+
+class HasStats(Protocol):
+    """What the collector needs of a CSV sink."""
+
+    def stats(self) -> CsvStats: ...
+
+
+def _defined(value: float | int | None) -> bool:
+    return value is not None and not math.isnan(value)
+
+
+def _gauge(family: n.Family, labels: tuple[str, ...], node: str, series: _Series) -> GaugeMetricFamily:
+    metric = GaugeMetricFamily(family.name, family.help, labels=(n.LABEL_NODE, *labels))
+    for values, value in series:
+        if _defined(value):
+            metric.add_metric((node, *values), value)
+    return metric
+
+
+def _counter(family: n.Family, labels: tuple[str, ...], node: str, series: _Series) -> CounterMetricFamily:
+    metric = CounterMetricFamily(family.name, family.help, labels=(n.LABEL_NODE, *labels))
+    for values, value in series:
+        if _defined(value):
+            metric.add_metric((node, *values), value)
+    return metric
+
+
+def _histogram(family: n.Family, node: str, hist: ExportHistogram | None) -> HistogramMetricFamily:
+    metric = HistogramMetricFamily(family.name, family.help, labels=(n.LABEL_NODE,))
+    if hist is not None and hist.buckets:
+        # floatToGoString writes `le` the way Prometheus and Go clients do (1e-06, +Inf), so
+        # series from different exporters of the same histogram share their bucket labels.
+        buckets = [(floatToGoString(le), count) for le, count in hist.buckets]
+        metric.add_metric((node,), buckets, hist.sum_seconds)
+    return metric
+
+
+class ExporterCollector:
+    """Every exporter family of CONTRACT §1.1 (except process_*), from `snapshot()`.
+
+    `snapshot` returns the latest published Snapshot (None before the sampler published one);
+    `csv_sinks` maps the `file` label value (e.g. "kernel_metrics.csv") to a sink's stats.
+    Families without series are left out of the scrape.
+    """
+
+    def __init__(
+        self,
+        snapshot: Callable[[], Snapshot | None],
+        *,
+        csv_sinks: Mapping[str, HasStats] = MappingProxyType({}),
+    ):
+        self._snapshot = snapshot
+        self._csv_sinks = csv_sinks
+
+    def ready(self) -> bool:
+        """True once a snapshot with a reading exists: the exporter serves real data."""
+        snap = self._snapshot()
+        return snap is not None and snap.reading is not None
+
+    def describe(self) -> Iterator[Metric]:
+        """Family names only, so a registry can refuse a collector that would duplicate them."""
+        for family in _GAUGES:
+            yield GaugeMetricFamily(family.name, family.help)
+        for family in _COUNTERS:
+            yield CounterMetricFamily(family.name, family.help)
+        for family in _HISTOGRAMS:
+            yield HistogramMetricFamily(family.name, family.help)
+
+    def collect(self) -> Iterator[Metric]:
+        snap = self._snapshot()
+        if snap is None:
+            return
+        for metric in self._families(snap):
+            if metric.samples:
+                yield metric
+
+    def _families(self, snap: Snapshot) -> Iterator[Metric]:
+        # In CONTRACT §1.1 order, so that a reader of /metrics can follow the table.
+        node = snap.node
+        if snap.reading is not None:
+            yield from _kernel_families(node, snap.reading)
+        if snap.derived is not None:
+            yield from _derived_families(node, snap.derived)
+        yield _gauge(n.SOURCE_INFO, (n.LABEL_SOURCE,), node, [((snap.source,), 1)])
+        if snap.reading is not None:
+            yield from _bpf_families(node, snap.reading.telemetry)
+        yield _histogram(n.SAMPLE_DURATION, node, snap.sample_duration)
+
+        csv_stats = sorted((file, sink.stats()) for file, sink in self._csv_sinks.items())
+        yield _counter(
+            n.CSV_ROWS_WRITTEN, (n.LABEL_FILE,), node, [((file,), s.rows_written) for file, s in csv_stats]
+        )
+        yield _counter(
+            n.CSV_WRITE_ERRORS,
+            (n.LABEL_FILE, n.LABEL_REASON),
+            node,
+            [((file, reason), count) for file, s in csv_stats for reason, count in sorted(s.errors.items())],
+        )
+
+
+def _kernel_families(node: str, reading: Reading) -> Iterator[Metric]:
+    raw, tel = reading.raw, reading.telemetry
+    yield _histogram(n.RUNQUEUE_LATENCY, node, tel.histograms.get(n.RUNQUEUE_LATENCY.name))
+    yield _gauge(n.RUNQUEUE_LATENCY_MAX, (), node, [((), tel.runqueue_max_seconds)])
+    yield _counter(n.RUNQUEUE_LATENCY_DROPPED, (), node, [((), tel.runqueue_dropped_total)])
+    yield _histogram(n.DSTATE_DURATION, node, tel.histograms.get(n.DSTATE_DURATION.name))
+    yield _histogram(n.SOFTIRQ_NET_RX_DURATION, node, tel.histograms.get(n.SOFTIRQ_NET_RX_DURATION.name))
+    yield _gauge(n.CPU_UTILIZATION, (), node, [((), raw.cpu_util / 100)])
+    yield _gauge(n.PRESSURE, (n.LABEL_RESOURCE, n.LABEL_KIND), node, sorted(tel.pressure.items()))
+    yield _gauge(
+        n.PRESSURE_AVAILABLE,
+        (n.LABEL_RESOURCE,),
+        node,
+        [((res,), int(ok)) for res, ok in sorted(tel.pressure_available.items())],
+    )
+
+
+def _derived_families(node: str, d: Derived) -> Iterator[Metric]:
+    for family, value in (
+        (n.BASELINE_FROZEN, int(d.frozen)),
+        (n.BASELINE_SAMPLES, d.samples),
+        (n.BASELINE_WARMUP_REMAINING, d.warmup_remaining_s),
+        (n.FRICTION, d.friction),
+        (n.FRICTION_DIRECTION, d.direction),
+        (n.FRICTION_RATE, d.df_dt),
+        (n.ENERGY, d.energy),
+        (n.ENERGY_WINDOW, d.energy_w),
+        (n.ENERGY_VOLATILITY, d.energy_vol),
+        (n.ENERGY_K_FACTOR, d.energy_k),
+    ):
+        yield _gauge(family, (), node, [((), value)])
+
+
+def _bpf_families(node: str, tel: Telemetry) -> Iterator[Metric]:
+    yield _gauge(
+        n.BPF_PROGRAM_ATTACHED,
+        (n.LABEL_TRACEPOINT,),
+        node,
+        [((tp,), int(ok)) for tp, ok in sorted(tel.attached.items())],
+    )
+    programs = sorted(tel.programs.items())
+    yield _counter(
+        n.BPF_PROGRAM_RUN_SECONDS, (n.LABEL_PROGRAM,), node, [((p,), s.run_seconds) for p, s in programs]
+    )
+    yield _counter(n.BPF_PROGRAM_RUNS, (n.LABEL_PROGRAM,), node, [((p,), s.runs) for p, s in programs])
+    maps = sorted(tel.maps.items())
+    yield _gauge(n.BPF_MAP_ENTRIES, (n.LABEL_MAP,), node, [((m,), s.entries) for m, s in maps])
+    yield _gauge(n.BPF_MAP_CAPACITY, (n.LABEL_MAP,), node, [((m,), s.capacity) for m, s in maps])
+    yield _counter(
+        n.BPF_MAP_UPDATE_FAILURES, (n.LABEL_MAP,), node, [((m,), s.update_failures) for m, s in maps]
+    )
+
+
+def make_registry(collector: ExporterCollector, *, process_metrics: bool = True) -> CollectorRegistry:
+    """A fresh registry with `collector` and, unless told otherwise, prometheus_client's
+    process (process_*: CPU, RSS, fds; CONTRACT §1.1) and platform (python_info) collectors.
+    Tests that compare exact text turn the latter off: their values change by the second."""
+    registry = CollectorRegistry()
+    registry.register(collector)
+    if process_metrics:
+        ProcessCollector(registry=registry)
+        PlatformCollector(registry=registry)
+    return registry
+
+
+# --- HTTP ---------------------------------------------------------------------------------------
+WsgiApp = Callable[[dict, Callable], Iterable[bytes]]
+
+
+def make_app(registry: CollectorRegistry, ready: Callable[[], bool]) -> WsgiApp:
+    """WSGI app: /metrics (prometheus_client's exposition), /healthz 200 `ok` while the process
+    answers, /readyz 200 when `ready()` else 503, 404 for anything else (CONTRACT §3.2)."""
+    metrics = make_wsgi_app(registry)
+
+    def app(environ: dict, start_response: Callable) -> Iterable[bytes]:
+        path = environ.get("PATH_INFO", "")
+        if path == "/metrics":
+            return metrics(environ, start_response)
+        if path == "/healthz":
+            status, body = "200 OK", b"ok"
+        elif path == "/readyz":
+            status, body = ("200 OK", b"ready") if ready() else ("503 Service Unavailable", b"not ready")
+        else:
+            status, body = "404 Not Found", b"not found"
+        start_response(
+            status, [("Content-Type", "text/plain; charset=utf-8"), ("Content-Length", str(len(body)))]
+        )
+        return [body]
+
+    return app
+
+
+class _ThreadingWSGIServer(ThreadingMixIn, WSGIServer):
+    # One thread per request so a slow client cannot hold up a scrape; daemon threads so a
+    # hung client cannot hold up shutdown.
+    daemon_threads = True
+
+
+class _ThreadingWSGIServer6(_ThreadingWSGIServer):
+    address_family = socket.AF_INET6
+
+
+class _QuietHandler(WSGIRequestHandler):
+    def log_message(self, format: str, *args: object) -> None:
+        """No log line per request (house rule 14)."""
+
+
+class MetricsServer:
+    """Serves `make_app(registry, ready)` on host:port from a background thread.
+
+    Nothing happens until `start()`; `port` is the bound port (useful with port 0);
+    `shutdown()` stops serving, closes the socket and is idempotent.
+    """
+
+    def __init__(
+        self,
+        registry: CollectorRegistry,
+        ready: Callable[[], bool],
+        *,
+        host: str = "0.0.0.0",
+        port: int = 9860,
+    ):
+        self._app = make_app(registry, ready)
+        self._host = host
+        self._port = port
+        self._server: _ThreadingWSGIServer | None = None
+        self._thread: threading.Thread | None = None
+
+    @property
+    def port(self) -> int:
+        if self._server is None:
+            raise RuntimeError("MetricsServer.port is known only after start()")
+        return self._server.server_address[1]
+
+    def start(self) -> None:
+        server_class = _ThreadingWSGIServer6 if ":" in self._host else _ThreadingWSGIServer
+        self._server = make_server(
+            self._host, self._port, self._app, server_class=server_class, handler_class=_QuietHandler
+        )
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, name="metrics-http", kwargs={"poll_interval": 0.2}, daemon=True
+        )
+        self._thread.start()
+
+    def shutdown(self) -> None:
+        server, self._server = self._server, None
+        if server is None:
+            return
+        server.shutdown()
+        server.server_close()
+        if self._thread is not None:
+            self._thread.join()

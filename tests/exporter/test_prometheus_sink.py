@@ -1,0 +1,320 @@
+"""The exporter's /metrics: exact exposition (golden), CONTRACT §1.1 conformance, promtool, HTTP.
+
+The golden file pins the whole text for one hand-built, realistic snapshot; regenerate it with
+KSENSE_UPDATE_GOLDEN=1 and read the diff before committing it.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import subprocess
+import urllib.error
+import urllib.request
+from datetime import datetime
+from pathlib import Path
+from types import MappingProxyType
+
+import pytest
+from prometheus_client import REGISTRY, generate_latest
+from prometheus_client.parser import text_string_to_metric_families
+
+from exporter import names
+from exporter.core.model import (
+    Derived,
+    ExportHistogram,
+    MapStats,
+    ProgramStats,
+    RawInterval,
+    Reading,
+    Snapshot,
+    Telemetry,
+)
+from exporter.sinks.csvfile import REASON_ENOSPC, REASONS, CsvStats
+from exporter.sinks.prometheus import ExporterCollector, MetricsServer, make_registry
+
+GOLDEN = Path(__file__).resolve().parent.parent / "golden" / "exporter_metrics.txt"
+ALL_FAMILIES = [v for v in vars(names).values() if isinstance(v, names.Family)]
+LE_2I_US = [2**i / 1e6 for i in names.HISTOGRAM_LE_EXPONENTS]
+
+
+def _hist(per_bucket: list[int], sum_seconds: float, bounds: list[float] = LE_2I_US) -> ExportHistogram:
+    """Cumulative Prometheus buckets from per-bucket counts (the last count goes to +Inf)."""
+    assert len(per_bucket) == len(bounds) + 1
+    cumulative, total = [], 0
+    for le, count in zip([*bounds, math.inf], per_bucket, strict=True):
+        total += count
+        cumulative.append((le, total))
+    return ExportHistogram(buckets=tuple(cumulative), sum_seconds=sum_seconds)
+
+
+class _StubSink:
+    def __init__(self, stats: CsvStats):
+        self._stats = stats
+
+    def stats(self) -> CsvStats:
+        return self._stats
+
+
+def _realistic_snapshot() -> Snapshot:
+    """A frozen-baseline eBPF interval on a busy node whose latest feature vector was not
+    finite (friction NaN and so direction, rate and energy NaN too), io PSI unreadable,
+    and the softirq tracepoints failed to attach."""
+    runqueue = [0, 1520, 9210, 20480, 31002, 18211, 6120, 2004, 811, 302, 120, 41, 9, 2] + [0] * 12 + [0]
+    dstate = [0, 0, 3, 12, 40, 85, 130, 160, 140, 90, 52, 30, 12, 6, 2, 1] + [0] * 10 + [0]
+    softirq = [0] * 27
+    raw = RawInterval(
+        time=datetime(2026, 11, 28, 16, 0, 1),
+        t=10234.0,
+        sched_total_ms=812.25,
+        sched_avg_ms=0.0912,
+        sched_p95_ms=0.0625,
+        sched_p99_ms=0.1875,
+        sched_max_ms=4.25,
+        sched_count=8906,
+        sched_dropped=0,
+        dstate_total_ms=41.5,
+        dstate_count=77,
+        softirq_total_ms=math.nan,
+        softirq_count=None,
+        cpu_util=37.5,
+        psi=1.23,
+    )
+    telemetry = Telemetry(
+        histograms=MappingProxyType(
+            {
+                names.RUNQUEUE_LATENCY.name: _hist(runqueue, 2.731904),
+                names.DSTATE_DURATION.name: _hist(dstate, 0.689152),
+                names.SOFTIRQ_NET_RX_DURATION.name: _hist(softirq, 0.0),
+            }
+        ),
+        runqueue_max_seconds=0.00425,
+        runqueue_dropped_total=3,
+        pressure=MappingProxyType(
+            {
+                ("cpu", "some"): 0.0123,
+                ("cpu", "full"): 0.0,
+                ("memory", "some"): 0.0011,
+                ("memory", "full"): 0.0005,
+            }
+        ),
+        pressure_available=MappingProxyType({"cpu": True, "memory": True, "io": False}),
+        attached=MappingProxyType(
+            {
+                "sched:sched_switch": True,
+                "sched:sched_wakeup": True,
+                "sched:sched_wakeup_new": True,
+                "sched:sched_process_exit": True,
+                "irq:softirq_entry": False,
+                "irq:softirq_exit": False,
+            }
+        ),
+        programs=MappingProxyType(
+            {
+                "sched_switch": ProgramStats(run_seconds=1.912345678, runs=4410211),
+                "sched_wakeup": ProgramStats(run_seconds=0.40125, runs=1733090),
+            }
+        ),
+        maps=MappingProxyType(
+            {"runq_start": MapStats(1210, 65536, 0), "dstate_start": MapStats(37, 65536, 2)}
+        ),
+    )
+    derived = Derived(
+        frozen=True,
+        samples=300,
+        warmup_remaining_s=0.0,
+        friction=math.nan,
+        direction=math.nan,
+        df_dt=math.nan,
+        energy=math.nan,
+        energy_w=22,
+        energy_vol=0.031250,
+        energy_k=1.875,
+    )
+    sample_bounds = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1]
+    return Snapshot(
+        node="worker-1",
+        source=names.SOURCE_EBPF,
+        reading=Reading(raw=raw, telemetry=telemetry),
+        derived=derived,
+        sample_duration=_hist([120, 3410, 260, 31, 4, 1, 0, 0, 0], 3.07, sample_bounds),
+    )
+
+
+CSV_SINKS = {
+    names.KERNEL_METRICS_CSV_NAME: _StubSink(
+        CsvStats(rows_written=3826, errors={**dict.fromkeys(REASONS, 0), REASON_ENOSPC: 2})
+    )
+}
+# What the snapshot above leaves undefined: these families must be absent, not NaN.
+NAN_FAMILIES = {names.FRICTION, names.FRICTION_DIRECTION, names.FRICTION_RATE, names.ENERGY}
+
+
+def _exposition(snapshot: Snapshot | None, *, process_metrics: bool = False) -> str:
+    collector = ExporterCollector(lambda: snapshot, csv_sinks=CSV_SINKS)
+    return generate_latest(make_registry(collector, process_metrics=process_metrics)).decode()
+
+
+def _samples(text: str) -> list:
+    return [s for fam in text_string_to_metric_families(text) for s in fam.samples]
+
+
+def test_exposition_matches_golden():
+    text = _exposition(_realistic_snapshot())
+    if os.environ.get("KSENSE_UPDATE_GOLDEN") == "1":
+        GOLDEN.write_text(text)
+    assert text == GOLDEN.read_text()
+
+
+def test_every_family_is_exposed_except_the_undefined_ones():
+    exposed = {fam.name for fam in text_string_to_metric_families(_exposition(_realistic_snapshot()))}
+    # The parser reports counters without their `_total`.
+    expected = {f.name.removesuffix("_total") for f in ALL_FAMILIES if f not in NAN_FAMILIES}
+    assert exposed == expected
+
+
+def test_describe_names_every_family_of_the_contract():
+    collector = ExporterCollector(lambda: None)
+    described = {m.name for m in collector.describe()}
+    assert described == {f.name.removesuffix("_total") for f in ALL_FAMILIES}
+
+
+def test_nan_is_omitted_and_every_series_has_the_node_label():
+    text = _exposition(_realistic_snapshot())
+    assert "NaN" not in text
+    for family in NAN_FAMILIES:
+        assert f"\n{family.name}{{" not in text
+    samples = _samples(text)
+    assert samples
+    assert all(s.labels.get(names.LABEL_NODE) == "worker-1" for s in samples)
+
+
+def test_values_and_units():
+    by_key = {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for s in _samples(_exposition(_realistic_snapshot()))
+    }
+
+    def value(name: str, **labels: str) -> float:
+        return by_key[(name, tuple(sorted({"node": "worker-1", **labels}.items())))]
+
+    assert value(names.CPU_UTILIZATION.name) == 0.375
+    assert value(names.PRESSURE.name, resource="memory", kind="full") == 0.0005
+    assert value(names.PRESSURE_AVAILABLE.name, resource="io") == 0
+    assert value(names.BPF_PROGRAM_ATTACHED.name, tracepoint="irq:softirq_entry") == 0
+    assert value(names.SOURCE_INFO.name, source="ebpf") == 1
+    assert value(names.RUNQUEUE_LATENCY_DROPPED.name) == 3
+    assert value(names.CSV_WRITE_ERRORS.name, file="kernel_metrics.csv", reason="enospc") == 2
+    assert value(names.CSV_ROWS_WRITTEN.name, file="kernel_metrics.csv") == 3826
+    assert value(names.RUNQUEUE_LATENCY.name + "_count") == 89832
+    assert value(names.RUNQUEUE_LATENCY.name + "_sum") == 2.731904
+
+
+def test_latency_buckets_are_powers_of_two_microseconds_in_seconds():
+    text = _exposition(_realistic_snapshot())
+    for family in (names.RUNQUEUE_LATENCY, names.DSTATE_DURATION, names.SOFTIRQ_NET_RX_DURATION):
+        les = [s.labels["le"] for s in _samples(text) if s.name == family.name + "_bucket"]
+        assert les[:3] == ["1e-06", "2e-06", "4e-06"]
+        assert les[-2:] == ["33.554432", "+Inf"]
+        assert [float(le) for le in les] == [*LE_2I_US, math.inf]
+
+
+def test_scrapes_are_fresh_views_of_the_latest_snapshot():
+    latest = {"snap": _realistic_snapshot()}
+    collector = ExporterCollector(lambda: latest["snap"])
+    registry = make_registry(collector, process_metrics=False)
+    first = generate_latest(registry).decode()
+    reading = latest["snap"].reading
+    latest["snap"] = Snapshot(
+        node="worker-1",
+        source=names.SOURCE_EBPF,
+        reading=Reading(
+            raw=RawInterval(time=reading.raw.time, t=1.0, cpu_util=50.0), telemetry=reading.telemetry
+        ),
+    )
+    second = generate_latest(registry).decode()
+    assert 'ksense_cpu_utilization_ratio{node="worker-1"} 0.375' in first
+    assert 'ksense_cpu_utilization_ratio{node="worker-1"} 0.5' in second
+    assert names.BASELINE_FROZEN.name not in second
+
+
+def test_before_the_first_snapshot_and_before_the_first_reading():
+    assert _exposition(None).strip() == ""
+    assert not ExporterCollector(lambda: None).ready()
+    calibrating = Snapshot(node="n1", source=names.SOURCE_PROCFS)
+    assert not ExporterCollector(lambda: calibrating).ready()
+    names_exposed = {fam.name for fam in text_string_to_metric_families(_exposition(calibrating))}
+    assert names_exposed == {names.SOURCE_INFO.name, "ksense_csv_rows_written", "ksense_csv_write_errors"}
+
+
+def test_nothing_is_registered_at_import():
+    assert not [m.name for m in REGISTRY.collect() if m.name.startswith("ksense_")]
+
+
+def test_full_exposition_has_process_metrics_and_passes_promtool(promtool):
+    text = _exposition(_realistic_snapshot(), process_metrics=True)
+    assert "process_resident_memory_bytes" in text
+    assert "process_cpu_seconds_total" in text
+    done = subprocess.run(
+        [promtool, "check", "metrics"], input=text, capture_output=True, text=True, timeout=30, check=False
+    )
+    assert (done.returncode, done.stdout, done.stderr) == (0, "", "")
+
+
+# --- HTTP ---------------------------------------------------------------------------------------
+@pytest.fixture
+def server_and_latest():
+    latest: dict[str, Snapshot | None] = {"snap": None}
+    collector = ExporterCollector(lambda: latest["snap"], csv_sinks=CSV_SINKS)
+    server = MetricsServer(make_registry(collector), collector.ready, host="127.0.0.1", port=0)
+    server.start()
+    yield server, latest
+    server.shutdown()
+
+
+def _get(server: MetricsServer, path: str, headers: dict[str, str] | None = None) -> tuple[int, str, str]:
+    request = urllib.request.Request(f"http://127.0.0.1:{server.port}{path}", headers=headers or {})
+    try:
+        with urllib.request.urlopen(request, timeout=10) as resp:
+            return resp.status, resp.headers["Content-Type"], resp.read().decode()
+    except urllib.error.HTTPError as err:
+        return err.code, err.headers["Content-Type"], err.read().decode()
+
+
+def test_http_probes_and_routing(server_and_latest, capfd):
+    server, latest = server_and_latest
+    assert _get(server, "/healthz")[::2] == (200, "ok")
+    assert _get(server, "/readyz")[0] == 503
+    latest["snap"] = _realistic_snapshot()
+    assert _get(server, "/readyz")[0] == 200
+    assert _get(server, "/nope")[0] == 404
+    assert _get(server, "/")[0] == 404
+    # No log line per request (house rule 14).
+    assert capfd.readouterr() == ("", "")
+
+
+def test_http_metrics(server_and_latest):
+    server, latest = server_and_latest
+    latest["snap"] = _realistic_snapshot()
+    status, content_type, body = _get(server, "/metrics")
+    assert status == 200
+    assert content_type.startswith("text/plain; version=0.0.4")
+    assert 'ksense_runqueue_latency_seconds_bucket{le="+Inf",node="worker-1"} 89832.0' in body
+    assert "process_cpu_seconds_total" in body
+    status, content_type, body = _get(server, "/metrics", {"Accept": "application/openmetrics-text"})
+    assert (status, content_type.split(";")[0]) == (200, "application/openmetrics-text")
+    assert body.endswith("# EOF\n")
+
+
+def test_server_shutdown_is_idempotent_and_frees_the_port():
+    collector = ExporterCollector(lambda: None)
+    server = MetricsServer(
+        make_registry(collector, process_metrics=False), collector.ready, host="127.0.0.1", port=0
+    )
+    server.shutdown()  # never started: nothing to do
+    server.start()
+    port = server.port
+    server.shutdown()
+    server.shutdown()
+    with pytest.raises(urllib.error.URLError):
+        urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2)
