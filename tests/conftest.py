@@ -7,6 +7,7 @@ KSENSE_REQUIRE_REAL=1 it fails, because a green CI that skipped the eBPF tests i
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import shutil
 from pathlib import Path
@@ -34,9 +35,7 @@ def require(condition: bool, why: str) -> None:
 def bcc_available() -> bool:
     if os.geteuid() != 0:
         return False
-    try:
-        import bcc  # noqa: F401
-    except ImportError:
+    if importlib.util.find_spec("bcc") is None:
         return False
     return os.path.isdir("/sys/kernel/tracing/events/sched")
 

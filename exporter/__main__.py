@@ -1,0 +1,26 @@
+"""`python -m exporter`: the node exporter (eBPF when possible, else procfs) with /metrics and CSV."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+
+from exporter import app, config, logs
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = config.build_parser("python -m exporter").parse_args(argv)
+    try:
+        cfg = config.from_env(os.environ, args)
+    except config.ConfigError as exc:
+        print(f"ksense: {exc}", file=sys.stderr)
+        return 2
+    logs.setup(cfg.log_format)
+    for name in config.unknown_variables(os.environ):
+        logging.getLogger("ksense.config").warning("event=unknown_variable name=%s hint='typo?'", name)
+    return app.run(cfg, http=True, summary=sys.stderr.isatty() or os.environ.get("KSENSE_SUMMARY") == "1")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

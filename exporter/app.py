@@ -1,0 +1,199 @@
+"""Wiring shared by `python -m exporter` and `collector_only.py`: config -> source -> sampler
+-> sinks, with signals, the start-up banner and the live summary line.
+
+Everything here is glue; the work happens in sources/, core/ and sinks/.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import signal
+import sys
+import threading
+import time
+from collections.abc import Callable
+
+from exporter import baseline_store
+from exporter.config import ExporterConfig
+from exporter.core import derive
+from exporter.core.model import Snapshot
+from exporter.names import KERNEL_METRICS_COLUMNS, KERNEL_METRICS_CSV_NAME, SOURCE_REPLAY
+from exporter.sampler import Sampler
+from exporter.sinks.csvfile import CsvSink
+from exporter.sources import Source, SourceUnavailable, procfs, replay
+from exporter.sources.procstat import ProcSampler
+
+log = logging.getLogger("ksense.exporter")
+
+
+def open_source(cfg: ExporterConfig, *, strict_ebpf: bool = False) -> Source:
+    """The configured source. `auto` tries eBPF and falls back to procfs, saying why; with
+    `strict_ebpf` (collector_only) or `ebpf` an eBPF failure is fatal."""
+    if cfg.source == SOURCE_REPLAY:
+        assert cfg.replay_file is not None
+        return replay.open(cfg.replay_file, speed=cfg.speed)
+    if cfg.source == "procfs":
+        return procfs.open(proc_root=cfg.proc_root, interval_s=cfg.interval_s)
+    try:
+        from exporter.sources import ebpf
+
+        return ebpf.open(
+            proc_sampler=ProcSampler(cfg.proc_root), interval_s=cfg.interval_s, slots=cfg.bpf_map_entries
+        )
+    except SourceUnavailable as exc:
+        if cfg.source == "ebpf" or strict_ebpf:
+            raise
+        log.warning("event=ebpf_unavailable fallback=procfs reason=%r", str(exc))
+        return procfs.open(proc_root=cfg.proc_root, interval_s=cfg.interval_s)
+
+
+def deriver(cfg: ExporterConfig, source_name: str) -> Callable:
+    """derive.step bound to its state, persisting the calibration of live sources.
+
+    Replay recomputes everything from the recording, so it neither restores nor saves a
+    baseline (a live node's baseline must not leak into an offline analysis, or back).
+    """
+    params = derive.DeriveParams(
+        warmup_s=cfg.warmup_s, baseline_win=cfg.baseline_win, min_count=cfg.baseline_min_count
+    )
+    store = None
+    restored = None
+    if source_name != SOURCE_REPLAY:
+        store = baseline_store.BaselineStore(
+            cfg.state_dir,
+            params,
+            context={"source": source_name, "interval_s": cfg.interval_s, "node": cfg.node},
+            max_age_s=cfg.baseline_max_age_s,
+        )
+        restored, warning = store.load()
+        if warning:
+            log.warning("event=baseline_not_restored reason=%r", warning)
+        elif restored is not None:
+            log.info("event=baseline_restored path=%s", cfg.state_dir)
+    state = derive.initial_state(params, restored)
+
+    def step(raw):
+        nonlocal state
+        old = state
+        state, derived = derive.step(state, raw)
+        if store is not None and (cal := derive.calibration_changed(old, state)) is not None:
+            problem = store.save(cal)
+            if problem:
+                log.warning("event=baseline_save_failed reason=%r", problem)
+            else:
+                log.info("event=baseline_saved frozen=1 k=%s fcal=%s", cal.k, cal.fcal)
+        return derived
+
+    return step
+
+
+def _ms(v: float) -> str:
+    return "-" if not math.isfinite(v) else f"{v:.3f}ms"
+
+
+def _pct(v: float) -> str:
+    return "-" if not math.isfinite(v) else f"{v:.1f}%"
+
+
+def summary_line(snap: Snapshot) -> str:
+    """The one-line live view `make run` prints per interval."""
+    r = snap.reading.raw if snap.reading else None
+
+    def n(v: int | None) -> str:
+        return "-" if v is None else str(v)
+
+    d = snap.derived
+    if r is None or d is None:
+        return f"ksense node={snap.node} src={snap.source} waiting for the first interval"
+    parts = [
+        f"ksense node={snap.node} src={snap.source}",
+        f"runq p99={_ms(r.sched_p99_ms)} avg={_ms(r.sched_avg_ms)} n={n(r.sched_count)}",
+        f"dstate n={n(r.dstate_count)} {_ms(r.dstate_total_ms)}",
+        f"netrx n={n(r.softirq_count)} {_ms(r.softirq_total_ms)}",
+        f"cpu={_pct(r.cpu_util)} psi={_pct(r.psi)}",
+    ]
+    if d.frozen:
+        f = "-" if not math.isfinite(d.friction) else f"{d.friction:.2f}"
+        e = "-" if not math.isfinite(d.energy) else f"{d.energy:.2f}"
+        parts.append(f"FROZEN F={f} E={e}")
+    else:
+        parts.append(f"CALIBRATING {d.samples} samples, warm-up {d.warmup_remaining_s:.0f}s left")
+    return " | ".join(parts)
+
+
+def run(cfg: ExporterConfig, *, http: bool, summary: bool, strict_ebpf: bool = False) -> int:
+    """Run until SIGTERM/SIGINT (or the end of a replay). Returns the process exit code."""
+    stop = threading.Event()
+
+    def on_signal(signum, _frame):
+        log.info("event=stopping signal=%s", signal.Signals(signum).name)
+        stop.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+
+    started = time.monotonic()
+    try:
+        source = open_source(cfg, strict_ebpf=strict_ebpf)
+    except SourceUnavailable as exc:
+        print(f"ksense: cannot start: {exc}", file=sys.stderr)
+        return 2
+    missing = ",".join(source.missing_columns) or "none"
+    log.warning(
+        "event=source_selected source=%s node=%s empty_columns=%s open_s=%.2f",
+        source.name, cfg.node, missing, time.monotonic() - started,
+    )
+    if source.name == "procfs":
+        print(
+            "ksense: running on the procfs source (no eBPF): run-queue total/avg only; "
+            f"these columns stay empty: {missing}. Run as root with bcc for the full signal set.",
+            file=sys.stderr,
+        )
+
+    sink = None
+    if cfg.csv_path is not None:
+        sink = CsvSink(cfg.csv_path, KERNEL_METRICS_COLUMNS, max_bytes=cfg.csv_max_bytes, keep=cfg.csv_keep)
+
+    show = (lambda snap: print(summary_line(snap), file=sys.stderr, flush=True)) if summary else None
+    sampler = Sampler(
+        node=cfg.node,
+        source=source,
+        derive=deriver(cfg, source.name),
+        write_row=sink.write if sink is not None else None,
+        on_snapshot=show,
+    )
+    server = None
+    if http:
+        from exporter.sinks import prometheus
+
+        collector = prometheus.ExporterCollector(
+            sampler.latest, csv_sinks={KERNEL_METRICS_CSV_NAME: sink} if sink is not None else {}
+        )
+        server = prometheus.MetricsServer(
+            prometheus.make_registry(collector), collector.ready, host=cfg.host, port=cfg.port
+        )
+        try:
+            server.start()
+        except OSError as exc:
+            source.close()
+            print(f"ksense: cannot listen on {cfg.host}:{cfg.port}: {exc}", file=sys.stderr)
+            return 2
+        shown_host = "127.0.0.1" if cfg.host in ("0.0.0.0", "::") else cfg.host
+        print(f"ksense: metrics at http://{shown_host}:{server.port}/metrics", file=sys.stderr, flush=True)
+    if sink is not None:
+        print(f"ksense: writing {cfg.csv_path}", file=sys.stderr, flush=True)
+    try:
+        sampler.run(stop)
+    except SourceUnavailable as exc:  # a malformed replay file is found while reading
+        print(f"ksense: {exc}", file=sys.stderr)
+        return 2
+    finally:
+        source.close()
+        if sink is not None:
+            sink.close()
+        if server is not None:
+            server.shutdown()
+    log.info("event=stopped pid=%d", os.getpid())
+    return 0
