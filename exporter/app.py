@@ -15,7 +15,7 @@ import threading
 import time
 from collections.abc import Callable
 
-from exporter import baseline_store
+from exporter import baseline_store, preflight
 from exporter.config import ExporterConfig
 from exporter.core import derive
 from exporter.core.model import Snapshot
@@ -37,6 +37,9 @@ def open_source(cfg: ExporterConfig, *, strict_ebpf: bool = False) -> Source:
     if cfg.source == "procfs":
         return procfs.open(proc_root=cfg.proc_root, interval_s=cfg.interval_s)
     try:
+        problems = preflight.check()
+        if problems:
+            raise SourceUnavailable("; ".join(p.what for p in problems))
         from exporter.sources import ebpf
 
         return ebpf.open(

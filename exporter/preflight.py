@@ -25,9 +25,10 @@ def check(
     *,
     euid: int | None = None,
     bcc_found: bool | None = None,
-    tracefs: Path = TRACEFS,
+    tracefs: Path | None = None,
 ) -> list[Problem]:
     """Every reason eBPF cannot start, in the order a user should fix them."""
+    tracefs = TRACEFS if tracefs is None else tracefs
     euid = os.geteuid() if euid is None else euid
     bcc_found = importlib.util.find_spec("bcc") is not None if bcc_found is None else bcc_found
     problems = []
