@@ -35,7 +35,12 @@ def test_env_is_honoured_and_flags_override_it():
     assert (cfg.csv_path, cfg.port, cfg.source) == (Path("/data/k.csv"), 9999, "procfs")
     cfg = parse(env, ["--csv", "/x.csv", "--port", "1234", "--source", "replay:/r.csv", "--speed", "50"])
     assert (cfg.csv_path, cfg.port, cfg.source, cfg.replay_file, cfg.speed) == (
-        Path("/x.csv"), 1234, "replay", Path("/r.csv"), 50.0)
+        Path("/x.csv"),
+        1234,
+        "replay",
+        Path("/r.csv"),
+        50.0,
+    )
     assert parse(env, ["--no-csv"]).csv_path is None
 
 
@@ -50,8 +55,13 @@ def test_all_errors_are_reported_together():
     with pytest.raises(config.ConfigError) as err:
         parse(env)
     text = str(err.value)
-    for name in ("KSENSE_INTERVAL_S", "KSENSE_EXPORTER_PORT", "KSENSE_SOURCE", "KSENSE_CSV_KEEP",
-                 "KSENSE_BPF_MAP_ENTRIES"):
+    for name in (
+        "KSENSE_INTERVAL_S",
+        "KSENSE_EXPORTER_PORT",
+        "KSENSE_SOURCE",
+        "KSENSE_CSV_KEEP",
+        "KSENSE_BPF_MAP_ENTRIES",
+    ):
         assert name in text
     assert len(err.value.problems) == 5
 

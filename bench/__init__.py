@@ -1,0 +1,1 @@
+"""Benchmarks: timing goals live here, printed as figures and ratios (tests assert behaviour)."""

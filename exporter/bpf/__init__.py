@@ -1,0 +1,1 @@
+"""Kernel side of the ebpf source: the tracepoint programs (sched.bpf.c) and their loader."""

@@ -1,0 +1,183 @@
+"""The default source: kernel signals from the eBPF programs, CPU and PSI from /proc.
+
+Once per tick it copies the cumulative kernel counters (exporter/bpf/loader.py), takes the
+delta to the previous copy, and turns it into one Reading: the CSV's raw columns
+(core/histogram.interval_stats) and the Prometheus telemetry (cumulative histograms, map fill,
+program run time). The first tick after attach covers a partial window and only warms the
+delta state (SPEC §2.2).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping
+from datetime import datetime
+from typing import Protocol
+
+from exporter import names
+from exporter.bpf import loader
+from exporter.core import histogram
+from exporter.core.model import MapStats, ProgramStats, RawInterval, Reading, Telemetry
+from exporter.ticker import ticks
+
+log = logging.getLogger(__name__)
+
+
+class ProcSample(Protocol):
+    """What the /proc sampler reports for one tick (exporter/sources/procstat.py)."""
+
+    cpu_util: float
+    psi: float
+    pressure: Mapping[tuple[str, str], float]
+    pressure_available: Mapping[str, bool]
+
+
+class ProcSampler(Protocol):
+    def sample(self, now_mono: float) -> ProcSample: ...
+
+
+#: Seconds of partial window after attach that only warm the deltas (see `readings`).
+WARM_WINDOW_S = 0.2
+
+# Which kernel histogram row feeds which exported family.
+_FAMILIES = (
+    (loader.HIST_RUNQ, names.RUNQUEUE_LATENCY.name),
+    (loader.HIST_DSTATE, names.DSTATE_DURATION.name),
+    (loader.HIST_SOFTIRQ, names.SOFTIRQ_NET_RX_DURATION.name),
+)
+
+
+class EbpfSource:
+    """An attached ebpf source; see `open`."""
+
+    name = names.SOURCE_EBPF
+    missing_columns: tuple[str, ...] = ()
+
+    def __init__(
+        self,
+        probe: loader.Probe,
+        proc_sampler: ProcSampler,
+        interval_s: float,
+        clock: Callable[[], float],
+        wall: Callable[[], datetime],
+    ):
+        self._probe = probe
+        self._proc = proc_sampler
+        self._interval_s = interval_s
+        self._clock = clock
+        self._wall = wall
+
+    @property
+    def attached(self) -> Mapping[str, bool]:
+        return self._probe.attached
+
+    @property
+    def attach_errors(self) -> Mapping[str, str]:
+        return self._probe.errors
+
+    def readings(self, stop: threading.Event) -> Iterator[Reading]:
+        """One Reading per tick until `stop` is set.
+
+        The window right after attach is partial (tasks already runnable then carry no
+        timestamp), so it only warms the deltas (SPEC §2.2). It is kept short: tasks queued at
+        attach are switched in within a few milliseconds, and a short warm window brings the
+        first whole-interval row that much sooner.
+        """
+        if stop.wait(min(self._interval_s, WARM_WINDOW_S)):
+            return
+        previous = self._probe.read()
+        self._proc.sample(self._clock())
+        for now in ticks(self._interval_s, stop, clock=self._clock):
+            current = self._probe.read()
+            proc = self._proc.sample(now)
+            yield self._reading(previous, current, now, proc)
+            previous = current
+
+    def _reading(self, previous: loader.Counters, current: loader.Counters, now: float, proc: ProcSample) -> Reading:
+        # Kernel counters only grow, so uint64 differences are exact.
+        delta = current.hists - previous.hists
+        runq = histogram.interval_stats(
+            delta[loader.HIST_RUNQ, loader.BUCKETS :], int(delta[loader.HIST_RUNQ, loader.SUM_NS])
+        )
+        dstate = histogram.interval_stats(
+            delta[loader.HIST_DSTATE, loader.BUCKETS :], int(delta[loader.HIST_DSTATE, loader.SUM_NS])
+        )
+        softirq = histogram.interval_stats(
+            delta[loader.HIST_SOFTIRQ, loader.BUCKETS :], int(delta[loader.HIST_SOFTIRQ, loader.SUM_NS])
+        )
+        raw = RawInterval(
+            time=self._wall(),
+            t=now,
+            sched_total_ms=runq.total_ms,
+            sched_avg_ms=runq.avg_ms,
+            sched_p95_ms=runq.p95_ms,
+            sched_p99_ms=runq.p99_ms,
+            sched_max_ms=runq.max_ms,
+            sched_count=runq.count,
+            sched_dropped=int(delta[loader.HIST_RUNQ, loader.DROPPED]),
+            dstate_total_ms=dstate.total_ms,
+            dstate_count=dstate.count,
+            softirq_total_ms=softirq.total_ms,
+            softirq_count=softirq.count,
+            cpu_util=proc.cpu_util,
+            psi=proc.psi,
+        )
+        return Reading(raw=raw, telemetry=self._telemetry(current, runq.max_ms, proc))
+
+    def _telemetry(self, current: loader.Counters, max_ms: float, proc: ProcSample) -> Telemetry:
+        hists = current.hists
+        return Telemetry(
+            histograms={
+                family: histogram.to_export(hists[row, loader.BUCKETS :], int(hists[row, loader.SUM_NS]))
+                for row, family in _FAMILIES
+            },
+            runqueue_max_seconds=max_ms / 1000 if math.isfinite(max_ms) else math.nan,
+            runqueue_dropped_total=int(hists[loader.HIST_RUNQ, loader.DROPPED]),
+            pressure=dict(proc.pressure),
+            pressure_available=dict(proc.pressure_available),
+            attached=dict(self._probe.attached),
+            programs={
+                label: ProgramStats(run_seconds=run_ns / 1e9, runs=runs)
+                for label, (run_ns, runs) in self._probe.program_stats().items()
+            },
+            maps={
+                "runq_ts": MapStats(
+                    entries=current.runq_entries,
+                    capacity=self._probe.slots,
+                    update_failures=int(hists[loader.HIST_RUNQ, loader.UPDATE_FAILURES]),
+                ),
+                "dstate_ts": MapStats(
+                    entries=current.dstate_entries,
+                    capacity=self._probe.slots,
+                    update_failures=int(hists[loader.HIST_DSTATE, loader.UPDATE_FAILURES]),
+                ),
+            },
+        )
+
+    def close(self) -> None:
+        """Detach the programs and unmap the counters; idempotent."""
+        self._probe.close()
+
+
+# Shadows the builtin on purpose: every source module exposes open(); callers say ebpf.open(...).
+def open(
+    *,
+    proc_sampler: ProcSampler,
+    interval_s: float,
+    slots: int = 65536,
+    clock: Callable[[], float] = time.monotonic,
+    wall: Callable[[], datetime] = datetime.now,
+    attach_as: Mapping[str, str] | None = None,
+) -> EbpfSource:
+    """Compile and attach the programs; raises SourceUnavailable with the reason.
+
+    `slots` sizes each timestamp table (power of two); `attach_as` is the loader's test hook
+    (attach a tracepoint under another name to make it fail).
+    """
+    probe = loader.load(slots=slots, attach_as=attach_as)
+    for tracepoint, reason in probe.errors.items():
+        log.warning("event=bpf_attach_failed tracepoint=%s reason=%r", tracepoint, reason)
+    return EbpfSource(probe, proc_sampler, interval_s, clock, wall)
