@@ -140,3 +140,44 @@ KERNEL_METRICS_COLUMNS = (
 MODE_CALIBRATING = "CALIBRATING"
 MODE_FROZEN = "FROZEN"
 KERNEL_METRICS_CSV_NAME = "kernel_metrics.csv"
+
+# --- scorer families (CONTRACT §1.2) ---------------------------------------------------------
+NODE_SCORE = Family("ksense_node_score", "Fuzzy score 0-100 of the last evaluation (100 when inputs are missing).")
+NODE_ADMISSION_ALLOWED = Family("ksense_node_admission_allowed", "1 allow, 0 deny (after hysteresis).")
+NODE_INPUT_MISSING = Family("ksense_node_input_missing", "1 when that input was missing or stale.")
+NODE_DECISION_CHANGES = Family("ksense_node_decision_changes_total", "Decision flips, by the decision flipped to.")
+SCORER_EVALUATION_DURATION = Family(
+    "ksense_scorer_evaluation_duration_seconds", "One evaluation tick for all nodes (fetch + score + decide)."
+)
+SCORER_SOURCE_ERRORS = Family("ksense_scorer_source_errors_total", "Failed or rejected input queries.")
+SCORER_LAST_SUCCESS = Family(
+    "ksense_scorer_last_success_timestamp_seconds", "Unix time at the end of the last good evaluation."
+)
+ADMISSION_REVIEWS = Family("ksense_admission_reviews_total", "Admission reviews answered, by outcome.")
+ADMISSION_REVIEW_DURATION = Family("ksense_admission_review_duration_seconds", "Time to answer /validate.")
+WEBHOOK_CERT_EXPIRY = Family(
+    "ksense_webhook_certificate_expiry_timestamp_seconds", "notAfter of the served certificate (Unix time)."
+)
+
+LABEL_INPUT = "input"
+LABEL_TO = "to"
+LABEL_OUTCOME = "outcome"
+INPUTS = ("friction", "energy", "cpu", "psi")
+DECISION_ALLOW = "allow"
+DECISION_DENY = "deny"
+ADMISSION_OUTCOMES = ("recorded", "dry_run", "duplicate", "ignored", "bad_request")
+
+# --- scorer CSV files (CONTRACT §2.2-2.4) -----------------------------------------------------
+FUZZY_MONITOR_COLUMNS = (
+    "Time", "Node", "FrictionSigned", "Energy", "CPUUtil", "PSI", "Score", "Level", "Decision", "Reason",
+)
+FUZZY_SCORE_COLUMNS = (
+    "Time", "Uid", "Namespace", "Name", "AllowedNodes", "TotalNodes", "BestNode", "BestScore",
+    "TargetNode", "TargetScore", "TargetDecision",
+)
+REPLAY_COLUMNS = (
+    "InputTime", "BaselineMode", "Friction", "Direction", "Energy", "CPUUtil", "PSI", "FrictionSigned",
+    "Score", "Level", "Decision", "BadCount", "GoodCount", "MediumBand", "Reason",
+)
+FUZZY_MONITOR_CSV_NAME = "fuzzy_monitor.csv"
+FUZZY_SCORE_CSV_NAME = "fuzzy_score.csv"

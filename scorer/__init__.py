@@ -1,0 +1,1 @@
+"""ksense scorer: fuzzy node scores and admission decisions from the exporters' signals."""

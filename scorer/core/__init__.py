@@ -1,0 +1,1 @@
+"""Pure cores of the scorer: membership functions, rule base, inference, decisions, wire formats."""

@@ -1,0 +1,97 @@
+"""The values that flow through the scorer: inputs per node -> reports per node -> Results.
+
+Pure data. A source (Prometheus or the local exporter) yields `Inputs`; the evaluator turns
+them, with the fuzzy controller and the per-node decision state machine, into one immutable
+`Results` per tick, which HTTP handlers, metrics and CSV sinks read without locks.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from types import MappingProxyType
+
+NAN = math.nan
+
+
+def _empty() -> Mapping:
+    return MappingProxyType({})
+
+
+@dataclass(frozen=True)
+class NodeInputs:
+    """One node's four inputs as read, raw (unclamped). NaN = missing or stale.
+
+    `missing` names the inputs (from names.INPUTS: friction, energy, cpu, psi) that are
+    missing or stale and `why` says why per input ("absent", "stale 75s", "query failed: 503").
+    `calibrating` is True while the node's exporter reports its baseline not frozen; then
+    friction and energy are missing by design and `warmup_remaining_s` says for how long.
+    """
+
+    node: str
+    friction: float = NAN
+    direction: float = NAN
+    energy: float = NAN
+    cpu_pct: float = NAN
+    psi_pct: float = NAN
+    missing: tuple[str, ...] = ()
+    why: Mapping[str, str] = field(default_factory=_empty)
+    calibrating: bool = False
+    warmup_remaining_s: float = NAN
+
+    @property
+    def friction_signed(self) -> float:
+        """Friction × Direction; unsigned Friction when Direction is missing (SPEC §3.1)."""
+        if math.isnan(self.direction):
+            return self.friction
+        return self.friction * self.direction
+
+
+@dataclass(frozen=True)
+class Inputs:
+    """Everything one fetch produced: per-node inputs and the source's own errors.
+
+    `errors` maps a short reason label (for ksense_scorer_source_errors_total) to a count for
+    this fetch; `ok` is False when the source could not answer at all (then `nodes` holds the
+    previously known nodes with every input missing, so decisions turn to deny, not vanish).
+    """
+
+    time: datetime
+    source: str
+    nodes: Mapping[str, NodeInputs] = field(default_factory=_empty)
+    errors: Mapping[str, int] = field(default_factory=_empty)
+    ok: bool = True
+
+
+@dataclass(frozen=True)
+class NodeReport:
+    """One node's outcome of one tick; the body of GET /score?node= (CONTRACT §3.1)."""
+
+    node: str
+    time: datetime
+    decision: str  # "allow" | "deny"
+    score: float
+    level: str  # "low" | "medium" | "high"
+    medium_band: str | None  # "medium-low" | "medium-mid" | "medium-high" | None
+    reason: str | None
+    inputs: NodeInputs
+    missing: tuple[str, ...]
+    bad_count: int
+    good_count: int
+
+
+@dataclass(frozen=True)
+class Results:
+    """The latest evaluation for all nodes; replaced atomically once per tick."""
+
+    time: datetime
+    source: str
+    reports: Mapping[str, NodeReport] = field(default_factory=_empty)
+
+    @property
+    def allowed(self) -> tuple[NodeReport, ...]:
+        """Allowed nodes, best (lowest score) first, ties by name."""
+        allowed = (r for r in self.reports.values() if r.decision == "allow")
+        return tuple(sorted(allowed, key=lambda r: (r.score, r.node)))
