@@ -8,41 +8,16 @@ the environment at import time: `from_env(environ, argv)` is called once by the 
 from __future__ import annotations
 
 import argparse
-import math
 import socket
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-#: Every variable of CONTRACT §4 (all components share one environment in `make run`).
-KNOWN_ENV = frozenset(
-    {
-        "KSENSE_NODE_NAME", "KSENSE_SOURCE", "KSENSE_PROC_ROOT", "KSENSE_INTERVAL_S",
-        "KSENSE_WARMUP_S", "KSENSE_BASELINE_WIN_S", "KSENSE_BASELINE_MIN_COUNT",
-        "KSENSE_STATE_DIR", "KSENSE_BASELINE_MAX_AGE_S", "KSENSE_METRICS_CSV",
-        "KSENSE_CSV_MAX_BYTES", "KSENSE_CSV_KEEP", "KSENSE_EXPORTER_PORT", "KSENSE_EXPORTER_HOST",
-        "KSENSE_BPF_MAP_ENTRIES", "KSENSE_LOG_FORMAT", "KSENSE_REQUIRE_REAL",
-        "KSENSE_PROMETHEUS_URL", "KSENSE_EXPORTER_URL", "KSENSE_SCORER_INTERVAL_S",
-        "KSENSE_SCORER_REPLAY_S", "KSENSE_SCORER_METRICS_PORT", "KSENSE_SCHEDULER_METRICS_PORT",
-        "FUZZY_WEBHOOK_HOST", "FUZZY_WEBHOOK_PORT", "FUZZY_TLS_CERT", "FUZZY_TLS_KEY",
-        "FUZZY_LONG_WIN_S", "FUZZY_ALLOW_ON_MISSING", "FUZZY_GOOD_THRESHOLD",
-        "FUZZY_MEDIUM_LOW_UPPER", "FUZZY_MEDIUM_MID_UPPER", "FUZZY_MEDIUM_BAD_THRESHOLD",
-        "FUZZY_MONITOR_CSV", "FUZZY_SCORE_CSV", "FUZZY_RULES_FILE", "FUZZY_SCHEDULER_NAME",
-        "FUZZY_SCHEDULER_POLL_S", "FUZZY_SCHEDULER_MAX_PER_CYCLE",
-        "FUZZY_SCHEDULER_PLACEMENT_DELAY_S", "FUZZY_SCORE_SOURCE", "FUZZY_SCORER_URL",
-        "KSENSE_UPDATE_GOLDEN", "KSENSE_REPLAY_SPEED", "KSENSE_SUMMARY",
-    }
-)
+from exporter.envconf import ConfigError, EnvReader, unknown_variables
+
+__all__ = ["ConfigError", "ExporterConfig", "build_parser", "from_env", "unknown_variables"]
 
 SOURCES = ("auto", "ebpf", "procfs")
-
-
-class ConfigError(ValueError):
-    """All invalid settings at once, one per line."""
-
-    def __init__(self, problems: Sequence[str]):
-        super().__init__("invalid configuration:\n  " + "\n  ".join(problems))
-        self.problems = tuple(problems)
 
 
 @dataclass(frozen=True)
@@ -122,37 +97,12 @@ def build_parser(prog: str, *, http: bool = True) -> argparse.ArgumentParser:
     return p
 
 
-def unknown_variables(environ: Mapping[str, str]) -> list[str]:
-    """KSENSE_* / FUZZY_* variables nobody reads: almost always typos."""
-    return sorted(
-        k for k in environ if k.startswith(("KSENSE_", "FUZZY_")) and k not in KNOWN_ENV
-    )
-
-
 def from_env(environ: Mapping[str, str], args: argparse.Namespace | None = None) -> ExporterConfig:
     """Build the config; raise ConfigError listing every bad value."""
+    r = EnvReader(environ, args)
     a = vars(args) if args is not None else {}
-    problems: list[str] = []
-
-    def pick(flag: str, env: str, default: str | None) -> str | None:
-        value = a.get(flag)
-        if value is not None:
-            return value
-        return environ.get(env, default)
-
-    def number(flag: str, env: str, default: float, *, minimum: float, integer: bool = False):
-        text = pick(flag, env, None)
-        if text is None or text == "":
-            return default
-        try:
-            value = int(text) if integer else float(text)
-        except ValueError:
-            problems.append(f"{env}={text!r}: not {'an integer' if integer else 'a number'}")
-            return default
-        if not math.isfinite(value) or value < minimum:
-            problems.append(f"{env}={text!r}: must be ≥ {minimum}")
-            return default
-        return value
+    problems = r.problems
+    pick, number = r.text, r.number
 
     source_text = pick("source", "KSENSE_SOURCE", "auto") or "auto"
     replay_file = None
@@ -177,9 +127,7 @@ def from_env(environ: Mapping[str, str], args: argparse.Namespace | None = None)
     elif str(csv_path) in ("", "."):
         problems.append("KSENSE_METRICS_CSV is empty: give a path, or pass --no-csv")
 
-    log_format = environ.get("KSENSE_LOG_FORMAT", "text")
-    if log_format not in ("text", "json"):
-        problems.append(f"KSENSE_LOG_FORMAT={log_format!r}: expected text or json")
+    log_format = r.choice("", "KSENSE_LOG_FORMAT", "text", ("text", "json"))
 
     interval = number("interval", "KSENSE_INTERVAL_S", 1.0, minimum=0.01)
     cfg = ExporterConfig(
@@ -199,11 +147,8 @@ def from_env(environ: Mapping[str, str], args: argparse.Namespace | None = None)
         csv_max_bytes=number("", "KSENSE_CSV_MAX_BYTES", 64 * 1024 * 1024, minimum=4096, integer=True),
         csv_keep=number("", "KSENSE_CSV_KEEP", 5, minimum=1, integer=True),
         host=pick("host", "KSENSE_EXPORTER_HOST", "0.0.0.0") or "0.0.0.0",
-        port=number("port", "KSENSE_EXPORTER_PORT", 9860, minimum=0, integer=True),
+        port=number("port", "KSENSE_EXPORTER_PORT", 9860, minimum=0, maximum=65535, integer=True),
         log_format=log_format,
     )
-    if cfg.port > 65535:
-        problems.append(f"KSENSE_EXPORTER_PORT={cfg.port}: must be ≤ 65535")
-    if problems:
-        raise ConfigError(problems)
+    r.check()
     return cfg

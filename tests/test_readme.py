@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from exporter import names
-from exporter.config import KNOWN_ENV
+from exporter.envconf import KNOWN_ENV
 
 REPO = Path(__file__).resolve().parent.parent
 README = (REPO / "README.md").read_text()
