@@ -1,0 +1,130 @@
+"""ScorerConfig: the scorer's whole configuration, parsed once from env + flags (CONTRACT §4).
+
+Flags override variables; every invalid value is reported in one error; unknown KSENSE_* /
+FUZZY_* variables are warned about by the entry point.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from exporter.envconf import EnvReader
+
+
+@dataclass(frozen=True)
+class ScorerConfig:
+    # --- inputs ---------------------------------------------------------------------------------
+    prometheus_url: str | None = None
+    """Prometheus (or Thanos/Mimir...) query API; None = read one local exporter directly."""
+    exporter_url: str = "http://127.0.0.1:9860/metrics"
+    """The local exporter scraped when no Prometheus URL is set (single-machine mode)."""
+    interval_s: float = 1.0
+    """Evaluation tick: matches the exporter's interval and a 1 s scrape."""
+    replay_s: float = 300.0
+    """Inputs replayed from Prometheus at start to rebuild the decision state (replicas agree)."""
+    long_win_s: float = 60.0
+    """A sample older than this counts as missing (Prometheus' 5-minute lookback must not pass
+    stale data as fresh)."""
+    query_timeout_s: float = 2.0
+    """Per-query timeout: one tick must not stall on a slow Prometheus."""
+    # --- controller -----------------------------------------------------------------------------
+    rules_file: Path | None = None
+    """Rule base and membership parameters; None = the bundled default (SPEC §3.2)."""
+    allow_on_missing: bool = False
+    """Treat missing friction/energy as 0 instead of denying the node."""
+    good_threshold: int = 2
+    """Consecutive good ticks before a denied node is allowed again."""
+    medium_low_upper: float = 55.0
+    """Upper bound of the medium-low band (counts as good)."""
+    medium_mid_upper: float = 60.0
+    """Upper bound of the medium-mid band (holds the last decision)."""
+    medium_bad_threshold: int = 2
+    """Consecutive medium-high ticks before an allowed node is denied."""
+    # --- outputs --------------------------------------------------------------------------------
+    webhook_host: str = "0.0.0.0"
+    webhook_port: int = 8443
+    tls_cert: Path | None = None
+    """Serving certificate (PEM); re-read when the file changes. None with tls_key = plain HTTP."""
+    tls_key: Path | None = None
+    metrics_port: int = 9861
+    """Plain-HTTP /metrics, separate from the (TLS) API port so Prometheus needs no client cert."""
+    monitor_csv: Path | None = Path("/tmp/ksense/fuzzy_monitor.csv")
+    score_csv: Path | None = Path("/tmp/ksense/fuzzy_score.csv")
+    csv_max_bytes: int = 64 * 1024 * 1024
+    csv_keep: int = 5
+    log_format: str = "text"
+
+
+def build_parser(prog: str = "python -m scorer") -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog=prog,
+        description="ksense scorer: fuzzy node scores and allow/deny decisions from the exporters' signals; "
+        "serves /score, the /validate admission webhook and the /filter + /prioritize scheduler extender.",
+        epilog="Every flag falls back to its environment variable (CONTRACT §4), then to the default.",
+    )
+    p.add_argument("--prometheus-url", help="Prometheus query API (KSENSE_PROMETHEUS_URL; unset = local exporter)")
+    p.add_argument("--exporter-url", help="local exporter /metrics (KSENSE_EXPORTER_URL)")
+    p.add_argument("--interval", help="evaluation tick seconds (KSENSE_SCORER_INTERVAL_S, default 1)")
+    p.add_argument("--host", help="API listen address (FUZZY_WEBHOOK_HOST, default 0.0.0.0)")
+    p.add_argument("--port", help="API port (FUZZY_WEBHOOK_PORT, default 8443)")
+    p.add_argument("--metrics-port", help="plain /metrics port (KSENSE_SCORER_METRICS_PORT, default 9861)")
+    p.add_argument("--tls-cert", help="certificate PEM (FUZZY_TLS_CERT)")
+    p.add_argument("--tls-key", help="private key PEM (FUZZY_TLS_KEY)")
+    p.add_argument("--rules", help="rule base JSON (FUZZY_RULES_FILE, default bundled)")
+    p.add_argument("--monitor-csv", help="per-node per-tick CSV (FUZZY_MONITOR_CSV)")
+    p.add_argument("--score-csv", help="per-admission CSV (FUZZY_SCORE_CSV)")
+    p.add_argument("--no-csv", action="store_true", help="write neither CSV")
+    return p
+
+
+def from_env(environ: Mapping[str, str], args: argparse.Namespace | None = None) -> ScorerConfig:
+    """Build the config; raise ConfigError listing every bad value."""
+    r = EnvReader(environ, args)
+    no_csv = bool(r.flag("no_csv"))
+
+    def path(flag: str, env: str, default: str | None) -> Path | None:
+        text = r.text(flag, env, default)
+        return Path(text) if text else None
+
+    cert, key = path("tls_cert", "FUZZY_TLS_CERT", None), path("tls_key", "FUZZY_TLS_KEY", None)
+    if (cert is None) != (key is None):
+        r.problems.append("FUZZY_TLS_CERT and FUZZY_TLS_KEY: set both (TLS) or neither (plain HTTP)")
+    for name, p in (("FUZZY_TLS_CERT", cert), ("FUZZY_TLS_KEY", key)):
+        if p is not None and not p.is_file():
+            r.problems.append(f"{name}={str(p)!r}: no such file")
+    url = r.text("prometheus_url", "KSENSE_PROMETHEUS_URL", None) or None
+    if url is not None and not url.startswith(("http://", "https://")):
+        r.problems.append(f"KSENSE_PROMETHEUS_URL={url!r}: expected an http:// or https:// URL")
+    lo = r.number("", "FUZZY_MEDIUM_LOW_UPPER", 55.0, minimum=45.0, maximum=70.0)
+    mid = r.number("", "FUZZY_MEDIUM_MID_UPPER", 60.0, minimum=45.0, maximum=70.0)
+    if lo > mid:
+        r.problems.append(f"FUZZY_MEDIUM_LOW_UPPER={lo} must not exceed FUZZY_MEDIUM_MID_UPPER={mid}")
+    cfg = ScorerConfig(
+        prometheus_url=url.rstrip("/") if url else None,
+        exporter_url=r.text("exporter_url", "KSENSE_EXPORTER_URL", ScorerConfig.exporter_url) or "",
+        interval_s=r.number("interval", "KSENSE_SCORER_INTERVAL_S", 1.0, minimum=0.05),
+        replay_s=r.number("", "KSENSE_SCORER_REPLAY_S", 300.0, minimum=0.0),
+        long_win_s=r.number("", "FUZZY_LONG_WIN_S", 60.0, minimum=1.0),
+        rules_file=path("rules", "FUZZY_RULES_FILE", None),
+        allow_on_missing=r.boolean("", "FUZZY_ALLOW_ON_MISSING", False),
+        good_threshold=r.number("", "FUZZY_GOOD_THRESHOLD", 2, minimum=1, integer=True),
+        medium_low_upper=lo,
+        medium_mid_upper=mid,
+        medium_bad_threshold=r.number("", "FUZZY_MEDIUM_BAD_THRESHOLD", 2, minimum=1, integer=True),
+        webhook_host=r.text("host", "FUZZY_WEBHOOK_HOST", "0.0.0.0") or "0.0.0.0",
+        webhook_port=r.number("port", "FUZZY_WEBHOOK_PORT", 8443, minimum=0, maximum=65535, integer=True),
+        tls_cert=cert,
+        tls_key=key,
+        metrics_port=r.number("metrics_port", "KSENSE_SCORER_METRICS_PORT", 9861, minimum=0, maximum=65535,
+                              integer=True),
+        monitor_csv=None if no_csv else path("monitor_csv", "FUZZY_MONITOR_CSV", "/tmp/ksense/fuzzy_monitor.csv"),
+        score_csv=None if no_csv else path("score_csv", "FUZZY_SCORE_CSV", "/tmp/ksense/fuzzy_score.csv"),
+        csv_max_bytes=r.number("", "KSENSE_CSV_MAX_BYTES", 64 * 1024 * 1024, minimum=4096, integer=True),
+        csv_keep=r.number("", "KSENSE_CSV_KEEP", 5, minimum=1, integer=True),
+        log_format=r.choice("", "KSENSE_LOG_FORMAT", "text", ("text", "json")),
+    )
+    r.check()
+    return cfg
