@@ -181,3 +181,21 @@ REPLAY_COLUMNS = (
 )
 FUZZY_MONITOR_CSV_NAME = "fuzzy_monitor.csv"
 FUZZY_SCORE_CSV_NAME = "fuzzy_score.csv"
+
+# --- scheduler families (CONTRACT §1.3) -------------------------------------------------------
+SCHEDULER_BINDS = Family("ksense_scheduler_binds_total", "Bind attempts by result (bound/conflict/error).")
+SCHEDULER_UNSCHEDULABLE = Family(
+    "ksense_scheduler_unschedulable_total",
+    "Pod attempts that found no node, by the first failing filter per node (aggregated).",
+)
+SCHEDULER_PENDING_PODS = Family("ksense_scheduler_pending_pods", "Pods waiting for this scheduler.")
+SCHEDULER_ATTEMPT_DURATION = Family(
+    "ksense_scheduler_attempt_duration_seconds", "One pod's filter + choose time (no API calls)."
+)
+SCHEDULER_LEADER = Family("ksense_scheduler_leader", "1 on the leader replica, 0 otherwise.")
+
+LABEL_RESULT = "result"
+BIND_RESULTS = ("bound", "conflict", "error")
+UNSCHEDULABLE_REASONS = ("fuzzy_deny", "resources", "taint", "selector", "affinity", "not_ready", "no_score")
+SCHEDULER_NAME_DEFAULT = "fuzzy-scheduler"
+LEASE_NAME = "fuzzy-scheduler"

@@ -38,10 +38,9 @@ def test_no_module_edits_sys_path():
     assert offenders == []
 
 
-def test_only_the_loader_imports_bcc_anywhere():
-    """import-linter covers the packages; this also covers top-level scripts, tests and bench."""
-    importers = set()
-    for path in REPO.rglob("*.py"):
+def _importers(module: str, under: Path) -> set[str]:
+    found = set()
+    for path in under.rglob("*.py"):
         if ".venv" in path.parts:
             continue
         for node in ast.walk(ast.parse(path.read_text())):
@@ -50,6 +49,17 @@ def test_only_the_loader_imports_bcc_anywhere():
                 names = [a.name for a in node.names]
             elif isinstance(node, ast.ImportFrom) and node.module:
                 names = [node.module]
-            if any(n == "bcc" or n.startswith("bcc.") for n in names):
-                importers.add(str(path.relative_to(REPO)))
-    assert importers == {"exporter/bpf/loader.py"}
+            if any(n == module or n.startswith(module + ".") for n in names):
+                found.add(str(path.relative_to(REPO)))
+    return found
+
+
+def test_only_the_loader_imports_bcc_anywhere():
+    """import-linter covers the packages; this also covers top-level scripts, tests and bench."""
+    assert _importers("bcc", REPO) == {"exporter/bpf/loader.py"}
+
+
+def test_only_scheduler_kube_imports_kubernetes():
+    """The scheduler's one door to the API (tests drive the official client themselves)."""
+    product = {p for p in _importers("kubernetes", REPO) if not p.startswith(("tests/", "bench/"))}
+    assert product <= {"scheduler/kube.py"}

@@ -1,0 +1,1 @@
+"""ksense scheduler: binds pending pods only to nodes the fuzzy controller allows."""

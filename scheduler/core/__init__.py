@@ -1,0 +1,1 @@
+"""Pure cores of the scheduler: filters, quantities, choice, backoff, messages."""
