@@ -100,6 +100,9 @@ SAMPLE_DURATION = Family(
 CSV_ROWS_WRITTEN = Family("ksense_csv_rows_written_total", "CSV rows written.")
 CSV_WRITE_ERRORS = Family("ksense_csv_write_errors_total", "CSV write errors by reason.")
 
+#: Every family the exporter serves (CONTRACT §1.1), in contract order.
+EXPORTER_FAMILIES = tuple(v for v in tuple(globals().values()) if isinstance(v, Family))
+
 # Histogram buckets of the exported latency families: le = 2^i µs, i = 0..25, then +Inf.
 HISTOGRAM_LE_EXPONENTS = tuple(range(26))
 
@@ -159,6 +162,12 @@ WEBHOOK_CERT_EXPIRY = Family(
     "ksense_webhook_certificate_expiry_timestamp_seconds", "notAfter of the served certificate (Unix time)."
 )
 
+#: Every family the scorer serves (CONTRACT §1.2).
+SCORER_FAMILIES = (
+    NODE_SCORE, NODE_ADMISSION_ALLOWED, NODE_INPUT_MISSING, NODE_DECISION_CHANGES, SCORER_EVALUATION_DURATION,
+    SCORER_SOURCE_ERRORS, SCORER_LAST_SUCCESS, ADMISSION_REVIEWS, ADMISSION_REVIEW_DURATION, WEBHOOK_CERT_EXPIRY,
+)
+
 LABEL_INPUT = "input"
 LABEL_TO = "to"
 LABEL_OUTCOME = "outcome"
@@ -193,6 +202,11 @@ SCHEDULER_ATTEMPT_DURATION = Family(
     "ksense_scheduler_attempt_duration_seconds", "One pod's filter + choose time (no API calls)."
 )
 SCHEDULER_LEADER = Family("ksense_scheduler_leader", "1 on the leader replica, 0 otherwise.")
+
+#: Every family the scheduler serves (CONTRACT §1.3).
+SCHEDULER_FAMILIES = (
+    SCHEDULER_BINDS, SCHEDULER_UNSCHEDULABLE, SCHEDULER_PENDING_PODS, SCHEDULER_ATTEMPT_DURATION, SCHEDULER_LEADER,
+)
 
 LABEL_RESULT = "result"
 BIND_RESULTS = ("bound", "conflict", "error")

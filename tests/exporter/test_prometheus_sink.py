@@ -34,7 +34,7 @@ from exporter.sinks.csvfile import REASON_ENOSPC, REASONS, CsvStats
 from exporter.sinks.prometheus import ExporterCollector, MetricsServer, make_registry
 
 GOLDEN = Path(__file__).resolve().parent.parent / "golden" / "exporter_metrics.txt"
-ALL_FAMILIES = [v for v in vars(names).values() if isinstance(v, names.Family)]
+ALL_FAMILIES = names.EXPORTER_FAMILIES
 LE_2I_US = [2**i / 1e6 for i in names.HISTOGRAM_LE_EXPONENTS]
 
 
