@@ -1,0 +1,121 @@
+"""The per-node admission decision: time-driven hysteresis over fuzzy scores (SPEC §3.3).
+
+A score alone flaps around its thresholds; a node should be admitted again only after it has
+looked good for a while and denied only after it has looked bad for a while, unless it is
+plainly overloaded. This is that state machine, advanced once per evaluation tick (never per
+HTTP request, the prototype's mistake), pure so that the live tick, the replay tool and the
+restart rebuild run the very same transitions.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from exporter.names import DECISION_ALLOW, DECISION_DENY
+from scorer.core.inference import LEVEL_HIGH, LEVEL_MEDIUM
+
+MEDIUM_LOW = "medium-low"
+MEDIUM_MID = "medium-mid"
+MEDIUM_HIGH = "medium-high"
+
+
+@dataclass(frozen=True)
+class DecisionParams:
+    """The hysteresis knobs; invalid values raise ValueError listing every problem.
+
+    good_threshold: G, consecutive good ticks (low or medium-low) before a denied node is
+        allowed again (FUZZY_GOOD_THRESHOLD; 2 = one tick of noise does not re-admit).
+    medium_low_upper: lo, medium scores below it count as good (FUZZY_MEDIUM_LOW_UPPER).
+    medium_mid_upper: mid, medium scores from lo up to it hold the last decision, from it up
+        to 70 count as bad (FUZZY_MEDIUM_MID_UPPER).
+    medium_bad_threshold: B, consecutive medium-high ticks before an allowed node is denied
+        (FUZZY_MEDIUM_BAD_THRESHOLD).
+    allow_on_missing: missing friction/energy count as 0 instead of denying the node
+        (FUZZY_ALLOW_ON_MISSING; off, because a node that cannot be measured is not known good).
+    """
+
+    good_threshold: int = 2
+    medium_low_upper: float = 55.0
+    medium_mid_upper: float = 60.0
+    medium_bad_threshold: int = 2
+    allow_on_missing: bool = False
+
+    def __post_init__(self) -> None:
+        problems = []
+        for name in ("good_threshold", "medium_bad_threshold"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                problems.append(f"{name} must be an integer ≥ 1, got {value!r}")
+        lo, mid = self.medium_low_upper, self.medium_mid_upper
+        numbers = all(isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v) for v in (lo, mid))
+        if not (numbers and LEVEL_MEDIUM <= lo <= mid <= LEVEL_HIGH):
+            problems.append(
+                f"need {LEVEL_MEDIUM:g} ≤ medium_low_upper ≤ medium_mid_upper ≤ {LEVEL_HIGH:g}, got {lo!r}, {mid!r}"
+            )
+        if problems:
+            raise ValueError("; ".join(problems))
+
+
+@dataclass(frozen=True)
+class NodeState:
+    """One node's hysteresis state; a node seen for the first time starts from NodeState()."""
+
+    bad: int = 0
+    good: int = 0
+    last: str = DECISION_ALLOW
+
+
+def medium_band(score: float, params: DecisionParams) -> str | None:
+    """The medium band of a score, None outside medium (score < 45 or ≥ 70):
+
+        medium-low   45 ≤ score < lo
+        medium-mid   lo ≤ score < mid
+        medium-high  mid ≤ score < 70
+    """
+    if not LEVEL_MEDIUM <= score < LEVEL_HIGH:
+        return None
+    if score < params.medium_low_upper:
+        return MEDIUM_LOW
+    if score < params.medium_mid_upper:
+        return MEDIUM_MID
+    return MEDIUM_HIGH
+
+
+def step(state: NodeState, score: float, params: DecisionParams) -> tuple[NodeState, str]:
+    """One tick of a node whose inputs are present (SPEC §3.3 table, G = good_threshold,
+    B = medium_bad_threshold, lo / mid = the medium band bounds):
+
+        score ≥ 70          bad = B, good = 0             deny
+        score < lo          good += 1, bad = 0            allow if good ≥ G else last
+        lo ≤ score < mid    unchanged                     last
+        mid ≤ score < 70    bad += 1, good = 0            deny if bad ≥ B else last
+
+    (score < lo covers the low band and medium-low.) Then last = the decision.
+    """
+    if not math.isfinite(score):
+        raise ValueError(f"score must be finite, got {score!r}")
+    bad, good, decision = state.bad, state.good, state.last
+    if score >= LEVEL_HIGH:
+        bad, good, decision = params.medium_bad_threshold, 0, DECISION_DENY
+    elif score < params.medium_low_upper:
+        good, bad = good + 1, 0
+        if good >= params.good_threshold:
+            decision = DECISION_ALLOW
+    elif score >= params.medium_mid_upper:
+        bad, good = bad + 1, 0
+        if bad >= params.medium_bad_threshold:
+            decision = DECISION_DENY
+    return NodeState(bad, good, decision), decision
+
+
+def missing(state: NodeState) -> tuple[NodeState, str]:
+    """One tick of a node missing a critical input (friction or energy, allow_on_missing off):
+
+        good = 0, bad unchanged, deny
+
+    The SPEC resets only `good`. `bad` is kept because its value cannot change a later
+    decision: after this tick last = deny, and the only way back to allow (good ≥ G in the
+    low bands) sets bad = 0 first, while medium-high ticks in between deny either way.
+    """
+    return NodeState(bad=state.bad, good=0, last=DECISION_DENY), DECISION_DENY
