@@ -1,0 +1,95 @@
+"""JSON views of the evaluator's results: the bodies of GET /score (CONTRACT §3.1), pure.
+
+Kept apart from the HTTP shell so the exact shape (keys, nulls, rounding, order) is tested
+with literal values, and so every consumer of /score (the fuzzy scheduler's scorer source, the
+README's curl examples) reads one definition.
+
+Shape decisions: `time` is UTC ISO 8601 with milliseconds and `Z`; `score` has 3 decimals (as
+the monitor CSV); `inputs` are the raw unclamped values, null when missing (NaN is not JSON);
+nodes are sorted by name.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import Any, TypedDict
+
+from scorer.core.model import NodeInputs, NodeReport, Results
+
+
+class InputsJson(TypedDict):
+    friction_signed: float | None
+    energy: float | None
+    cpu_pct: float | None
+    psi_pct: float | None
+
+
+class ReportJson(TypedDict, total=False):
+    node: str
+    time: str
+    decision: str
+    score: float | None
+    level: str
+    medium_band: str | None
+    reason: str | None
+    inputs: InputsJson
+    missing: list[str]
+    bad_count: int
+    good_count: int
+    explain: dict[str, Any]
+
+
+class ResultsJson(TypedDict):
+    time: str
+    source: str
+    nodes: list[ReportJson]
+
+
+def iso_time(ts: datetime) -> str:
+    """`2026-11-28T16:00:01.000Z`; a naive time is taken as local wall time."""
+    utc = ts.astimezone(UTC)
+    return utc.strftime("%Y-%m-%dT%H:%M:%S.") + f"{utc.microsecond // 1000:03d}Z"
+
+
+def report_json(report: NodeReport, explain: Mapping[str, Any] | None = None) -> ReportJson:
+    """GET /score?node= body; `explain` (the inference trace) is added when given."""
+    body: ReportJson = {
+        "node": report.node,
+        "time": iso_time(report.time),
+        "decision": report.decision,
+        "score": round(report.score, 3) if math.isfinite(report.score) else None,
+        "level": report.level,
+        "medium_band": report.medium_band,
+        "reason": report.reason,
+        "inputs": inputs_json(report.inputs),
+        "missing": list(report.missing),
+        "bad_count": report.bad_count,
+        "good_count": report.good_count,
+    }
+    if explain is not None:
+        body["explain"] = dict(explain)
+    return body
+
+
+def results_json(results: Results, explains: Mapping[str, Mapping[str, Any]] | None = None) -> ResultsJson:
+    """GET /score body: every node sorted by name; `explains` maps node -> trace when asked."""
+    explains = explains or {}
+    return {
+        "time": iso_time(results.time),
+        "source": results.source,
+        "nodes": [report_json(results.reports[node], explains.get(node)) for node in sorted(results.reports)],
+    }
+
+
+def inputs_json(inputs: NodeInputs) -> InputsJson:
+    def raw(v: float) -> float | None:
+        return v if math.isfinite(v) else None
+
+    return {
+        "friction_signed": raw(inputs.friction_signed),
+        "energy": raw(inputs.energy),
+        "cpu_pct": raw(inputs.cpu_pct),
+        "psi_pct": raw(inputs.psi_pct),
+    }
