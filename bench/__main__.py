@@ -17,6 +17,7 @@ BENCHES = (
     ("bench.scorer_replay", "scorer.replay of the 4,569-row real recording"),
     ("bench.webhook", "/validate and /score over TLS with keep-alive"),
     ("bench.scorer_freshness", "input step change to decision change through Prometheus"),
+    ("bench.scheduler_decide", "filters + choice for one pod over 5,000 nodes vs per-node loops"),
 )
 
 

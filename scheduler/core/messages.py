@@ -1,0 +1,99 @@
+"""What an unschedulable pod is told (SPEC §4 feedback): the FailedScheduling message, its
+dedupe key, and the PodScheduled=False condition, pure.
+
+Message format is kube-scheduler's `FitError.Error()`:
+
+    "0/<total> nodes are available: " + ", ".join(sorted(f"{count} {detail}")) + "."
+
+one entry per distinct failure detail (a node short of cpu and memory counts in both), sorted as
+plain strings — Go's `sort.Strings`, so "10 …" sorts before "2 …", exactly as `kubectl describe`
+shows for the stock scheduler. No nodes at all: "no nodes available to schedule pods". There is
+no preemption suffix: this scheduler does not preempt.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections import Counter
+from collections.abc import Iterable, Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+from scheduler.core.filters import Failure
+from scheduler.core.quantity import QuantityError
+
+NO_NODES_MESSAGE = "no nodes available to schedule pods"
+EVENT_REASON = "FailedScheduling"
+CONDITION_TYPE = "PodScheduled"
+CONDITION_REASON = "Unschedulable"
+
+
+def _failures(failures: Mapping[str, Failure] | Iterable[Failure]) -> Iterable[Failure]:
+    return failures.values() if isinstance(failures, Mapping) else failures
+
+
+def detail_counts(failures: Mapping[str, Failure] | Iterable[Failure]) -> Counter[str]:
+    """How many nodes report each detail text."""
+    return Counter(d for f in _failures(failures) for d in f.details)
+
+
+def reason_counts(failures: Mapping[str, Failure] | Iterable[Failure]) -> Counter[str]:
+    """How many nodes failed first at each reason label (`ksense_scheduler_unschedulable_total`)."""
+    return Counter(f.reason for f in _failures(failures))
+
+
+def failed_scheduling_message(total_nodes: int, failures: Mapping[str, Failure] | Iterable[Failure]) -> str:
+    """`0/5 nodes are available: 2 Insufficient cpu, 3 fuzzy deny (score ≥ 70).`"""
+    if total_nodes <= 0:
+        return NO_NODES_MESSAGE
+    parts = sorted(f"{count} {detail}" for detail, count in detail_counts(failures).items())
+    message = f"0/{total_nodes} nodes are available:"
+    if parts:
+        message += " " + ", ".join(parts) + "."
+    return message
+
+
+def invalid_pod_message(error: QuantityError) -> str:
+    """Message for a pod whose requests do not parse (no node was tried)."""
+    return f"pod has an invalid resource quantity: {error}"
+
+
+def dedupe_key(pod_uid: str, message: str) -> str:
+    """One event per distinct message per pod: the shell writes a FailedScheduling event only
+    when this key differs from the last one it wrote for the pod (and forgets the pod when it
+    is bound or deleted). Same inputs → same key, across replicas and restarts."""
+    digest = hashlib.sha256(f"{EVENT_REASON}\0{message}".encode()).hexdigest()[:16]
+    return f"{pod_uid}/{digest}"
+
+
+def rfc3339(now: float) -> str:
+    """Unix seconds → `2024-05-01T12:00:00Z` (Kubernetes metav1.Time, second precision)."""
+    return datetime.fromtimestamp(now, tz=UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def unschedulable_condition(message: str, now: float) -> dict[str, Any]:
+    """The `PodScheduled=False` condition (wire format) kube-scheduler sets."""
+    return {
+        "type": CONDITION_TYPE,
+        "status": "False",
+        "reason": CONDITION_REASON,
+        "message": message,
+        "lastProbeTime": None,
+        "lastTransitionTime": rfc3339(now),
+    }
+
+
+def condition_update(pod: Mapping[str, Any], message: str, now: float) -> dict[str, Any] | None:
+    """The condition to write, or None when the pod already carries it with this message (no
+    status write per cycle). The transition time is kept while the status stays False."""
+    current = next(
+        (c for c in (pod.get("status") or {}).get("conditions") or () if c.get("type") == CONDITION_TYPE), None
+    )
+    wanted = unschedulable_condition(message, now)
+    if current is None:
+        return wanted
+    if (current.get("status"), current.get("reason"), current.get("message")) == ("False", CONDITION_REASON, message):
+        return None
+    if current.get("status") == "False" and current.get("lastTransitionTime"):
+        wanted["lastTransitionTime"] = current["lastTransitionTime"]
+    return wanted
