@@ -1,0 +1,213 @@
+"""The scorer's tick: source -> fuzzy controller + decisions -> published Results, CSV, stats.
+
+Decisions advance here and only here, once per tick on a fixed drift-free schedule (SPEC §3.3:
+never on an HTTP request, so no client can steer the hysteresis). A tick fetches every node's
+inputs from the source, runs `scorer.core.evaluate.evaluate` for all nodes at once, publishes
+the new immutable `Results` by swapping one reference (readers — /score, /validate, /metrics —
+never lock and never wait for a fetch), writes one fuzzy_monitor.csv row per node, and updates
+the counters that scorer/metrics.py exposes.
+
+At start, `rebuild(history)` replays the last KSENSE_SCORER_REPLAY_S of inputs (the Prometheus
+source's range query) through the same state machine without publishing or writing, so a
+restarted replica and a long-running one hold the same decision states.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from types import MappingProxyType
+
+from exporter.core.csvrow import format_time
+from exporter.core.model import ExportHistogram
+from exporter.names import DECISION_ALLOW, FUZZY_MONITOR_COLUMNS
+from exporter.sampler import DurationHistogram
+from exporter.sinks.csvfile import CsvSink
+from exporter.ticker import ticks
+from scorer.core.decision import DecisionParams, NodeState
+from scorer.core.evaluate import evaluate, evaluate_series
+from scorer.core.model import Inputs, NodeReport, Results
+from scorer.core.rules import RuleBase
+from scorer.sources import InputSource
+
+log = logging.getLogger(__name__)
+
+#: Buckets (seconds) of ksense_scorer_evaluation_duration_seconds: a healthy tick is a few
+#: queries to Prometheus (~10 ms); the top buckets show a tick eating its whole 1 s interval.
+EVALUATION_BOUNDS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+
+_EMPTY_HISTOGRAM = ExportHistogram(
+    buckets=tuple((b, 0) for b in (*EVALUATION_BOUNDS, math.inf)), sum_seconds=0.0
+)
+
+
+@dataclass(frozen=True)
+class EvaluatorStats:
+    """Cumulative counters for /metrics, one consistent copy per call of `Evaluator.stats()`.
+
+    `decision_changes` maps (node, to) to flips since start; `source_errors` maps (source,
+    reason) to failed or rejected queries; `last_success` is the Unix time at the end of the
+    last evaluation whose source answered (None before the first)."""
+
+    decision_changes: Mapping[tuple[str, str], int]
+    evaluation_duration: ExportHistogram
+    source_errors: Mapping[tuple[str, str], int]
+    last_success: float | None
+
+
+def _f(value: float, decimals: int) -> str:
+    return f"{value:.{decimals}f}" if math.isfinite(value) else ""
+
+
+def monitor_row(report: NodeReport) -> list[str]:
+    """One fuzzy_monitor.csv row (CONTRACT §2.2): inputs with 6 decimals, empty when missing;
+    score with 3; Time local wall time with milliseconds."""
+    inputs, missing = report.inputs, set(report.missing)
+
+    def value(name: str, v: float) -> str:
+        return "" if name in missing else _f(v, 6)
+
+    return [
+        format_time(report.time.astimezone().replace(tzinfo=None)),
+        report.node,
+        value("friction", inputs.friction_signed),
+        value("energy", inputs.energy),
+        value("cpu", inputs.cpu_pct),
+        value("psi", inputs.psi_pct),
+        _f(report.score, 3),
+        report.level,
+        report.decision,
+        report.reason or "",
+    ]
+
+
+def monitor_sink(path: str | os.PathLike[str], **kwargs: int) -> CsvSink:
+    """The durable fuzzy_monitor.csv writer (CONTRACT §2.2 columns); kwargs: max_bytes, keep."""
+    return CsvSink(path, FUZZY_MONITOR_COLUMNS, **kwargs)
+
+
+class Evaluator:
+    """Owns the decision states and the latest Results; see the module docstring.
+
+    `clock` is monotonic (schedule, durations); `wall` is Unix time (tick timestamps, last
+    success). Nothing starts in the constructor: `run(stop)` owns the loop in the caller's
+    thread. One thread ticks; `latest`, `ready` and `stats` may be called from any thread.
+    """
+
+    def __init__(
+        self,
+        source: InputSource,
+        rb: RuleBase,
+        params: DecisionParams,
+        *,
+        interval_s: float = 1.0,
+        monitor_csv: CsvSink | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        wall: Callable[[], float] = time.time,
+    ):
+        self.source = source
+        self.interval_s = interval_s
+        self._rb = rb
+        self._params = params
+        self._csv = monitor_csv
+        self._clock = clock
+        self._wall = wall
+        self._states: dict[str, NodeState] = {}
+        self._latest: Results | None = None
+        self._ready = False
+        self._durations = DurationHistogram(EVALUATION_BOUNDS)
+        # Guards the counters only; the published Results need no lock (a reference swap).
+        self._lock = threading.Lock()
+        self._changes: dict[tuple[str, str], int] = {}
+        self._errors: dict[tuple[str, str], int] = {}
+        self._duration = _EMPTY_HISTOGRAM
+        self._last_success: float | None = None
+
+    # --- the ticking thread -------------------------------------------------------------------
+    def tick(self, now: datetime | None = None) -> Results:
+        """One evaluation for all nodes at `now` (default: the wall clock, UTC)."""
+        started = self._clock()
+        if now is None:
+            now = datetime.fromtimestamp(self._wall(), UTC)
+        inputs = self.source.fetch(now)
+        before = self._states
+        states, results = evaluate(self._rb, self._params, before, inputs)
+        self._states = states
+        self._latest = results
+        if self._csv is not None:
+            for node in sorted(results.reports):
+                self._csv.write(monitor_row(results.reports[node]))
+        flips = [
+            (node, report.decision)
+            for node, report in results.reports.items()
+            if report.decision != _last(before.get(node))
+        ]
+        for node, to in flips:
+            log.info("event=decision_changed node=%s to=%s score=%.3f reason=%r",
+                     node, to, results.reports[node].score, results.reports[node].reason or "")
+        duration = self._durations.observe(self._clock() - started)
+        with self._lock:
+            for key in flips:
+                self._changes[key] = self._changes.get(key, 0) + 1
+            for reason, count in inputs.errors.items():
+                key = (inputs.source, reason)
+                self._errors[key] = self._errors.get(key, 0) + count
+            self._duration = duration
+            if inputs.ok:
+                self._last_success = self._wall()
+        if inputs.ok and not self._ready:
+            self._ready = True
+            log.info("event=scorer_ready source=%s nodes=%d", inputs.source, len(results.reports))
+        return results
+
+    def run(self, stop: threading.Event) -> None:
+        """Tick every `interval_s` until `stop` is set. A failing tick is logged and the loop goes
+        on: the previous Results stay published and the next tick tries again."""
+        for _ in ticks(self.interval_s, stop, clock=self._clock):
+            try:
+                self.tick()
+            except Exception:
+                log.exception("event=evaluation_failed")
+
+    def rebuild(self, history: Sequence[Inputs]) -> int:
+        """Advance the decision states over `history` (a list of Inputs, oldest first) as if
+        each had been a tick, without publishing, writing CSV or counting flips. Returns the
+        number of steps replayed."""
+        states = self._states
+        # evaluate_series batches the scoring across steps: a 300-step rebuild is one numpy call.
+        for states_after, _ in evaluate_series(self._rb, self._params, self._states, history):
+            states = states_after
+        self._states = states
+        if history:
+            allowed = sum(1 for s in states.values() if _last(s) == DECISION_ALLOW)
+            log.info("event=state_rebuilt steps=%d nodes=%d allowed=%d", len(history), len(states), allowed)
+        return len(history)
+
+    # --- any thread ---------------------------------------------------------------------------
+    def latest(self) -> Results | None:
+        return self._latest
+
+    def ready(self) -> bool:
+        """True once an evaluation succeeded (the source answered); stays True after, because a
+        later outage still yields real results: every node denied for missing inputs."""
+        return self._ready
+
+    def stats(self) -> EvaluatorStats:
+        with self._lock:
+            return EvaluatorStats(
+                decision_changes=MappingProxyType(dict(self._changes)),
+                evaluation_duration=self._duration,
+                source_errors=MappingProxyType(dict(self._errors)),
+                last_success=self._last_success,
+            )
+
+
+def _last(state: NodeState | None) -> str:
+    """A node's previous decision; a node never seen starts from allow (SPEC §3.3)."""
+    return DECISION_ALLOW if state is None else state.last

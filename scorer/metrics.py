@@ -1,0 +1,141 @@
+"""The scorer's Prometheus view (CONTRACT §1.2), served as plain HTTP /metrics on port 9861.
+
+`ScorerCollector` is a stateless prometheus_client custom collector: each scrape builds fresh
+families from the evaluator's latest Results and cumulative stats (and, when given, the
+admission webhook's stats and the served certificate's expiry). Nothing is registered at
+import; exporter.sinks.prometheus.make_registry / MetricsServer serve it like the exporter's.
+
+Per node: ksense_node_score, ksense_node_admission_allowed, ksense_node_input_missing{input}
+for all four inputs (0 or 1, so "missing" is a value to alert on, not an absence), and
+ksense_node_decision_changes_total{to} for both directions (0 before the first flip, so
+`increase()` sees the first one). Process-wide: the evaluation duration histogram, source
+errors by (source, reason), the last success time (absent before the first success).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterator, Mapping
+from typing import Protocol
+
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
+from prometheus_client.utils import floatToGoString
+
+from exporter import names as n
+from exporter.core.model import ExportHistogram
+from scorer.core.model import Results
+from scorer.evaluator import EvaluatorStats
+
+
+class EvaluatorView(Protocol):
+    """What the collector reads of the evaluator."""
+
+    def latest(self) -> Results | None: ...
+
+    def stats(self) -> EvaluatorStats: ...
+
+
+class AdmissionStats(Protocol):
+    """The admission webhook's counters: reviews per outcome (names.ADMISSION_OUTCOMES) and the
+    cumulative answer-time histogram."""
+
+    def stats(self) -> tuple[Mapping[str, int], ExportHistogram]: ...
+
+
+def _histogram(family: n.Family, hist: ExportHistogram) -> HistogramMetricFamily:
+    metric = HistogramMetricFamily(family.name, family.help)
+    # floatToGoString writes `le` as Go clients do, so replicas share bucket labels.
+    metric.add_metric([], [(floatToGoString(le), count) for le, count in hist.buckets], hist.sum_seconds)
+    return metric
+
+
+class ScorerCollector:
+    """Every scorer family of CONTRACT §1.2; see the module docstring. `cert_expiry` returns
+    the notAfter (Unix time) of the served certificate, None when serving plain HTTP."""
+
+    def __init__(
+        self,
+        evaluator: EvaluatorView,
+        *,
+        admission: AdmissionStats | None = None,
+        cert_expiry: Callable[[], float | None] | None = None,
+    ):
+        self._evaluator = evaluator
+        self._admission = admission
+        self._cert_expiry = cert_expiry
+
+    def describe(self) -> Iterator[Metric]:
+        """Family names only, so a registry refuses a second collector that would duplicate them."""
+        for family in (n.NODE_SCORE, n.NODE_ADMISSION_ALLOWED, n.NODE_INPUT_MISSING, n.SCORER_LAST_SUCCESS):
+            yield GaugeMetricFamily(family.name, family.help)
+        for family in (n.NODE_DECISION_CHANGES, n.SCORER_SOURCE_ERRORS):
+            yield CounterMetricFamily(family.name, family.help)
+        yield HistogramMetricFamily(n.SCORER_EVALUATION_DURATION.name, n.SCORER_EVALUATION_DURATION.help)
+        if self._admission is not None:
+            yield CounterMetricFamily(n.ADMISSION_REVIEWS.name, n.ADMISSION_REVIEWS.help)
+            yield HistogramMetricFamily(n.ADMISSION_REVIEW_DURATION.name, n.ADMISSION_REVIEW_DURATION.help)
+        if self._cert_expiry is not None:
+            yield GaugeMetricFamily(n.WEBHOOK_CERT_EXPIRY.name, n.WEBHOOK_CERT_EXPIRY.help)
+
+    def collect(self) -> Iterator[Metric]:
+        # A family without series (no node yet, no error yet) is left out of the scrape.
+        for metric in self._families():
+            if metric.samples:
+                yield metric
+
+    def _families(self) -> Iterator[Metric]:
+        results = self._evaluator.latest()
+        stats = self._evaluator.stats()
+        reports = sorted(results.reports.items()) if results is not None else []
+
+        score = GaugeMetricFamily(n.NODE_SCORE.name, n.NODE_SCORE.help, labels=(n.LABEL_NODE,))
+        allowed = GaugeMetricFamily(
+            n.NODE_ADMISSION_ALLOWED.name, n.NODE_ADMISSION_ALLOWED.help, labels=(n.LABEL_NODE,)
+        )
+        missing = GaugeMetricFamily(
+            n.NODE_INPUT_MISSING.name, n.NODE_INPUT_MISSING.help, labels=(n.LABEL_NODE, n.LABEL_INPUT)
+        )
+        for node, report in reports:
+            if math.isfinite(report.score):
+                score.add_metric((node,), report.score)
+            allowed.add_metric((node,), 1 if report.decision == n.DECISION_ALLOW else 0)
+            for name in n.INPUTS:
+                missing.add_metric((node, name), 1 if name in report.missing else 0)
+        yield score
+        yield allowed
+        yield missing
+
+        changes = CounterMetricFamily(
+            n.NODE_DECISION_CHANGES.name, n.NODE_DECISION_CHANGES.help, labels=(n.LABEL_NODE, n.LABEL_TO)
+        )
+        flipped = dict(stats.decision_changes)
+        nodes = sorted({node for node, _ in reports} | {node for node, _ in flipped})
+        for node in nodes:
+            for to in (n.DECISION_ALLOW, n.DECISION_DENY):
+                changes.add_metric((node, to), flipped.get((node, to), 0))
+        yield changes
+
+        yield _histogram(n.SCORER_EVALUATION_DURATION, stats.evaluation_duration)
+
+        errors = CounterMetricFamily(
+            n.SCORER_SOURCE_ERRORS.name, n.SCORER_SOURCE_ERRORS.help, labels=(n.LABEL_SOURCE, n.LABEL_REASON)
+        )
+        for (source, reason), count in sorted(stats.source_errors.items()):
+            errors.add_metric((source, reason), count)
+        yield errors
+
+        if stats.last_success is not None:
+            yield GaugeMetricFamily(n.SCORER_LAST_SUCCESS.name, n.SCORER_LAST_SUCCESS.help, value=stats.last_success)
+
+        if self._admission is not None:
+            outcomes, duration = self._admission.stats()
+            reviews = CounterMetricFamily(n.ADMISSION_REVIEWS.name, n.ADMISSION_REVIEWS.help, labels=(n.LABEL_OUTCOME,))
+            for outcome in sorted(set(n.ADMISSION_OUTCOMES) | set(outcomes)):
+                reviews.add_metric((outcome,), outcomes.get(outcome, 0))
+            yield reviews
+            yield _histogram(n.ADMISSION_REVIEW_DURATION, duration)
+
+        if self._cert_expiry is not None:
+            expiry = self._cert_expiry()
+            if expiry is not None:
+                yield GaugeMetricFamily(n.WEBHOOK_CERT_EXPIRY.name, n.WEBHOOK_CERT_EXPIRY.help, value=expiry)

@@ -1,0 +1,250 @@
+"""The scorer's cluster source: every node's inputs from the Prometheus HTTP query API.
+
+Per tick, one instant query per signal for all nodes (never one per node), all evaluated at
+the same `time=` so the inputs of a tick are consistent. Each query returns the value *and*
+the sample's own timestamp in one answer:
+
+    max by (node) (S) or label_replace(max by (node) (timestamp(S)), "ksense_ts", "1", "", "")
+
+The left side is the value; the right side, tagged with the label `ksense_ts="1"` so that `or`
+keeps both (their label sets differ), is when the sample was scraped. `max by (node)` joins
+duplicate series of a node (two scrape jobs, a changed `instance`): the largest value and the
+newest timestamp. The timestamp is what lets us refuse stale data: Prometheus answers an
+instant query with the last sample of the past 5 minutes, so a dead exporter would otherwise
+look healthy for 5 minutes; here a sample older than `long_win_s` is missing (`stale 75s`).
+Any answer (Thanos, Mimir) of the Prometheus HTTP API works.
+
+Failures never raise. Each failed request is counted under a short reason label
+(`unreachable`, `timeout`, `http_503`, `bad_response`, `query_error`, plus `empty` for a
+successful query that named no node: a wrong URL or lost `node` label); the affected inputs are
+missing with a readable reason ("prometheus down", "timeout", "http 503"). At most one request
+per signal per tick, and when Prometheus is unreachable, times out or answers 5xx, the rest of
+that tick's queries are skipped (they would fail the same way): a down Prometheus costs one
+failed request per tick, not a storm. Nodes seen before stay present with every input missing
+(`Inputs.ok=False` when nothing could be read), so their decisions turn to deny instead of
+vanishing; a node unseen for `forget_after_s` is dropped (decommissioned).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Callable, Iterator, Mapping
+from datetime import UTC, datetime
+from types import MappingProxyType
+
+import requests
+
+from scorer.core import inputs as core
+from scorer.core.model import Inputs
+
+NAME = "prometheus"
+TS_LABEL = "ksense_ts"
+#: Prometheus refuses a range query of more than 11,000 points per series.
+MAX_POINTS = 11_000
+
+log = logging.getLogger(__name__)
+
+# Short counter label -> the reason shown per input (NodeInputs.why, /score, the CSV).
+_SHOWN = {
+    "unreachable": "prometheus down",
+    "timeout": "timeout",
+    "bad_response": "bad response",
+    "query_error": "query error",
+}
+
+
+def shown(reason: str) -> str:
+    """The readable form of a counter reason: `http_503` -> `http 503`."""
+    return _SHOWN.get(reason, reason.replace("_", " "))
+
+
+class PromError(Exception):
+    """A failed query; `reason` is the short counter label, `fatal` says whether the rest of the
+    tick's queries would fail the same way (transport errors, 5xx)."""
+
+    def __init__(self, reason: str, detail: str, *, fatal: bool):
+        super().__init__(f"{reason}: {detail}")
+        self.reason = reason
+        self.fatal = fatal
+
+
+def _selector(signal: str) -> str:
+    family = core.FAMILY[signal]
+    return f'{family}{{kind="some"}}' if signal == core.PSI else family
+
+
+def timestamped_query(selector: str, *, by: str = "node") -> str:
+    """The value-and-timestamp query of the module docstring for one series selector."""
+    return (
+        f"max by ({by}) ({selector}) or "
+        f'label_replace(max by ({by}) (timestamp({selector})), "{TS_LABEL}", "1", "", "")'
+    )
+
+
+#: signal -> PromQL, built once.
+QUERIES = MappingProxyType({signal: timestamped_query(_selector(signal)) for signal in core.SIGNALS})
+
+
+def chunks(start: float, end: float, step: float, max_points: int = MAX_POINTS) -> Iterator[tuple[float, float]]:
+    """Split [start, end] into consecutive ranges of at most `max_points` steps each, aligned to
+    `start` so no step is evaluated twice or skipped."""
+    span = step * (max_points - 1)
+    lo = start
+    while lo <= end + 1e-9:
+        hi = min(end, round(lo + span, 3))
+        yield lo, hi
+        lo = round(hi + step, 3)
+
+
+class PromClient:
+    """The few calls of the Prometheus HTTP API we make; every failure is a PromError."""
+
+    def __init__(self, url: str, *, timeout_s: float = 2.0, session: requests.Session | None = None):
+        self.url = url.rstrip("/")
+        self._timeout = timeout_s
+        self._session = session if session is not None else requests.Session()
+
+    def _get(self, path: str, params: Mapping[str, str]) -> dict:
+        try:
+            resp = self._session.get(f"{self.url}{path}", params=params, timeout=self._timeout)
+        except requests.Timeout as exc:
+            raise PromError("timeout", str(exc), fatal=True) from None
+        except requests.RequestException as exc:
+            raise PromError("unreachable", str(exc), fatal=True) from None
+        try:
+            body = resp.json()
+        except ValueError:
+            body = None
+        if resp.status_code >= 400:
+            detail = body.get("error", "") if isinstance(body, dict) else resp.text[:200]
+            raise PromError(f"http_{resp.status_code}", detail, fatal=resp.status_code >= 500)
+        if not isinstance(body, dict):
+            raise PromError("bad_response", f"not JSON: {resp.text[:80]!r}", fatal=False)
+        if body.get("status") != "success":
+            raise PromError("query_error", str(body.get("error", body.get("status"))), fatal=False)
+        data = body.get("data")
+        if not isinstance(data, dict) or not isinstance(data.get("result"), list):
+            raise PromError("bad_response", "no data.result list", fatal=False)
+        return data
+
+    def query(self, expr: str, at: float) -> list[dict]:
+        """Instant query at Unix time `at`; the vector's elements."""
+        data = self._get("/api/v1/query", {"query": expr, "time": f"{at:.3f}"})
+        if data.get("resultType") != "vector":
+            raise PromError("bad_response", f"resultType {data.get('resultType')!r}, expected vector", fatal=False)
+        return data["result"]
+
+    def query_range(self, expr: str, start: float, end: float, step: float) -> list[dict]:
+        """Range query; the matrix's series. The caller keeps each call under MAX_POINTS."""
+        params = {"query": expr, "start": f"{start:.3f}", "end": f"{end:.3f}", "step": f"{step:g}"}
+        data = self._get("/api/v1/query_range", params)
+        if data.get("resultType") != "matrix":
+            raise PromError("bad_response", f"resultType {data.get('resultType')!r}, expected matrix", fatal=False)
+        return data["result"]
+
+
+class PrometheusSource:
+    """`InputSource` over Prometheus; see the module docstring. `clock` is the wall clock (Unix
+    seconds) used to age known nodes; sample ages are measured against `fetch(now)`."""
+
+    name = NAME
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        long_win_s: float = 60.0,
+        timeout_s: float = 2.0,
+        forget_after_s: float = 3600.0,
+        session: requests.Session | None = None,
+        clock: Callable[[], float] = time.time,
+    ):
+        self.client = PromClient(url, timeout_s=timeout_s, session=session)
+        self.long_win_s = long_win_s
+        self._forget_after_s = forget_after_s
+        self._clock = clock
+        self._known: dict[str, float] = {}  # node -> wall time last seen
+        self._failing: str | None = None  # the reason of the ongoing outage, for one log line
+
+    def fetch(self, now: datetime) -> Inputs:
+        at = now.timestamp()
+        vectors: dict[str, dict[str, core.Sample]] = {}
+        failed: dict[str, str] = {}
+        errors: dict[str, int] = {}
+        abort: PromError | None = None
+        for signal, expr in QUERIES.items():
+            if abort is not None:
+                failed[signal] = shown(abort.reason)
+                continue
+            try:
+                vectors[signal] = core.split_timestamped(self.client.query(expr, at), TS_LABEL)
+            except PromError as exc:
+                errors[exc.reason] = errors.get(exc.reason, 0) + 1
+                failed[signal] = shown(exc.reason)
+                abort = exc if exc.fatal else None
+                continue
+            except (KeyError, TypeError, ValueError, IndexError) as exc:
+                errors["bad_response"] = errors.get("bad_response", 0) + 1
+                failed[signal] = shown("bad_response")
+                log.debug("event=bad_vector signal=%s error=%r", signal, str(exc))
+                continue
+            if not vectors[signal] and signal in (core.FROZEN, core.CPU):
+                # Every exporter exports these two; none at all means we read the wrong place.
+                errors["empty"] = errors.get("empty", 0) + 1
+        ok = len(failed) < len(QUERIES)
+        self._note_outage(None if ok else next(iter(errors), "unknown"))
+        nodes = core.build(vectors, failed, now=at, long_win_s=self.long_win_s, known=self._remember(vectors))
+        return Inputs(
+            time=now, source=NAME, nodes=MappingProxyType(nodes), errors=MappingProxyType(errors), ok=ok
+        )
+
+    def history(self, start: datetime, end: datetime, step: float) -> list[Inputs]:
+        """Inputs at every `step` from `start` to `end` (range queries, ≤ MAX_POINTS per call),
+        as `fetch` would have produced them then: used to rebuild the decision states after a
+        restart. Nodes seen in the history become known. Empty on any failure (logged): a
+        partial history would rebuild a state no other replica has."""
+        lo, hi = round(start.timestamp(), 3), round(end.timestamp(), 3)
+        per_step: dict[float, dict[str, dict[str, core.Sample]]] = {}
+        try:
+            for signal, expr in QUERIES.items():
+                for a, b in chunks(lo, hi, step):
+                    matrix = core.split_timestamped_matrix(self.client.query_range(expr, a, b, step), TS_LABEL)
+                    for t, by_node in matrix.items():
+                        per_step.setdefault(t, {}).setdefault(signal, {}).update(by_node)
+        except (PromError, KeyError, TypeError, ValueError, IndexError) as exc:
+            log.warning("event=history_unavailable error=%r", str(exc))
+            return []
+        out: list[Inputs] = []
+        seen: set[str] = set()
+        for k in range(math.floor((hi - lo) / step + 1e-9) + 1):
+            t = round(lo + k * step, 3)
+            vectors = per_step.get(t, {})
+            for vector in vectors.values():
+                seen.update(vector)
+            nodes = core.build(vectors, {}, now=t, long_win_s=self.long_win_s, known=seen)
+            out.append(Inputs(time=datetime.fromtimestamp(t, UTC), source=NAME, nodes=MappingProxyType(nodes)))
+        wall = self._clock()
+        for node in seen:
+            self._known.setdefault(node, wall)
+        return out
+
+    def _remember(self, vectors: Mapping[str, Mapping[str, core.Sample]]) -> list[str]:
+        wall = self._clock()
+        for vector in vectors.values():
+            for node in vector:
+                self._known[node] = wall
+        for node, seen in list(self._known.items()):
+            if wall - seen > self._forget_after_s:
+                del self._known[node]
+                log.info("event=node_forgotten node=%s unseen_s=%.0f", node, wall - seen)
+        return list(self._known)
+
+    def _note_outage(self, reason: str | None) -> None:
+        """One log line when Prometheus stops answering and one when it is back, not one per tick."""
+        if reason is not None and self._failing is None:
+            log.warning("event=prometheus_unavailable url=%s reason=%s", self.client.url, reason)
+        elif reason is None and self._failing is not None:
+            log.info("event=prometheus_recovered url=%s", self.client.url)
+        self._failing = reason

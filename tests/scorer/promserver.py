@@ -1,0 +1,199 @@
+"""Real parts for scorer tests: a Prometheus server and replaying exporters as subprocesses.
+
+`start_prometheus` writes a config (1 s scrape and evaluation interval, the given targets with
+honor_labels so the exporter's `node` label survives, optional rule files), starts
+/usr/bin/prometheus on 127.0.0.1 with a free port and a temporary TSDB, and polls /-/ready
+with a deadline. `start_exporter` runs `python -m exporter --source replay:FILE` on a free port
+and polls /readyz. Both return handles whose `stop()` ends the process by its PID (SIGTERM,
+then SIGKILL after a grace period); fixtures call it in their finalizers. Logs go to files in
+the test's directory, so a full pipe never blocks a server and a failure can show the log.
+Nothing sleeps for a fixed time: every wait polls a condition against a deadline.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TypeVar
+
+import requests
+
+from tests.conftest import REPO
+
+PROMETHEUS = "/usr/bin/prometheus"
+T = TypeVar("T")
+
+
+def prometheus_binary() -> str | None:
+    return PROMETHEUS if os.access(PROMETHEUS, os.X_OK) else shutil.which("prometheus")
+
+
+def free_port() -> int:
+    """A port free right now on 127.0.0.1 (the kernel's choice; the tiny race until the server
+    binds it is accepted in tests)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for(predicate: Callable[[], T], deadline_s: float, what: str, *, poll_s: float = 0.1) -> T:
+    """Poll `predicate` until it returns a truthy value (returned) or the deadline passes."""
+    end = time.monotonic() + deadline_s
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > end:
+            raise AssertionError(f"timed out after {deadline_s:.0f}s waiting for {what}")
+        time.sleep(poll_s)
+
+
+def _get_ok(url: str) -> bool:
+    try:
+        return requests.get(url, timeout=1.0).status_code == 200
+    except requests.RequestException:
+        return False
+
+
+@dataclass
+class Process:
+    """A server we started: stop it by its PID."""
+
+    proc: subprocess.Popen
+    port: int
+    log: Path
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def stop(self, grace_s: float = 10.0) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=grace_s)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+    def log_text(self) -> str:
+        with contextlib.suppress(OSError):
+            return self.log.read_text(errors="replace")
+        return ""
+
+    def _wait_ready(self, path: str, deadline_s: float, what: str) -> None:
+        end = time.monotonic() + deadline_s
+        while not _get_ok(self.url + path):
+            if self.proc.poll() is not None or time.monotonic() > end:
+                self.stop()
+                raise AssertionError(f"{what} not ready (exit {self.proc.poll()}):\n{self.log_text()[-3000:]}")
+            time.sleep(0.05)
+
+
+def prometheus_config(targets: Sequence[str], rule_files: Sequence[Path] = (), interval_s: float = 1.0) -> str:
+    """prometheus.yml text. scrape_timeout must not exceed the interval (default 10 s would be
+    rejected at 1 s), so it equals it."""
+    lines = [
+        "global:",
+        f"  scrape_interval: {interval_s:g}s",
+        f"  scrape_timeout: {interval_s:g}s",
+        f"  evaluation_interval: {interval_s:g}s",
+    ]
+    if rule_files:
+        lines.append("rule_files:")
+        lines += [f"  - {p}" for p in rule_files]
+    lines += [
+        "scrape_configs:",
+        "  - job_name: ksense",
+        "    honor_labels: true",
+        "    static_configs:",
+        "      - targets: [" + ", ".join(f"'{t}'" for t in targets) + "]",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def start_prometheus(
+    workdir: Path,
+    targets: Sequence[str],
+    *,
+    rule_files: Sequence[Path] = (),
+    interval_s: float = 1.0,
+    deadline_s: float = 30.0,
+) -> Process:
+    """Start a real Prometheus scraping `targets` (host:port) every `interval_s`; ready on return."""
+    binary = prometheus_binary()
+    if binary is None:
+        raise FileNotFoundError("prometheus binary not found")
+    workdir.mkdir(parents=True, exist_ok=True)
+    config = workdir / "prometheus.yml"
+    config.write_text(prometheus_config(targets, rule_files, interval_s))
+    port = free_port()
+    log = workdir / "prometheus.log"
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(
+            [
+                binary,
+                f"--config.file={config}",
+                f"--storage.tsdb.path={workdir / 'tsdb'}",
+                f"--web.listen-address=127.0.0.1:{port}",
+                "--web.enable-lifecycle",
+                "--log.level=warn",
+            ],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            cwd=workdir,
+        )
+    server = Process(proc, port, log)
+    server._wait_ready("/-/ready", deadline_s, "prometheus")
+    return server
+
+
+def instant(url: str, query: str) -> list[dict]:
+    """The vector of an instant query ([] on any failure): for polling conditions."""
+    try:
+        body = requests.get(f"{url}/api/v1/query", params={"query": query}, timeout=2.0).json()
+    except (requests.RequestException, ValueError):
+        return []
+    return body.get("data", {}).get("result", []) if body.get("status") == "success" else []
+
+
+def start_exporter(
+    workdir: Path,
+    replay_csv: Path,
+    *,
+    node: str,
+    speed: float,
+    env: Mapping[str, str] | None = None,
+    csv_out: Path | None = None,
+    port: int | None = None,
+    deadline_s: float = 30.0,
+) -> Process:
+    """`python -m exporter --source replay:FILE` on `port` (default: a free one); ready (/readyz
+    200) on return. KSENSE_* / FUZZY_* variables of the test's environment are dropped and
+    `env` added."""
+    port = port if port is not None else free_port()
+    args = [
+        sys.executable, "-m", "exporter", "--source", f"replay:{replay_csv}", "--speed", f"{speed:g}",
+        "--host", "127.0.0.1", "--port", str(port), "--node", node,
+    ]
+    args += ["--csv", str(csv_out)] if csv_out is not None else ["--no-csv"]
+    full_env = {k: v for k, v in os.environ.items() if not k.startswith(("KSENSE_", "FUZZY_"))}
+    full_env.update(env or {})
+    workdir.mkdir(parents=True, exist_ok=True)
+    log = workdir / f"exporter-{node}-{port}.log"
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(args, cwd=REPO, env=full_env, stdout=out, stderr=subprocess.STDOUT)
+    exporter = Process(proc, port, log)
+    exporter._wait_ready("/readyz", deadline_s, "exporter")
+    return exporter

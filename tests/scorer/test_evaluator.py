@@ -1,0 +1,187 @@
+"""The Evaluator tick with a scripted source and the real controller: publishing, the monitor
+CSV format, decision-change and error counters, readiness, the restart rebuild, the loop."""
+
+from __future__ import annotations
+
+import csv
+import itertools
+import re
+import threading
+from datetime import UTC, datetime, timedelta
+from types import MappingProxyType
+
+import pytest
+
+from exporter import names as n
+from scorer.core.decision import DecisionParams
+from scorer.core.model import Inputs, NodeInputs
+from scorer.evaluator import Evaluator, monitor_row, monitor_sink
+from scorer.rulefile import load_rules
+
+T0 = datetime(2027, 1, 15, 12, 0, 0, 250000, tzinfo=UTC)
+LOW = {"friction": 0.237792, "direction": 1.0, "energy": 0.0, "cpu_pct": 2.413911, "psi_pct": 0.24796}  # 17.886
+HIGH = {"friction": 100.0, "direction": 1.0, "energy": 60.0, "cpu_pct": 90.0, "psi_pct": 90.0}  # 87.870
+
+
+def good(node: str = "a") -> NodeInputs:
+    return NodeInputs(node=node, **LOW)
+
+
+def high(node: str = "a") -> NodeInputs:
+    return NodeInputs(node=node, **HIGH)
+
+
+def down(node: str = "a") -> NodeInputs:
+    return NodeInputs(node=node, missing=n.INPUTS, why=MappingProxyType(dict.fromkeys(n.INPUTS, "prometheus down")))
+
+
+def inputs(*nodes: NodeInputs, ok: bool = True, errors=None, t: datetime = T0) -> Inputs:
+    return Inputs(time=t, source="prometheus", nodes=MappingProxyType({x.node: x for x in nodes}),
+                  errors=MappingProxyType(errors or {}), ok=ok)
+
+
+class Script:
+    """An InputSource that returns the given Inputs in order (the last one forever after)."""
+
+    name = "prometheus"
+
+    def __init__(self, *steps: Inputs):
+        self.steps = list(steps)
+        self.asked: list[datetime] = []
+
+    def fetch(self, now: datetime) -> Inputs:
+        self.asked.append(now)
+        return self.steps.pop(0) if len(self.steps) > 1 else self.steps[0]
+
+
+@pytest.fixture(scope="module")
+def rb():
+    return load_rules()
+
+
+def make(source, rb, **kwargs) -> Evaluator:
+    clock = itertools.count(0.0, 0.004)  # every tick "takes" 4 ms
+    kwargs.setdefault("clock", lambda: next(clock))
+    kwargs.setdefault("wall", lambda: 1_800_000_000.5)
+    return Evaluator(source, rb, DecisionParams(), **kwargs)
+
+
+def test_tick_publishes_results_and_readiness(rb):
+    ev = make(Script(inputs(good("a"), good("b"))), rb)
+    assert ev.latest() is None and not ev.ready()
+    results = ev.tick(T0)
+    assert ev.latest() is results
+    assert ev.ready()
+    assert sorted(results.reports) == ["a", "b"]
+    assert results.reports["a"].score == pytest.approx(17.886, abs=1e-3)
+    assert ev.stats().last_success == 1_800_000_000.5
+
+
+def test_not_ready_while_the_source_cannot_answer(rb):
+    ev = make(Script(inputs(ok=False, errors={"unreachable": 1})), rb)
+    ev.tick(T0)
+    assert not ev.ready()
+    assert ev.stats().last_success is None
+    assert dict(ev.stats().source_errors) == {("prometheus", "unreachable"): 1}
+
+
+def test_tick_uses_the_wall_clock_when_not_given_a_time(rb):
+    source = Script(inputs(good()))
+    make(source, rb).tick()
+    assert source.asked == [datetime.fromtimestamp(1_800_000_000.5, UTC)]
+
+
+def test_decision_changes_and_errors_are_counted(rb):
+    steps = [inputs(down(), ok=False, errors={"unreachable": 1}), inputs(good()), inputs(good()),
+             inputs(high()), inputs(good(), errors={"http_422": 2})]
+    ev = make(Script(*steps), rb)
+    decisions = [ev.tick(T0).reports["a"].decision for _ in steps]
+    assert decisions == ["deny", "deny", "allow", "deny", "deny"]
+    stats = ev.stats()
+    assert dict(stats.decision_changes) == {("a", "deny"): 2, ("a", "allow"): 1}
+    assert dict(stats.source_errors) == {("prometheus", "unreachable"): 1, ("prometheus", "http_422"): 2}
+    assert stats.evaluation_duration.count == len(steps)
+    assert stats.evaluation_duration.sum_seconds == pytest.approx(0.004 * len(steps))
+
+
+def test_first_sight_of_a_denied_node_counts_as_a_change(rb):
+    ev = make(Script(inputs(high("new"))), rb)
+    ev.tick(T0)
+    assert dict(ev.stats().decision_changes) == {("new", "deny"): 1}
+
+
+def test_monitor_csv_rows(rb, tmp_path):
+    path = tmp_path / n.FUZZY_MONITOR_CSV_NAME
+    sink = monitor_sink(path)
+    ev = make(Script(inputs(good("b"), down("a"))), rb, monitor_csv=sink)
+    ev.tick(T0)
+    ev.tick(T0 + timedelta(seconds=1))
+    sink.close()
+    rows = list(csv.reader(path.open()))
+    assert tuple(rows[0]) == n.FUZZY_MONITOR_COLUMNS
+    assert len(rows) == 1 + 4
+    a, b = rows[1], rows[2]
+    local = T0.astimezone().strftime("%Y-%m-%d %H:%M:%S.250")
+    assert a[0] == b[0] == local
+    assert a[1:] == ["a", "", "", "", "", "100.000", "high", "deny", "missing metrics: friction, energy"]
+    assert b[1:] == ["b", "0.237792", "0.000000", "2.413911", "0.247960", "17.886", "low", "allow", ""]
+
+
+def test_monitor_row_signed_friction_and_missing_psi(rb):
+    node = NodeInputs(node="c", friction=3.5, direction=-1.0, energy=1.0, cpu_pct=10.0,
+                      missing=("psi",), why=MappingProxyType({"psi": "absent"}))
+    report = make(Script(inputs(node)), rb).tick(T0).reports["c"]
+    row = monitor_row(report)
+    assert row[2:6] == ["-3.500000", "1.000000", "10.000000", ""]
+    assert re.fullmatch(r"\d+\.\d{3}", row[6])
+
+
+def test_rebuild_carries_state_without_publishing_or_writing(rb, tmp_path):
+    path = tmp_path / "m.csv"
+    sink = monitor_sink(path)
+    ev = make(Script(inputs(good())), rb, monitor_csv=sink)
+    history = [inputs(high()), inputs(high())]
+    assert ev.rebuild(history) == 2
+    assert ev.latest() is None and not path.exists()
+    assert dict(ev.stats().decision_changes) == {}
+    # The rebuilt state is deny with good = 0: one good tick is not enough to allow again.
+    assert ev.tick(T0).reports["a"].decision == "deny"
+    assert ev.tick(T0).reports["a"].decision == "allow"
+    sink.close()
+
+
+def test_rebuild_matches_ticking_the_same_inputs(rb):
+    steps = [inputs(good(), high("b")), inputs(high(), good("b")), inputs(good(), good("b"))]
+    ticked = make(Script(*steps, inputs(good(), good("b"))), rb)
+    for _ in steps:
+        ticked.tick(T0)
+    rebuilt = make(Script(inputs(good(), good("b"))), rb)
+    rebuilt.rebuild(steps)
+    a, b = ticked.tick(T0), rebuilt.tick(T0)
+    for node in ("a", "b"):
+        ra, rb_ = a.reports[node], b.reports[node]
+        assert (ra.decision, ra.bad_count, ra.good_count) == (rb_.decision, rb_.bad_count, rb_.good_count)
+
+
+def test_run_ticks_until_stopped_and_survives_a_failing_tick(rb):
+    stop = threading.Event()
+
+    class Flaky:
+        name = "prometheus"
+        calls = 0
+
+        def fetch(self, now):
+            Flaky.calls += 1
+            if Flaky.calls == 2:
+                raise RuntimeError("a bug in a source")
+            if Flaky.calls >= 4:
+                stop.set()
+            return inputs(good(), t=now)
+
+    ev = Evaluator(Flaky(), rb, DecisionParams(), interval_s=0.01)
+    worker = threading.Thread(target=ev.run, args=(stop,))
+    worker.start()
+    worker.join(timeout=10)
+    assert not worker.is_alive()
+    assert Flaky.calls >= 4
+    assert ev.ready() and ev.stats().evaluation_duration.count == Flaky.calls - 1

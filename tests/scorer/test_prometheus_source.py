@@ -1,0 +1,221 @@
+"""PrometheusSource against a fake Prometheus HTTP API on a real socket: answers, failures of
+every shape, how many requests a failure costs, known nodes, and the range-query history."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+
+import pytest
+
+from exporter import names as n
+from scorer.core import inputs as core
+from scorer.sources import prometheus as prom
+from scorer.sources.prometheus import QUERIES, TS_LABEL, PrometheusSource, chunks
+from tests.scorer.conftest import Reply
+from tests.scorer.promserver import free_port
+
+NOW = datetime(2027, 1, 15, 12, 0, 0, tzinfo=UTC)
+AT = NOW.timestamp()
+SIGNAL_OF = {expr: signal for signal, expr in QUERIES.items()}
+
+#: node -> signal -> raw value (ratios as exported)
+FLEET = {
+    "a": {"friction": 4.0, "direction": 1.0, "energy": 0.5, "cpu": 0.2, "psi": 0.05, "frozen": 1.0, "warmup": 0.0},
+    "b": {"friction": 9.0, "direction": -1.0, "energy": 2.0, "cpu": 0.9, "psi": 0.5, "frozen": 1.0, "warmup": 0.0},
+}
+
+
+def vector_body(signal: str, fleet=FLEET, age_s: float = 1.0, at: float = AT) -> str:
+    result = []
+    for node, values in fleet.items():
+        if signal in values:
+            result.append({"metric": {"node": node}, "value": [at, repr(values[signal])]})
+            result.append({"metric": {"node": node, TS_LABEL: "1"}, "value": [at, repr(at - age_s)]})
+    return json.dumps({"status": "success", "data": {"resultType": "vector", "result": result}})
+
+
+def answering(fleet=FLEET, age_s: float = 1.0, overrides=None):
+    overrides = overrides or {}
+
+    def handler(path, params):
+        signal = SIGNAL_OF[params["query"][0]]
+        if signal in overrides:
+            return overrides[signal]
+        return Reply(body=vector_body(signal, fleet, age_s))
+
+    return handler
+
+
+def source(url: str, **kwargs) -> PrometheusSource:
+    kwargs.setdefault("timeout_s", 2.0)
+    kwargs.setdefault("long_win_s", 60.0)
+    return PrometheusSource(url, **kwargs)
+
+
+def test_one_query_per_signal_all_at_the_same_time(fake_server):
+    fake_server.handler = answering()
+    got = source(fake_server.url).fetch(NOW)
+    assert got.ok and dict(got.errors) == {}
+    assert len(fake_server.requests) == len(core.SIGNALS)
+    assert {p["time"][0] for _, p in fake_server.requests} == {f"{AT:.3f}"}
+    assert {path for path, _ in fake_server.requests} == {"/api/v1/query"}
+    a, b = got.nodes["a"], got.nodes["b"]
+    assert a.missing == () and b.missing == ()
+    assert a.friction_signed == 4.0 and b.friction_signed == -9.0
+    assert b.cpu_pct == pytest.approx(90.0) and b.psi_pct == pytest.approx(50.0)
+
+
+def test_queries_aggregate_by_node_and_carry_the_timestamp():
+    for signal, expr in QUERIES.items():
+        assert expr.startswith("max by (node) (")
+        assert f'timestamp({core.FAMILY[signal]}' in expr
+        assert f'"{TS_LABEL}", "1"' in expr
+    assert 'kind="some"' in QUERIES[core.PSI]
+
+
+def test_stale_samples_are_missing_not_fresh(fake_server):
+    fake_server.handler = answering(age_s=75.0)
+    got = source(fake_server.url).fetch(NOW)
+    assert got.ok
+    assert got.nodes["a"].missing == n.INPUTS
+    assert got.nodes["a"].why["friction"] == "stale 75s"
+
+
+def test_partial_answer_leaves_only_the_absent_inputs_missing(fake_server):
+    fleet = {"a": FLEET["a"], "b": {k: v for k, v in FLEET["b"].items() if k not in ("energy", "psi")}}
+    fake_server.handler = answering(fleet)
+    got = source(fake_server.url).fetch(NOW)
+    assert got.nodes["a"].missing == ()
+    assert got.nodes["b"].missing == ("energy", "psi")
+    assert got.nodes["b"].why == {"energy": "absent", "psi": "absent"}
+
+
+def test_http_503_costs_one_request_and_keeps_known_nodes_denied(fake_server):
+    src = source(fake_server.url)
+    fake_server.handler = answering()
+    src.fetch(NOW)
+    fake_server.requests.clear()
+    fake_server.handler = lambda path, params: Reply(503, json.dumps({"status": "error", "error": "overloaded"}))
+    got = src.fetch(NOW)
+    assert len(fake_server.requests) == 1  # the rest of the tick is skipped: no retry storm
+    assert not got.ok
+    assert dict(got.errors) == {"http_503": 1}
+    assert sorted(got.nodes) == ["a", "b"]
+    assert got.nodes["a"].missing == n.INPUTS
+    assert set(got.nodes["a"].why.values()) == {"http 503"}
+
+
+def test_http_422_on_one_query_fails_only_that_input(fake_server):
+    bad = Reply(422, json.dumps({"status": "error", "errorType": "execution", "error": "many-to-many"}))
+    fake_server.handler = answering(overrides={core.PSI: bad})
+    got = source(fake_server.url).fetch(NOW)
+    assert len(fake_server.requests) == len(core.SIGNALS)
+    assert got.ok
+    assert dict(got.errors) == {"http_422": 1}
+    assert got.nodes["a"].missing == ("psi",)
+    assert got.nodes["a"].why == {"psi": "http 422"}
+
+
+def test_timeout_costs_one_request(fake_server):
+    fake_server.handler = lambda path, params: Reply(body=vector_body("friction"), delay_s=2.0)
+    src = source(fake_server.url, timeout_s=0.2)
+    got = src.fetch(NOW)
+    assert len(fake_server.requests) == 1
+    assert not got.ok and dict(got.errors) == {"timeout": 1}
+    assert got.nodes == {}  # nothing known yet
+
+
+@pytest.mark.parametrize(
+    ("reply", "reason"),
+    [
+        (Reply(200, "<html>proxy login</html>", "text/html"), "bad_response"),
+        (Reply(200, json.dumps({"status": "error", "error": "boom"})), "query_error"),
+        (Reply(200, json.dumps({"status": "success", "data": {"resultType": "matrix", "result": []}})),
+         "bad_response"),
+        (Reply(200, json.dumps({"status": "success", "data": {"resultType": "vector", "result": [{"x": 1}]}})),
+         "bad_response"),
+    ],
+    ids=["not json", "status error", "wrong result type", "malformed element"],
+)
+def test_malformed_answers_are_counted_per_query(fake_server, reply, reason):
+    src = source(fake_server.url)
+    fake_server.handler = answering()
+    src.fetch(NOW)
+    fake_server.handler = lambda path, params: reply
+    got = src.fetch(NOW)
+    assert not got.ok
+    assert dict(got.errors) == {reason: len(core.SIGNALS)}
+    assert got.nodes["a"].missing == n.INPUTS
+    assert got.nodes["a"].why["friction"] == prom.shown(reason)
+
+
+def test_empty_vectors_mean_absent_and_are_counted(fake_server):
+    src = source(fake_server.url)
+    fake_server.handler = answering()
+    src.fetch(NOW)
+    fake_server.handler = answering(fleet={})
+    got = src.fetch(NOW)
+    assert got.ok
+    assert dict(got.errors) == {"empty": 2}  # frozen and cpu: every exporter exports them
+    assert got.nodes["b"].missing == n.INPUTS
+    assert set(got.nodes["b"].why.values()) == {"absent"}
+
+
+def test_connection_refused_is_prometheus_down():
+    src = source(f"http://127.0.0.1:{free_port()}", timeout_s=1.0)
+    got = src.fetch(NOW)
+    assert not got.ok and dict(got.errors) == {"unreachable": 1}
+
+
+def test_known_nodes_are_forgotten_after_forget_after_s(fake_server):
+    wall = [1000.0]
+    src = source(fake_server.url, forget_after_s=600.0, clock=lambda: wall[0])
+    fake_server.handler = answering()
+    src.fetch(NOW)
+    fake_server.handler = answering(fleet={"a": FLEET["a"]})
+    wall[0] += 599
+    assert sorted(src.fetch(NOW).nodes) == ["a", "b"]
+    wall[0] += 2
+    assert sorted(src.fetch(NOW).nodes) == ["a"]
+
+
+def test_chunks_respect_the_point_limit_and_align_to_start():
+    spans = list(chunks(0.0, 25_000.0, 1.0))
+    assert spans == [(0.0, 10_999.0), (11_000.0, 21_999.0), (22_000.0, 25_000.0)]
+    assert list(chunks(10.0, 10.0, 1.0)) == [(10.0, 10.0)]
+
+
+def test_history_rebuilds_inputs_per_step(fake_server):
+    start = AT - 3
+
+    def handler(path, params):
+        assert path == "/api/v1/query_range"
+        signal = SIGNAL_OF[params["query"][0]]
+        lo, hi, step = (float(params[k][0]) for k in ("start", "end", "step"))
+        steps = [lo + k * step for k in range(int((hi - lo) / step) + 1)]
+        result = []
+        for node, values in FLEET.items():
+            if node == "b" and signal == "friction":
+                continue
+            result.append({"metric": {"node": node}, "values": [[t, repr(values[signal])] for t in steps]})
+            # the sample is 90 s old at the first step only
+            stamps = [[t, repr(t - (90 if t == lo else 1))] for t in steps]
+            result.append({"metric": {"node": node, TS_LABEL: "1"}, "values": stamps})
+        return Reply(body=json.dumps({"status": "success", "data": {"resultType": "matrix", "result": result}}))
+
+    fake_server.handler = handler
+    src = source(fake_server.url)
+    history = src.history(datetime.fromtimestamp(start, UTC), NOW, 1.0)
+    assert len(fake_server.requests) == len(core.SIGNALS)
+    assert [h.time.timestamp() for h in history] == [start, start + 1, start + 2, start + 3]
+    assert history[0].nodes["a"].missing == n.INPUTS  # stale at that step
+    assert history[1].nodes["a"].missing == ()
+    assert history[1].nodes["b"].missing == ("friction",)
+    assert history[1].nodes["b"].why == {"friction": "absent"}
+
+
+def test_history_is_empty_when_prometheus_fails(fake_server):
+    fake_server.handler = lambda path, params: Reply(503, "{}")
+    src = source(fake_server.url)
+    assert src.history(datetime.fromtimestamp(AT - 10, UTC), NOW, 1.0) == []

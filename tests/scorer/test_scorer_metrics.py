@@ -1,0 +1,126 @@
+"""ScorerCollector: every CONTRACT §1.2 family from a real Evaluator, promtool-clean."""
+
+from __future__ import annotations
+
+import math
+import subprocess
+from datetime import UTC, datetime
+from types import MappingProxyType
+
+import pytest
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.parser import text_string_to_metric_families
+
+from exporter import names as n
+from exporter.core.model import ExportHistogram
+from exporter.sinks.prometheus import make_registry
+from scorer.core.decision import DecisionParams
+from scorer.core.model import Inputs, NodeInputs
+from scorer.evaluator import Evaluator
+from scorer.metrics import ScorerCollector
+from scorer.rulefile import load_rules
+
+T0 = datetime(2027, 1, 15, 12, 0, 0, tzinfo=UTC)
+GOOD = {"friction": 0.237792, "direction": 1.0, "energy": 0.0, "cpu_pct": 2.413911, "psi_pct": 0.24796}
+
+
+class Script:
+    name = "prometheus"
+
+    def __init__(self, *steps: Inputs):
+        self.steps = list(steps)
+
+    def fetch(self, now):
+        return self.steps.pop(0)
+
+
+def nodes(*items: NodeInputs) -> MappingProxyType:
+    return MappingProxyType({x.node: x for x in items})
+
+
+class Admission:
+    def stats(self):
+        hist = ExportHistogram(buckets=((0.001, 3), (0.01, 4), (math.inf, 4)), sum_seconds=0.0042)
+        return {"recorded": 3, "dry_run": 1}, hist
+
+
+@pytest.fixture
+def evaluator() -> Evaluator:
+    missing_psi = NodeInputs(node="b", **{**GOOD, "psi_pct": math.nan}, missing=("psi",),
+                             why=MappingProxyType({"psi": "absent"}))
+    down = NodeInputs(node="a", missing=n.INPUTS, why=MappingProxyType(dict.fromkeys(n.INPUTS, "timeout")))
+    steps = [
+        Inputs(time=T0, source="prometheus", nodes=nodes(NodeInputs(node="a", **GOOD), missing_psi)),
+        Inputs(time=T0, source="prometheus", nodes=nodes(down, missing_psi), errors=MappingProxyType({"timeout": 1}),
+               ok=True),
+    ]
+    ev = Evaluator(Script(*steps), load_rules(), DecisionParams(), wall=lambda: 1_800_000_000.0)
+    ev.tick(T0)
+    ev.tick(T0)
+    return ev
+
+
+def scrape(collector: ScorerCollector) -> str:
+    return generate_latest(make_registry(collector, process_metrics=False)).decode()
+
+
+def samples(text: str) -> dict[tuple[str, tuple], float]:
+    return {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }
+
+
+def test_node_families(evaluator):
+    got = samples(scrape(ScorerCollector(evaluator)))
+    assert got[(n.NODE_SCORE.name, (("node", "a"),))] == 100.0
+    assert got[(n.NODE_SCORE.name, (("node", "b"),))] == pytest.approx(17.886, abs=1e-3)
+    assert got[(n.NODE_ADMISSION_ALLOWED.name, (("node", "a"),))] == 0
+    assert got[(n.NODE_ADMISSION_ALLOWED.name, (("node", "b"),))] == 1
+    for inp in n.INPUTS:
+        assert got[(n.NODE_INPUT_MISSING.name, (("input", inp), ("node", "a")))] == 1
+        assert got[(n.NODE_INPUT_MISSING.name, (("input", inp), ("node", "b")))] == (inp == "psi")
+    assert got[(n.NODE_DECISION_CHANGES.name, (("node", "a"), ("to", "deny")))] == 1
+    assert got[(n.NODE_DECISION_CHANGES.name, (("node", "a"), ("to", "allow")))] == 0
+    assert got[(n.NODE_DECISION_CHANGES.name, (("node", "b"), ("to", "deny")))] == 0
+
+
+def test_process_families(evaluator):
+    got = samples(scrape(ScorerCollector(evaluator)))
+    assert got[(n.SCORER_EVALUATION_DURATION.name + "_count", ())] == 2
+    assert got[(n.SCORER_EVALUATION_DURATION.name + "_bucket", (("le", "+Inf"),))] == 2
+    assert got[(n.SCORER_SOURCE_ERRORS.name, (("reason", "timeout"), ("source", "prometheus")))] == 1
+    assert got[(n.SCORER_LAST_SUCCESS.name, ())] == 1_800_000_000.0
+    assert not any(name.startswith("ksense_admission") for name, _ in got)
+
+
+def test_admission_and_certificate_families(evaluator):
+    got = samples(scrape(ScorerCollector(evaluator, admission=Admission(), cert_expiry=lambda: 1_900_000_000.0)))
+    for outcome in n.ADMISSION_OUTCOMES:
+        expected = {"recorded": 3, "dry_run": 1}.get(outcome, 0)
+        assert got[(n.ADMISSION_REVIEWS.name, (("outcome", outcome),))] == expected
+    assert got[(n.ADMISSION_REVIEW_DURATION.name + "_count", ())] == 4
+    assert got[(n.WEBHOOK_CERT_EXPIRY.name, ())] == 1_900_000_000.0
+
+
+def test_before_the_first_evaluation_only_process_families():
+    ev = Evaluator(Script(), load_rules(), DecisionParams())
+    got = samples(scrape(ScorerCollector(ev, cert_expiry=lambda: None)))
+    assert {name for name, _ in got} == {
+        n.SCORER_EVALUATION_DURATION.name + suffix for suffix in ("_bucket", "_count", "_sum")
+    }
+
+
+def test_nothing_registered_at_import_and_duplicates_refused(evaluator):
+    registry = CollectorRegistry()
+    registry.register(ScorerCollector(evaluator))
+    with pytest.raises(ValueError, match="Duplicated"):
+        registry.register(ScorerCollector(evaluator))
+
+
+def test_promtool_check_metrics_is_clean(evaluator, promtool):
+    text = scrape(ScorerCollector(evaluator, admission=Admission(), cert_expiry=lambda: 1_900_000_000.0))
+    done = subprocess.run([promtool, "check", "metrics"], input=text, capture_output=True, text=True, timeout=30)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert done.stdout.strip() == "" and done.stderr.strip() == "", done.stdout + done.stderr
