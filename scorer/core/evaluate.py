@@ -72,11 +72,20 @@ def _plan(node: NodeInputs, params: DecisionParams) -> _Plan:
 
 
 def _missing_reason(plan: _Plan) -> str:
-    """`calibrating (warm-up 123 s left)` / `calibrating` / `missing metrics: friction, energy`."""
+    """`calibrating (warm-up 123 s left)` / `calibrating` / `missing metrics: friction, energy`,
+    followed by why when the source said (`(prometheus down)` when every input shares the cause,
+    else per input: `friction (stale 75s), energy (absent)`)."""
     if plan.node.calibrating:
         left = plan.node.warmup_remaining_s
         return f"calibrating (warm-up {math.ceil(left)} s left)" if math.isfinite(left) and left > 0 else "calibrating"
-    return "missing metrics: " + ", ".join(plan.blocked)
+    whys = [plan.node.why.get(name) for name in plan.blocked]
+    if not any(whys):
+        return "missing metrics: " + ", ".join(plan.blocked)
+    if len(set(whys)) == 1:
+        return f"missing metrics: {', '.join(plan.blocked)} ({whys[0]})"
+    return "missing metrics: " + ", ".join(
+        f"{name} ({why})" if why else name for name, why in zip(plan.blocked, whys, strict=True)
+    )
 
 
 def _deny_reason(score: float, band: str | None, state: NodeState, params: DecisionParams) -> str:

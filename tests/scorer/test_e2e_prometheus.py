@@ -188,7 +188,7 @@ def test_scores_and_decisions_agree_across_sources_and_with_replay(real_parts, n
     report = promserver.wait_for(
         lambda: (r := prom_ev.tick().reports[NODE]).missing == INPUTS and r, LONG_WIN_S, "inputs missing"
     )
-    assert report.decision == "deny" and report.reason == "missing metrics: friction, energy"
+    assert report.decision == "deny" and report.reason.startswith("missing metrics: friction, energy (")
     assert all(why == "absent" or why.startswith("stale ") for why in report.inputs.why.values()), report
 
     # Prometheus gone: the known node stays, denied, and the reason names the failure.
@@ -199,4 +199,5 @@ def test_scores_and_decisions_agree_across_sources_and_with_replay(real_parts, n
     assert time.monotonic() - started < LONG_WIN_S
     assert report.decision == "deny" and report.missing == INPUTS
     assert set(report.inputs.why.values()) == {"prometheus down"}
+    assert report.reason == "missing metrics: friction, energy (prometheus down)"
     assert prom_ev.stats().source_errors[("prometheus", "unreachable")] == 1

@@ -73,6 +73,20 @@ def test_missing_critical_input_denies_with_score_100(case):
     assert report.inputs is node
 
 
+@pytest.mark.parametrize(
+    ("why", "expected"),
+    [
+        ({"friction": "prometheus down", "energy": "prometheus down"}, "missing metrics: friction, energy (prometheus down)"),
+        ({"friction": "stale 75s", "energy": "absent"}, "missing metrics: friction (stale 75s), energy (absent)"),
+        ({"energy": "http 503"}, "missing metrics: friction, energy (http 503)"),
+    ],
+)
+def test_missing_reason_names_what_the_source_said(why, expected):
+    node = _node(friction=NAN, energy=NAN, why=why)
+    _, report = _one(node)
+    assert report.reason == expected
+
+
 def test_calibrating_counts_friction_and_energy_as_missing_even_with_values():
     _, report = _one(_node(calibrating=True))
     assert report.missing == ("friction", "energy") and report.reason == "calibrating"
