@@ -57,6 +57,11 @@ PRESSURE = Family(
     "ksense_pressure_ratio",
     "PSI share of the last interval per resource and kind (some/full), 0-1.",
 )
+PRESSURE_WORST = Family(
+    "ksense_pressure_worst_ratio",
+    "The node's PSI: the worst resource's `some` share over the last interval, 0-1 (the CSV's PSI / 100). "
+    "Also exported by the replay source, whose recordings keep only this value.",
+)
 PRESSURE_AVAILABLE = Family(
     "ksense_pressure_available",
     "1 when /proc/pressure/<resource> is readable, 0 when PSI is disabled or missing.",

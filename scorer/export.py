@@ -16,8 +16,7 @@ progress line per chunk on stderr):
   increase); the first row of an export, which has no previous one, leaves them empty — like
   the exporter's first partial interval. A row after a missed scrape covers both intervals;
 - SchedLat_Avg_ms = total / count; SchedLat_Max_ms from ksense_runqueue_latency_max_seconds;
-  CPUUtil = 100 × ksense_cpu_utilization_ratio; PSI = 100 × max over resources of
-  ksense_pressure_ratio{kind="some"};
+  CPUUtil = 100 × ksense_cpu_utilization_ratio; PSI = 100 × ksense_pressure_worst_ratio;
 - **SchedLat_P95_ms and SchedLat_P99_ms stay empty**: the exported histogram has power-of-two
   buckets, and a quantile from them would be a different (2×-coarse) estimator than the
   exporter's 1/16-octave one under the same column name. Use histogram_quantile in Grafana;
@@ -121,7 +120,7 @@ def queries(nodes: Sequence[str]) -> dict[str, str]:
             "rq_max": mx(n.RUNQUEUE_LATENCY_MAX.name),
             "rq_dropped": mx(n.RUNQUEUE_LATENCY_DROPPED.name),
             "cpu": mx(n.CPU_UTILIZATION.name),
-            "psi": mx(n.PRESSURE.name, ',kind="some"'),
+            "psi": mx(n.PRESSURE_WORST.name),
             "frozen": mx(n.BASELINE_FROZEN.name),
             "samples": mx(n.BASELINE_SAMPLES.name),
             "friction": mx(n.FRICTION.name),

@@ -35,6 +35,7 @@ _GAUGES = (
     n.RUNQUEUE_LATENCY_MAX,
     n.CPU_UTILIZATION,
     n.PRESSURE,
+    n.PRESSURE_WORST,
     n.PRESSURE_AVAILABLE,
     n.BASELINE_FROZEN,
     n.BASELINE_SAMPLES,
@@ -173,6 +174,7 @@ def _kernel_families(node: str, reading: Reading) -> Iterator[Metric]:
     yield _histogram(n.SOFTIRQ_NET_RX_DURATION, node, tel.histograms.get(n.SOFTIRQ_NET_RX_DURATION.name))
     yield _gauge(n.CPU_UTILIZATION, (), node, [((), raw.cpu_util / 100)])
     yield _gauge(n.PRESSURE, (n.LABEL_RESOURCE, n.LABEL_KIND), node, sorted(tel.pressure.items()))
+    yield _gauge(n.PRESSURE_WORST, (), node, [((), raw.psi / 100)])
     yield _gauge(
         n.PRESSURE_AVAILABLE,
         (n.LABEL_RESOURCE,),

@@ -12,8 +12,9 @@ failed. This module then applies, per node:
   makes the input missing for every node, reason = the failure ("prometheus down", "http 503");
 - calibrating: `ksense_baseline_frozen == 0` means friction and energy are missing by design,
   reason `calibrating` (with the warm-up left when the exporter says);
-- units: CPU % = 100 × ksense_cpu_utilization_ratio; PSI % = 100 × max over resources of
-  ksense_pressure_ratio{kind="some"} (SPEC §2.3: the node's PSI is the worst resource);
+- units: CPU % = 100 × ksense_cpu_utilization_ratio; PSI % = 100 × ksense_pressure_worst_ratio
+  (SPEC §2.3: the node's PSI is the worst resource's `some` share, which every exporter source,
+  replay included, exports as that one series);
 - signed friction is left to `NodeInputs.friction_signed` (Friction × Direction, unsigned when
   Direction is missing), so a missing Direction never makes friction missing.
 """
@@ -38,14 +39,14 @@ FROZEN = "frozen"
 WARMUP = "warmup"
 SIGNALS = (FRICTION, DIRECTION, ENERGY, CPU, PSI, FROZEN, WARMUP)
 
-#: The exporter family behind each signal (PSI: only kind="some" counts, SPEC §2.3).
+#: The exporter family behind each signal.
 FAMILY = MappingProxyType(
     {
         FRICTION: n.FRICTION.name,
         DIRECTION: n.FRICTION_DIRECTION.name,
         ENERGY: n.ENERGY.name,
         CPU: n.CPU_UTILIZATION.name,
-        PSI: n.PRESSURE.name,
+        PSI: n.PRESSURE_WORST.name,
         FROZEN: n.BASELINE_FROZEN.name,
         WARMUP: n.BASELINE_WARMUP_REMAINING.name,
     }
@@ -174,16 +175,13 @@ def split_timestamped(result: Iterable[Mapping], ts_label: str) -> dict[str, Sam
 def vectors_from_exposition(samples: Iterable, now: float) -> dict[str, dict[str, Sample]]:
     """Signal -> node -> Sample from parsed exposition samples (objects with `name`, `labels`,
     `value`, as prometheus_client's text parser yields them). The exposition has no
-    timestamps: every sample is as old as the scrape, `now`. PSI = max over resources of the
-    kind="some" ratios; duplicate series of other signals keep the largest value, as the
-    Prometheus source's `max by (node)` does."""
+    timestamps: every sample is as old as the scrape, `now`. Duplicate series keep the largest
+    value, as the Prometheus source's `max by (node)` does."""
     vectors: dict[str, dict[str, Sample]] = {signal: {} for signal in SIGNALS}
     for sample in samples:
         signal = _SIGNAL_OF_FAMILY.get(sample.name)
         node = sample.labels.get(n.LABEL_NODE)
         if signal is None or node is None:
-            continue
-        if signal == PSI and sample.labels.get(n.LABEL_KIND) != "some":
             continue
         value = float(sample.value)
         if math.isnan(value):

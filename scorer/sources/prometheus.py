@@ -70,11 +70,6 @@ class PromError(Exception):
         self.fatal = fatal
 
 
-def _selector(signal: str) -> str:
-    family = core.FAMILY[signal]
-    return f'{family}{{kind="some"}}' if signal == core.PSI else family
-
-
 def timestamped_query(selector: str, *, by: str = "node") -> str:
     """The value-and-timestamp query of the module docstring for one series selector."""
     return (
@@ -84,7 +79,7 @@ def timestamped_query(selector: str, *, by: str = "node") -> str:
 
 
 #: signal -> PromQL, built once.
-QUERIES = MappingProxyType({signal: timestamped_query(_selector(signal)) for signal in core.SIGNALS})
+QUERIES = MappingProxyType({signal: timestamped_query(core.FAMILY[signal]) for signal in core.SIGNALS})
 
 
 def chunks(start: float, end: float, step: float, max_points: int = MAX_POINTS) -> Iterator[tuple[float, float]]:

@@ -13,13 +13,11 @@ recording 100 recorded seconds apart (2 s each at speed 50). For each held row t
 the local source, waits until Prometheus serves the same sample (same friction, direction,
 energy and CPU: values travel as exact float text both ways), and then ticks both evaluators
 once with what their own source returned. Scores, levels, decisions and counters must be
-equal, tick by tick, including the decision flips of that stretch (rows 2960-2973 cross
+equal, tick by tick, including the decision flips of that stretch (rows 2320-2333 cross
 medium-high into deny and back to allow).
 
-PSI: the replay source re-emits the CSV's PSI column only in the CSV, not as
-ksense_pressure_ratio (there is no per-resource split to export), so PSI is missing on the
-live paths; the test blanks the PSI column of the recording it replays so that scorer.replay
-sees the same inputs.
+PSI travels as ksense_pressure_worst_ratio, which the replay source exports from the
+recording's PSI column, so all three paths see the same four inputs.
 """
 
 from __future__ import annotations
@@ -51,17 +49,15 @@ NODE = "e2e-node"
 SPEED = 50.0
 WARMUP_S = 30
 FAST_ROWS = range(0, 110)
-HELD_ROWS = range(2960, 2974)
+HELD_ROWS = range(2320, 2334)
 HELD_GAP_S = 100.0  # recorded seconds between held rows: 2 s of wall time at SPEED
 LONG_WIN_S = 10.0
 
 
 def write_recording(real_csv: Path, out: Path) -> None:
-    """The fast warm-up rows then the held rows, re-timed as described in the module docstring,
-    PSI blanked."""
+    """The fast warm-up rows then the held rows, re-timed as described in the module docstring."""
     with real_csv.open(newline="") as f:
         rows = list(csv.reader(f))[1:]
-    psi = KERNEL_METRICS_COLUMNS.index("PSI")
     t = parse_time(rows[0][0])
     chosen = []
     for i, index in enumerate([*FAST_ROWS, *HELD_ROWS]):
@@ -69,7 +65,6 @@ def write_recording(real_csv: Path, out: Path) -> None:
         if i > 0:
             t += timedelta(seconds=1.0 if index in FAST_ROWS else HELD_GAP_S)
         row[0] = format_time(t)
-        row[psi] = ""
         chosen.append(row)
     with out.open("w", newline="") as f:
         writer = csv.writer(f, lineterminator="\n")
@@ -151,7 +146,7 @@ def test_scores_and_decisions_agree_across_sources_and_with_replay(real_parts, n
         assert (b.score, b.level, b.decision, b.bad_count, b.good_count, b.missing) == (
             a.score, a.level, a.decision, a.bad_count, a.good_count, a.missing
         ), f"local {a}\nprometheus {b}"
-        assert b.missing == ("psi",)  # see the module docstring
+        assert b.missing == ()  # all four inputs travel through every path
         compared.append((prom_in, b))
 
     print(f"compared={len(compared)} decisions={[r.decision for _, r in compared]}")
@@ -179,7 +174,7 @@ def test_scores_and_decisions_agree_across_sources_and_with_replay(real_parts, n
         node = inputs.nodes[NODE]
         row = by_friction[(f"{node.friction:.6f}", f"{node.energy:.6f}")]
         assert float(row["Score"]) == pytest.approx(report.score, abs=0.01)
-        assert row["PSI"] == ""
+        assert float(row["PSI"]) == pytest.approx(node.psi_pct, abs=1e-6)
 
     # The exporter ended with its recording: Prometheus marks its series stale at the next
     # failed scrape, so the node's inputs turn missing (not the 5-minute lookback's old values).

@@ -143,11 +143,10 @@ def s(name: str, value: float, **labels: str) -> SimpleNamespace:
     return SimpleNamespace(name=name, value=value, labels={"node": "a", **labels})
 
 
-def test_exposition_psi_is_max_of_some_and_duplicates_keep_the_largest():
+def test_exposition_psi_is_the_worst_ratio_and_duplicates_keep_the_largest():
     samples = [
-        s(n.PRESSURE.name, 0.10, resource="cpu", kind="some"),
-        s(n.PRESSURE.name, 0.30, resource="io", kind="some"),
-        s(n.PRESSURE.name, 0.90, resource="io", kind="full"),  # full never counts
+        s(n.PRESSURE.name, 0.90, resource="io", kind="full"),  # per-resource detail is not an input
+        s(n.PRESSURE_WORST.name, 0.30),
         s(n.FRICTION.name, 2.0),
         s(n.FRICTION.name, 3.0),  # a duplicate series
         s(n.CPU_UTILIZATION.name, float("nan")),

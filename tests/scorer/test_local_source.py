@@ -22,7 +22,8 @@ TEXT = "text/plain; version=0.0.4; charset=utf-8"
 
 def exposition(derived: Derived, *, cpu_util: float = 25.0) -> str:
     reading = Reading(
-        raw=RawInterval(time=datetime(2027, 1, 15, 12), t=0.0, cpu_util=cpu_util),
+        # PSI 30 %: the worst "some" share of the per-resource detail below, as sources compute it.
+        raw=RawInterval(time=datetime(2027, 1, 15, 12), t=0.0, cpu_util=cpu_util, psi=30.0),
         telemetry=Telemetry(pressure={("cpu", "some"): 0.1, ("io", "some"): 0.3, ("io", "full"): 0.9}),
     )
     snap = Snapshot(node="worker-1", source="ebpf", reading=reading, derived=derived)
@@ -44,7 +45,7 @@ def test_reads_the_exporters_exposition(fake_server):
     assert node.missing == ()
     assert node.friction_signed == -4.0 and node.energy == 0.5
     assert node.cpu_pct == pytest.approx(25.0)
-    assert node.psi_pct == pytest.approx(30.0)  # max of the "some" lines, never "full"
+    assert node.psi_pct == pytest.approx(30.0)  # ksense_pressure_worst_ratio, never a "full" line
     assert fake_server.requests[0][0] == "/metrics"
 
 

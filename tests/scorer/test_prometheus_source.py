@@ -71,7 +71,7 @@ def test_queries_aggregate_by_node_and_carry_the_timestamp():
         assert expr.startswith("max by (node) (")
         assert f'timestamp({core.FAMILY[signal]}' in expr
         assert f'"{TS_LABEL}", "1"' in expr
-    assert 'kind="some"' in QUERIES[core.PSI]
+    assert n.PRESSURE_WORST.name in QUERIES[core.PSI]
 
 
 def test_stale_samples_are_missing_not_fresh(fake_server):
