@@ -56,3 +56,7 @@ def promtool() -> str:
 def real_kernel_csv() -> Path:
     require(REAL_KERNEL_CSV.exists(), f"needs the reference recording {REAL_KERNEL_CSV}")
     return REAL_KERNEL_CSV
+
+
+# The test Kubernetes API server's fixtures, for every test directory.
+from tests.kubeapi.fixtures import kube_api, kube_server  # noqa: E402, F401
