@@ -332,3 +332,65 @@ def test_program_run_stats_follow_the_bpf_stats_sysctl(probe):
     assert set(stats) == {label for _, label in loader.PROGRAMS.values()}
     run_ns, runs = stats["sched_switch"]
     assert runs > 0 and run_ns > 0
+
+
+def _metric(text: str, name: str) -> float:
+    """The value of the first sample of `name` in an exposition, 0 while it is absent."""
+    for line in text.splitlines():
+        if line.startswith((name + "{", name + " ")):
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0
+
+
+def test_the_exporter_never_maps_bcc_and_stays_small(need_ebpf, tmp_path):
+    """bcc and LLVM stay in the loader's short-lived child: the exporter process running the
+    ebpf source has none of their libraries mapped, no child left, counters that keep moving,
+    and an RSS well under the 120 MiB goal (bench.exporter_cost measures the figure itself)."""
+    import re
+    import urllib.request
+
+    from tests.conftest import REPO
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("KSENSE_", "FUZZY_"))}
+    args = ["--source", "ebpf", "--port", "0", "--host", "127.0.0.1", "--interval", "0.5", "--no-csv"]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "exporter", *args, "--state-dir", str(tmp_path / "state")],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        port = None
+        seen = []
+        while port is None and (line := proc.stderr.readline()):
+            seen.append(line)
+            if m := re.search(r"metrics at http://[\d.]+:(\d+)/metrics", line):
+                port = int(m.group(1))
+        assert port is not None, "".join(seen)
+
+        def runq_count() -> float:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
+                text = r.read().decode()
+            return _metric(text, "ksense_runqueue_latency_seconds_count")
+
+        deadline = time.monotonic() + 20
+        while runq_count() == 0 and time.monotonic() < deadline:  # the first rows
+            time.sleep(0.1)
+        counts = []
+        for _ in range(3):
+            counts.append(runq_count())
+            time.sleep(0.6)
+        assert 0 < counts[0] < counts[1] < counts[2], counts
+        status = Path(f"/proc/{proc.pid}/status").read_text()
+        rss_mib = int(re.search(r"VmRSS:\s+(\d+) kB", status).group(1)) / 1024
+        maps = Path(f"/proc/{proc.pid}/maps").read_text()
+        children = "".join(p.read_text() for p in Path(f"/proc/{proc.pid}/task").glob("*/children"))
+        assert proc.poll() is None
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+    assert not [lib for lib in ("libbcc", "libLLVM", "libclang") if lib in maps]
+    assert children.split() == []
+    assert rss_mib < 120, rss_mib
