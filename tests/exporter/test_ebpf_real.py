@@ -21,6 +21,8 @@ import pytest
 
 from exporter import names
 from exporter.core import histogram
+from exporter.core.schedstat import interval_delay
+from exporter.sources.procfs import scan_tasks
 
 pytestmark = pytest.mark.real
 
@@ -131,9 +133,12 @@ def test_contention_gives_millisecond_p99_in_stats_and_export(source):
 
 def test_preemptions_are_timed_without_loss(probe):
     """The hogs never sleep, so every run-queue wait they have starts at a preemption. The
-    kernel's own per-task accounting (/proc/<pid>/schedstat run_delay) must be matched."""
+    kernel's own per-task accounting (schedstat run_delay) must be matched: the hogs' waits
+    all seen, and the machine-wide total not exceeded (no double counting), whatever else the
+    machine is running."""
     from exporter.bpf import loader
 
+    tasks_before = scan_tasks(Path("/proc"))
     before = probe.read()
     hogs = _hogs(3, seconds=3.0)
     delays = {}
@@ -141,6 +146,7 @@ def test_preemptions_are_timed_without_loss(probe):
         time.sleep(2.5)
         delays = {h.pid: _schedstat(h.pid) for h in hogs}
         after = probe.read()
+        tasks_after = scan_tasks(Path("/proc"))
     finally:
         for hog in hogs:
             hog.wait(timeout=30)
@@ -150,11 +156,12 @@ def test_preemptions_are_timed_without_loss(probe):
     seen_ns = int(delta[loader.HIST_RUNQ, loader.SUM_NS])
     seen = int(delta[loader.HIST_RUNQ, loader.BUCKETS :].sum())
     assert hog_wait_ns > 1e9, delays  # 3 hogs on one CPU for 2.5 s wait ≈ 5 s in total
-    # Everything the hogs waited was seen; other tasks (queued behind the hogs) add to the
-    # total, but nowhere near a second copy of it (double counting).
     assert seen_ns >= 0.95 * hog_wait_ns, (seen_ns, hog_wait_ns)
-    assert seen_ns <= 1.6 * hog_wait_ns, (seen_ns, hog_wait_ns)
     assert seen >= 0.95 * hog_runs, (seen, hog_runs)
+    # The kernel's wait of every task over a window that encloses ours bounds what we may see;
+    # tasks born and gone inside it (other test processes) are not in either scan, hence the margin.
+    kernel_ms, _ = interval_delay(tasks_before, tasks_after)
+    assert seen_ns <= 1.5 * kernel_ms * 1e6, (seen_ns, kernel_ms)  # double counting would be 2x
     assert int(delta[loader.HIST_RUNQ, loader.DROPPED]) <= seen // 100
 
 
