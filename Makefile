@@ -9,7 +9,7 @@ setup:
 	@bash scripts/setup.sh
 
 run: setup
-	$(PY) -m exporter $(ARGS)
+	@bash scripts/run_local.sh $(ARGS)
 
 test: setup
 	$(PY) -m pytest $(PYTEST_ARGS)

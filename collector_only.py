@@ -37,7 +37,7 @@ def main(argv: list[str] | None = None) -> int:
     logs.setup(cfg.log_format)
     for name in config.unknown_variables(os.environ):
         logging.getLogger("ksense.config").warning("event=unknown_variable name=%s hint='typo?'", name)
-    return app.run(cfg, http=False, summary=sys.stderr.isatty(), strict_ebpf=True)
+    return app.run(cfg, http=False, summary=logs.summary_wanted(os.environ), strict_ebpf=True)
 
 
 if __name__ == "__main__":

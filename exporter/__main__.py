@@ -19,7 +19,7 @@ def main(argv: list[str] | None = None) -> int:
     logs.setup(cfg.log_format)
     for name in config.unknown_variables(os.environ):
         logging.getLogger("ksense.config").warning("event=unknown_variable name=%s hint='typo?'", name)
-    return app.run(cfg, http=True, summary=sys.stderr.isatty() or os.environ.get("KSENSE_SUMMARY") == "1")
+    return app.run(cfg, http=True, summary=logs.summary_wanted(os.environ))
 
 
 if __name__ == "__main__":

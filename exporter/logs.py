@@ -6,6 +6,7 @@ import json
 import logging
 import sys
 import time
+from collections.abc import Mapping
 
 
 class _JsonFormatter(logging.Formatter):
@@ -32,3 +33,11 @@ def setup(fmt: str = "text", level: int = logging.INFO) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
+
+
+def summary_wanted(environ: Mapping[str, str]) -> bool:
+    """The live one-line summary: on a terminal by default; KSENSE_SUMMARY=1 / 0 forces it."""
+    forced = environ.get("KSENSE_SUMMARY")
+    if forced in ("0", "1"):
+        return forced == "1"
+    return sys.stderr.isatty()
