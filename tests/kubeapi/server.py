@@ -455,7 +455,11 @@ NODES = ResourceType("", "v1", "nodes", "Node", False, _NODE_FIELDS, status_subr
 EVENTS = ResourceType("", "v1", "events", "Event", True, _EVENT_FIELDS)
 LEASES = ResourceType("coordination.k8s.io", "v1", "leases", "Lease", True, _META_FIELDS)
 NEW_EVENTS = ResourceType("events.k8s.io", "v1", "events", "Event", True, _NEW_EVENT_FIELDS)
-RESOURCES: tuple[ResourceType, ...] = (PODS, NODES, EVENTS, LEASES, NEW_EVENTS)
+# The lifecycle load tool creates NodePort Services next to its pods (nodePort uniqueness and
+# cluster IP allocation are not emulated).
+SERVICES = ResourceType("", "v1", "services", "Service", True, _META_FIELDS, status_subresource=True,
+                        delete_returns_object=True)
+RESOURCES: tuple[ResourceType, ...] = (PODS, NODES, EVENTS, LEASES, NEW_EVENTS, SERVICES)
 _BY_PATH = {(r.group, r.version, r.plural): r for r in RESOURCES}
 _BY_NAME = {r.name: r for r in RESOURCES}
 
