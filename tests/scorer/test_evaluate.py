@@ -76,7 +76,10 @@ def test_missing_critical_input_denies_with_score_100(case):
 @pytest.mark.parametrize(
     ("why", "expected"),
     [
-        ({"friction": "prometheus down", "energy": "prometheus down"}, "missing metrics: friction, energy (prometheus down)"),
+        (
+            {"friction": "prometheus down", "energy": "prometheus down"},
+            "missing metrics: friction, energy (prometheus down)",
+        ),
         ({"friction": "stale 75s", "energy": "absent"}, "missing metrics: friction (stale 75s), energy (absent)"),
         ({"energy": "http 503"}, "missing metrics: friction, energy (http 503)"),
     ],

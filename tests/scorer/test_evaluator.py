@@ -123,7 +123,8 @@ def test_monitor_csv_rows(rb, tmp_path):
     a, b = rows[1], rows[2]
     local = T0.astimezone().strftime("%Y-%m-%d %H:%M:%S.250")
     assert a[0] == b[0] == local
-    assert a[1:] == ["a", "", "", "", "", "100.000", "high", "deny", "missing metrics: friction, energy (prometheus down)"]
+    reason = "missing metrics: friction, energy (prometheus down)"
+    assert a[1:] == ["a", "", "", "", "", "100.000", "high", "deny", reason]
     assert b[1:] == ["b", "0.237792", "0.000000", "2.413911", "0.247960", "17.886", "low", "allow", ""]
 
 
