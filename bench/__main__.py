@@ -18,6 +18,7 @@ BENCHES = (
     ("bench.webhook", "/validate and /score over TLS with keep-alive"),
     ("bench.scorer_freshness", "input step change to decision change through Prometheus"),
     ("bench.scheduler_decide", "filters + choice for one pod over 5,000 nodes vs per-node loops"),
+    ("bench.scheduler_binds", "bind throughput and API requests per pod vs raw binds"),
 )
 
 

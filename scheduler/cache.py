@@ -1,0 +1,347 @@
+"""What the scheduler knows of the cluster, kept current by watches instead of polling.
+
+Three reflectors (list once, then watch from the list's resourceVersion; relist only on 410
+Gone; reconnect with backoff after errors and disconnects; never give up) feed one
+`ClusterCache`:
+
+- **pending**: pods with `spec.schedulerName=<ours>,spec.nodeName=` — the queue;
+- **nodes**: every node, parsed once per change into `NodeInfo` for the core's `NodeTable`;
+- **bound**: non-terminated pods with a node (`status.phase!=Succeeded,status.phase!=Failed,
+  spec.nodeName!=`) — the usage ledger (requests per node) the resource filter needs. Pods
+  other schedulers placed count like ours. (`spec.nodeName!=` keeps pending pods, which use
+  nothing yet, off this watch.)
+
+The **assume cache**: a pod this scheduler has just bound is counted on its node at once
+(`assume`), before the bound watch shows it, so the next pod of the same cycle cannot take the
+same capacity. The watch's own event for that pod replaces the assumption (same ledger key, the
+uid), its DELETED removes it, and a relist keeps only assumptions newer than the list (older
+ones the list would have shown, had the pod still been there). A bound pod is also
+tombstoned in the queue until the pending watch reports it gone, so a late event from before
+the bind cannot queue it again.
+
+Reads (`pending`, `table`) are snapshots under one lock; the NodeTable is rebuilt lazily after
+node changes and updated incrementally after usage changes. `on_change` is called when
+something may have made a pending pod schedulable (a pod queued or changed, a node changed,
+capacity freed), to wake the loop.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, replace
+from typing import Any
+
+from scheduler.core import backoff
+from scheduler.core.filters import NodeInfo, NodeTable, NodeUsage, node_info
+from scheduler.core.pods import ONE_POD, Resources, node_name, pod_key, pod_requests
+from scheduler.core.quantity import QuantityError
+from scheduler.kube import NODES, PODS, Gone, Kube, KubeError, WatchStream
+
+log = logging.getLogger(__name__)
+
+PENDING, NODE, BOUND = "pending", "nodes", "bound"
+BOUND_SELECTOR = "status.phase!=Succeeded,status.phase!=Failed,spec.nodeName!="
+
+
+def pending_selector(scheduler_name: str) -> str:
+    return f"spec.schedulerName={scheduler_name},spec.nodeName="
+
+
+def _uid(obj: Mapping[str, Any]) -> str:
+    return (obj.get("metadata") or {}).get("uid") or ""
+
+
+@dataclass(frozen=True, slots=True)
+class Assumed:
+    node: str
+    requests: Resources
+    at: float  # monotonic time of the bind
+
+
+class ClusterCache:
+    """Pending pods, nodes and per-node usage (module docstring). Thread-safe."""
+
+    def __init__(self, *, on_change: Callable[[], None] = lambda: None, clock: Callable[[], float] = time.monotonic):
+        self._on_change = on_change
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._pending: dict[str, dict] = {}
+        self._tombstones: set[str] = set()  # uids we bound that the pending watch still shows
+        self._infos: dict[str, NodeInfo] = {}
+        self._usage: dict[str, NodeUsage] = {}
+        self._placed: dict[str, tuple[str, Resources]] = {}  # uid -> (node, requests) seen bound
+        self._assumed: dict[str, Assumed] = {}
+        self._table: NodeTable | None = None  # None: rebuild on the next read
+        self._synced: set[str] = set()
+
+    # --- reads -------------------------------------------------------------------------------
+    def synced(self) -> bool:
+        """True once all three lists succeeded: before that usage is incomplete (overcommit)."""
+        with self._lock:
+            return self._synced == {PENDING, NODE, BOUND}
+
+    def pending(self) -> list[dict]:
+        with self._lock:
+            return list(self._pending.values())
+
+    def table(self) -> NodeTable:
+        with self._lock:
+            if self._table is None:
+                self._table = NodeTable.build(
+                    replace(info, requested=self._total(name)) for name, info in self._infos.items()
+                )
+            return self._table
+
+    def assumed(self) -> dict[str, str]:
+        """uid → node of the binds not yet seen on the bound watch (for tests and debugging)."""
+        with self._lock:
+            return {uid: a.node for uid, a in self._assumed.items()}
+
+    def _total(self, node: str) -> Resources:
+        usage = self._usage.get(node)
+        return usage.total if usage is not None else Resources()
+
+    # --- the loop's writes -------------------------------------------------------------------
+    def assume(self, pod: Mapping[str, Any], node: str, requests: Resources) -> None:
+        """Count a pod we just bound (or may have bound: the answer was lost) on `node` and take
+        it off the queue."""
+        uid = _uid(pod)
+        with self._lock:
+            self._forget_assumed(uid)
+            self._assumed[uid] = Assumed(node, requests, self._clock())
+            self._use(node, uid, requests)
+            self._dequeue(pod)
+
+    def requeue(self, pod: Mapping[str, Any], *, keep_assumed: bool) -> None:
+        """Put a pod whose bind failed back on the queue (the loop retries it after its backoff).
+        `keep_assumed` when no answer came: the bind may have happened, so the capacity stays
+        taken until the watches tell, or the retry is answered (409 → `drop`)."""
+        uid = _uid(pod)
+        with self._lock:
+            if not keep_assumed:
+                self._forget_assumed(uid)
+            self._tombstones.discard(uid)
+            if uid not in self._placed:
+                self._pending.setdefault(pod_key(pod), dict(pod))
+
+    def drop(self, pod: Mapping[str, Any]) -> None:
+        """Take a pod off the queue until its watch reports it gone, and off the node we
+        assumed (bind answered 409/404: it is elsewhere, deleted or replaced)."""
+        with self._lock:
+            self._forget_assumed(_uid(pod))
+            self._dequeue(pod)
+
+    def _dequeue(self, pod: Mapping[str, Any]) -> None:
+        uid = _uid(pod)
+        key = pod_key(pod)
+        if _uid(self._pending.get(key) or {}) == uid:
+            del self._pending[key]
+        self._tombstones.add(uid)
+
+    # --- ledger helpers (lock held) ------------------------------------------------------------
+    def _use(self, node: str, uid: str, requests: Resources) -> None:
+        self._set_usage(node, self._usage.get(node, NodeUsage()).add(uid, requests))
+
+    def _unuse(self, node: str, uid: str) -> None:
+        if node in self._usage:
+            self._set_usage(node, self._usage[node].remove(uid))
+
+    def _set_usage(self, node: str, usage: NodeUsage) -> None:
+        self._usage[node] = usage
+        if self._table is not None:
+            self._table = self._table.with_requested(node, usage.total)
+
+    def _forget_assumed(self, uid: str) -> None:
+        old = self._assumed.pop(uid, None)
+        if old is not None and self._placed.get(uid, (None,))[0] != old.node:
+            self._unuse(old.node, uid)
+
+    # --- reflector sinks -----------------------------------------------------------------------
+    def replace(self, kind: str, items: list[dict], listed_at: float) -> None:
+        """A fresh list of `kind` (started at monotonic `listed_at`) replaces what we had."""
+        with self._lock:
+            if kind == PENDING:
+                # A pod we bound that this list still shows stays off the queue.
+                self._tombstones &= {_uid(p) for p in items}
+                self._pending = {pod_key(p): p for p in items if _uid(p) not in self._tombstones}
+            elif kind == NODE:
+                self._infos = {}
+                for node in items:
+                    self._put_node(node)
+                self._table = None
+            else:
+                self._placed = {_uid(p): (node_name(p), _requests(p)) for p in items}
+                self._assumed = {u: a for u, a in self._assumed.items() if u not in self._placed and a.at >= listed_at}
+                usage: dict[str, NodeUsage] = {}
+                for uid, (node, req) in self._placed.items():
+                    usage[node] = usage.get(node, NodeUsage()).add(uid, req)
+                for uid, a in self._assumed.items():
+                    usage[a.node] = usage.get(a.node, NodeUsage()).add(uid, a.requests)
+                self._usage = usage
+                self._table = None
+            self._synced.add(kind)
+        self._on_change()
+
+    def apply(self, kind: str, etype: str, obj: dict) -> None:
+        """One watch event (ADDED / MODIFIED / DELETED) of `kind`."""
+        with self._lock:
+            wake = {PENDING: self._apply_pending, NODE: self._apply_node, BOUND: self._apply_bound}[kind](etype, obj)
+        if wake:
+            self._on_change()
+
+    def _apply_pending(self, etype: str, pod: dict) -> bool:
+        uid, key = _uid(pod), pod_key(pod)
+        if etype == "DELETED":
+            self._tombstones.discard(uid)
+            if _uid(self._pending.get(key) or {}) == uid:
+                del self._pending[key]
+            self._forget_assumed_if_unplaced(uid)
+            return False
+        if uid in self._tombstones:
+            return False
+        self._pending[key] = pod
+        return True
+
+    def _forget_assumed_if_unplaced(self, uid: str) -> None:
+        # Deleted before the bound watch showed it: the assumption must not hold capacity forever.
+        if uid in self._assumed and uid not in self._placed:
+            self._forget_assumed(uid)
+
+    def _apply_node(self, etype: str, node: dict) -> bool:
+        name = (node.get("metadata") or {}).get("name") or ""
+        if etype == "DELETED":
+            self._infos.pop(name, None)
+            self._table = None
+            return False
+        self._put_node(node)
+        self._table = None
+        return True
+
+    def _put_node(self, node: dict) -> None:
+        name = (node.get("metadata") or {}).get("name") or ""
+        try:
+            self._infos[name] = node_info(node)
+        except QuantityError as exc:
+            # A node whose allocatable does not parse cannot be filtered: leave it out.
+            self._infos.pop(name, None)
+            log.warning("node=%s ignored: %s", name, exc)
+
+    def _apply_bound(self, etype: str, pod: dict) -> bool:
+        uid = _uid(pod)
+        old = self._placed.pop(uid, None)
+        if old is not None:
+            self._unuse(old[0], uid)
+        assumed = self._assumed.pop(uid, None)
+        if assumed is not None and (etype == "DELETED" or assumed.node != node_name(pod)):
+            self._unuse(assumed.node, uid)
+        if etype == "DELETED":
+            return True  # capacity freed
+        node, req = node_name(pod), _requests(pod)
+        self._placed[uid] = (node, req)
+        self._use(node, uid, req)
+        return False
+
+
+def _requests(pod: Mapping[str, Any]) -> Resources:
+    """A bound pod's requests. The API validated them, so a parse error means a quantity form
+    this parser lacks: count the pod slot rather than lose the pod."""
+    try:
+        return pod_requests(pod)
+    except QuantityError:
+        return ONE_POD
+
+
+class Reflector:
+    """List + watch of one kind into the cache (module docstring). `run(stop)` owns the loop;
+    `interrupt()` ends a blocked watch at once (called after `stop` is set)."""
+
+    def __init__(
+        self,
+        kube: Kube,
+        cache: ClusterCache,
+        kind: str,
+        field_selector: str,
+        *,
+        watch_timeout_s: float = 300.0,
+        backoff_initial_s: float = 0.5,
+        backoff_max_s: float = 30.0,
+        clock: Callable[[], float] = time.monotonic,
+    ):
+        self._kube = kube
+        self._cache = cache
+        self.kind = kind
+        self._resource = NODES if kind == NODE else PODS
+        self._selector = field_selector
+        self._timeout = watch_timeout_s
+        self._initial, self._max = backoff_initial_s, backoff_max_s
+        self._clock = clock
+        self._stream: WatchStream | None = None
+        self._lock = threading.Lock()
+        self._rv = ""  # resourceVersion to watch from; "" = list first
+        self.lists = 0  # how many times this reflector listed (1 + relists), for tests and logs
+
+    def interrupt(self) -> None:
+        with self._lock:
+            stream = self._stream
+        if stream is not None:
+            stream.stop()
+
+    def run(self, stop: threading.Event) -> None:
+        failures = 0
+        while not stop.is_set():
+            try:
+                if not self._rv:
+                    started = self._clock()
+                    items, rv = self._kube.list(self._resource, self._selector)
+                    self._cache.replace(self.kind, items, started)
+                    self._rv = rv
+                    self.lists += 1
+                    if self.lists > 1:
+                        log.info("relisted kind=%s items=%d resourceVersion=%s", self.kind, len(items), rv)
+                self._watch(stop)
+                failures = 0
+            except Gone as exc:
+                log.info("watch expired kind=%s (%s): relisting", self.kind, exc.message)
+                self._rv = ""
+            except KubeError as exc:
+                if stop.is_set():
+                    return  # our own interrupt() cut the watch
+                # A failed list or a lost connection: retry (a watch resumes from the last event
+                # applied, no relist needed) after a growing pause.
+                failures += 1
+                wait = backoff.delay(failures, self._initial, self._max)
+                if failures == 1 or failures % 10 == 0:
+                    log.warning("kind=%s api error #%d, retrying in %.1fs: %s", self.kind, failures, wait, exc)
+                stop.wait(wait)
+
+    def _watch(self, stop: threading.Event) -> None:
+        """Stream events until the server ends the watch, keeping `_rv` at the last event."""
+        stream = self._kube.watch(self._resource, self._selector, self._rv, timeout_s=self._timeout)
+        with self._lock:
+            self._stream = stream
+        try:
+            if stop.is_set():
+                return
+            for etype, obj in stream:
+                if etype in ("ADDED", "MODIFIED", "DELETED"):
+                    self._cache.apply(self.kind, etype, obj)
+                self._rv = stream.resource_version or self._rv
+                if stop.is_set():
+                    return
+        finally:
+            with self._lock:
+                self._stream = None
+
+
+def reflectors(kube: Kube, cache: ClusterCache, scheduler_name: str, *, watch_timeout_s: float = 300.0,
+               clock: Callable[[], float] = time.monotonic) -> list[Reflector]:
+    """The three reflectors of the module docstring."""
+    return [
+        Reflector(kube, cache, PENDING, pending_selector(scheduler_name), watch_timeout_s=watch_timeout_s,
+                  clock=clock),
+        Reflector(kube, cache, NODE, "", watch_timeout_s=watch_timeout_s, clock=clock),
+        Reflector(kube, cache, BOUND, BOUND_SELECTOR, watch_timeout_s=watch_timeout_s, clock=clock),
+    ]

@@ -1,0 +1,156 @@
+"""SchedulerConfig: the scheduler's whole configuration, parsed once from env + flags (CONTRACT §4).
+
+Flags override variables; every invalid value is reported in one error; unknown KSENSE_* /
+FUZZY_* variables are warned about by the entry point. Settings the contract has no variable
+for (namespace, identity, kubeconfig, CA file, lease timing) are flags, or the standard
+Kubernetes variables (`POD_NAMESPACE`, `POD_NAME`, `KUBECONFIG`) a Deployment sets anyway, so
+no new `FUZZY_*` name is invented.
+"""
+
+from __future__ import annotations
+
+import argparse
+import socket
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from exporter import names as n
+from exporter.envconf import EnvReader
+
+SOURCES = ("prometheus", "scorer")
+
+
+@dataclass(frozen=True)
+class SchedulerConfig:
+    # --- what to schedule -----------------------------------------------------------------------
+    scheduler_name: str = n.SCHEDULER_NAME_DEFAULT
+    """`spec.schedulerName` of the pods this scheduler owns."""
+    # --- rate limits (SPEC §4, seed semantics; 0 disables each) ----------------------------------
+    poll_s: float = 10.0
+    """Resync cadence: a cycle runs at least this often, and no sooner than this after a cycle
+    that hit `max_per_cycle` (watch events wake the loop otherwise)."""
+    max_per_cycle: int = 1
+    """Binds per cycle; 0 = unlimited."""
+    placement_delay_s: float = 5.0
+    """Minimum time between two binds; 0 = none."""
+    # --- score source ---------------------------------------------------------------------------
+    score_source: str = "prometheus"
+    """`prometheus` (the scorer's exported series) or `scorer` (its /score API)."""
+    prometheus_url: str | None = None
+    """Prometheus (or anything answering its HTTP query API); required for the prometheus source."""
+    scorer_url: str = "https://ksense-scorer.ksense.svc:8443"
+    """The scorer's API, for the scorer source (TLS verified)."""
+    scorer_ca_file: Path | None = None
+    """CA bundle that signed the scorer's certificate; None = the system trust store."""
+    long_win_s: float = 60.0
+    """A decision older than this is stale: its node gets no pods (no_score)."""
+    query_timeout_s: float = 2.0
+    """Per-request timeout of the score source: a cycle must not stall on it."""
+    # --- Kubernetes -----------------------------------------------------------------------------
+    kubeconfig: Path | None = None
+    """kubeconfig file; None = in-cluster service account, else ~/.kube/config."""
+    namespace: str = "ksense"
+    """Namespace of the leader-election Lease (the scheduler's own)."""
+    identity: str = ""
+    """Holder identity in the Lease: pod name (or hostname) + a random suffix, so a restarted
+    process never mistakes its predecessor's lease for its own."""
+    lease_duration_s: float = 15.0
+    """How long a lease holds without renewal before another replica may take it."""
+    renew_deadline_s: float = 10.0
+    """The leader stops binding when it could not renew for this long (< lease duration, so it
+    has stopped before anyone else can start)."""
+    retry_period_s: float = 2.0
+    """Acquire / renew attempt cadence."""
+    request_timeout_s: float = 10.0
+    """Timeout of every non-watch API request."""
+    watch_timeout_s: float = 300.0
+    """Server-side watch timeout; the watch is reopened from its resourceVersion after it."""
+    # --- serving --------------------------------------------------------------------------------
+    metrics_host: str = "0.0.0.0"
+    metrics_port: int = 9862
+    log_format: str = "text"
+
+
+def build_parser(prog: str = "python -m scheduler") -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog=prog,
+        description="ksense fuzzy-scheduler: binds Pending pods (spec.schedulerName) to nodes that pass the "
+        "kube-scheduler basics and whose fuzzy decision is a fresh allow.",
+        epilog="Every flag falls back to its environment variable (CONTRACT §4), then to the default.",
+    )
+    p.add_argument("--scheduler-name", help="spec.schedulerName to serve (FUZZY_SCHEDULER_NAME, fuzzy-scheduler)")
+    p.add_argument("--poll", help="resync seconds, 0 = none (FUZZY_SCHEDULER_POLL_S, 10)")
+    p.add_argument("--max-per-cycle", help="binds per cycle, 0 = unlimited (FUZZY_SCHEDULER_MAX_PER_CYCLE, 1)")
+    p.add_argument("--placement-delay", help="seconds between binds, 0 = none (FUZZY_SCHEDULER_PLACEMENT_DELAY_S, 5)")
+    p.add_argument("--score-source", help="prometheus or scorer (FUZZY_SCORE_SOURCE, prometheus)")
+    p.add_argument("--prometheus-url", help="Prometheus query API (KSENSE_PROMETHEUS_URL)")
+    p.add_argument("--scorer-url", help="scorer API base URL (FUZZY_SCORER_URL)")
+    p.add_argument("--scorer-ca-file", help="CA bundle for the scorer's certificate (default: system trust)")
+    p.add_argument("--long-win", help="max decision age in seconds (FUZZY_LONG_WIN_S, 60)")
+    p.add_argument("--kubeconfig", help="kubeconfig path (KUBECONFIG; default in-cluster, else ~/.kube/config)")
+    p.add_argument("--namespace", help="namespace of the leader Lease (POD_NAMESPACE, ksense)")
+    p.add_argument("--identity", help="leader-election identity (POD_NAME or hostname + random suffix)")
+    p.add_argument("--lease-duration", help="lease duration seconds (15)")
+    p.add_argument("--renew-deadline", help="stop leading after failing to renew this long (10)")
+    p.add_argument("--retry-period", help="acquire/renew cadence seconds (2)")
+    p.add_argument("--metrics-host", help="listen address of /metrics, /healthz, /readyz (0.0.0.0)")
+    p.add_argument("--metrics-port", help="its port (KSENSE_SCHEDULER_METRICS_PORT, 9862)")
+    return p
+
+
+def from_env(environ: Mapping[str, str], args: argparse.Namespace | None = None) -> SchedulerConfig:
+    """Build the config; raise ConfigError listing every bad value."""
+    r = EnvReader(environ, args)
+    source = r.choice("score_source", "FUZZY_SCORE_SOURCE", "prometheus", SOURCES)
+    prom = r.text("prometheus_url", "KSENSE_PROMETHEUS_URL", None) or None
+    scorer_url = r.text("scorer_url", "FUZZY_SCORER_URL", SchedulerConfig.scorer_url) or SchedulerConfig.scorer_url
+    for name, url in (("KSENSE_PROMETHEUS_URL", prom), ("FUZZY_SCORER_URL", scorer_url)):
+        if url is not None and not url.startswith(("http://", "https://")):
+            r.problems.append(f"{name}={url!r}: expected an http:// or https:// URL")
+    if source == "prometheus" and prom is None:
+        r.problems.append("KSENSE_PROMETHEUS_URL: required with FUZZY_SCORE_SOURCE=prometheus "
+                          "(or set FUZZY_SCORE_SOURCE=scorer)")
+    ca_text = r.flag("scorer_ca_file")
+    ca = Path(ca_text) if ca_text else None
+    if ca is not None and not ca.is_file():
+        r.problems.append(f"--scorer-ca-file={ca_text!r}: no such file")
+    kube_text = r.text("kubeconfig", "KUBECONFIG", None)
+    kubeconfig = Path(kube_text) if kube_text else None
+    if kubeconfig is not None and not kubeconfig.is_file():
+        r.problems.append(f"KUBECONFIG={kube_text!r}: no such file")
+    name = r.text("scheduler_name", "FUZZY_SCHEDULER_NAME", n.SCHEDULER_NAME_DEFAULT) or ""
+    if not name:
+        r.problems.append("FUZZY_SCHEDULER_NAME: must not be empty")
+    lease = r.number("lease_duration", "", 15.0, minimum=1.0)
+    renew = r.number("renew_deadline", "", 10.0, minimum=0.5)
+    retry = r.number("retry_period", "", 2.0, minimum=0.1)
+    if not retry < renew < lease:
+        r.problems.append(f"leader election: need retry period ({retry}) < renew deadline ({renew}) "
+                          f"< lease duration ({lease})")
+    base = r.text("identity", "POD_NAME", None) or socket.gethostname()
+    cfg = SchedulerConfig(
+        scheduler_name=name,
+        poll_s=r.number("poll", "FUZZY_SCHEDULER_POLL_S", 10.0, minimum=0.0),
+        max_per_cycle=r.number("max_per_cycle", "FUZZY_SCHEDULER_MAX_PER_CYCLE", 1, minimum=0, integer=True),
+        placement_delay_s=r.number("placement_delay", "FUZZY_SCHEDULER_PLACEMENT_DELAY_S", 5.0, minimum=0.0),
+        score_source=source,
+        prometheus_url=prom.rstrip("/") if prom else None,
+        scorer_url=scorer_url.rstrip("/"),
+        scorer_ca_file=ca,
+        long_win_s=r.number("long_win", "FUZZY_LONG_WIN_S", 60.0, minimum=1.0),
+        kubeconfig=kubeconfig,
+        namespace=r.text("namespace", "POD_NAMESPACE", "ksense") or "ksense",
+        # An explicit --identity is used as given (tests, operators); a derived one is made unique.
+        identity=r.flag("identity") or f"{base}_{uuid.uuid4().hex[:8]}",
+        lease_duration_s=lease,
+        renew_deadline_s=renew,
+        retry_period_s=retry,
+        metrics_host=r.text("metrics_host", "", "0.0.0.0") or "0.0.0.0",
+        metrics_port=r.number("metrics_port", "KSENSE_SCHEDULER_METRICS_PORT", 9862, minimum=0, maximum=65535,
+                              integer=True),
+        log_format=r.choice("", "KSENSE_LOG_FORMAT", "text", ("text", "json")),
+    )
+    r.check()
+    return cfg

@@ -1,0 +1,411 @@
+"""The scheduler's one door to the Kubernetes API: the ONLY module that imports `kubernetes`.
+
+Everything above this module speaks plain wire-format dicts (what `scheduler.core` reads) and
+sees one exception type, `KubeError` (`Gone` for 410), whatever went wrong — an API status, a
+timeout, a reset connection. Tests fake the scheduler at this wrapper, never at the client.
+
+Responses are read with `_preload_content=False` and parsed with `json.loads`: the generated
+client cannot decode the binding response (ARCHITECTURE rule 9), and building model objects for
+thousands of pods per list would cost more than the scheduling itself. Watches call the
+generated list functions with `watch=True` and read the JSON lines themselves: the client's
+`watch.Watch` does not fit — its `stop()` cannot interrupt a blocked read on a plain-HTTP
+connection (the socket has moved from the connection to the response), and its
+`deserialize=False` path fails on ERROR events. A 410 surfaces here as `Gone`; the caller relists.
+
+`LeaderElector` is written here rather than taken from `kubernetes.leaderelection`: that module
+sleeps with `time.sleep` (no clean stop), never releases the lease on shutdown, and cannot be
+given a clock. Semantics follow client-go's `leaderelection` with a `LeaseLock`: optimistic
+concurrency on the Lease's resourceVersion, expiry judged by how long the *observed* record has
+not changed on our own monotonic clock (no cross-host clock comparison), a renew deadline
+shorter than the lease so a cut-off leader stops binding before anyone else may start, and a
+release on shutdown (holder cleared, duration 1 s) so the other replica takes over at once.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import urllib3
+from kubernetes import client, config
+from kubernetes.client.exceptions import ApiException
+from kubernetes.config.config_exception import ConfigException
+
+from exporter import names as n
+
+log = logging.getLogger(__name__)
+
+BOUND, CONFLICT, ERROR = n.BIND_RESULTS
+PODS, NODES = "pods", "nodes"
+
+
+class KubeError(Exception):
+    """A failed API call. `status` is the HTTP status, None when no answer came (timeout,
+    refused or reset connection) — then the outcome of a write is unknown."""
+
+    def __init__(self, status: int | None, message: str):
+        super().__init__(f"{status or 'no answer'}: {message}")
+        self.status = status
+        self.message = message
+
+
+class Gone(KubeError):
+    """410: the resourceVersion (or continue token) is too old; list again."""
+
+
+def _status_message(exc: ApiException) -> str:
+    with contextlib.suppress(ValueError, TypeError, AttributeError):
+        return json.loads(exc.body).get("message") or exc.reason or ""
+    return str(exc.reason or "")
+
+
+@contextlib.contextmanager
+def _translated(what: str) -> Iterator[None]:
+    """Turn the client's and urllib3's exceptions into KubeError."""
+    try:
+        yield
+    except ApiException as exc:
+        status = exc.status or None  # the client says 0 for "no HTTP answer" (e.g. SSL errors)
+        error = Gone if status == 410 else KubeError
+        raise error(status, f"{what}: {_status_message(exc)}") from exc
+    except (urllib3.exceptions.HTTPError, OSError) as exc:
+        raise KubeError(None, f"{what}: {type(exc).__name__}: {exc}") from exc
+
+
+@dataclass(frozen=True, slots=True)
+class BindOutcome:
+    """`result` is a `ksense_scheduler_binds_total` label; `status` None means no answer came,
+    so the pod may have been bound after all."""
+
+    result: str
+    status: int | None
+    detail: str
+
+
+def micro_time(wall: float) -> str:
+    """Unix seconds → metav1.MicroTime (`2024-05-01T12:00:00.123456Z`)."""
+    return datetime.fromtimestamp(wall, tz=UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+class WatchStream:
+    """One watch request: iterate for (type, object) pairs of ADDED / MODIFIED / DELETED;
+    `resource_version` follows every event and bookmark; an ERROR event raises (`Gone` for
+    410). `stop()` from another thread ends a blocked read at once (socket shutdown)."""
+
+    def __init__(self, func: Callable[..., Any], what: str, **kwargs: Any):
+        self._func = func
+        self._what = what
+        self._kwargs = kwargs
+        self._lock = threading.Lock()
+        self._resp: Any = None
+        self._stopped = False
+        self.resource_version: str = kwargs.get("resource_version") or ""
+
+    def __iter__(self) -> Iterator[tuple[str, dict]]:
+        try:
+            with _translated(self._what):
+                resp = self._func(watch=True, _preload_content=False, **self._kwargs)
+                with self._lock:
+                    self._resp = resp
+                    stopped = self._stopped
+                try:
+                    if not stopped:
+                        yield from self._events(resp)
+                finally:
+                    with self._lock:
+                        self._resp = None
+                    resp.release_conn()
+        except KubeError:
+            if not self._stopped:  # a cut made by stop() is the end of the stream, not an error
+                raise
+
+    def _events(self, resp: Any) -> Iterator[tuple[str, dict]]:
+        buffer = b""
+        for chunk in resp.stream(amt=None, decode_content=False):
+            buffer += chunk
+            *lines, buffer = buffer.split(b"\n")
+            for line in lines:
+                if not line.strip():
+                    continue
+                event = json.loads(line)
+                etype, obj = event.get("type"), event.get("object") or {}
+                if etype == "ERROR":
+                    code = obj.get("code")
+                    raise (Gone if code == 410 else KubeError)(code, f"{self._what}: {obj.get('message')}")
+                rv = (obj.get("metadata") or {}).get("resourceVersion")
+                if etype != "BOOKMARK":
+                    yield etype, obj
+                if rv:
+                    self.resource_version = rv
+
+    def stop(self) -> None:
+        with self._lock:
+            self._stopped = True
+            resp = self._resp
+        if resp is not None:
+            with contextlib.suppress(Exception):  # already closed or released: nothing to stop
+                resp.shutdown()
+
+
+class Kube:
+    """Thin wrapper over the official client: lists, watches, bind, events, status, leases.
+    Every method returns plain dicts and raises only `KubeError`."""
+
+    def __init__(self, api_client: client.ApiClient, *, request_timeout_s: float = 10.0):
+        self._api = api_client
+        self._core = client.CoreV1Api(api_client)
+        self._coordination = client.CoordinationV1Api(api_client)
+        self._timeout = request_timeout_s
+
+    @classmethod
+    def connect(cls, kubeconfig: Path | None = None, *, request_timeout_s: float = 10.0) -> Kube:
+        """From a kubeconfig file when given, else the in-cluster service account, else the
+        default kubeconfig (~/.kube/config) for a developer's machine."""
+        cfg = client.Configuration()
+        if kubeconfig is not None:
+            config.load_kube_config(config_file=str(kubeconfig), client_configuration=cfg)
+        else:
+            try:
+                config.load_incluster_config(client_configuration=cfg)
+            except ConfigException:
+                config.load_kube_config(client_configuration=cfg)
+        # Three long-lived watches plus lease, bind and event writes share the pool.
+        cfg.connection_pool_maxsize = 16
+        return cls(client.ApiClient(cfg), request_timeout_s=request_timeout_s)
+
+    def close(self) -> None:
+        self._api.close()
+
+    def _lister(self, kind: str) -> Callable[..., Any]:
+        return self._core.list_pod_for_all_namespaces if kind == PODS else self._core.list_node
+
+    # --- reading -----------------------------------------------------------------------------
+    def list(self, kind: str, field_selector: str = "", *, page_size: int = 500) -> tuple[list[dict], str]:
+        """All `kind` objects ("pods" across namespaces, or "nodes") matching the selector, in
+        pages; returns (items, resourceVersion of the list) to watch from."""
+        items: list[dict] = []
+        token = None
+        func = self._lister(kind)
+        while True:
+            kwargs: dict[str, Any] = {"limit": page_size, "_preload_content": False,
+                                      "_request_timeout": self._timeout}
+            if field_selector:
+                kwargs["field_selector"] = field_selector
+            if token:
+                kwargs["_continue"] = token
+            with _translated(f"list {kind}"):
+                body = json.loads(func(**kwargs).data)
+            items.extend(body.get("items") or ())
+            meta = body.get("metadata") or {}
+            token = meta.get("continue")
+            if not token:
+                return items, meta.get("resourceVersion") or ""
+
+    def watch(self, kind: str, field_selector: str, resource_version: str, *, timeout_s: float) -> WatchStream:
+        """A watch from `resource_version`, ended by the server after `timeout_s` (the client's
+        read timeout is a little longer, so a silent dead connection is noticed too)."""
+        kwargs: dict[str, Any] = {
+            "resource_version": resource_version,
+            "timeout_seconds": max(1, int(timeout_s)),
+            "allow_watch_bookmarks": True,
+            "_request_timeout": (self._timeout, timeout_s + 30.0),
+        }
+        if field_selector:
+            kwargs["field_selector"] = field_selector
+        return WatchStream(self._lister(kind), f"watch {kind}", **kwargs)
+
+    # --- writes ------------------------------------------------------------------------------
+    def bind(self, namespace: str, name: str, uid: str, node: str) -> BindOutcome:
+        """POST pods/binding with the pod's uid as precondition. `conflict` for 409 (bound
+        elsewhere, replaced by a pod with another uid, being deleted) and 404 (deleted): drop
+        the pod. `error` for anything else (5xx, timeout): retry later."""
+        body = {"apiVersion": "v1", "kind": "Binding", "metadata": {"name": name, "namespace": namespace, "uid": uid},
+                "target": {"apiVersion": "v1", "kind": "Node", "name": node}}
+        try:
+            with _translated(f"bind {namespace}/{name} to {node}"):
+                self._core.create_namespaced_pod_binding(name, namespace, body, _preload_content=False,
+                                                         _request_timeout=self._timeout)
+        except KubeError as exc:
+            return BindOutcome(CONFLICT if exc.status in (404, 409) else ERROR, exc.status, str(exc))
+        return BindOutcome(BOUND, 201, "")
+
+    def create_event(self, namespace: str, body: Mapping[str, Any]) -> None:
+        """Create a core/v1 Event; AlreadyExists (the same deterministic name written by another
+        replica or an earlier run) counts as done."""
+        try:
+            with _translated(f"create event in {namespace}"):
+                self._core.create_namespaced_event(namespace, body, _preload_content=False,
+                                                   _request_timeout=self._timeout)
+        except KubeError as exc:
+            if exc.status != 409:
+                raise
+
+    def patch_pod_status(self, namespace: str, name: str, uid: str, condition: Mapping[str, Any]) -> None:
+        """Strategic-merge one condition into pods/status (conditions merge by type). The uid in
+        the patch is a precondition: a recreated pod with the same name is left alone (409)."""
+        body = {"metadata": {"uid": uid}, "status": {"conditions": [dict(condition)]}}
+        with _translated(f"patch status of {namespace}/{name}"):
+            self._core.patch_namespaced_pod_status(name, namespace, body, _preload_content=False,
+                                                   _request_timeout=self._timeout)
+
+    # --- leases ------------------------------------------------------------------------------
+    def get_lease(self, namespace: str, name: str) -> dict:
+        with _translated(f"get lease {namespace}/{name}"):
+            return json.loads(self._coordination.read_namespaced_lease(
+                name, namespace, _preload_content=False, _request_timeout=self._timeout).data)
+
+    def create_lease(self, namespace: str, body: Mapping[str, Any]) -> dict:
+        with _translated(f"create lease in {namespace}"):
+            return json.loads(self._coordination.create_namespaced_lease(
+                namespace, body, _preload_content=False, _request_timeout=self._timeout).data)
+
+    def replace_lease(self, namespace: str, name: str, body: Mapping[str, Any]) -> dict:
+        """PUT with metadata.resourceVersion: 409 when someone wrote it since we read it."""
+        with _translated(f"update lease {namespace}/{name}"):
+            return json.loads(self._coordination.replace_namespaced_lease(
+                name, namespace, body, _preload_content=False, _request_timeout=self._timeout).data)
+
+
+class LeaderElector:
+    """Leader election on a coordination.k8s.io/v1 Lease (module docstring).
+
+    `run(stop)` tries to acquire, then renews, every `retry_period_s` until `stop` is set, then
+    releases the lease if it holds it. `is_leader()` is true only while the last successful
+    renewal is younger than `renew_deadline_s`, judged at the moment of the call, so a leader
+    whose renewals fail stops binding on time even if this thread is stuck in a slow request.
+    `on_change(leading)` is called on every transition (to wake the scheduling loop)."""
+
+    def __init__(
+        self,
+        kube: Kube,
+        namespace: str,
+        identity: str,
+        *,
+        name: str = n.LEASE_NAME,
+        lease_duration_s: float = 15.0,
+        renew_deadline_s: float = 10.0,
+        retry_period_s: float = 2.0,
+        on_change: Callable[[bool], None] = lambda leading: None,
+        clock: Callable[[], float] = time.monotonic,
+        wall: Callable[[], float] = time.time,
+    ):
+        self._kube = kube
+        self.namespace, self.name, self.identity = namespace, name, identity
+        self._duration = lease_duration_s
+        self._deadline = renew_deadline_s
+        self._retry = retry_period_s
+        self._on_change = on_change
+        self._clock, self._wall = clock, wall
+        self._lock = threading.Lock()
+        self._renewed_at: float | None = None  # monotonic start of the last successful renewal
+        self._observed: tuple[Any, ...] | None = None
+        self._observed_at = 0.0
+        self._announced = False
+
+    def is_leader(self) -> bool:
+        with self._lock:
+            return self._renewed_at is not None and self._clock() - self._renewed_at < self._deadline
+
+    def run(self, stop: threading.Event) -> None:
+        while not stop.is_set():
+            self.try_acquire_or_renew()
+            stop.wait(self._retry)
+        self.release()
+
+    def _announce(self) -> None:
+        leading = self.is_leader()
+        if leading != self._announced:
+            self._announced = leading
+            log.info("leader=%s lease=%s/%s identity=%s", int(leading), self.namespace, self.name, self.identity)
+            self._on_change(leading)
+
+    def _spec(self, now_wall: float, old: Mapping[str, Any] | None) -> dict[str, Any]:
+        old = old or {}
+        ours = old.get("holderIdentity") == self.identity
+        transitions = int(old.get("leaseTransitions") or 0)
+        return {
+            "holderIdentity": self.identity,
+            "leaseDurationSeconds": max(1, round(self._duration)),
+            "acquireTime": old.get("acquireTime") if ours and old.get("acquireTime") else micro_time(now_wall),
+            "renewTime": micro_time(now_wall),
+            "leaseTransitions": transitions if ours else transitions + (1 if old.get("holderIdentity") else 0),
+        }
+
+    def try_acquire_or_renew(self) -> bool:
+        """One attempt; True when we hold the lease afterwards."""
+        started = self._clock()
+        try:
+            ok = self._attempt(started)
+        except KubeError as exc:
+            log.debug("lease attempt failed: %s", exc)
+            ok = False
+        if ok:
+            with self._lock:
+                self._renewed_at = started
+        self._announce()
+        return ok
+
+    def _attempt(self, started: float) -> bool:
+        now_wall = self._wall()
+        try:
+            lease = self._kube.get_lease(self.namespace, self.name)
+        except KubeError as exc:
+            if exc.status != 404:
+                raise
+            body = {"apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
+                    "metadata": {"name": self.name, "namespace": self.namespace}, "spec": self._spec(now_wall, None)}
+            try:
+                self._kube.create_lease(self.namespace, body)
+            except KubeError as create_exc:
+                if create_exc.status == 409:  # another replica created it first
+                    return False
+                raise
+            return True
+        spec = lease.get("spec") or {}
+        holder = spec.get("holderIdentity") or ""
+        record = (holder, spec.get("renewTime"), spec.get("leaseDurationSeconds"), spec.get("leaseTransitions"))
+        if record != self._observed:
+            self._observed, self._observed_at = record, started
+        duration = float(spec.get("leaseDurationSeconds") or self._duration)
+        if holder and holder != self.identity and started < self._observed_at + duration:
+            return False  # held by another replica, and renewed recently as far as we have seen
+        body = {"apiVersion": "coordination.k8s.io/v1", "kind": "Lease", "metadata": lease["metadata"],
+                "spec": self._spec(now_wall, spec)}
+        try:
+            self._kube.replace_lease(self.namespace, self.name, body)
+        except KubeError as exc:
+            if exc.status == 409:  # written by someone else since our read: not ours this round
+                return False
+            raise
+        return True
+
+    def release(self) -> None:
+        """Stop leading at once, then hand the lease over: holder cleared and duration 1 s, so
+        the other replica acquires it on its next attempt instead of waiting for expiry."""
+        with self._lock:
+            was_leader = self._renewed_at is not None
+            self._renewed_at = None
+        self._announce()
+        if not was_leader:
+            return
+        try:
+            lease = self._kube.get_lease(self.namespace, self.name)
+            spec = lease.get("spec") or {}
+            if spec.get("holderIdentity") != self.identity:
+                return
+            now = micro_time(self._wall())
+            released = {**spec, "holderIdentity": None, "leaseDurationSeconds": 1, "renewTime": now,
+                        "acquireTime": now}
+            self._kube.replace_lease(self.namespace, self.name, {**lease, "spec": released})
+            log.info("released lease %s/%s", self.namespace, self.name)
+        except KubeError as exc:
+            log.warning("could not release lease %s/%s (the other replica waits for expiry): %s",
+                        self.namespace, self.name, exc)

@@ -1,0 +1,354 @@
+"""The scheduling loop: queue → one score fetch → filters + choice → bind or explain, per cycle.
+
+A **cycle** runs when the loop is woken (a watch event that may make a pod schedulable, a
+leadership change), when a pod's backoff expires, when a rate limit lifts, and at least every
+`poll_s` (resync). It takes the pending pods that are due (not backing off) in queue order
+(priority, then age), fetches every node's fuzzy decision once, and for each pod runs
+`scheduler.core` (`decide`) against the cache's NodeTable:
+
+- a node was chosen → bind (pods/binding, uid precondition), count it on the node at once
+  (assume cache), `Scheduled` event. 409/404 → the pod is gone or placed by someone else:
+  dropped and counted as `conflict`, never retried blindly. Other failures (5xx, timeout) →
+  `error`, retried after the pod's backoff; after a lost answer (timeout, reset) the pod stays
+  assumed on the node, because the bind may have happened.
+- no node fits (or its requests do not parse) → `FailedScheduling` Warning event once per
+  distinct message per pod (core.messages.dedupe_key; the event name derives from it, so other
+  replicas and restarts do not repeat it either), `PodScheduled=False` patched only when it
+  changes, per-pod backoff 1 s → 60 s.
+
+**Rate limits**, the seed's semantics applied correctly (0 disables each): at most
+`max_per_cycle` binds per cycle, and a cycle that used them all is followed by the next one
+`poll_s` after it started — together a rate of max_per_cycle / poll_s; `placement_delay_s`
+between any two binds. Pods beyond the limit are still evaluated (an unschedulable pod is told
+why at once) but stay queued without backoff.
+
+Only the leader binds or writes feedback; `is_leader()` is checked before every bind, so a
+replica that lost its lease stops within one pod. Everything is injected (kube wrapper, cache,
+score source, elector, clock); `cycle()` is one pass and is what the backoff tests drive with a
+fake clock. `Runtime` wires one scheduler instance (reflectors, elector, loop) for
+`python -m scheduler`, the tests and the benchmark.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import math
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from scheduler.cache import ClusterCache, Reflector, reflectors
+from scheduler.config import SchedulerConfig
+from scheduler.core import backoff
+from scheduler.core.choose import decide
+from scheduler.core.filters import RESOURCES_FIT, ScoreTable, pod_view
+from scheduler.core.messages import (
+    EVENT_REASON,
+    condition_update,
+    dedupe_key,
+    failed_scheduling_message,
+    invalid_pod_message,
+    reason_counts,
+    rfc3339,
+)
+from scheduler.core.pods import pod_key
+from scheduler.core.quantity import QuantityError
+from scheduler.core.queue import queue_key
+from scheduler.kube import BOUND, CONFLICT, Kube, KubeError, LeaderElector
+from scheduler.metrics import SchedulerStats
+from scheduler.scores import Scores, ScoreSource
+
+log = logging.getLogger(__name__)
+
+SCHEDULED_REASON = "Scheduled"
+
+
+class Leader(Protocol):
+    def is_leader(self) -> bool: ...
+
+
+def _meta(pod: Mapping[str, Any]) -> Mapping[str, Any]:
+    return pod.get("metadata") or {}
+
+
+def event_body(pod: Mapping[str, Any], *, reason: str, kind: str, message: str, key: str, component: str,
+               instance: str, wall: float) -> dict[str, Any]:
+    """A core/v1 Event about `pod`. Its name is the pod name + a digest of `key` (the dedupe
+    key), so the same event written twice — by a restarted or second replica — is one object."""
+    meta = _meta(pod)
+    digest = hashlib.sha256(key.encode()).hexdigest()[:16]
+    stamp = rfc3339(wall)
+    return {
+        "apiVersion": "v1",
+        "kind": "Event",
+        "metadata": {"name": f"{meta.get('name')}.{digest}", "namespace": meta.get("namespace") or "default"},
+        "involvedObject": {"apiVersion": "v1", "kind": "Pod", "name": meta.get("name"),
+                           "namespace": meta.get("namespace") or "default", "uid": meta.get("uid"),
+                           "resourceVersion": meta.get("resourceVersion")},
+        "reason": reason,
+        "message": message,
+        "type": kind,
+        "source": {"component": component},
+        "reportingComponent": component,
+        "reportingInstance": instance,
+        # The legacy (core/v1) shape without eventTime, which `kubectl describe pod` lists.
+        "firstTimestamp": stamp,
+        "lastTimestamp": stamp,
+        "count": 1,
+    }
+
+
+@dataclass(frozen=True)
+class CycleResult:
+    """What one cycle did (for tests and the debug log)."""
+
+    attempted: int = 0
+    bound: int = 0
+    unschedulable: int = 0
+    conflicts: int = 0
+    errors: int = 0
+    score_error: str | None = None
+
+
+class Scheduler:
+    """The loop of the module docstring."""
+
+    def __init__(
+        self,
+        cfg: SchedulerConfig,
+        *,
+        kube: Kube,
+        cache: ClusterCache,
+        scores: ScoreSource,
+        leader: Leader,
+        stats: SchedulerStats,
+        wake: threading.Event,
+        clock: Callable[[], float] = time.monotonic,
+        wall: Callable[[], float] = time.time,
+    ):
+        self._cfg = cfg
+        self._kube = kube
+        self._cache = cache
+        self._scores = scores
+        self._leader = leader
+        self._stats = stats
+        self._wake = wake
+        self._clock, self._wall = clock, wall
+        self._backoff: dict[str, backoff.BackoffState] = {}
+        self._event_keys: dict[str, str] = {}  # uid -> dedupe key of the last FailedScheduling written
+        self._conditions: dict[str, str] = {}  # uid -> message of the last condition written
+        self._last_bind = -math.inf
+        self._cycle_not_before = -math.inf
+        self._score_error: str | None = None
+
+    # --- the loop ----------------------------------------------------------------------------
+    def run(self, stop: threading.Event) -> None:
+        # The loop sleeps on `wake`; relay `stop` to it so a SIGTERM ends the wait at once.
+        threading.Thread(target=lambda: (stop.wait(), self._wake.set()), name="stop-relay", daemon=True).start()
+        while not stop.is_set():
+            now = self._clock()
+            timeout = self._next_wake(now) - now
+            if timeout > 0:
+                self._wake.wait(None if math.isinf(timeout) else timeout)
+            if stop.is_set():
+                return
+            self._wake.clear()
+            try:
+                self.cycle()
+            except Exception:  # a bug must not end scheduling: log it, back off, carry on
+                log.exception("scheduling cycle failed")
+                stop.wait(1.0)
+
+    def _next_wake(self, now: float) -> float:
+        """When the next cycle is due if no event wakes the loop earlier."""
+        resync = now + self._cfg.poll_s if self._cfg.poll_s else math.inf
+        if not (self._cache.synced() and self._leader.is_leader()):
+            return resync  # sync and leadership changes wake the loop themselves
+        pending = {(_meta(p).get("uid") or "") for p in self._cache.pending()}
+        if not pending:
+            return resync
+        states = [self._backoff.get(uid, backoff.READY) for uid in pending]
+        later = [s.not_before for s in states if s.not_before > now]
+        times = [resync, min(later)] if later else [resync]
+        if len(later) < len(states):
+            # Pods due now after a cycle were held back by a rate limit: retry when it lifts.
+            times.append(max(self._cycle_not_before, now + self._placement_wait(now), now))
+        return min(times)
+
+    def _placement_wait(self, now: float) -> float:
+        return self._last_bind + self._cfg.placement_delay_s - now if self._cfg.placement_delay_s else 0.0
+
+    # --- one cycle -----------------------------------------------------------------------------
+    def cycle(self) -> CycleResult:
+        now = self._clock()
+        pending = self._cache.pending()
+        self._stats.pending(len(pending))
+        self._prune({(_meta(p).get("uid") or "") for p in pending})
+        if not pending or not self._cache.synced() or not self._leader.is_leader():
+            return CycleResult()
+        due = sorted((p for p in pending if backoff.due(self._backoff.get(_meta(p).get("uid") or "", backoff.READY),
+                                                               now)), key=queue_key)
+        if not due:
+            return CycleResult()
+        fetched = self._fetch_scores()
+        score_table = ScoreTable(fetched.records)
+        limited = now < self._cycle_not_before
+        bound = unschedulable = conflicts = errors = 0
+        for pod in due:
+            if not self._leader.is_leader():
+                break
+            started = time.perf_counter()
+            try:
+                view = pod_view(pod)
+                decision = decide(view, self._cache.table(), score_table)
+            except QuantityError as exc:
+                self._stats.attempt(time.perf_counter() - started)
+                self._unschedulable(pod, invalid_pod_message(exc), {RESOURCES_FIT: 1})
+                unschedulable += 1
+                continue
+            self._stats.attempt(time.perf_counter() - started)
+            if decision.node is None:
+                message = failed_scheduling_message(decision.total, decision.failures)
+                self._unschedulable(pod, message, reason_counts(decision.failures))
+                unschedulable += 1
+                continue
+            if limited or self._placement_wait(self._clock()) > 0:
+                continue  # schedulable but rate-limited: stays queued, no backoff
+            result = self._bind(pod, decision.node, view.requests)
+            if result == BOUND:
+                bound += 1
+                if self._cfg.max_per_cycle and bound >= self._cfg.max_per_cycle:
+                    limited = True
+                    self._cycle_not_before = now + self._cfg.poll_s
+            elif result == CONFLICT:
+                conflicts += 1
+            else:
+                errors += 1
+        result = CycleResult(len(due), bound, unschedulable, conflicts, errors, fetched.error)
+        if bound or conflicts or errors:
+            log.debug("cycle %s", result)
+        return result
+
+    def _fetch_scores(self) -> Scores:
+        fetched = self._scores.fetch()
+        if fetched.error != self._score_error:  # one line per change of state, not per cycle
+            if fetched.error:
+                log.warning("score source %s failing: %s (no binds until it recovers)", self._scores.name,
+                            fetched.error)
+            else:
+                log.info("score source %s ok nodes=%d", self._scores.name, len(fetched.records))
+            self._score_error = fetched.error
+        return fetched
+
+    def _prune(self, pending_uids: set[str]) -> None:
+        """Forget per-pod state of pods no longer pending (bound, deleted)."""
+        for table in (self._backoff, self._event_keys, self._conditions):
+            for uid in [u for u in table if u not in pending_uids]:
+                del table[uid]
+
+    # --- outcomes ------------------------------------------------------------------------------
+    def _bind(self, pod: Mapping[str, Any], node: str, requests: Any) -> str:
+        meta = _meta(pod)
+        uid, namespace, name = meta.get("uid") or "", meta.get("namespace") or "default", meta.get("name") or ""
+        # Assumed before the call: the answer may be lost after the API bound the pod.
+        self._cache.assume(pod, node, requests)
+        outcome = self._kube.bind(namespace, name, uid, node)
+        result, detail = outcome.result, outcome.detail
+        self._stats.bind(result)
+        if result == BOUND:
+            self._last_bind = self._clock()
+            self._backoff.pop(uid, None)
+            log.debug("bound pod=%s/%s node=%s", namespace, name, node)
+            self._event(pod, SCHEDULED_REASON, "Normal", f"Successfully assigned {namespace}/{name} to {node}",
+                        f"{uid}/{SCHEDULED_REASON}")
+        elif result == CONFLICT:
+            # Bound elsewhere, deleted, or replaced: off the queue until the watch says it left.
+            log.info("bind conflict pod=%s/%s node=%s: %s", namespace, name, node, detail)
+            self._cache.drop(pod)
+        else:
+            log.warning("bind failed pod=%s/%s node=%s: %s", namespace, name, node, detail)
+            self._cache.requeue(pod, keep_assumed=outcome.status is None)
+            self._backoff[uid] = backoff.step(self._backoff.get(uid, backoff.READY), self._clock(), failed=True)
+        return result
+
+    def _unschedulable(self, pod: Mapping[str, Any], message: str, reasons: Mapping[str, int]) -> None:
+        meta = _meta(pod)
+        uid = meta.get("uid") or ""
+        self._stats.unschedulable(reasons)
+        self._backoff[uid] = backoff.step(self._backoff.get(uid, backoff.READY), self._clock(), failed=True)
+        key = dedupe_key(uid, message)
+        if self._event_keys.get(uid) != key and self._event(pod, EVENT_REASON, "Warning", message, key):
+            self._event_keys[uid] = key
+        condition = condition_update(pod, message, self._wall())
+        if condition is not None and self._conditions.get(uid) != message:
+            try:
+                self._kube.patch_pod_status(meta.get("namespace") or "default", meta.get("name") or "", uid,
+                                            condition)
+                self._conditions[uid] = message
+            except KubeError as exc:
+                log.debug("condition not written pod=%s: %s", pod_key(pod), exc)
+
+    def _event(self, pod: Mapping[str, Any], reason: str, kind: str, message: str, key: str) -> bool:
+        body = event_body(pod, reason=reason, kind=kind, message=message, key=key,
+                          component=self._cfg.scheduler_name, instance=self._cfg.identity, wall=self._wall())
+        try:
+            self._kube.create_event(body["metadata"]["namespace"], body)
+            return True
+        except KubeError as exc:
+            log.debug("event not written pod=%s reason=%s: %s", pod_key(pod), reason, exc)
+            return False
+
+
+class Runtime:
+    """One scheduler instance: cache + three reflectors + leader elector + loop. `run(stop)`
+    starts the reflector and elector threads, runs the loop in the caller's thread, and on
+    `stop` ends the loop first, then (with `release=True`, a SIGTERM) hands the lease over,
+    then stops the watches. `release=False` imitates a crash for failover tests."""
+
+    def __init__(self, cfg: SchedulerConfig, *, kube: Kube, scores: ScoreSource,
+                 clock: Callable[[], float] = time.monotonic, wall: Callable[[], float] = time.time):
+        self.cfg = cfg
+        self.kube = kube
+        self.wake = threading.Event()
+        self.stats = SchedulerStats()
+        self.cache = ClusterCache(on_change=self.wake.set, clock=clock)
+        self.reflectors: list[Reflector] = reflectors(kube, self.cache, cfg.scheduler_name,
+                                                      watch_timeout_s=cfg.watch_timeout_s, clock=clock)
+        self.elector = LeaderElector(
+            kube, cfg.namespace, cfg.identity, lease_duration_s=cfg.lease_duration_s,
+            renew_deadline_s=cfg.renew_deadline_s, retry_period_s=cfg.retry_period_s,
+            on_change=lambda leading: self.wake.set(), clock=clock, wall=wall)
+        self.scheduler = Scheduler(cfg, kube=kube, cache=self.cache, scores=scores, leader=self.elector,
+                                   stats=self.stats, wake=self.wake, clock=clock, wall=wall)
+
+    def ready(self) -> bool:
+        return self.cache.synced()
+
+    def run(self, stop: threading.Event, *, release: bool = True) -> None:
+        watches_stop, lease_stop = threading.Event(), threading.Event()
+        threads = [threading.Thread(target=r.run, args=(watches_stop,), name=f"reflector-{r.kind}", daemon=True)
+                   for r in self.reflectors]
+        elector = threading.Thread(target=self._lead, args=(lease_stop, release), name="leader-elector", daemon=True)
+        for t in (*threads, elector):
+            t.start()
+        try:
+            self.scheduler.run(stop)
+        finally:
+            lease_stop.set()
+            elector.join()
+            watches_stop.set()
+            for r in self.reflectors:
+                r.interrupt()
+            for t in threads:
+                t.join(timeout=5.0)
+
+    def _lead(self, stop: threading.Event, release: bool) -> None:
+        if release:
+            self.elector.run(stop)
+            return
+        while not stop.is_set():  # a "crash": renew until stopped, never release
+            self.elector.try_acquire_or_renew()
+            stop.wait(self.cfg.retry_period_s)

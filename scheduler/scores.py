@@ -1,0 +1,180 @@
+"""Where the scheduler reads each node's fuzzy decision: Prometheus (default) or the scorer's /score.
+
+One request per scheduling cycle for all nodes, never one per node or per pod; the answer
+becomes `ScoreRecord`s (allowed, score, fresh) for the core's fuzzy filter.
+
+**Prometheus** (`FUZZY_SCORE_SOURCE=prometheus`): the series the scorer exports, aggregated over
+scorer replicas as CONTRACT §1.2 says — `min by (node)` of `ksense_node_admission_allowed` (deny
+wins) and `max by (node)` of `ksense_node_score` — plus, for freshness, the newest sample time of
+each via `timestamp()`. The four vectors travel in one instant query, each tagged with a
+`ksense_q` label by `label_replace` so `or` keeps them apart. A sample's age is the query's
+evaluation time minus its timestamp, both Prometheus' clock, so clock skew between hosts does
+not matter; older than `FUZZY_LONG_WIN_S` → stale (Prometheus would otherwise serve a
+5-minute-old sample as current). The newest time per node is used: a stuck replica can then add
+a deny (min) but never an allow.
+
+**Scorer** (`FUZZY_SCORE_SOURCE=scorer`): `GET /score` (CONTRACT §3.1) over HTTPS with
+certificate verification on (a CA file may be given; `verify=` is passed per request because
+`REQUESTS_CA_BUNDLE` would override a session setting). Freshness: the report's `time` against
+our wall clock.
+
+A source that is down, times out, or answers garbage yields no records (`Scores.error` says
+why): every node fails the fuzzy filter with `no_score`, nothing is bound, and pods say why.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Protocol
+
+import requests
+
+from exporter import names as n
+from scheduler.core.filters import ScoreRecord
+
+TAG = "ksense_q"
+ALLOWED, SCORE, ALLOWED_TS, SCORE_TS = "allowed", "score", "allowed_ts", "score_ts"
+
+
+@dataclass(frozen=True)
+class Scores:
+    """One fetch: records by node, and the failure reason (a short label) when it failed."""
+
+    records: Mapping[str, ScoreRecord] = field(default_factory=dict)
+    error: str | None = None
+
+
+class ScoreSource(Protocol):
+    name: str
+
+    def fetch(self) -> Scores: ...
+
+
+def _tagged(expr: str, tag: str) -> str:
+    return f'label_replace({expr}, "{TAG}", "{tag}", "", "")'
+
+
+def prometheus_query() -> str:
+    """The one instant query per cycle (module docstring)."""
+    allowed, score = n.NODE_ADMISSION_ALLOWED.name, n.NODE_SCORE.name
+    by = n.LABEL_NODE
+    return " or ".join((
+        _tagged(f"min by ({by}) ({allowed})", ALLOWED),
+        _tagged(f"max by ({by}) ({score})", SCORE),
+        _tagged(f"max by ({by}) (timestamp({allowed}))", ALLOWED_TS),
+        _tagged(f"max by ({by}) (timestamp({score}))", SCORE_TS),
+    ))
+
+
+def parse_prometheus(body: Mapping[str, Any], long_win_s: float) -> dict[str, ScoreRecord]:
+    """Records from the query's JSON answer. A node needs all four values; the age is the
+    evaluation time (each sample's first element) minus the older of the two sample times.
+    Raises ValueError for an answer that is not a successful vector."""
+    if body.get("status") != "success" or (body.get("data") or {}).get("resultType") != "vector":
+        raise ValueError(f"not a successful vector: {str(body)[:200]}")
+    values: dict[str, dict[str, tuple[float, float]]] = {}
+    for sample in body["data"].get("result") or ():
+        metric = sample.get("metric") or {}
+        node, tag = metric.get(n.LABEL_NODE), metric.get(TAG)
+        if not node or not tag:
+            continue
+        at, value = sample["value"]
+        values.setdefault(node, {})[tag] = (float(at), float(value))
+    records = {}
+    for node, got in values.items():
+        if not {ALLOWED, SCORE, ALLOWED_TS, SCORE_TS} <= got.keys():
+            continue
+        evaluated = got[ALLOWED][0]
+        age = evaluated - min(got[ALLOWED_TS][1], got[SCORE_TS][1])
+        records[node] = ScoreRecord(allowed=got[ALLOWED][1] >= 0.5, score=got[SCORE][1], fresh=age <= long_win_s)
+    return records
+
+
+def _parse_time(text: object) -> float:
+    if not isinstance(text, str):
+        return -math.inf
+    try:
+        return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return -math.inf
+
+
+def parse_scorer(body: Mapping[str, Any], now: float, long_win_s: float) -> dict[str, ScoreRecord]:
+    """Records from `GET /score` (CONTRACT §3.1). Raises ValueError when it is not that shape."""
+    nodes = body.get("nodes")
+    if not isinstance(nodes, list):
+        raise ValueError(f"no nodes list: {str(body)[:200]}")
+    records = {}
+    for report in nodes:
+        node = report.get("node") if isinstance(report, dict) else None
+        if not node:
+            continue
+        score = report.get("score")
+        records[node] = ScoreRecord(
+            allowed=report.get("decision") == n.DECISION_ALLOW,
+            score=float(score) if isinstance(score, int | float) else math.inf,
+            fresh=now - _parse_time(report.get("time")) <= long_win_s,
+        )
+    return records
+
+
+def _failure(exc: Exception) -> str:
+    if isinstance(exc, requests.JSONDecodeError):  # also a RequestException: check it first
+        return "bad_response"
+    if isinstance(exc, requests.Timeout):
+        return "timeout"
+    if isinstance(exc, requests.HTTPError) and exc.response is not None:
+        return f"http_{exc.response.status_code}"
+    if isinstance(exc, requests.RequestException):
+        return "unreachable"
+    return "bad_response"
+
+
+class PrometheusScores:
+    """Scores from the Prometheus HTTP query API (module docstring)."""
+
+    name = "prometheus"
+
+    def __init__(self, url: str, *, long_win_s: float = 60.0, timeout_s: float = 2.0,
+                 session: requests.Session | None = None):
+        self._url = url.rstrip("/") + "/api/v1/query"
+        self._long_win = long_win_s
+        self._timeout = timeout_s
+        self._session = session or requests.Session()
+        self._query = prometheus_query()
+
+    def fetch(self) -> Scores:
+        try:
+            resp = self._session.get(self._url, params={"query": self._query}, timeout=self._timeout)
+            resp.raise_for_status()
+            return Scores(parse_prometheus(resp.json(), self._long_win))
+        except (requests.RequestException, ValueError, KeyError, TypeError) as exc:
+            return Scores(error=_failure(exc))
+
+
+class ScorerScores:
+    """Scores from the scorer's `/score` (module docstring)."""
+
+    name = "scorer"
+
+    def __init__(self, url: str, *, ca_file: Path | None = None, long_win_s: float = 60.0, timeout_s: float = 2.0,
+                 session: requests.Session | None = None, wall: Callable[[], float] = time.time):
+        self._url = url.rstrip("/") + "/score"
+        self._verify: str | bool = str(ca_file) if ca_file is not None else True
+        self._long_win = long_win_s
+        self._timeout = timeout_s
+        self._session = session or requests.Session()
+        self._wall = wall
+
+    def fetch(self) -> Scores:
+        try:
+            resp = self._session.get(self._url, timeout=self._timeout, verify=self._verify)
+            resp.raise_for_status()
+            return Scores(parse_scorer(resp.json(), self._wall(), self._long_win))
+        except (requests.RequestException, ValueError, KeyError, TypeError) as exc:
+            return Scores(error=_failure(exc))

@@ -1,0 +1,161 @@
+"""Bad input and faults, injected into the fake API server: races on bind (someone else binds,
+the pod is deleted or recreated with the same name), nodes disappearing, 500s and timeouts,
+watches expiring (410) or dropping, lists failing. The scheduler never exits, never binds a pod
+twice, and counts what happened."""
+
+from __future__ import annotations
+
+import time
+
+from tests.kubeapi import factories as f
+from tests.kubeapi.fixtures import KubeAPI
+from tests.scheduler.conftest import (
+    NS,
+    FakeScores,
+    add_nodes,
+    add_pods,
+    allow,
+    binding_successes,
+    node_of,
+    wait_for,
+)
+
+
+def _binding_requests(k: KubeAPI, name: str) -> list[int]:
+    return [r.status for r in k.server.requests if r.resource == "pods/binding" and r.name == name]
+
+
+def test_pod_bound_by_someone_else_between_filter_and_bind(kube_api: KubeAPI, start_scheduler) -> None:
+    k = kube_api
+    add_nodes(k, "n1", "n2")
+    inst = start_scheduler(k.url, FakeScores(allow("n1")))
+    hold = k.server.inject(resource="pods/binding", delay_s=0.5)  # our bind waits at the server...
+    pod = add_pods(k, "race")[0]
+    wait_for(lambda: hold.hits, 5, "our bind request")
+    k.store.bind(NS, "race", "n2", uid=pod["metadata"]["uid"])  # ...while another scheduler binds it
+    wait_for(lambda: inst.stats.binds()["conflict"] == 1, 5, "the conflict counted")
+    time.sleep(1.5)  # past the first backoff: a blind retry would show here
+    assert node_of(k, "race") == "n2"
+    assert _binding_requests(k, "race") == [409], "retried blindly"
+    wait_for(lambda: inst.stats.binds() == {"bound": 0, "conflict": 1, "error": 0}, 5, "bind counters")
+    assert inst.runtime.cache.assumed() == {}, "the assumption on n1 was dropped"
+
+
+def test_pod_recreated_with_the_same_name_is_refused_by_the_uid_precondition(
+        kube_api: KubeAPI, start_scheduler) -> None:
+    k = kube_api
+    add_nodes(k, "n1")
+    inst = start_scheduler(k.url, FakeScores(allow("n1")))
+    hold = k.server.inject(resource="pods/binding", delay_s=0.5)
+    old = add_pods(k, "twin")[0]
+    wait_for(lambda: hold.hits, 5, "our bind request")
+    k.core.delete_namespaced_pod("twin", NS)
+    new = add_pods(k, "twin")[0]
+    assert new["metadata"]["uid"] != old["metadata"]["uid"]
+    wait_for(lambda: node_of(k, "twin") == "n1", 5, "the new pod bound")
+    assert _binding_requests(k, "twin") == [409, 201]
+    wait_for(lambda: inst.stats.binds() == {"bound": 1, "conflict": 1, "error": 0}, 5, "bind counters")
+    assert k.store.pod(NS, "twin")["metadata"]["uid"] == new["metadata"]["uid"]
+
+
+def test_pod_deleted_before_bind_is_dropped(kube_api: KubeAPI, start_scheduler) -> None:
+    k = kube_api
+    add_nodes(k, "n1")
+    inst = start_scheduler(k.url, FakeScores(allow("n1")))
+    hold = k.server.inject(resource="pods/binding", delay_s=0.5)
+    add_pods(k, "gone")
+    wait_for(lambda: hold.hits, 5, "our bind request")
+    k.core.delete_namespaced_pod("gone", NS)
+    wait_for(lambda: inst.stats.binds()["conflict"] == 1, 5, "404 counted as conflict")
+    assert _binding_requests(k, "gone") == [404]
+    wait_for(lambda: inst.runtime.cache.assumed() == {}, 5, "the assumption released")
+
+
+def test_nodes_disappearing(kube_api: KubeAPI, start_scheduler) -> None:
+    k = kube_api
+    add_nodes(k, "best", "other")
+    scores = FakeScores({**allow("best", score=5.0), **allow("other", score=50.0)})
+    start_scheduler(k.url, scores)
+    add_pods(k, "first")
+    wait_for(lambda: node_of(k, "first") == "best", 5, "first pod on the best node")
+    k.core.delete_node("best")
+    add_pods(k, "second")
+    wait_for(lambda: node_of(k, "second") == "other", 5, "second pod on the remaining node")
+    k.core.delete_node("other")
+    add_pods(k, "third")
+    wait_for(lambda: any(c["type"] == "PodScheduled"
+                         for c in k.store.pod(NS, "third")["status"].get("conditions") or ()), 5, "third pod told why")
+    cond = next(c for c in k.store.pod(NS, "third")["status"]["conditions"] if c["type"] == "PodScheduled")
+    assert cond["message"] == "no nodes available to schedule pods"
+
+
+def test_bind_500s_are_errors_retried_with_backoff(kube_api: KubeAPI, start_scheduler) -> None:
+    k = kube_api
+    add_nodes(k, "n1")
+    inst = start_scheduler(k.url, FakeScores(allow("n1")))
+    k.server.inject(resource="pods/binding", status=500, times=2)
+    started = time.monotonic()
+    add_pods(k, "p")
+    wait_for(lambda: node_of(k, "p") == "n1", 10, "bound after two failures")
+    assert time.monotonic() - started >= 2.9, "backoff 1 s then 2 s"
+    assert _binding_requests(k, "p") == [500, 500, 201]
+    wait_for(lambda: inst.stats.binds() == {"bound": 1, "conflict": 0, "error": 2}, 5, "bind counters")
+
+
+def test_bind_timeout_keeps_the_pod_counted_and_binds_it_once(kube_api: KubeAPI, start_scheduler) -> None:
+    k = kube_api
+    add_nodes(k, "n1", cpu="1")
+    inst = start_scheduler(k.url, FakeScores(allow("n1")), request_timeout_s=0.5)
+    k.server.inject(resource="pods/binding", delay_s=1.2)  # answered after our client gave up
+    add_pods(k, "slow", cpu="600m")
+    wait_for(lambda: inst.stats.binds()["error"] == 1, 5, "the timeout")
+    add_pods(k, "next", cpu="600m")  # must not take the capacity the lost bind may hold
+    wait_for(lambda: node_of(k, "slow") == "n1", 5, "the slow pod bound")
+    time.sleep(1.5)
+    assert binding_successes(k).get("slow") == 1
+    assert node_of(k, "next") == "", "the node is full: 600m + 600m > 1 cpu"
+
+
+def test_bind_connection_reset_is_retried(kube_api: KubeAPI, start_scheduler) -> None:
+    k = kube_api
+    add_nodes(k, "n1")
+    inst = start_scheduler(k.url, FakeScores(allow("n1")))
+    k.server.inject(resource="pods/binding", reset=True)  # no answer, and nothing bound
+    add_pods(k, "p")
+    wait_for(lambda: node_of(k, "p") == "n1", 5, "bound on the retry")
+    wait_for(lambda: inst.stats.binds() == {"bound": 1, "conflict": 0, "error": 1}, 5, "bind counters")
+    assert inst.runtime.cache.assumed() in ({}, {k.store.pod(NS, "p")["metadata"]["uid"]: "n1"})
+
+
+def test_watch_expiry_410_relists_and_keeps_scheduling(kube_api: KubeAPI, start_scheduler) -> None:
+    k = kube_api
+    add_nodes(k, "n1")
+    inst = start_scheduler(k.url, FakeScores(allow("n1")))
+    lists = k.server.count("list")
+    k.server.compact(expire_open_watches=True)
+    wait_for(lambda: k.server.count("list") >= lists + 3, 5, "all three relisted")
+    assert all(r.lists == 2 for r in inst.runtime.reflectors)
+    add_pods(k, "after-410")
+    wait_for(lambda: node_of(k, "after-410") == "n1", 5, "scheduling goes on")
+
+
+def test_watch_disconnects_resume_without_relist(kube_api: KubeAPI, start_scheduler) -> None:
+    k = kube_api
+    add_nodes(k, "n1")
+    inst = start_scheduler(k.url, FakeScores(allow("n1")))
+    for abrupt in (False, True):
+        k.server.wait_for_watches(3)
+        assert k.server.drop_watches(abrupt=abrupt) == 3
+        k.store.create("pods", f.pod(f"while-down-{abrupt}"), NS)  # lands between watches
+        wait_for(lambda abrupt=abrupt: node_of(k, f"while-down-{abrupt}") == "n1", 10, "bound after reconnect")
+    assert all(r.lists == 1 for r in inst.runtime.reflectors), "a disconnect must not cost a relist"
+
+
+def test_api_errors_at_start_are_retried_never_fatal(kube_api: KubeAPI, start_scheduler) -> None:
+    k = kube_api
+    add_nodes(k, "n1")
+    add_pods(k, "early")
+    k.server.inject(verb="list", status=500, times=4)
+    k.server.inject(verb="watch", status=503, times=2)
+    start_scheduler(k.url, FakeScores(allow("n1")))
+    wait_for(lambda: node_of(k, "early") == "n1", 10, "bound once the API recovered")

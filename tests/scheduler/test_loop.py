@@ -1,0 +1,195 @@
+"""The scheduling loop end to end, through the official client against the fake API server:
+pods go only to allowed nodes that fit, with events and conditions; rate limits; backoff timing
+(fake clock); malformed pods; score source down or stale."""
+
+from __future__ import annotations
+
+import itertools
+import threading
+import time
+
+from scheduler.core import backoff
+from scheduler.core.filters import ScoreRecord
+from scheduler.loop import Scheduler
+from scheduler.metrics import SchedulerStats
+from tests.kubeapi import factories as f
+from tests.kubeapi.fixtures import KubeAPI
+from tests.scheduler.conftest import (
+    NS,
+    FakeScores,
+    add_nodes,
+    add_pods,
+    allow,
+    binding_successes,
+    deny,
+    fast_config,
+    kube_for,
+    node_of,
+    wait_for,
+)
+
+
+def _events(k: KubeAPI, pod: str, reason: str) -> list[dict]:
+    return [e for e in k.store.events(NS) if e["involvedObject"]["name"] == pod and e["reason"] == reason]
+
+
+def _condition(k: KubeAPI, pod: str) -> dict | None:
+    conds = (k.store.pod(NS, pod) or {}).get("status", {}).get("conditions") or []
+    return next((c for c in conds if c["type"] == "PodScheduled"), None)
+
+
+def test_binds_only_to_allowed_nodes_that_fit_with_events(kube_api: KubeAPI, start_scheduler) -> None:
+    k = kube_api
+    add_nodes(k, "small", cpu="1")
+    add_nodes(k, "denied", cpu="8")
+    add_nodes(k, "big", cpu="8")
+    add_nodes(k, "tainted", cpu="8", taints=[f.taint("gpu", "true")])
+    scores = FakeScores({**allow("small", "big", "tainted", score=10.0), **deny("denied")})
+    scores.set({**scores.fetch().records, "small": ScoreRecord(True, 5.0, True)})  # small is the best score
+    inst = start_scheduler(k.url, scores)
+    add_pods(k, "tiny", cpu="500m")
+    add_pods(k, "large", cpu="2")
+    wait_for(lambda: node_of(k, "tiny") and node_of(k, "large"), 10, "both pods bound")
+    assert node_of(k, "tiny") == "small", "lowest score wins"
+    assert node_of(k, "large") == "big", "small is too small, denied is denied, tainted is tainted"
+    scheduled = _events(k, "tiny", "Scheduled")
+    assert len(scheduled) == 1 and scheduled[0]["type"] == "Normal"
+    assert scheduled[0]["message"] == "Successfully assigned default/tiny to small"
+    assert scheduled[0]["source"]["component"] == "fuzzy-scheduler"
+    wait_for(lambda: inst.stats.binds() == {"bound": 2, "conflict": 0, "error": 0}, 5, "bind counters")
+    assert binding_successes(k) == {"tiny": 1, "large": 1}
+
+
+def test_unschedulable_pod_gets_one_event_and_condition(kube_api: KubeAPI, start_scheduler) -> None:
+    k = kube_api
+    add_nodes(k, "n1", cpu="2")
+    add_nodes(k, "n2", "n3", cpu="8")
+    scores = FakeScores({**allow("n1"), **deny("n2", "n3")})
+    inst = start_scheduler(k.url, scores)
+    add_pods(k, "huge", cpu="4")
+    wait_for(lambda: _condition(k, "huge"), 10, "PodScheduled condition")
+    message = "0/3 nodes are available: 1 Insufficient cpu, 2 fuzzy deny (score ≥ 70)."
+    cond = _condition(k, "huge")
+    assert (cond["status"], cond["reason"], cond["message"]) == ("False", "Unschedulable", message)
+    # Backoff 1 s: a second attempt, still one event and one status write.
+    wait_for(lambda: inst.stats.unschedulable_counts()["resources"] >= 2, 10, "two attempts")
+    events = _events(k, "huge", "FailedScheduling")
+    assert len(events) == 1 and events[0]["type"] == "Warning" and events[0]["message"] == message
+    assert k.server.count("patch", "pods/status") == 1
+    assert inst.stats.unschedulable_counts()["fuzzy_deny"] >= 2
+    # A new reason is a new message: one more event, the condition follows.
+    scores.set({**allow("n1"), **deny("n3")})
+    new = "0/3 nodes are available: 1 Insufficient cpu, 1 fuzzy deny (score ≥ 70), 1 node(s) had no fresh fuzzy score."
+    wait_for(lambda: (_condition(k, "huge") or {}).get("message") == new, 10, "condition updated")
+    assert sorted(e["message"] for e in _events(k, "huge", "FailedScheduling")) == sorted([message, new])
+    assert node_of(k, "huge") == ""
+
+
+def test_malformed_requests_reported_and_others_continue(kube_api: KubeAPI, start_scheduler) -> None:
+    k = kube_api
+    add_nodes(k, "n1")
+    # A POST would be refused by validation in a real cluster; the store takes it as a watch would show it.
+    k.store.create("pods", f.pod("bad", cpu="abc"), NS)
+    start_scheduler(k.url, FakeScores(allow("n1")))
+    add_pods(k, "good")
+    wait_for(lambda: node_of(k, "good") == "n1", 10, "good pod bound")
+    wait_for(lambda: _condition(k, "bad"), 10, "bad pod's condition")
+    message = _condition(k, "bad")["message"]
+    assert "invalid quantity 'abc'" in message and "spec.containers[main].resources.requests.cpu" in message
+    assert _events(k, "bad", "FailedScheduling")[0]["message"] == message
+    assert node_of(k, "bad") == ""
+
+
+def test_score_source_down_means_no_binds_and_pods_say_why(kube_api: KubeAPI, start_scheduler) -> None:
+    k = kube_api
+    add_nodes(k, "n1", "n2")
+    scores = FakeScores()
+    scores.fail("unreachable")
+    inst = start_scheduler(k.url, scores)
+    add_pods(k, "p")
+    wait_for(lambda: _condition(k, "p"), 10, "condition")
+    assert _condition(k, "p")["message"] == "0/2 nodes are available: 2 node(s) had no fresh fuzzy score."
+    assert inst.stats.unschedulable_counts()["no_score"] >= 1
+    assert node_of(k, "p") == ""
+    # Stale records are as good as none: another attempt, still nothing bound.
+    scores.set({"n1": ScoreRecord(True, 10.0, False), "n2": ScoreRecord(True, 10.0, False)})
+    seen = inst.stats.unschedulable_counts()["no_score"]
+    wait_for(lambda: inst.stats.unschedulable_counts()["no_score"] > seen, 5, "an attempt with stale scores")
+    assert node_of(k, "p") == ""
+    # The source recovers: the pod is bound on its next attempt (backoff 2 s here).
+    scores.set(allow("n1", "n2"))
+    wait_for(lambda: node_of(k, "p"), 10, "bound after recovery")
+    wait_for(lambda: inst.stats.binds()["bound"] == 1, 5, "bind counter")
+
+
+def _bind_times(inst, count: int) -> list[float]:
+    times = []
+    for n in range(1, count + 1):
+        wait_for(lambda n=n: inst.stats.binds()["bound"] >= n, 10, f"bind {n}", poll_s=0.005)
+        times.append(time.monotonic())
+    return times
+
+
+def test_queue_order_and_max_per_cycle(kube_api: KubeAPI, start_scheduler) -> None:
+    k = kube_api
+    add_nodes(k, "n1", cpu="64", pods="500")
+    # creationTimestamp has 1 s resolution, so the two low-priority pods tie on age: name decides.
+    for name, prio in (("low-2", 0), ("high", 100), ("low-1", 0)):
+        k.store.create("pods", f.pod(name, priority=prio), NS)
+    # One bind per cycle and cycles 1 s apart: one pod per second, in queue order.
+    inst = start_scheduler(k.url, FakeScores(allow("n1")), max_per_cycle=1, poll_s=1.0)
+    times = _bind_times(inst, 3)
+    assert [r.name for r in k.server.requests if r.resource == "pods/binding"] == ["high", "low-1", "low-2"]
+    assert [round(b - a, 1) for a, b in itertools.pairwise(times)] == [1.0, 1.0]
+
+
+def test_placement_delay_spaces_binds(kube_api: KubeAPI, start_scheduler) -> None:
+    k = kube_api
+    add_nodes(k, "n1", cpu="64", pods="500")
+    inst = start_scheduler(k.url, FakeScores(allow("n1")), max_per_cycle=0, poll_s=10.0, placement_delay_s=0.5)
+    add_pods(k, "a", "b", "c")
+    times = _bind_times(inst, 3)
+    gaps = [b - a for a, b in itertools.pairwise(times)]
+    assert all(0.45 <= g <= 0.8 for g in gaps), gaps
+    wait_for(lambda: inst.stats.binds() == {"bound": 3, "conflict": 0, "error": 0}, 5, "bind counters")
+
+
+def _scheduler_with_fake_clock(k: KubeAPI, scores: FakeScores, now: list[float]) -> tuple[Scheduler, object]:
+    from scheduler.cache import ClusterCache, reflectors
+
+    class AlwaysLeader:
+        def is_leader(self) -> bool:
+            return True
+
+    kube = kube_for(k.url)
+    cache = ClusterCache(clock=lambda: now[0])
+    stop = threading.Event()
+    threads = [threading.Thread(target=r.run, args=(stop,), daemon=True)
+               for r in reflectors(kube, cache, "fuzzy-scheduler")]
+    for t in threads:
+        t.start()
+    wait_for(cache.synced, 10, "lists")
+    sched = Scheduler(fast_config(), kube=kube, cache=cache, scores=scores, leader=AlwaysLeader(),
+                      stats=SchedulerStats(), wake=threading.Event(), clock=lambda: now[0], wall=lambda: 1.7e9)
+    return sched, stop
+
+
+def test_backoff_spaces_attempts_1_2_4_8_seconds(kube_api: KubeAPI) -> None:
+    k = kube_api
+    add_nodes(k, "n1")
+    now = [1000.0]
+    sched, stop = _scheduler_with_fake_clock(k, FakeScores(deny("n1")), now)
+    try:
+        add_pods(k, "p")
+        wait_for(lambda: sched._cache.pending(), 5, "pod queued")
+        attempts = []
+        for tick in range(0, 33):  # every 0.5 s of fake time for 16 s
+            now[0] = 1000.0 + tick * 0.5
+            if sched.cycle().unschedulable:
+                attempts.append(now[0] - 1000.0)
+        assert attempts == [0.0, 1.0, 3.0, 7.0, 15.0]
+        assert [b - a for a, b in itertools.pairwise(attempts)] == [1.0, 2.0, 4.0, 8.0]
+        assert backoff.delay(7) == 60.0
+        assert len(_events(k, "p", "FailedScheduling")) == 1, "five attempts, one event"
+    finally:
+        stop.set()

@@ -1,0 +1,214 @@
+"""Score sources: the one PromQL query against a REAL Prometheus scraping two fake scorer
+replicas (min/max aggregation, staleness by sample timestamp), the scorer's /score over
+verified TLS, and the pure parsers with literal answers."""
+
+from __future__ import annotations
+
+import math
+import ssl
+import threading
+import time
+from collections.abc import Callable, Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+import requests
+
+from exporter import names as n
+from scheduler.core.filters import ScoreRecord
+from scheduler.scores import (
+    PrometheusScores,
+    ScorerScores,
+    parse_prometheus,
+    parse_scorer,
+    prometheus_query,
+)
+from tests.conftest import require
+from tests.kubeapi.fixtures import KubeAPI
+from tests.scheduler.conftest import add_nodes, add_pods, node_of, wait_for
+from tests.scorer import promserver
+
+
+class TextServer:
+    """A tiny HTTP(S) server answering every GET with `body()` (a scorer's /metrics or /score)."""
+
+    def __init__(self, body: Callable[[], str], content_type: str = "text/plain; version=0.0.4",
+                 ssl_context: ssl.SSLContext | None = None):
+        self.body = body
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                data = outer.body().encode()
+                self.send_response(200)
+                self.send_header("Content-Type", content_type)
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        if ssl_context is not None:
+            self._httpd.socket = ssl_context.wrap_socket(self._httpd.socket, server_side=True)
+        self.port = self._httpd.server_address[1]
+        self._thread = threading.Thread(target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._httpd.shutdown()
+        self._httpd.server_close()
+
+
+def scorer_metrics(values: dict[str, tuple[float, int]], timestamp_ms: int | None = None) -> str:
+    """Exposition text of one scorer replica: node -> (score, allowed)."""
+    stamp = f" {timestamp_ms}" if timestamp_ms is not None else ""
+    lines = [f"# HELP {n.NODE_SCORE.name} {n.NODE_SCORE.help}", f"# TYPE {n.NODE_SCORE.name} gauge"]
+    lines += [f'{n.NODE_SCORE.name}{{node="{node}"}} {s}{stamp}' for node, (s, _) in values.items()]
+    lines += [f"# HELP {n.NODE_ADMISSION_ALLOWED.name} {n.NODE_ADMISSION_ALLOWED.help}",
+              f"# TYPE {n.NODE_ADMISSION_ALLOWED.name} gauge"]
+    lines += [f'{n.NODE_ADMISSION_ALLOWED.name}{{node="{node}"}} {a}{stamp}' for node, (_, a) in values.items()]
+    return "\n".join(lines) + "\n"
+
+
+@pytest.fixture
+def prometheus_with_two_scorers(tmp_path: Path) -> Iterator[str]:
+    require(promserver.prometheus_binary() is not None, "needs Debian's prometheus")
+    # Replica A and B disagree: A allows w1, B denies it; scores differ per replica.
+    a = TextServer(lambda: scorer_metrics({"w1": (20.0, 1), "w2": (30.0, 1), "w3": (90.0, 0)}))
+    b = TextServer(lambda: scorer_metrics({"w1": (25.0, 0), "w2": (35.0, 1), "w3": (80.0, 0)}))
+    prom = promserver.start_prometheus(tmp_path, [f"127.0.0.1:{a.port}", f"127.0.0.1:{b.port}"])
+    try:
+        yield prom.url
+    finally:
+        prom.stop()
+        a.stop()
+        b.stop()
+
+
+def test_prometheus_source_aggregates_two_replicas(prometheus_with_two_scorers, kube_api: KubeAPI,
+                                                   start_scheduler) -> None:
+    url = prometheus_with_two_scorers
+    wait_for(lambda: len(promserver.instant(url, n.NODE_SCORE.name)) == 6, 30, "both replicas scraped", poll_s=0.2)
+    source = PrometheusScores(url, long_win_s=60.0)
+    got = source.fetch()
+    assert got.error is None
+    assert got.records == {
+        "w1": ScoreRecord(False, 25.0, True),  # deny wins (min), worst score (max)
+        "w2": ScoreRecord(True, 35.0, True),
+        "w3": ScoreRecord(False, 90.0, True),
+    }
+    # End to end: only w2 is allowed, so every pod lands there.
+    k = kube_api
+    add_nodes(k, "w1", "w2", "w3")
+    start_scheduler(k.url, source)
+    add_pods(k, "p1", "p2")
+    wait_for(lambda: node_of(k, "p1") and node_of(k, "p2"), 10, "pods bound")
+    assert {node_of(k, "p1"), node_of(k, "p2")} == {"w2"}
+
+
+def test_prometheus_stale_samples_mean_no_score_and_no_binds(tmp_path: Path, kube_api: KubeAPI,
+                                                              start_scheduler) -> None:
+    require(promserver.prometheus_binary() is not None, "needs Debian's prometheus")
+    # Samples carry their own timestamp, 120 s old: Prometheus serves them (5 min lookback),
+    # timestamp() exposes their age, and 120 s > FUZZY_LONG_WIN_S = 60 s.
+    old_ms = int((time.time() - 120) * 1000)
+    scorer = TextServer(lambda: scorer_metrics({"w1": (10.0, 1)}, timestamp_ms=old_ms))
+    prom = promserver.start_prometheus(tmp_path, [f"127.0.0.1:{scorer.port}"])
+    try:
+        wait_for(lambda: promserver.instant(prom.url, n.NODE_SCORE.name), 30, "scraped", poll_s=0.2)
+        source = PrometheusScores(prom.url, long_win_s=60.0)
+        assert source.fetch().records == {"w1": ScoreRecord(True, 10.0, False)}
+        assert PrometheusScores(prom.url, long_win_s=600.0).fetch().records["w1"].fresh
+        k = kube_api
+        add_nodes(k, "w1")
+        inst = start_scheduler(k.url, source)
+        add_pods(k, "p")
+        wait_for(lambda: inst.stats.unschedulable_counts()["no_score"] >= 1, 10, "no_score attempt")
+        assert node_of(k, "p") == ""
+        assert inst.stats.binds()["bound"] == 0
+    finally:
+        prom.stop()
+        scorer.stop()
+
+
+def test_prometheus_down_is_an_error_not_an_exception() -> None:
+    got = PrometheusScores("http://127.0.0.1:9", timeout_s=0.5).fetch()
+    assert got.records == {} and got.error == "unreachable"
+
+
+def test_query_is_one_expression_built_from_the_names() -> None:
+    q = prometheus_query()
+    assert f"min by (node) ({n.NODE_ADMISSION_ALLOWED.name})" in q
+    assert f"max by (node) ({n.NODE_SCORE.name})" in q
+    assert q.count("timestamp(") == 2 and q.count(" or ") == 3
+
+
+def _vector(*samples: tuple[str, str, float, float]) -> dict:
+    return {"status": "success", "data": {"resultType": "vector", "result": [
+        {"metric": {"node": node, "ksense_q": tag}, "value": [at, str(value)]} for node, tag, at, value in samples]}}
+
+
+@pytest.mark.parametrize(("name", "body", "expected"), [
+    ("fresh allow", _vector(("a", "allowed", 1000, 1), ("a", "score", 1000, 12.5),
+                            ("a", "allowed_ts", 1000, 990), ("a", "score_ts", 1000, 995)),
+     {"a": ScoreRecord(True, 12.5, True)}),
+    ("one series too old", _vector(("a", "allowed", 1000, 1), ("a", "score", 1000, 12.5),
+                                   ("a", "allowed_ts", 1000, 930), ("a", "score_ts", 1000, 995)),
+     {"a": ScoreRecord(True, 12.5, False)}),
+    ("exactly the window is fresh", _vector(("a", "allowed", 1000, 0), ("a", "score", 1000, 80),
+                                            ("a", "allowed_ts", 1000, 940), ("a", "score_ts", 1000, 940)),
+     {"a": ScoreRecord(False, 80.0, True)}),
+    ("incomplete node left out", _vector(("a", "allowed", 1000, 1), ("a", "allowed_ts", 1000, 999)), {}),
+    ("empty", _vector(), {}),
+])
+def test_parse_prometheus(name: str, body: dict, expected: dict) -> None:
+    assert parse_prometheus(body, 60.0) == expected, name
+
+
+def test_parse_prometheus_rejects_errors() -> None:
+    with pytest.raises(ValueError):
+        parse_prometheus({"status": "error", "error": "bad query"}, 60.0)
+
+
+def test_parse_scorer() -> None:
+    body = {"time": "2026-01-01T00:00:10Z", "source": "prometheus", "nodes": [
+        {"node": "a", "time": "2026-01-01T00:00:00.000Z", "decision": "allow", "score": 17.9},
+        {"node": "b", "time": "2025-12-31T23:58:00Z", "decision": "allow", "score": 17.9},
+        {"node": "c", "time": "2026-01-01T00:00:00Z", "decision": "deny", "score": None},
+        {"node": "d", "time": "garbage", "decision": "allow", "score": 1.0},
+    ]}
+    now = 1767225610.0  # 2026-01-01T00:00:10Z
+    got = parse_scorer(body, now, 60.0)
+    assert got["a"] == ScoreRecord(True, 17.9, True)
+    assert got["b"].fresh is False
+    assert got["c"].allowed is False and math.isinf(got["c"].score)
+    assert got["d"].fresh is False
+    with pytest.raises(ValueError):
+        parse_scorer({"error": "not ready"}, now, 60.0)
+
+
+def test_scorer_source_verifies_tls(tmp_path: Path) -> None:
+    import trustme
+
+    ca = trustme.CA()
+    cert = ca.issue_cert("127.0.0.1")
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    cert.configure_cert(ctx)
+    now = time.time()
+    stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(now))
+    body = f'{{"time": "{stamp}", "source": "local", "nodes": [{{"node": "a", "time": "{stamp}", ' \
+           f'"decision": "allow", "score": 20.0}}]}}'
+    server = TextServer(lambda: body, "application/json", ssl_context=ctx)
+    try:
+        ca_file = tmp_path / "ca.pem"
+        ca.cert_pem.write_to_path(str(ca_file))
+        url = f"https://127.0.0.1:{server.port}"
+        untrusted = ScorerScores(url, timeout_s=2.0, session=requests.Session()).fetch()
+        assert untrusted.records == {} and untrusted.error == "unreachable", "verification must be on"
+        trusted = ScorerScores(url, ca_file=ca_file, timeout_s=2.0).fetch()
+        assert trusted.error is None and trusted.records == {"a": ScoreRecord(True, 20.0, True)}
+    finally:
+        server.stop()
