@@ -1,0 +1,73 @@
+"""Conventions shared by the dashboards, the rules and `deploy/`: scrape job names, template
+variable names, output paths, score bands and the thresholds of the alerts.
+
+The job names are the contract with `deploy/`: Prometheus must scrape the exporter as
+`job="ksense-exporter"`, the scorer's plain /metrics as `job="ksense-scorer"` and the scheduler
+as `job="ksense-scheduler"` (a ServiceMonitor whose Service has that name gives exactly that
+label; annotation-based scraping needs a relabel rule setting `job`). Only `up` and
+prometheus_client's `process_*` series are selected by job; every `ksense_*` series is selected
+by its name and its `node` label.
+"""
+
+from __future__ import annotations
+
+from pathlib import PurePosixPath
+
+from scorer.core.decision import DecisionParams
+from scorer.core.inference import LEVEL_HIGH, LEVEL_MEDIUM
+
+# --- scrape jobs (the contract with deploy/) --------------------------------------------------
+JOB_EXPORTER = "ksense-exporter"
+JOB_SCORER = "ksense-scorer"
+JOB_SCHEDULER = "ksense-scheduler"
+JOBS = (JOB_EXPORTER, JOB_SCORER, JOB_SCHEDULER)
+
+# --- template variables ------------------------------------------------------------------------
+DATASOURCE_VAR = "datasource"
+NODE_VAR = "node"
+#: Every panel and target points at the datasource variable, never at a named datasource.
+DATASOURCE = {"type": "prometheus", "uid": f"${{{DATASOURCE_VAR}}}"}
+
+# --- output (relative to the repository root; deploy/ consumes exactly these) -----------------
+DASHBOARDS_DIR = PurePosixPath("deploy/dashboards")
+RULES_FILE = PurePosixPath("deploy/rules/ksense-rules.yaml")
+PROMETHEUS_RULE_FILE = PurePosixPath("deploy/rules/ksense-prometheusrule.yaml")
+PROMETHEUS_RULE_NAME = "ksense"
+NAMESPACE = "ksense"
+#: Labels of the PrometheusRule object; kube-prometheus selects rules by label, and
+#: deploy/ may patch these to match its Prometheus' ruleSelector.
+PROMETHEUS_RULE_LABELS = {"app.kubernetes.io/name": "ksense", "app.kubernetes.io/component": "rules"}
+
+# --- dashboards ---------------------------------------------------------------------------------
+DASHBOARD_TAGS = ["ksense"]
+SCHEMA_VERSION = 39  # Grafana 10/11; older servers migrate forward, newer ones read it as is
+REFRESH = "30s"
+TIME_FROM = "now-1h"
+
+# --- score bands (SPEC §3.3): drawn on the score panel -----------------------------------------
+BAND_MEDIUM = LEVEL_MEDIUM  # 45: below is low
+BAND_MEDIUM_LOW_UPPER = DecisionParams.medium_low_upper  # 55 (FUZZY_MEDIUM_LOW_UPPER default)
+BAND_MEDIUM_MID_UPPER = DecisionParams.medium_mid_upper  # 60 (FUZZY_MEDIUM_MID_UPPER default)
+BAND_HIGH = LEVEL_HIGH  # 70: from here the node is denied at once
+
+# --- rules ----------------------------------------------------------------------------------------
+#: Window of every rate() in the recording rules: ≥ 4 scrape intervals at a 30 s scrape.
+RATE_WINDOW = "2m"
+#: A scorer whose last good evaluation is older than this is stale (FUZZY_LONG_WIN_S default:
+#: the scheduler already ignores decisions older than that).
+SCORER_STALE_S = 60
+EXPORTER_DOWN_FOR = "5m"
+BPF_NOT_ATTACHED_FOR = "5m"
+PROCFS_FALLBACK_FOR = "15m"
+#: Warm-up is 10 min by default; still calibrating after 20 min means the node never gives
+#: 20 usable baseline samples (too quiet, or the source is wrong).
+BASELINE_NOT_FROZEN_FOR = "20m"
+NODE_DENIED_FOR = "15m"
+ALL_DENIED_FOR = "5m"
+SCORER_STALE_FOR = "2m"
+QUERY_ERRORS_FOR = "10m"
+CERT_EXPIRY_DAYS = 14
+CERT_EXPIRY_FOR = "10m"
+#: Prefix of each alert's `runbook_url`: the README's runbook, one anchor per alert (the anchor
+#: is the alert name in lower case). Set it to the README's URL where your repository lives.
+RUNBOOK_BASE = "README.md#"
