@@ -30,3 +30,10 @@ def test_every_exporter_variable_in_the_config_table_is_known():
     for var in ("KSENSE_NODE_NAME", "KSENSE_SOURCE", "KSENSE_METRICS_CSV", "KSENSE_EXPORTER_PORT",
                 "KSENSE_WARMUP_S", "KSENSE_STATE_DIR", "KSENSE_CSV_MAX_BYTES", "KSENSE_BPF_MAP_ENTRIES"):
         assert f"`{var}`" in README and var in KNOWN_ENV
+
+
+def test_the_generated_dashboards_and_runbook_section_is_in_the_readme():
+    """dashboards.build writes the section (panels, recording rules, alert runbook); the README
+    carries it verbatim so alerts' runbook_url anchors resolve."""
+    section = (REPO / "dashboards" / "README-section.md").read_text().strip()
+    assert section and section in README
