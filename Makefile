@@ -3,7 +3,7 @@
 PY := .venv/bin/python
 PYTEST_ARGS ?=
 
-.PHONY: setup run test lint bench clean
+.PHONY: setup run test lint bench generate clean
 
 setup:
 	@bash scripts/setup.sh
@@ -20,6 +20,12 @@ lint: setup
 
 bench: setup
 	$(PY) -m bench
+
+# Regenerate dashboards, rules, their README section and the deploy/ ConfigMaps built from them
+# (the tests fail when the committed files differ from a fresh build).
+generate: setup
+	$(PY) -m dashboards.build
+	$(PY) deploy/build.py
 
 clean:
 	rm -rf .venv .pytest_cache .ruff_cache

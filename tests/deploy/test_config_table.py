@@ -1,11 +1,14 @@
 """Every environment variable the manifests set is one the components read (no typo reaches a
-cluster, where it would only be a warning in a log), and deploy/README-section.md's config
+cluster, where it would only be a warning in a log), and README.md's Kubernetes config
 table documents each of them."""
 
 from __future__ import annotations
 
 from exporter.envconf import KNOWN_ENV
-from tests.deploy.manifests import DEPLOY, SHIPPED, build, containers, of_kind
+from tests.conftest import REPO
+from tests.deploy.manifests import SHIPPED, build, containers, of_kind
+
+README = REPO / "README.md"
 
 #: Standard Kubernetes variables the scheduler reads (scheduler/config.py), not KSENSE_/FUZZY_ names.
 STANDARD = {"POD_NAMESPACE", "POD_NAME"}
@@ -29,7 +32,7 @@ def test_every_variable_in_the_manifests_is_read_by_a_component():
 
 
 def test_every_variable_in_the_manifests_is_in_the_readme_table():
-    text = (DEPLOY / "README-section.md").read_text()
+    text = README.read_text()
     table = text[text.index("### Configuration in the manifests"):]
     missing = sorted(n for n in _manifest_variables() if f"`{n}`" not in table)
     assert missing == []
@@ -38,7 +41,7 @@ def test_every_variable_in_the_manifests_is_in_the_readme_table():
 def test_readme_section_walks_the_steps_in_an_order_that_works():
     """§8: build before apply, apply before TLS (the script needs the namespace and the webhook),
     TLS before verify (the scorer waits for its Secret), then use."""
-    text = (DEPLOY / "README-section.md").read_text()
+    text = README.read_text()
     text = text[text.index("### 1. "):]
     order = ["docker build", "docker push", "kubectl apply -k deploy/", "scripts/setup_webhook_tls.sh",
              "rollout status", "schedulerName: fuzzy-scheduler", "kubectl apply -f deploy/test/fuzzy-test-pods.yaml",
