@@ -15,11 +15,11 @@ import threading
 
 from exporter import logs
 from exporter.envconf import ConfigError, unknown_variables
-from exporter.sinks.prometheus import MetricsServer
+from exporter.sinks.prometheus import MetricsServer, make_registry
 from scheduler import config
 from scheduler.kube import Kube
 from scheduler.loop import Runtime
-from scheduler.metrics import SchedulerCollector, make_registry
+from scheduler.metrics import SchedulerCollector
 from scheduler.scores import PrometheusScores, ScorerScores, ScoreSource
 
 log = logging.getLogger("scheduler")

@@ -12,7 +12,6 @@ import bisect
 import threading
 from collections.abc import Callable, Iterator, Mapping
 
-from prometheus_client import CollectorRegistry, PlatformCollector, ProcessCollector
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.utils import floatToGoString
 
@@ -100,12 +99,3 @@ class SchedulerCollector:
         yield hist
         yield GaugeMetricFamily(n.SCHEDULER_LEADER.name, n.SCHEDULER_LEADER.help, value=int(self._leader()))
 
-
-def make_registry(collector: SchedulerCollector, *, process_metrics: bool = True) -> CollectorRegistry:
-    """A fresh registry with the collector and prometheus_client's process/platform collectors."""
-    registry = CollectorRegistry()
-    registry.register(collector)
-    if process_metrics:
-        ProcessCollector(registry=registry)
-        PlatformCollector(registry=registry)
-    return registry

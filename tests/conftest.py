@@ -10,13 +10,30 @@ from __future__ import annotations
 import importlib.util
 import os
 import shutil
+import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 import pytest
 
+T = TypeVar("T")
 REPO = Path(__file__).resolve().parent.parent
 SHARED_DATA = REPO.parent / "shared" / "data"
 REAL_KERNEL_CSV = SHARED_DATA / "kernel_metrics_real.csv"
+
+
+def wait_for(predicate: Callable[[], T], deadline_s: float, what: str, *, poll_s: float = 0.05) -> T:
+    """Poll `predicate` until it returns a truthy value (returned) or fail after `deadline_s`:
+    servers and watches are waited for with a deadline, never with a bare sleep."""
+    end = time.monotonic() + deadline_s
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > end:
+            raise AssertionError(f"timed out after {deadline_s:g}s waiting for {what}")
+        time.sleep(poll_s)
 
 
 def real_parts_required() -> bool:

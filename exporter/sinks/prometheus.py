@@ -25,6 +25,7 @@ from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 from prometheus_client import CollectorRegistry, PlatformCollector, ProcessCollector, make_wsgi_app
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
+from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
 
 from exporter import names as n
@@ -219,10 +220,11 @@ def _bpf_families(node: str, tel: Telemetry) -> Iterator[Metric]:
     )
 
 
-def make_registry(collector: ExporterCollector, *, process_metrics: bool = True) -> CollectorRegistry:
-    """A fresh registry with `collector` and, unless told otherwise, prometheus_client's
-    process (process_*: CPU, RSS, fds; CONTRACT §1.1) and platform (python_info) collectors.
-    Tests that compare exact text turn the latter off: their values change by the second."""
+def make_registry(collector: Collector, *, process_metrics: bool = True) -> CollectorRegistry:
+    """A fresh registry with `collector` (any component's) and, unless told otherwise,
+    prometheus_client's process (process_*: CPU, RSS, fds; CONTRACT §1.1) and platform
+    (python_info) collectors. Tests that compare exact text turn the latter off: their values
+    change by the second."""
     registry = CollectorRegistry()
     registry.register(collector)
     if process_metrics:

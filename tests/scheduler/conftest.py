@@ -5,10 +5,9 @@ from __future__ import annotations
 
 import contextlib
 import threading
-import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import replace
-from typing import Any, TypeVar
+from typing import Any
 
 import pytest
 
@@ -17,24 +16,12 @@ from scheduler.core.filters import ScoreRecord
 from scheduler.kube import Kube
 from scheduler.loop import Runtime
 from scheduler.scores import Scores
+from tests.conftest import wait_for
 from tests.kubeapi import factories as f
 from tests.kubeapi.client import make_api_client
 from tests.kubeapi.fixtures import KubeAPI, kube_api, running_kube_api  # noqa: F401  (pytest fixtures)
 
-T = TypeVar("T")
 NS = "default"
-
-
-def wait_for(predicate: Callable[[], T], deadline_s: float, what: str, *, poll_s: float = 0.02) -> T:
-    """Poll until `predicate()` is truthy (returned) or fail after `deadline_s`."""
-    end = time.monotonic() + deadline_s
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > end:
-            raise AssertionError(f"timed out after {deadline_s:g}s waiting for {what}")
-        time.sleep(poll_s)
 
 
 class FakeScores:

@@ -19,17 +19,15 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TypeVar
 
 import requests
 
-from tests.conftest import REPO
+from tests.conftest import REPO, wait_for  # noqa: F401  (wait_for: re-exported for the stack tests)
 
 PROMETHEUS = "/usr/bin/prometheus"
-T = TypeVar("T")
 
 
 def prometheus_binary() -> str | None:
@@ -42,18 +40,6 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-def wait_for(predicate: Callable[[], T], deadline_s: float, what: str, *, poll_s: float = 0.1) -> T:
-    """Poll `predicate` until it returns a truthy value (returned) or the deadline passes."""
-    end = time.monotonic() + deadline_s
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > end:
-            raise AssertionError(f"timed out after {deadline_s:.0f}s waiting for {what}")
-        time.sleep(poll_s)
 
 
 def _get_ok(url: str) -> bool:
