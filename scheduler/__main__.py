@@ -43,7 +43,7 @@ def main(argv: list[str] | None = None) -> int:
     logs.setup(cfg.log_format)
     for name in unknown_variables(os.environ):
         logging.getLogger("ksense.config").warning("event=unknown_variable name=%s hint='typo?'", name)
-    kube = Kube.connect(cfg.kubeconfig, request_timeout_s=cfg.request_timeout_s)
+    kube = Kube.connect(cfg.kubeconfig, request_timeout_s=cfg.request_timeout_s, identity=cfg.identity)
     runtime = Runtime(cfg, kube=kube, scores=score_source(cfg))
     server = MetricsServer(make_registry(SchedulerCollector(runtime.stats, runtime.elector.is_leader)),
                            runtime.ready, host=cfg.metrics_host, port=cfg.metrics_port)

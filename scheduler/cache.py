@@ -1,33 +1,42 @@
 """What the scheduler knows of the cluster, kept current by watches instead of polling.
 
-Three reflectors (list once, then watch from the list's resourceVersion; relist only on 410
-Gone; reconnect with backoff after errors and disconnects; never give up) feed one
-`ClusterCache`:
+Three reflectors (list, then watch from the list's resourceVersion and resume from the last
+event or bookmark when the server ends the watch; relist, after a backoff of 0.5 s doubling to
+30 s, on 410 Gone, a lost connection, an API error or a bug — SPEC §4; never give up) feed one
+`ClusterCache`. Watches start at least `min_interval_s` apart, so a proxy that closes them at
+once cannot make a hot loop; a reflector failing for `unhealthy_after_s` reports itself unhealthy
+(readiness).
 
-- **pending**: pods with `spec.schedulerName=<ours>,spec.nodeName=` — the queue;
+- **pending**: pods with `spec.schedulerName=<ours>,spec.nodeName=` — the queue, without pods
+  being deleted (`metadata.deletionTimestamp`, as kube-scheduler);
 - **nodes**: every node, parsed once per change into `NodeInfo` for the core's `NodeTable`;
 - **bound**: non-terminated pods with a node (`status.phase!=Succeeded,status.phase!=Failed,
   spec.nodeName!=`) — the usage ledger (requests per node) the resource filter needs. Pods
   other schedulers placed count like ours. (`spec.nodeName!=` keeps pending pods, which use
   nothing yet, off this watch.)
 
-The **assume cache**: a pod this scheduler has just bound is counted on its node at once
-(`assume`), before the bound watch shows it, so the next pod of the same cycle cannot take the
-same capacity. The watch's own event for that pod replaces the assumption (same ledger key, the
-uid), its DELETED removes it, and a relist keeps only assumptions newer than the list (older
-ones the list would have shown, had the pod still been there). A bound pod is also
-tombstoned in the queue until the pending watch reports it gone, so a late event from before
-the bind cannot queue it again.
+The **assume cache** (kube-scheduler's AssumePod / FinishBinding): a pod this scheduler binds
+is counted on its node at once (`assume`, before the bind call), so the next pod of the same
+cycle cannot take the same capacity. The bound watch's own event for that pod replaces the
+assumption (same ledger key, the uid) and its DELETED removes it. Nothing else releases it early:
+the bind itself moves the pod off the pending selector, whose DELETED (with the previous object)
+usually comes before the bound watch shows the pod. Once the bind call has returned
+(`finish_binding`), a relist of bound pods started after that moment and not showing the pod
+drops it (it is gone), and so does `assume_ttl_s` without any confirmation (a lost answer for a
+bind that never happened). A bound pod is also tombstoned in the queue until the pending watch
+reports it gone, so a late event from before the bind cannot queue it again.
 
 Reads (`pending`, `table`) are snapshots under one lock; the NodeTable is rebuilt lazily after
-node changes and updated incrementally after usage changes. `on_change` is called when
-something may have made a pending pod schedulable (a pod queued or changed, a node changed,
-capacity freed), to wake the loop.
+node changes and updated incrementally after usage changes; expired assumptions are dropped on
+read. `on_change` is called when something may have made a pending pod schedulable (a pod queued
+or changed, a node changed, capacity freed), to wake the loop (an expired assumption frees
+capacity without it: the loop's resync sees it).
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -36,36 +45,43 @@ from typing import Any
 
 from scheduler.core import backoff
 from scheduler.core.filters import NodeInfo, NodeTable, NodeUsage, node_info
-from scheduler.core.pods import ONE_POD, Resources, node_name, pod_key, pod_requests
+from scheduler.core.pods import (
+    ONE_POD,
+    TERMINATED_PHASES,
+    Resources,
+    being_deleted,
+    node_name,
+    pod_key,
+    pod_requests,
+    usage_key,
+)
 from scheduler.core.quantity import QuantityError
-from scheduler.kube import NODES, PODS, Gone, Kube, KubeError, WatchStream
+from scheduler.kube import NODES, PODS, ErrorLog, Kube, WatchStream
 
 log = logging.getLogger(__name__)
 
 PENDING, NODE, BOUND = "pending", "nodes", "bound"
-BOUND_SELECTOR = "status.phase!=Succeeded,status.phase!=Failed,spec.nodeName!="
+BOUND_SELECTOR = ",".join([*(f"status.phase!={phase}" for phase in TERMINATED_PHASES), "spec.nodeName!="])
 
 
 def pending_selector(scheduler_name: str) -> str:
     return f"spec.schedulerName={scheduler_name},spec.nodeName="
 
 
-def _uid(obj: Mapping[str, Any]) -> str:
-    return (obj.get("metadata") or {}).get("uid") or ""
-
-
 @dataclass(frozen=True, slots=True)
 class Assumed:
     node: str
     requests: Resources
-    at: float  # monotonic time of the bind
+    at: float = math.inf  # monotonic time the bind call returned; +inf while it is in flight
 
 
 class ClusterCache:
     """Pending pods, nodes and per-node usage (module docstring). Thread-safe."""
 
-    def __init__(self, *, on_change: Callable[[], None] = lambda: None, clock: Callable[[], float] = time.monotonic):
+    def __init__(self, *, on_change: Callable[[], None] = lambda: None, assume_ttl_s: float = 30.0,
+                 clock: Callable[[], float] = time.monotonic):
         self._on_change = on_change
+        self._ttl = assume_ttl_s
         self._clock = clock
         self._lock = threading.Lock()
         self._pending: dict[str, dict] = {}
@@ -89,6 +105,7 @@ class ClusterCache:
 
     def table(self) -> NodeTable:
         with self._lock:
+            self._expire_assumed()
             if self._table is None:
                 self._table = NodeTable.build(
                     replace(info, requested=self._total(name)) for name, info in self._infos.items()
@@ -98,6 +115,7 @@ class ClusterCache:
     def assumed(self) -> dict[str, str]:
         """uid → node of the binds not yet seen on the bound watch (for tests and debugging)."""
         with self._lock:
+            self._expire_assumed()
             return {uid: a.node for uid, a in self._assumed.items()}
 
     def _total(self, node: str) -> Resources:
@@ -106,20 +124,28 @@ class ClusterCache:
 
     # --- the loop's writes -------------------------------------------------------------------
     def assume(self, pod: Mapping[str, Any], node: str, requests: Resources) -> None:
-        """Count a pod we just bound (or may have bound: the answer was lost) on `node` and take
-        it off the queue."""
-        uid = _uid(pod)
+        """Count a pod we are about to bind on `node` and take it off the queue."""
+        uid = usage_key(pod)
         with self._lock:
             self._forget_assumed(uid)
-            self._assumed[uid] = Assumed(node, requests, self._clock())
+            self._assumed[uid] = Assumed(node, requests)
             self._use(node, uid, requests)
             self._dequeue(pod)
+
+    def finish_binding(self, pod: Mapping[str, Any]) -> None:
+        """The bind call for an assumed pod returned (whatever its answer): from now on a relist
+        or the TTL may release the assumption (module docstring)."""
+        uid = usage_key(pod)
+        with self._lock:
+            assumed = self._assumed.get(uid)
+            if assumed is not None:
+                self._assumed[uid] = replace(assumed, at=self._clock())
 
     def requeue(self, pod: Mapping[str, Any], *, keep_assumed: bool) -> None:
         """Put a pod whose bind failed back on the queue (the loop retries it after its backoff).
         `keep_assumed` when no answer came: the bind may have happened, so the capacity stays
         taken until the watches tell, or the retry is answered (409 → `drop`)."""
-        uid = _uid(pod)
+        uid = usage_key(pod)
         with self._lock:
             if not keep_assumed:
                 self._forget_assumed(uid)
@@ -131,15 +157,19 @@ class ClusterCache:
         """Take a pod off the queue until its watch reports it gone, and off the node we
         assumed (bind answered 409/404: it is elsewhere, deleted or replaced)."""
         with self._lock:
-            self._forget_assumed(_uid(pod))
+            self._forget_assumed(usage_key(pod))
             self._dequeue(pod)
 
     def _dequeue(self, pod: Mapping[str, Any]) -> None:
-        uid = _uid(pod)
-        key = pod_key(pod)
-        if _uid(self._pending.get(key) or {}) == uid:
-            del self._pending[key]
+        uid = usage_key(pod)
+        self._unqueue(pod_key(pod), uid)
         self._tombstones.add(uid)
+
+    def _unqueue(self, key: str, uid: str) -> None:
+        """Take `uid` off the queue, unless a newer pod with the same name replaced it there."""
+        queued = self._pending.get(key)
+        if queued is not None and usage_key(queued) == uid:
+            del self._pending[key]
 
     # --- ledger helpers (lock held) ------------------------------------------------------------
     def _use(self, node: str, uid: str, requests: Resources) -> None:
@@ -159,21 +189,28 @@ class ClusterCache:
         if old is not None and self._placed.get(uid, (None,))[0] != old.node:
             self._unuse(old.node, uid)
 
+    def _expire_assumed(self) -> None:
+        oldest = self._clock() - self._ttl
+        for uid in [u for u, a in self._assumed.items() if a.at < oldest]:
+            log.info("assumption expired uid=%s node=%s: no watch showed the pod bound", uid, self._assumed[uid].node)
+            self._forget_assumed(uid)
+
     # --- reflector sinks -----------------------------------------------------------------------
     def replace(self, kind: str, items: list[dict], listed_at: float) -> None:
         """A fresh list of `kind` (started at monotonic `listed_at`) replaces what we had."""
         with self._lock:
             if kind == PENDING:
                 # A pod we bound that this list still shows stays off the queue.
-                self._tombstones &= {_uid(p) for p in items}
-                self._pending = {pod_key(p): p for p in items if _uid(p) not in self._tombstones}
+                self._tombstones &= {usage_key(p) for p in items}
+                self._pending = {pod_key(p): p for p in items
+                                 if usage_key(p) not in self._tombstones and not being_deleted(p)}
             elif kind == NODE:
                 self._infos = {}
                 for node in items:
                     self._put_node(node)
                 self._table = None
             else:
-                self._placed = {_uid(p): (node_name(p), _requests(p)) for p in items}
+                self._placed = {usage_key(p): (node_name(p), _requests(p)) for p in items}
                 self._assumed = {u: a for u, a in self._assumed.items() if u not in self._placed and a.at >= listed_at}
                 usage: dict[str, NodeUsage] = {}
                 for uid, (node, req) in self._placed.items():
@@ -193,22 +230,19 @@ class ClusterCache:
             self._on_change()
 
     def _apply_pending(self, etype: str, pod: dict) -> bool:
-        uid, key = _uid(pod), pod_key(pod)
+        uid, key = usage_key(pod), pod_key(pod)
         if etype == "DELETED":
+            # Deleted, or bound (by us: the assumption stays until the bound watch tells).
             self._tombstones.discard(uid)
-            if _uid(self._pending.get(key) or {}) == uid:
-                del self._pending[key]
-            self._forget_assumed_if_unplaced(uid)
+            self._unqueue(key, uid)
+            return False
+        if being_deleted(pod):
+            self._unqueue(key, uid)
             return False
         if uid in self._tombstones:
             return False
         self._pending[key] = pod
         return True
-
-    def _forget_assumed_if_unplaced(self, uid: str) -> None:
-        # Deleted before the bound watch showed it: the assumption must not hold capacity forever.
-        if uid in self._assumed and uid not in self._placed:
-            self._forget_assumed(uid)
 
     def _apply_node(self, etype: str, node: dict) -> bool:
         name = (node.get("metadata") or {}).get("name") or ""
@@ -230,7 +264,7 @@ class ClusterCache:
             log.warning("node=%s ignored: %s", name, exc)
 
     def _apply_bound(self, etype: str, pod: dict) -> bool:
-        uid = _uid(pod)
+        uid = usage_key(pod)
         old = self._placed.pop(uid, None)
         if old is not None:
             self._unuse(old[0], uid)
@@ -256,7 +290,8 @@ def _requests(pod: Mapping[str, Any]) -> Resources:
 
 class Reflector:
     """List + watch of one kind into the cache (module docstring). `run(stop)` owns the loop;
-    `interrupt()` ends a blocked watch at once (called after `stop` is set)."""
+    `interrupt()` ends a blocked watch at once (called after `stop` is set); `healthy()` is false
+    once it has failed for `unhealthy_after_s` without a list or a watch that worked."""
 
     def __init__(
         self,
@@ -268,6 +303,8 @@ class Reflector:
         watch_timeout_s: float = 300.0,
         backoff_initial_s: float = 0.5,
         backoff_max_s: float = 30.0,
+        min_interval_s: float = 1.0,
+        unhealthy_after_s: float = 60.0,
         clock: Callable[[], float] = time.monotonic,
     ):
         self._kube = kube
@@ -277,11 +314,18 @@ class Reflector:
         self._selector = field_selector
         self._timeout = watch_timeout_s
         self._initial, self._max = backoff_initial_s, backoff_max_s
+        self._min_interval = min_interval_s
+        self._unhealthy_after = unhealthy_after_s
         self._clock = clock
         self._stream: WatchStream | None = None
         self._lock = threading.Lock()
         self._rv = ""  # resourceVersion to watch from; "" = list first
+        self._watched_at = -math.inf  # monotonic start of the last watch
+        self._errors = ErrorLog(f"list/watch {kind}", clock=clock)
         self.lists = 0  # how many times this reflector listed (1 + relists), for tests and logs
+
+    def healthy(self) -> bool:
+        return self._errors.failing_for() < self._unhealthy_after
 
     def interrupt(self) -> None:
         with self._lock:
@@ -294,31 +338,37 @@ class Reflector:
         while not stop.is_set():
             try:
                 if not self._rv:
-                    started = self._clock()
-                    items, rv = self._kube.list(self._resource, self._selector)
-                    self._cache.replace(self.kind, items, started)
-                    self._rv = rv
-                    self.lists += 1
-                    if self.lists > 1:
-                        log.info("relisted kind=%s items=%d resourceVersion=%s", self.kind, len(items), rv)
+                    self._list()
+                    self._errors.ok()
+                if stop.wait(self._watched_at + self._min_interval - self._clock()):
+                    return
                 self._watch(stop)
-                failures = 0
-            except Gone as exc:
-                log.info("watch expired kind=%s (%s): relisting", self.kind, exc.message)
-                self._rv = ""
-            except KubeError as exc:
+            except Exception as exc:  # 410, a lost connection, an API error or a bug: the thread goes on
                 if stop.is_set():
                     return  # our own interrupt() cut the watch
-                # A failed list or a lost connection: retry (a watch resumes from the last event
-                # applied, no relist needed) after a growing pause.
+                # Events may have been missed: relist (SPEC §4), after a growing pause.
+                self._rv = ""
                 failures += 1
                 wait = backoff.delay(failures, self._initial, self._max)
-                if failures == 1 or failures % 10 == 0:
-                    log.warning("kind=%s api error #%d, retrying in %.1fs: %s", self.kind, failures, wait, exc)
+                self._errors.failed(exc, wait)
                 stop.wait(wait)
+            else:
+                failures = 0  # the server ended the watch (its timeout): resume from `_rv`
+                self._errors.ok()
+
+    def _list(self) -> None:
+        started = self._clock()
+        items, rv = self._kube.list(self._resource, self._selector)
+        self._cache.replace(self.kind, items, started)
+        self._rv = rv
+        self.lists += 1
+        if self.lists > 1:
+            log.info("relisted kind=%s items=%d resourceVersion=%s", self.kind, len(items), rv)
 
     def _watch(self, stop: threading.Event) -> None:
-        """Stream events until the server ends the watch, keeping `_rv` at the last event."""
+        """Stream events until the server ends the watch; `_rv` follows the stream's last event
+        or bookmark, so a quiet watch resumes from a recent resourceVersion."""
+        self._watched_at = self._clock()
         stream = self._kube.watch(self._resource, self._selector, self._rv, timeout_s=self._timeout)
         with self._lock:
             self._stream = stream
@@ -328,10 +378,10 @@ class Reflector:
             for etype, obj in stream:
                 if etype in ("ADDED", "MODIFIED", "DELETED"):
                     self._cache.apply(self.kind, etype, obj)
-                self._rv = stream.resource_version or self._rv
                 if stop.is_set():
                     return
         finally:
+            self._rv = stream.resource_version or self._rv
             with self._lock:
                 self._stream = None
 

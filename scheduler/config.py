@@ -29,10 +29,10 @@ class SchedulerConfig:
     """`spec.schedulerName` of the pods this scheduler owns."""
     # --- rate limits (SPEC §4, seed semantics; 0 disables each) ----------------------------------
     poll_s: float = 10.0
-    """Resync cadence: a cycle runs at least this often, and no sooner than this after a cycle
-    that hit `max_per_cycle` (watch events wake the loop otherwise)."""
+    """Resync cadence: a cycle runs at least this often (watch events wake the loop otherwise);
+    also the window of `max_per_cycle`."""
     max_per_cycle: int = 1
-    """Binds per cycle; 0 = unlimited."""
+    """Binds per `poll_s` window, however many cycles events wake in it; 0 = unlimited."""
     placement_delay_s: float = 5.0
     """Minimum time between two binds; 0 = none."""
     # --- score source ---------------------------------------------------------------------------
@@ -64,7 +64,7 @@ class SchedulerConfig:
     retry_period_s: float = 2.0
     """Acquire / renew attempt cadence."""
     request_timeout_s: float = 10.0
-    """Timeout of every non-watch API request."""
+    """Timeout of every non-watch API request; a bind's is capped at the leadership time left."""
     watch_timeout_s: float = 300.0
     """Server-side watch timeout; the watch is reopened from its resourceVersion after it."""
     # --- serving --------------------------------------------------------------------------------

@@ -26,6 +26,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import math
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
@@ -45,6 +46,9 @@ log = logging.getLogger(__name__)
 
 BOUND, CONFLICT, ERROR = n.BIND_RESULTS
 PODS, NODES = "pods", "nodes"
+#: + the replica's identity: the API server's audit log (and the tests' fake server) tells which
+#: replica sent each request, e.g. which one bound a pod.
+USER_AGENT_PREFIX = "ksense-scheduler/"
 
 
 class KubeError(Exception):
@@ -141,10 +145,10 @@ class WatchStream:
                     code = obj.get("code")
                     raise (Gone if code == 410 else KubeError)(code, f"{self._what}: {obj.get('message')}")
                 rv = (obj.get("metadata") or {}).get("resourceVersion")
+                if rv:  # before the yield: a consumer that stops at this event resumes after it
+                    self.resource_version = rv
                 if etype != "BOOKMARK":
                     yield etype, obj
-                if rv:
-                    self.resource_version = rv
 
     def stop(self) -> None:
         with self._lock:
@@ -155,18 +159,58 @@ class WatchStream:
                 resp.shutdown()
 
 
+class ErrorLog:
+    """How a retry loop reports its failures: a warning when the error differs from the last one
+    logged, the same error again at most every `every_s` (debug in between), a traceback only for
+    what is not an API error (a bug), one line on recovery; and how long it has been failing, for
+    health checks."""
+
+    def __init__(self, what: str, *, every_s: float = 60.0, clock: Callable[[], float] = time.monotonic):
+        self._what = what
+        self._every = every_s
+        self._clock = clock
+        self._last: str | None = None
+        self._logged_at = -math.inf
+        self._failing_since: float | None = None
+
+    def failed(self, exc: Exception, retry_in_s: float) -> None:
+        now = self._clock()
+        if self._failing_since is None:
+            self._failing_since = now
+        text = f"{type(exc).__name__}: {exc}"
+        if text != self._last or now - self._logged_at >= self._every:
+            self._last, self._logged_at = text, now
+            log.warning("%s failing, retrying in %.1fs: %s", self._what, retry_in_s, text,
+                        exc_info=not isinstance(exc, KubeError))
+        else:
+            log.debug("%s failing, retrying in %.1fs: %s", self._what, retry_in_s, text)
+
+    def ok(self) -> None:
+        if self._failing_since is not None:
+            log.info("%s recovered", self._what)
+        self._failing_since, self._last = None, None
+
+    def failing_for(self) -> float:
+        """Seconds since the first of the current run of failures; 0 when the last attempt worked."""
+        since = self._failing_since
+        return 0.0 if since is None else self._clock() - since
+
+
 class Kube:
     """Thin wrapper over the official client: lists, watches, bind, events, status, leases.
-    Every method returns plain dicts and raises only `KubeError`."""
+    Every method returns plain dicts and raises only `KubeError`. `identity` (the leader-election
+    identity) goes into the User-Agent of every request."""
 
-    def __init__(self, api_client: client.ApiClient, *, request_timeout_s: float = 10.0):
+    def __init__(self, api_client: client.ApiClient, *, request_timeout_s: float = 10.0, identity: str = ""):
+        if identity:
+            api_client.user_agent = USER_AGENT_PREFIX + identity
         self._api = api_client
         self._core = client.CoreV1Api(api_client)
         self._coordination = client.CoordinationV1Api(api_client)
         self._timeout = request_timeout_s
 
     @classmethod
-    def connect(cls, kubeconfig: Path | None = None, *, request_timeout_s: float = 10.0) -> Kube:
+    def connect(cls, kubeconfig: Path | None = None, *, request_timeout_s: float = 10.0, identity: str = "") -> Kube:
         """From a kubeconfig file when given, else the in-cluster service account, else the
         default kubeconfig (~/.kube/config) for a developer's machine."""
         cfg = client.Configuration()
@@ -179,7 +223,7 @@ class Kube:
                 config.load_kube_config(client_configuration=cfg)
         # Three long-lived watches plus lease, bind and event writes share the pool.
         cfg.connection_pool_maxsize = 16
-        return cls(client.ApiClient(cfg), request_timeout_s=request_timeout_s)
+        return cls(client.ApiClient(cfg), request_timeout_s=request_timeout_s, identity=identity)
 
     def close(self) -> None:
         self._api.close()
@@ -223,16 +267,18 @@ class Kube:
         return WatchStream(self._lister(kind), f"watch {kind}", **kwargs)
 
     # --- writes ------------------------------------------------------------------------------
-    def bind(self, namespace: str, name: str, uid: str, node: str) -> BindOutcome:
+    def bind(self, namespace: str, name: str, uid: str, node: str, *, timeout_s: float | None = None) -> BindOutcome:
         """POST pods/binding with the pod's uid as precondition. `conflict` for 409 (bound
         elsewhere, replaced by a pod with another uid, being deleted) and 404 (deleted): drop
-        the pod. `error` for anything else (5xx, timeout): retry later."""
+        the pod. `error` for anything else (5xx, timeout): retry later. `timeout_s` shortens the
+        request timeout (to the leadership time left)."""
+        timeout = self._timeout if timeout_s is None else min(self._timeout, timeout_s)
         body = {"apiVersion": "v1", "kind": "Binding", "metadata": {"name": name, "namespace": namespace, "uid": uid},
                 "target": {"apiVersion": "v1", "kind": "Node", "name": node}}
         try:
             with _translated(f"bind {namespace}/{name} to {node}"):
                 self._core.create_namespaced_pod_binding(name, namespace, body, _preload_content=False,
-                                                         _request_timeout=self._timeout)
+                                                         _request_timeout=timeout)
         except KubeError as exc:
             return BindOutcome(CONFLICT if exc.status in (404, 409) else ERROR, exc.status, str(exc))
         return BindOutcome(BOUND, 201, "")
@@ -278,10 +324,16 @@ class LeaderElector:
     """Leader election on a coordination.k8s.io/v1 Lease (module docstring).
 
     `run(stop)` tries to acquire, then renews, every `retry_period_s` until `stop` is set, then
-    releases the lease if it holds it. `is_leader()` is true only while the last successful
+    releases the lease if it holds it; a failed attempt (API error or bug) is logged by `ErrorLog`
+    and retried, never ends the thread. `is_leader()` is true only while the last successful
     renewal is younger than `renew_deadline_s`, judged at the moment of the call, so a leader
-    whose renewals fail stops binding on time even if this thread is stuck in a slow request.
-    `on_change(leading)` is called on every transition (to wake the scheduling loop)."""
+    whose renewals fail stops binding on time even if this thread is stuck in a slow request;
+    `remaining()` is the leadership time left, which caps every bind's timeout (a bind is never
+    awaited past the renew deadline, so it cannot overlap the next leader's binds, who starts no
+    sooner than `lease_duration_s` after our last renewal: the difference is the margin for the
+    API server's own latency). `healthy()` is false once attempts have failed for
+    `unhealthy_after_s`. `on_change(leading)` is called on every transition (to wake the
+    scheduling loop)."""
 
     def __init__(
         self,
@@ -294,6 +346,7 @@ class LeaderElector:
         renew_deadline_s: float = 10.0,
         retry_period_s: float = 2.0,
         on_change: Callable[[bool], None] = lambda leading: None,
+        unhealthy_after_s: float = 60.0,
         clock: Callable[[], float] = time.monotonic,
         wall: Callable[[], float] = time.time,
     ):
@@ -307,12 +360,23 @@ class LeaderElector:
         self._lock = threading.Lock()
         self._renewed_at: float | None = None  # monotonic start of the last successful renewal
         self._observed: tuple[Any, ...] | None = None
-        self._observed_at = 0.0
+        self._observed_at = 0.0  # monotonic time our GET returned the record first seen as `_observed`
         self._announced = False
+        self._errors = ErrorLog(f"lease {namespace}/{name}", clock=clock)
+        self._unhealthy_after = unhealthy_after_s
+
+    def remaining(self) -> float:
+        """Seconds until the renew deadline of the last successful renewal; 0 when not leading."""
+        with self._lock:
+            if self._renewed_at is None:
+                return 0.0
+            return max(0.0, self._renewed_at + self._deadline - self._clock())
 
     def is_leader(self) -> bool:
-        with self._lock:
-            return self._renewed_at is not None and self._clock() - self._renewed_at < self._deadline
+        return self.remaining() > 0
+
+    def healthy(self) -> bool:
+        return self._errors.failing_for() < self._unhealthy_after
 
     def run(self, stop: threading.Event) -> None:
         while not stop.is_set():
@@ -344,9 +408,11 @@ class LeaderElector:
         started = self._clock()
         try:
             ok = self._attempt(started)
-        except KubeError as exc:
-            log.debug("lease attempt failed: %s", exc)
+        except Exception as exc:  # an API error or a bug: this thread must go on (or stop leading on time)
+            self._errors.failed(exc, self._retry)
             ok = False
+        else:
+            self._errors.ok()
         if ok:
             with self._lock:
                 self._renewed_at = started
@@ -373,7 +439,9 @@ class LeaderElector:
         holder = spec.get("holderIdentity") or ""
         record = (holder, spec.get("renewTime"), spec.get("leaseDurationSeconds"), spec.get("leaseTransitions"))
         if record != self._observed:
-            self._observed, self._observed_at = record, started
+            # Seen when the answer came (client-go's observedTime), not when the GET was sent: a
+            # slow read must not make the holder's renewal look older than it is.
+            self._observed, self._observed_at = record, self._clock()
         duration = float(spec.get("leaseDurationSeconds") or self._duration)
         if holder and holder != self.identity and started < self._observed_at + duration:
             return False  # held by another replica, and renewed recently as far as we have seen

@@ -7,26 +7,29 @@ leadership change), when a pod's backoff expires, when a rate limit lifts, and a
 `scheduler.core` (`decide`) against the cache's NodeTable:
 
 - a node was chosen → bind (pods/binding, uid precondition), count it on the node at once
-  (assume cache), `Scheduled` event. 409/404 → the pod is gone or placed by someone else:
-  dropped and counted as `conflict`, never retried blindly. Other failures (5xx, timeout) →
-  `error`, retried after the pod's backoff; after a lost answer (timeout, reset) the pod stays
-  assumed on the node, because the bind may have happened.
+  (assume cache; `finish_binding` once the call returns), `Scheduled` event. 409/404 → the pod
+  is gone or placed by someone else: dropped and counted as `conflict`, never retried blindly.
+  Other failures (5xx, timeout) → `error`, retried after the pod's backoff; after a lost answer
+  (timeout, reset) the pod stays assumed on the node, because the bind may have happened.
 - no node fits (or its requests do not parse) → `FailedScheduling` Warning event once per
   distinct message per pod (core.messages.dedupe_key; the event name derives from it, so other
   replicas and restarts do not repeat it either), `PodScheduled=False` patched only when it
   changes, per-pod backoff 1 s → 60 s.
 
 **Rate limits**, the seed's semantics applied correctly (0 disables each): at most
-`max_per_cycle` binds per cycle, and a cycle that used them all is followed by the next one
-`poll_s` after it started — together a rate of max_per_cycle / poll_s; `placement_delay_s`
-between any two binds. Pods beyond the limit are still evaluated (an unschedulable pod is told
-why at once) but stay queued without backoff.
+`max_per_cycle` binds in any `poll_s` window — a rate of max_per_cycle / poll_s however often
+watch events wake the loop — and `placement_delay_s` between any two binds. A pod beyond the
+limit is still evaluated once (an unschedulable pod is told why at once), then held: queued
+without backoff, and not evaluated again — no score fetch — until the limit lifts, unless a new
+pod needs evaluating.
 
-Only the leader binds or writes feedback; `is_leader()` is checked before every bind, so a
-replica that lost its lease stops within one pod. Everything is injected (kube wrapper, cache,
-score source, elector, clock); `cycle()` is one pass and is what the backoff tests drive with a
-fake clock. `Runtime` wires one scheduler instance (reflectors, elector, loop) for
-`python -m scheduler`, the tests and the benchmark.
+Only the leader binds or writes feedback; `is_leader()` is checked before every pod, so a
+replica that lost its lease stops within one pod, and a bind's request timeout is capped at the
+leadership time left (`remaining()`), so no bind is still awaited after the renew deadline.
+Everything is injected (kube wrapper, cache, score source, elector, clock); `cycle()` is one pass
+and is what the backoff tests drive with a fake clock. `Runtime` wires one scheduler instance
+(reflectors, elector, loop) for `python -m scheduler`, the tests and the benchmark; its `ready()`
+is /readyz.
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ import logging
 import math
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -69,9 +73,17 @@ SCHEDULED_REASON = "Scheduled"
 class Leader(Protocol):
     def is_leader(self) -> bool: ...
 
+    def remaining(self) -> float:
+        """Seconds of leadership left (0 when not leading)."""
+        ...
+
 
 def _meta(pod: Mapping[str, Any]) -> Mapping[str, Any]:
     return pod.get("metadata") or {}
+
+
+def _uid(pod: Mapping[str, Any]) -> str:
+    return _meta(pod).get("uid") or ""
 
 
 def event_body(pod: Mapping[str, Any], *, reason: str, kind: str, message: str, key: str, component: str,
@@ -140,8 +152,9 @@ class Scheduler:
         self._backoff: dict[str, backoff.BackoffState] = {}
         self._event_keys: dict[str, str] = {}  # uid -> dedupe key of the last FailedScheduling written
         self._conditions: dict[str, str] = {}  # uid -> message of the last condition written
-        self._last_bind = -math.inf
-        self._cycle_not_before = -math.inf
+        # Monotonic times of the last binds: as many as the window limit needs (the last one for the delay).
+        self._recent_binds: deque[float] = deque(maxlen=max(1, cfg.max_per_cycle))
+        self._held: set[str] = set()  # uids found schedulable but held by a rate limit
         self._score_error: str | None = None
 
     # --- the loop ----------------------------------------------------------------------------
@@ -167,39 +180,48 @@ class Scheduler:
         resync = now + self._cfg.poll_s if self._cfg.poll_s else math.inf
         if not (self._cache.synced() and self._leader.is_leader()):
             return resync  # sync and leadership changes wake the loop themselves
-        pending = {(_meta(p).get("uid") or "") for p in self._cache.pending()}
+        pending = {_uid(p) for p in self._cache.pending()}
         if not pending:
             return resync
-        states = [self._backoff.get(uid, backoff.READY) for uid in pending]
-        later = [s.not_before for s in states if s.not_before > now]
+        states = {uid: self._backoff.get(uid, backoff.READY) for uid in pending}
+        later = [s.not_before for s in states.values() if s.not_before > now]
         times = [resync, min(later)] if later else [resync]
-        if len(later) < len(states):
-            # Pods due now after a cycle were held back by a rate limit: retry when it lifts.
-            times.append(max(self._cycle_not_before, now + self._placement_wait(now), now))
+        due = [uid for uid, s in states.items() if s.not_before <= now]
+        if due:
+            # Held by a rate limit: retry when it lifts; a pod not evaluated yet: now.
+            times.append(max(self._bind_not_before(), now) if self._held.issuperset(due) else now)
         return min(times)
 
-    def _placement_wait(self, now: float) -> float:
-        return self._last_bind + self._cfg.placement_delay_s - now if self._cfg.placement_delay_s else 0.0
+    def _bind_not_before(self) -> float:
+        """Earliest time of the next bind: `placement_delay_s` after the last bind, and `poll_s`
+        after the `max_per_cycle`-th last one."""
+        recent, cfg = self._recent_binds, self._cfg
+        times = [-math.inf]
+        if recent and cfg.placement_delay_s:
+            times.append(recent[-1] + cfg.placement_delay_s)
+        if cfg.max_per_cycle and cfg.poll_s and len(recent) == cfg.max_per_cycle:
+            times.append(recent[0] + cfg.poll_s)
+        return max(times)
 
     # --- one cycle -----------------------------------------------------------------------------
     def cycle(self) -> CycleResult:
         now = self._clock()
         pending = self._cache.pending()
         self._stats.pending(len(pending))
-        self._prune({(_meta(p).get("uid") or "") for p in pending})
+        self._prune({_uid(p) for p in pending})
         if not pending or not self._cache.synced() or not self._leader.is_leader():
             return CycleResult()
-        due = sorted((p for p in pending if backoff.due(self._backoff.get(_meta(p).get("uid") or "", backoff.READY),
+        due = sorted((p for p in pending if backoff.due(self._backoff.get(_uid(p), backoff.READY),
                                                                now)), key=queue_key)
-        if not due:
+        if not due or (now < self._bind_not_before() and self._held.issuperset(_uid(p) for p in due)):
             return CycleResult()
         fetched = self._fetch_scores()
         score_table = ScoreTable(fetched.records)
-        limited = now < self._cycle_not_before
         bound = unschedulable = conflicts = errors = 0
         for pod in due:
             if not self._leader.is_leader():
                 break
+            self._held.discard(_uid(pod))
             started = time.perf_counter()
             try:
                 view = pod_view(pod)
@@ -215,14 +237,15 @@ class Scheduler:
                 self._unschedulable(pod, message, reason_counts(decision.failures))
                 unschedulable += 1
                 continue
-            if limited or self._placement_wait(self._clock()) > 0:
-                continue  # schedulable but rate-limited: stays queued, no backoff
-            result = self._bind(pod, decision.node, view.requests)
+            if self._clock() < self._bind_not_before():
+                self._held.add(_uid(pod))  # schedulable but rate-limited: stays queued, no backoff
+                continue
+            lease_left = self._leader.remaining()
+            if lease_left <= 0:
+                break
+            result = self._bind(pod, decision.node, view.requests, lease_left)
             if result == BOUND:
                 bound += 1
-                if self._cfg.max_per_cycle and bound >= self._cfg.max_per_cycle:
-                    limited = True
-                    self._cycle_not_before = now + self._cfg.poll_s
             elif result == CONFLICT:
                 conflicts += 1
             else:
@@ -248,18 +271,20 @@ class Scheduler:
         for table in (self._backoff, self._event_keys, self._conditions):
             for uid in [u for u in table if u not in pending_uids]:
                 del table[uid]
+        self._held &= pending_uids
 
     # --- outcomes ------------------------------------------------------------------------------
-    def _bind(self, pod: Mapping[str, Any], node: str, requests: Any) -> str:
+    def _bind(self, pod: Mapping[str, Any], node: str, requests: Any, lease_left: float) -> str:
         meta = _meta(pod)
-        uid, namespace, name = meta.get("uid") or "", meta.get("namespace") or "default", meta.get("name") or ""
+        uid, namespace, name = _uid(pod), meta.get("namespace") or "default", meta.get("name") or ""
         # Assumed before the call: the answer may be lost after the API bound the pod.
         self._cache.assume(pod, node, requests)
-        outcome = self._kube.bind(namespace, name, uid, node)
+        outcome = self._kube.bind(namespace, name, uid, node, timeout_s=lease_left)
+        self._cache.finish_binding(pod)
         result, detail = outcome.result, outcome.detail
         self._stats.bind(result)
         if result == BOUND:
-            self._last_bind = self._clock()
+            self._recent_binds.append(self._clock())
             self._backoff.pop(uid, None)
             log.debug("bound pod=%s/%s node=%s", namespace, name, node)
             self._event(pod, SCHEDULED_REASON, "Normal", f"Successfully assigned {namespace}/{name} to {node}",
@@ -276,7 +301,7 @@ class Scheduler:
 
     def _unschedulable(self, pod: Mapping[str, Any], message: str, reasons: Mapping[str, int]) -> None:
         meta = _meta(pod)
-        uid = meta.get("uid") or ""
+        uid = _uid(pod)
         self._stats.unschedulable(reasons)
         self._backoff[uid] = backoff.step(self._backoff.get(uid, backoff.READY), self._clock(), failed=True)
         key = dedupe_key(uid, message)
@@ -323,16 +348,21 @@ class Runtime:
             on_change=lambda leading: self.wake.set(), clock=clock, wall=wall)
         self.scheduler = Scheduler(cfg, kube=kube, cache=self.cache, scores=scores, leader=self.elector,
                                    stats=self.stats, wake=self.wake, clock=clock, wall=wall)
+        self._threads: list[threading.Thread] = []  # reflectors and elector, while `run` runs
 
     def ready(self) -> bool:
-        return self.cache.synced()
+        """/readyz: the caches synced, and the reflector and elector threads alive and not failing
+        for long (their loops survive errors, so a stuck replica shows here, not as a dead thread)."""
+        return (self.cache.synced() and bool(self._threads) and all(t.is_alive() for t in self._threads)
+                and all(r.healthy() for r in self.reflectors) and self.elector.healthy())
 
     def run(self, stop: threading.Event, *, release: bool = True) -> None:
         watches_stop, lease_stop = threading.Event(), threading.Event()
         threads = [threading.Thread(target=r.run, args=(watches_stop,), name=f"reflector-{r.kind}", daemon=True)
                    for r in self.reflectors]
         elector = threading.Thread(target=self._lead, args=(lease_stop, release), name="leader-elector", daemon=True)
-        for t in (*threads, elector):
+        self._threads = [*threads, elector]
+        for t in self._threads:
             t.start()
         try:
             self.scheduler.run(stop)

@@ -28,9 +28,10 @@ from typing import Any
 from scheduler.core.quantity import canonical
 
 RESOURCES = ("cpu", "memory", "ephemeral-storage", "pods")
-CONTAINER_RESOURCES = ("cpu", "memory", "ephemeral-storage")
 POD_LEVEL_RESOURCES = ("cpu", "memory")
-TERMINATED_PHASES = frozenset({"Succeeded", "Failed"})
+#: Phases whose pods no longer hold their requests on the node (a pod being deleted still does
+#: until it is gone, as in kube-scheduler).
+TERMINATED_PHASES = ("Succeeded", "Failed")
 
 Pod = Mapping[str, Any]
 
@@ -72,10 +73,6 @@ class Resources:
     def get(self, resource: str) -> int:
         """Value by Kubernetes resource name ("cpu", "memory", "ephemeral-storage", "pods")."""
         return getattr(self, _ATTR[resource])
-
-    def as_tuple(self) -> tuple[int, int, int, int]:
-        """(cpu, memory, ephemeral-storage, pods) in `RESOURCES` order."""
-        return (self.cpu, self.memory, self.ephemeral_storage, self.pods)
 
     def nonnegative(self) -> bool:
         return self.cpu >= 0 and self.memory >= 0 and self.ephemeral_storage >= 0 and self.pods >= 0
@@ -157,15 +154,15 @@ def pod_key(pod: Pod) -> str:
 
 
 def usage_key(pod: Pod) -> str:
-    """Key of a pod in a node's usage ledger: its uid (a recreated pod with the same name is a
-    different pod), else `namespace/name`."""
+    """Key of a pod in the cache (usage ledger, assumptions, tombstones): its uid (a recreated pod
+    with the same name is a different pod), else `namespace/name`."""
     return (pod.get("metadata") or {}).get("uid") or pod_key(pod)
 
 
-def is_terminated(pod: Pod) -> bool:
-    """Succeeded or Failed: its requests no longer count on the node. A pod being deleted still
-    counts until it is gone, as in kube-scheduler."""
-    return (pod.get("status") or {}).get("phase") in TERMINATED_PHASES
+def being_deleted(pod: Pod) -> bool:
+    """`metadata.deletionTimestamp` is set: kube-scheduler does not schedule such a pod (and the
+    API would refuse the binding)."""
+    return bool((pod.get("metadata") or {}).get("deletionTimestamp"))
 
 
 def node_name(pod: Pod) -> str:

@@ -158,6 +158,18 @@ def test_scheduler_lease_namespace_and_identity_come_from_the_downward_api(objec
     assert scheduler["spec"]["replicas"] == 2
 
 
+def test_scheduler_can_verify_the_scorer_with_its_private_ca(objects):
+    """FUZZY_SCORE_SOURCE=scorer needs the scorer's CA (`--scorer-ca-file`): only `ca.crt` of the
+    scorer's TLS Secret is mounted, read-only, and optional so the prometheus default starts
+    without the Secret."""
+    spec = pod_spec(find(objects, "Deployment", "ksense-scheduler"))
+    mounts = {m["mountPath"]: m for m in spec["containers"][0]["volumeMounts"]}
+    volumes = {v["name"]: v for v in spec["volumes"]}
+    assert mounts["/etc/ksense/scorer-ca"]["readOnly"] is True
+    assert volumes[mounts["/etc/ksense/scorer-ca"]["name"]]["secret"] == {
+        "secretName": "ksense-scorer-tls", "optional": True, "items": [{"key": "ca.crt", "path": "ca.crt"}]}
+
+
 # --- Pod Security: scorer and scheduler meet `restricted` ---------------------------------------
 @pytest.mark.parametrize("name", ["ksense-scorer", "ksense-scheduler"])
 def test_restricted_pod_security(objects, name):

@@ -995,6 +995,7 @@ class RequestRecord:
     name: str | None
     status: int
     duration_s: float
+    user_agent: str = ""  # the caller (which scheduler replica sent a binding)
 
 
 # --------------------------------------------------------------------------------------------
@@ -1140,7 +1141,7 @@ class _Handler(BaseHTTPRequestHandler):
         r, url = self._req
         self.server.api._record(RequestRecord(
             self.command, url.path, url.query, self._verb, self._res, r.namespace if r else None,
-            r.name if r else None, code, time.monotonic() - self._t0))
+            r.name if r else None, code, time.monotonic() - self._t0, self.headers.get("User-Agent") or ""))
 
     def _send_error(self, err: ApiError, headers: Iterable[tuple[str, str]] = ()) -> None:
         self._send(err.code, _dumps(err.status()), headers)

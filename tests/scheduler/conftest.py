@@ -13,7 +13,7 @@ import pytest
 
 from scheduler.config import SchedulerConfig
 from scheduler.core.filters import ScoreRecord
-from scheduler.kube import Kube
+from scheduler.kube import USER_AGENT_PREFIX, Kube
 from scheduler.loop import Runtime
 from scheduler.scores import Scores
 from tests.conftest import wait_for
@@ -66,8 +66,8 @@ def fast_config(**overrides: Any) -> SchedulerConfig:
     return replace(base, **overrides)
 
 
-def kube_for(url: str, *, timeout_s: float = 2.0) -> Kube:
-    return Kube(make_api_client(url), request_timeout_s=timeout_s)
+def kube_for(url: str, *, timeout_s: float = 2.0, identity: str = "") -> Kube:
+    return Kube(make_api_client(url), request_timeout_s=timeout_s, identity=identity)
 
 
 class Instance:
@@ -101,7 +101,8 @@ def start_scheduler() -> Iterator[Callable[..., Instance]]:
 
     def start(url: str, scores: Any, *, release: bool = True, wait_leader: bool = True, **overrides: Any) -> Instance:
         cfg = fast_config(**overrides)
-        inst = Instance(Runtime(cfg, kube=kube_for(url, timeout_s=cfg.request_timeout_s), scores=scores),
+        inst = Instance(Runtime(cfg, kube=kube_for(url, timeout_s=cfg.request_timeout_s, identity=cfg.identity),
+                                scores=scores),
                         release=release).start()
         started.append(inst)
         wait_for(inst.runtime.ready, 10, "the scheduler's first lists")
@@ -137,3 +138,23 @@ def binding_successes(k: KubeAPI) -> dict[str, int]:
         if rec.resource in ("pods/binding", "bindings") and rec.status == 201:
             out[rec.name or ""] = out.get(rec.name or "", 0) + 1
     return out
+
+
+def binding_requests(k: KubeAPI) -> list[tuple[str, str, int]]:
+    """(pod name, identity of the replica that sent it, status) of every binding request, in the
+    order the server answered them (its request history; status 0 = no answer)."""
+    return [(rec.name or "", caller_identity(rec.user_agent), rec.status) for rec in list(k.server.requests)
+            if rec.resource in ("pods/binding", "bindings")]
+
+
+def caller_identity(user_agent: str) -> str:
+    return user_agent.removeprefix(USER_AGENT_PREFIX)
+
+
+def assert_one_binder_at_a_time(k: KubeAPI, order: list[str]) -> None:
+    """The replicas' binding spans never overlap: every binding request comes from the leader of
+    that moment, so the callers appear in `order`, each in one unbroken run."""
+    callers = [who for _, who, _ in binding_requests(k)]
+    runs = [who for i, who in enumerate(callers) if i == 0 or callers[i - 1] != who]
+    assert runs == [who for who in order if who in callers] and set(callers) <= set(order), \
+        f"binding requests interleave between replicas: {runs}"

@@ -57,6 +57,7 @@ def test_late_pending_event_does_not_requeue_a_bound_pod() -> None:
     c.apply(PENDING, "MODIFIED", pod)  # written before the bind, delivered after it
     assert c.pending() == []
     c.apply(PENDING, "DELETED", pod)  # the bind moved it off the pending selector
+    assert _cpu(c, "n1") == 500, "the DELETED the bind causes must not free the capacity"
     recreated = _pod("a", "u2")
     c.apply(PENDING, "ADDED", recreated)
     assert [p["metadata"]["uid"] for p in c.pending()] == ["u2"], "a new pod with the same name is queued"
@@ -87,19 +88,71 @@ def test_drop_after_conflict_frees_our_node_and_waits_for_the_watch() -> None:
     assert _cpu(c, "n2") == 500
 
 
-def test_relist_keeps_only_assumptions_newer_than_the_list() -> None:
-    now = [10.0]
-    c = ClusterCache(clock=lambda: now[0])
+def test_pending_watch_delete_keeps_the_assumption_until_the_bound_watch_shows_the_pod() -> None:
+    c, _ = _cache("n1")
+    pod = _pod("a", "u1")
+    c.apply(PENDING, "ADDED", pod)
+    c.assume(pod, "n1", Resources(cpu=1500, pods=1))
+    c.finish_binding(pod)
+    # The bind moves the pod off `spec.nodeName=`: DELETED with the previous object (no node yet),
+    # usually before the bound watch shows it.
+    c.apply(PENDING, "DELETED", pod)
+    assert c.assumed() == {"u1": "n1"} and _cpu(c, "n1") == 1500, "capacity freed before the bound watch saw it"
+    c.apply(BOUND, "ADDED", _pod("a", "u1", node="n1", cpu="1500m"))
+    assert c.assumed() == {} and _cpu(c, "n1") == 1500
+
+
+def _timed_cache(now: list[float], **kwargs: float) -> ClusterCache:
+    c = ClusterCache(clock=lambda: now[0], **kwargs)
     c.replace(NODE, [f.node("n1", cpu="2")], 0.0)
     c.replace(PENDING, [], 0.0)
     c.replace(BOUND, [], 0.0)
-    old, new = _pod("old", "u1"), _pod("new", "u2")
-    c.assume(old, "n1", Resources(cpu=500, pods=1))  # at 10
-    now[0] = 20.0
-    c.assume(new, "n1", Resources(cpu=300, pods=1))  # at 20
-    # A list started at 15 without "old": it was deleted meanwhile; "new" may not be in it yet.
+    return c
+
+
+def test_relist_keeps_assumptions_whose_bind_finished_after_the_list_started() -> None:
+    now = [10.0]
+    c = _timed_cache(now)
+    old, slow = _pod("old", "u1"), _pod("slow", "u2")
+    c.assume(old, "n1", Resources(cpu=500, pods=1))
+    c.finish_binding(old)  # answered at 10
+    c.assume(slow, "n1", Resources(cpu=300, pods=1))  # at 10, answered only at 20
+    # A list started at 15 without "old": deleted meanwhile. "slow" may land after the list.
     c.replace(BOUND, [], 15.0)
     assert c.assumed() == {"u2": "n1"} and _cpu(c, "n1") == 300
+    now[0] = 20.0
+    c.finish_binding(slow)
+    c.replace(BOUND, [], 18.0)
+    assert c.assumed() == {"u2": "n1"}, "the bind finished after this list started"
+    c.replace(BOUND, [], 21.0)
+    assert c.assumed() == {} and _cpu(c, "n1") == 0, "a list started after the bind would show the pod"
+
+
+def test_an_assumption_never_confirmed_expires_after_its_ttl() -> None:
+    now = [10.0]
+    c = _timed_cache(now, assume_ttl_s=30.0)
+    pod = _pod("a", "u1")
+    c.assume(pod, "n1", Resources(cpu=500, pods=1))
+    now[0] = 100.0
+    assert _cpu(c, "n1") == 500, "a bind still in flight never expires"
+    c.finish_binding(pod)
+    now[0] = 129.0
+    assert _cpu(c, "n1") == 500
+    now[0] = 130.5
+    assert _cpu(c, "n1") == 0 and c.assumed() == {}, "no watch ever confirmed it: released after the TTL"
+
+
+def test_pods_being_deleted_are_not_queued() -> None:
+    c, _ = _cache("n1")
+    doomed = _pod("doomed", "u1")
+    doomed["metadata"]["deletionTimestamp"] = "2024-05-01T12:00:00Z"
+    c.replace(PENDING, [doomed, _pod("ok", "u2")], 0.0)
+    assert [p["metadata"]["name"] for p in c.pending()] == ["ok"]
+    c.apply(PENDING, "ADDED", _pod("late", "u3"))
+    late = _pod("late", "u3")
+    late["metadata"]["deletionTimestamp"] = "2024-05-01T12:00:00Z"
+    c.apply(PENDING, "MODIFIED", late)
+    assert [p["metadata"]["name"] for p in c.pending()] == ["ok"], "a queued pod being deleted leaves the queue"
 
 
 def test_other_schedulers_pods_and_node_changes() -> None:

@@ -5,10 +5,14 @@ twice, and counts what happened."""
 
 from __future__ import annotations
 
+import threading
 import time
+from typing import Any
 
+from scheduler.cache import NODE, ClusterCache, Reflector
+from scheduler.kube import KubeError, LeaderElector
 from tests.kubeapi import factories as f
-from tests.kubeapi.fixtures import KubeAPI
+from tests.kubeapi.fixtures import KubeAPI, running_kube_api
 from tests.scheduler.conftest import (
     NS,
     FakeScores,
@@ -139,16 +143,40 @@ def test_watch_expiry_410_relists_and_keeps_scheduling(kube_api: KubeAPI, start_
     wait_for(lambda: node_of(k, "after-410") == "n1", 5, "scheduling goes on")
 
 
-def test_watch_disconnects_resume_without_relist(kube_api: KubeAPI, start_scheduler) -> None:
+def test_clean_watch_end_resumes_and_connection_loss_relists(kube_api: KubeAPI, start_scheduler) -> None:
+    """SPEC §4: relist on 410 and on connection loss (events may be lost with the connection);
+    a watch the server ends cleanly (its timeout) resumes from the last resourceVersion."""
     k = kube_api
     add_nodes(k, "n1")
     inst = start_scheduler(k.url, FakeScores(allow("n1")))
-    for abrupt in (False, True):
+    for abrupt, lists in ((False, 1), (True, 2)):
         k.server.wait_for_watches(3)
         assert k.server.drop_watches(abrupt=abrupt) == 3
         k.store.create("pods", f.pod(f"while-down-{abrupt}"), NS)  # lands between watches
         wait_for(lambda abrupt=abrupt: node_of(k, f"while-down-{abrupt}") == "n1", 10, "bound after reconnect")
-    assert all(r.lists == 1 for r in inst.runtime.reflectors), "a disconnect must not cost a relist"
+        wait_for(lambda lists=lists: all(r.lists == lists for r in inst.runtime.reflectors), 5,
+                 f"{lists} list(s) per reflector after abrupt={abrupt}")
+
+
+def test_bookmarks_keep_a_quiet_watch_current_across_compaction(start_scheduler) -> None:
+    # Renewals 20 s apart: nothing but this test writes to the store while it runs.
+    with running_kube_api(bookmark_interval_s=0.2) as k:
+        add_nodes(k, "n1")
+        inst = start_scheduler(k.url, FakeScores(allow("n1")), lease_duration_s=60.0, renew_deadline_s=40.0,
+                               retry_period_s=20.0)
+        k.server.wait_for_watches(3)
+        lists = k.server.count("list")
+        for i in range(3):  # writes none of the three watches shows: only bookmarks move them on
+            k.store.create("pods", f.pod(f"other-{i}", scheduler_name="other"), NS)
+        time.sleep(0.6)  # a few bookmarks
+        k.server.compact()
+        time.sleep(0.6)  # bookmarks at the compacted resourceVersion
+        started = k.server.watches_started
+        assert k.server.drop_watches() == 3
+        wait_for(lambda: k.server.watches_started >= started + 3 and k.server.open_watches == 3, 5, "rewatched")
+        time.sleep(0.3)
+        assert k.server.count("list") == lists, "a relist: the watch restarted from a compacted resourceVersion"
+        assert all(r.lists == 1 for r in inst.runtime.reflectors)
 
 
 def test_api_errors_at_start_are_retried_never_fatal(kube_api: KubeAPI, start_scheduler) -> None:
@@ -159,3 +187,96 @@ def test_api_errors_at_start_are_retried_never_fatal(kube_api: KubeAPI, start_sc
     k.server.inject(verb="watch", status=503, times=2)
     start_scheduler(k.url, FakeScores(allow("n1")))
     wait_for(lambda: node_of(k, "early") == "n1", 10, "bound once the API recovered")
+
+
+class _ScriptedKube:
+    """The Kube wrapper's list/watch, scripted: `list_error` raises from list, `watch_events` are
+    streamed by every watch, which then ends at once (as behind a proxy that closes watches)."""
+
+    def __init__(self) -> None:
+        self.list_error: Exception | None = None
+        self.watch_events: list[tuple[str, dict]] = []
+        self.lists = self.watches = 0
+
+    def list(self, kind: str, field_selector: str = "") -> tuple[list[dict], str]:
+        self.lists += 1
+        if self.list_error is not None:
+            raise self.list_error
+        return [], "7"
+
+    def watch(self, kind: str, field_selector: str, resource_version: str, *, timeout_s: float) -> Any:
+        self.watches += 1
+        kube = self
+
+        class Stream:
+            resource_version = "8"
+
+            def __iter__(self) -> Any:
+                return iter(list(kube.watch_events))
+
+            def stop(self) -> None:
+                pass
+
+        return Stream()
+
+
+def _run(target: Any) -> tuple[threading.Thread, threading.Event]:
+    stop = threading.Event()
+    t = threading.Thread(target=target, args=(stop,), daemon=True)
+    t.start()
+    return t, stop
+
+
+def test_watches_closed_at_once_do_not_make_a_hot_loop() -> None:
+    kube = _ScriptedKube()
+    r = Reflector(kube, ClusterCache(), NODE, "", min_interval_s=0.5)  # type: ignore[arg-type]
+    t, stop = _run(r.run)
+    time.sleep(1.2)
+    stop.set()
+    t.join(2)
+    assert kube.lists == 1 and 2 <= kube.watches <= 3, f"{kube.watches} watches in 1.2 s"
+
+
+def test_a_reflector_survives_a_bug_relists_with_backoff_and_reports_itself_unhealthy() -> None:
+    kube = _ScriptedKube()
+    cache = ClusterCache()
+    kube.watch_events = [("ADDED", {"metadata": {"name": "n1"}, "status": "not a mapping"})]  # node_info fails
+    r = Reflector(kube, cache, NODE, "", backoff_initial_s=0.05, backoff_max_s=0.1, min_interval_s=0.0,  # type: ignore[arg-type]
+                  unhealthy_after_s=0.3)
+    t, stop = _run(r.run)
+    try:
+        wait_for(lambda: kube.lists >= 3, 5, "relists after the bug")
+        assert t.is_alive() and r.healthy(), "failing for less than unhealthy_after_s"
+        kube.list_error = KubeError(None, "connection refused")
+        wait_for(lambda: not r.healthy(), 5, "unhealthy after failing for 0.3 s")
+        lists = kube.lists
+        time.sleep(0.35)
+        assert kube.lists - lists <= 5, "backoff between failed lists"
+        kube.list_error, kube.watch_events = None, []
+        wait_for(r.healthy, 5, "healthy again once a watch works")
+    finally:
+        stop.set()
+        t.join(2)
+
+
+def test_the_elector_survives_a_bug_in_a_renewal() -> None:
+    class Broken:
+        calls = 0
+
+        def get_lease(self, namespace: str, name: str) -> dict:
+            Broken.calls += 1
+            raise ValueError("a bug")
+
+    e = LeaderElector(Broken(), "ksense", "a", retry_period_s=0.05)  # type: ignore[arg-type]
+    t, stop = _run(e.run)
+    wait_for(lambda: Broken.calls >= 3, 5, "renewals go on after the bug")
+    assert t.is_alive() and not e.is_leader()
+    stop.set()
+    t.join(2)
+
+
+def test_not_ready_once_the_scheduler_threads_are_gone(kube_api: KubeAPI, start_scheduler) -> None:
+    inst = start_scheduler(kube_api.url, FakeScores())
+    assert inst.runtime.ready()
+    inst.stop()
+    assert not inst.runtime.ready()

@@ -32,7 +32,7 @@ from scheduler.core.pods import (
     ZERO,
     Resources,
     Toleration,
-    is_terminated,
+    being_deleted,
     pod_requests,
     priority,
     usage_key,
@@ -486,13 +486,10 @@ def test_node_info_parses_the_wire_format():
         node_info(make_node(cpu="lots"))
 
 
-@pytest.mark.parametrize(
-    ("name", "phase", "terminated"),
-    [("pending", "Pending", False), ("running", "Running", False), ("succeeded", "Succeeded", True),
-     ("failed", "Failed", True), ("unknown", "Unknown", False), ("no status", None, False)],
-)
-def test_is_terminated(name, phase, terminated):
-    assert is_terminated({"status": {"phase": phase}} if phase else {}) is terminated, name
+def test_being_deleted():
+    assert being_deleted({"metadata": {"deletionTimestamp": "2024-05-01T12:00:00Z"}})
+    assert not being_deleted({"metadata": {"deletionTimestamp": None}})
+    assert not being_deleted({})
 
 
 def test_priority_and_usage_key():

@@ -5,11 +5,12 @@ the uid-guarded status patch, and leader election on a Lease (fake clock)."""
 from __future__ import annotations
 
 import threading
+from typing import Any
 
 import pytest
 
 from scheduler.cache import BOUND_SELECTOR, pending_selector
-from scheduler.kube import BOUND, CONFLICT, ERROR, PODS, Gone, KubeError, LeaderElector
+from scheduler.kube import BOUND, CONFLICT, ERROR, PODS, Gone, Kube, KubeError, LeaderElector
 from tests.kubeapi import factories as f
 from tests.kubeapi.fixtures import KubeAPI
 from tests.scheduler.conftest import NS, add_nodes, add_pods, kube_for, wait_for
@@ -41,6 +42,8 @@ def test_watch_streams_events_and_410_is_gone(kube_api: KubeAPI) -> None:
 
     def consume() -> None:
         for etype, obj in stream:
+            # The position already includes the event being handled (a consumer that stops here resumes after it).
+            assert stream.resource_version == obj["metadata"]["resourceVersion"]
             seen.append((etype, obj["metadata"]["name"]))
 
     t = threading.Thread(target=consume, daemon=True)
@@ -127,6 +130,50 @@ def test_leader_election_acquire_renew_expire_release(kube_api: KubeAPI) -> None
     assert not b.is_leader()
     assert k.store.lease("ksense", "fuzzy-scheduler")["spec"].get("holderIdentity") in (None, "")
     assert a.try_acquire_or_renew(), "a released lease is taken at once"
+
+
+class _SlowLeaseRead:
+    """The Kube wrapper, with a lease GET that takes `delay_s` of the fake clock."""
+
+    def __init__(self, kube: Kube, now: list[float], delay_s: float):
+        self._kube, self._now, self._delay = kube, now, delay_s
+
+    def get_lease(self, namespace: str, name: str) -> dict:
+        lease = self._kube.get_lease(namespace, name)
+        self._now[0] += self._delay
+        return lease
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._kube, name)
+
+
+def test_follower_times_expiry_from_after_its_read(kube_api: KubeAPI) -> None:
+    """client-go's observedTime: the record was seen when the GET returned, not when it was sent.
+    Timing from before a slow read would let the follower take the lease too early."""
+    k = kube_api
+    now = [100.0]
+    a = LeaderElector(kube_for(k.url), "ksense", "a", lease_duration_s=15, renew_deadline_s=10,
+                      clock=lambda: now[0], wall=lambda: 1.7e9 + now[0])
+    b = LeaderElector(_SlowLeaseRead(kube_for(k.url), now, 5.0), "ksense", "b", lease_duration_s=15,  # type: ignore[arg-type]
+                      renew_deadline_s=10, clock=lambda: now[0], wall=lambda: 1.7e9 + now[0])
+    assert a.try_acquire_or_renew()
+    assert not b.try_acquire_or_renew()  # sent at 100, a's record seen at 105
+    now[0] = 115.5
+    assert not b.try_acquire_or_renew(), "expiry counted from 105, when b saw the record: not before 120"
+    now[0] = 120.5
+    assert b.try_acquire_or_renew()
+
+
+def test_remaining_leadership_counts_down_to_the_renew_deadline(kube_api: KubeAPI) -> None:
+    now = [100.0]
+    e = LeaderElector(kube_for(kube_api.url), "ksense", "a", lease_duration_s=15, renew_deadline_s=10,
+                      clock=lambda: now[0])
+    assert e.remaining() == 0.0
+    assert e.try_acquire_or_renew()
+    now[0] = 104.0
+    assert e.remaining() == 6.0 and e.is_leader()
+    now[0] = 110.0
+    assert e.remaining() == 0.0 and not e.is_leader()
 
 
 def test_lease_write_race_loses_cleanly(kube_api: KubeAPI) -> None:

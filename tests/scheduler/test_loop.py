@@ -7,6 +7,7 @@ from __future__ import annotations
 import itertools
 import threading
 import time
+from typing import Any
 
 from scheduler.core import backoff
 from scheduler.core.filters import ScoreRecord
@@ -154,12 +155,16 @@ def test_placement_delay_spaces_binds(kube_api: KubeAPI, start_scheduler) -> Non
     wait_for(lambda: inst.stats.binds() == {"bound": 3, "conflict": 0, "error": 0}, 5, "bind counters")
 
 
-def _scheduler_with_fake_clock(k: KubeAPI, scores: FakeScores, now: list[float]) -> tuple[Scheduler, object]:
+def _scheduler_with_fake_clock(k: KubeAPI, scores: FakeScores, now: list[float],
+                               **overrides: Any) -> tuple[Scheduler, threading.Event]:
     from scheduler.cache import ClusterCache, reflectors
 
     class AlwaysLeader:
         def is_leader(self) -> bool:
             return True
+
+        def remaining(self) -> float:
+            return 10.0
 
     kube = kube_for(k.url)
     cache = ClusterCache(clock=lambda: now[0])
@@ -169,7 +174,7 @@ def _scheduler_with_fake_clock(k: KubeAPI, scores: FakeScores, now: list[float])
     for t in threads:
         t.start()
     wait_for(cache.synced, 10, "lists")
-    sched = Scheduler(fast_config(), kube=kube, cache=cache, scores=scores, leader=AlwaysLeader(),
+    sched = Scheduler(fast_config(**overrides), kube=kube, cache=cache, scores=scores, leader=AlwaysLeader(),
                       stats=SchedulerStats(), wake=threading.Event(), clock=lambda: now[0], wall=lambda: 1.7e9)
     return sched, stop
 
@@ -191,5 +196,52 @@ def test_backoff_spaces_attempts_1_2_4_8_seconds(kube_api: KubeAPI) -> None:
         assert [b - a for a, b in itertools.pairwise(attempts)] == [1.0, 2.0, 4.0, 8.0]
         assert backoff.delay(7) == 60.0
         assert len(_events(k, "p", "FailedScheduling")) == 1, "five attempts, one event"
+    finally:
+        stop.set()
+
+
+def _queue(k: KubeAPI, sched: Scheduler, *names: str) -> None:
+    add_pods(k, *names)
+    wait_for(lambda: set(names) <= {p["metadata"]["name"] for p in sched._cache.pending()}, 5, "queued")
+
+
+def test_max_per_cycle_holds_over_poll_s_when_pods_trickle_in(kube_api: KubeAPI) -> None:
+    """Every new pod wakes a cycle that binds fewer than max_per_cycle: the limit is a window of
+    poll_s, not a count per cycle."""
+    k = kube_api
+    add_nodes(k, "n1", cpu="64", pods="500")
+    now = [1000.0]
+    sched, stop = _scheduler_with_fake_clock(k, FakeScores(allow("n1")), now, max_per_cycle=3, poll_s=10.0)
+    try:
+        binds: list[float] = []
+        for i in range(40):  # a pod every 0.5 s for 20 s
+            _queue(k, sched, f"p{i}")
+            binds += [now[0]] * sched.cycle().bound
+            now[0] += 0.5
+        assert binds == [1000.0, 1000.5, 1001.0, 1010.0, 1010.5, 1011.0]
+    finally:
+        stop.set()
+
+
+def test_rate_limited_pods_wait_for_the_limit_without_fetching_scores(kube_api: KubeAPI) -> None:
+    k = kube_api
+    add_nodes(k, "n1", cpu="64", pods="500")
+    now = [1000.0]
+    scores = FakeScores(allow("n1"))
+    sched, stop = _scheduler_with_fake_clock(k, scores, now, max_per_cycle=1, poll_s=10.0)
+    try:
+        _queue(k, sched, "a", "b")
+        assert sched.cycle().bound == 1 and scores.fetches == 1
+        held = [p["metadata"]["name"] for p in sched._cache.pending()]
+        for _ in range(5):  # watch events wake the loop while the limit holds
+            now[0] += 1.0
+            assert sched.cycle().bound == 0
+        assert scores.fetches == 1, "a pod held by the rate limit is not evaluated again before the limit lifts"
+        assert sched._next_wake(now[0]) == 1010.0
+        _queue(k, sched, "c")  # a new pod is evaluated at once (it may be unschedulable: told why)
+        assert sched.cycle().bound == 0 and scores.fetches == 2
+        assert [p["metadata"]["name"] for p in sched._cache.pending()] == sorted([*held, "c"])
+        now[0] = 1010.0
+        assert sched.cycle().bound == 1 and scores.fetches == 3
     finally:
         stop.set()
