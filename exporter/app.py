@@ -18,14 +18,18 @@ from collections.abc import Callable
 from exporter import baseline_store, preflight
 from exporter.config import ExporterConfig
 from exporter.core import derive
-from exporter.core.model import Snapshot
+from exporter.core.model import Snapshot, is_live
 from exporter.names import KERNEL_METRICS_COLUMNS, KERNEL_METRICS_CSV_NAME, SOURCE_REPLAY
 from exporter.sampler import Sampler
-from exporter.sinks.csvfile import CsvSink
+from exporter.sinks.csvfile import CsvSink, QueuedCsvWriter
 from exporter.sources import Source, SourceUnavailable, procfs, replay
 from exporter.sources.procstat import ProcSampler
 
 log = logging.getLogger("ksense.exporter")
+
+#: A live reading older than this many intervals is withheld from /metrics and fails /readyz:
+#: one late tick is jitter, three mean the sampler is stuck.
+STALE_AFTER_INTERVALS = 3
 
 
 def open_source(cfg: ExporterConfig, *, strict_ebpf: bool = False) -> Source:
@@ -155,9 +159,14 @@ def run(cfg: ExporterConfig, *, http: bool, summary: bool, strict_ebpf: bool = F
             file=sys.stderr,
         )
 
+    # The sampler hands rows to a writer thread: for a live source a disk that hangs costs rows,
+    # never intervals; a replay (as fast as asked) waits for the disk instead, losing no row.
     sink = None
     if cfg.csv_path is not None:
-        sink = CsvSink(cfg.csv_path, KERNEL_METRICS_COLUMNS, max_bytes=cfg.csv_max_bytes, keep=cfg.csv_keep)
+        sink = QueuedCsvWriter(
+            CsvSink(cfg.csv_path, KERNEL_METRICS_COLUMNS, max_bytes=cfg.csv_max_bytes, keep=cfg.csv_keep),
+            drop_when_full=is_live(source.name),
+        )
 
     show = (lambda snap: print(summary_line(snap), file=sys.stderr, flush=True)) if summary else None
     sampler = Sampler(
@@ -172,7 +181,9 @@ def run(cfg: ExporterConfig, *, http: bool, summary: bool, strict_ebpf: bool = F
         from exporter.sinks import prometheus
 
         collector = prometheus.ExporterCollector(
-            sampler.latest, csv_sinks={KERNEL_METRICS_CSV_NAME: sink} if sink is not None else {}
+            sampler.latest,
+            csv_sinks={KERNEL_METRICS_CSV_NAME: sink} if sink is not None else {},
+            max_age_s=STALE_AFTER_INTERVALS * cfg.interval_s,
         )
         server = prometheus.MetricsServer(
             prometheus.make_registry(collector), collector.ready, host=cfg.host, port=cfg.port
@@ -181,11 +192,14 @@ def run(cfg: ExporterConfig, *, http: bool, summary: bool, strict_ebpf: bool = F
             server.start()
         except OSError as exc:
             source.close()
+            if sink is not None:
+                sink.close()
             print(f"ksense: cannot listen on {cfg.host}:{cfg.port}: {exc}", file=sys.stderr)
             return 2
         shown_host = "127.0.0.1" if cfg.host in ("0.0.0.0", "::") else cfg.host
         print(f"ksense: metrics at http://{shown_host}:{server.port}/metrics", file=sys.stderr, flush=True)
     if sink is not None:
+        sink.start()
         print(f"ksense: writing {cfg.csv_path}", file=sys.stderr, flush=True)
     try:
         sampler.run(stop)

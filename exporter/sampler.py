@@ -1,8 +1,10 @@
 """The exporter's tick: read the source, derive, publish one immutable Snapshot, write the CSV.
 
 The Prometheus collector only ever reads `latest()` (a reference swap is atomic in CPython),
-so a scrape never waits for a kernel read or a CSV write. The loop runs in the caller's
-thread via `run(stop)`; setting `stop` (SIGTERM) ends it within one interval's wait.
+so a scrape never waits for a kernel read or a CSV write; the exporter hands `write_row` to a
+writer thread (sinks/csvfile.QueuedCsvWriter), so a hung disk cannot stall the tick either.
+The loop runs in the caller's thread via `run(stop)`; setting `stop` (SIGTERM) ends it within
+one interval's wait.
 """
 
 from __future__ import annotations
@@ -16,7 +18,6 @@ from collections.abc import Callable
 
 from exporter.core.csvrow import format_row
 from exporter.core.model import Derived, ExportHistogram, RawInterval, Reading, Snapshot
-from exporter.names import SOURCE_REPLAY
 from exporter.sources import Source
 
 log = logging.getLogger(__name__)
@@ -34,8 +35,13 @@ class DurationHistogram:
         self._sum = 0.0
 
     def observe(self, seconds: float) -> ExportHistogram:
+        """Count one observation; returns the new snapshot."""
         self._counts[bisect.bisect_left(self._bounds, seconds)] += 1
         self._sum += seconds
+        return self.snapshot()
+
+    def snapshot(self) -> ExportHistogram:
+        """Everything observed so far (every bucket at 0 before the first observation)."""
         cumulative, running = [], 0
         for bound, n in zip((*self._bounds, math.inf), self._counts, strict=True):
             running += n
@@ -61,9 +67,6 @@ class Sampler:
         self._clock = clock
         self._durations = DurationHistogram()
         self._latest = Snapshot(node=node, source=source.name)
-        # Live sources stamp raw.t with the tick's monotonic time, so "now - t" is the cost of
-        # reading plus deriving; replay's t is recorded time, so only the derive is timed there.
-        self._live = source.name != SOURCE_REPLAY
 
     def latest(self) -> Snapshot:
         return self._latest
@@ -72,7 +75,9 @@ class Sampler:
         """Derive, publish and write one interval; returns the published snapshot."""
         started = self._clock()
         derived = self._derive(reading.raw)
-        elapsed = self._clock() - (reading.raw.t if self._live else started)
+        # A live reading's t is its tick, so "now - t" is the cost of reading plus deriving;
+        # replay's t is recorded time, so only the derive is timed there.
+        elapsed = self._clock() - (reading.raw.t if self._latest.live else started)
         snap = Snapshot(
             node=self._latest.node,
             source=self._latest.source,

@@ -76,11 +76,12 @@ def build(cfg: ScorerConfig):
     csv_opts = {"max_bytes": cfg.csv_max_bytes, "keep": cfg.csv_keep}
     monitor = monitor_sink(cfg.monitor_csv, **csv_opts) if cfg.monitor_csv else None
     recorder = Recorder(CsvSink(cfg.score_csv, FUZZY_SCORE_COLUMNS, **csv_opts) if cfg.score_csv else None)
-    evaluator = Evaluator(source, rb, params, interval_s=cfg.interval_s, monitor_csv=monitor)
+    evaluator = Evaluator(source, rb, params, interval_s=cfg.interval_s, max_age_s=cfg.long_win_s, monitor_csv=monitor)
     tls = TlsFiles(cfg.tls_cert, cfg.tls_key) if cfg.tls_cert and cfg.tls_key else None
     app = create_app(
         results=evaluator.latest,
         ready=evaluator.ready,
+        stale=evaluator.stale,
         explain=lambda node: explain_node(rb, params, node),
         recorder=recorder,
     )

@@ -111,6 +111,7 @@ class ScorerApp:
         *,
         results: Callable[[], Results | None],
         ready: Callable[[], bool],
+        stale: Callable[[], bool],
         explain: Callable[[NodeInputs], Mapping[str, Any]],
         recorder: AdmissionRecorder,
         clock: Callable[[], float],
@@ -119,6 +120,7 @@ class ScorerApp:
     ):
         self._results = results
         self._ready = ready
+        self._stale = stale
         self._explain = explain
         self._recorder = recorder
         self._clock = clock
@@ -184,7 +186,7 @@ class ScorerApp:
 
     def _filter(self, environ: dict) -> tuple[int, Body]:
         args = _json_body(environ, EXTENDER_MAX_BYTES)
-        return 200, extender.filter(args, self._results())
+        return 200, extender.filter(args, self._results(), stale=self._stale())
 
     def _prioritize(self, environ: dict) -> tuple[int, Body]:
         args = _json_body(environ, EXTENDER_MAX_BYTES)
@@ -224,16 +226,19 @@ def create_app(
     ready: Callable[[], bool],
     explain: Callable[[NodeInputs], Mapping[str, Any]],
     recorder: AdmissionRecorder,
+    stale: Callable[[], bool] = lambda: False,
     clock: Callable[[], float] = time.perf_counter,
     now: Callable[[], datetime] = datetime.now,
     log: logging.Logger = _LOG,
 ) -> ScorerApp:
     """The WSGI app. `results` returns the evaluator's latest Results (None before the first
-    evaluation); `ready` says whether a first evaluation succeeded; `explain` gives the
-    inference trace of one node's inputs (CONTRACT §3.1); `recorder` records reviews and counts
-    outcomes; `clock` times /validate; `now` stamps fuzzy_score.csv rows (local wall time)."""
+    evaluation); `ready` says whether a first evaluation succeeded and its results are not
+    stale; `stale` whether the latest results are too old to act on (/filter then answers
+    Error; /score still shows them, with their time); `explain` gives the inference trace of one
+    node's inputs (CONTRACT §3.1); `recorder` records reviews and counts outcomes; `clock` times
+    /validate; `now` stamps fuzzy_score.csv rows (local wall time)."""
     return ScorerApp(
-        results=results, ready=ready, explain=explain, recorder=recorder, clock=clock, now=now, log=log
+        results=results, ready=ready, stale=stale, explain=explain, recorder=recorder, clock=clock, now=now, log=log
     )
 
 

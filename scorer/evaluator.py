@@ -10,12 +10,16 @@ the counters that scorer/metrics.py exposes.
 At start, `rebuild(history)` replays the last KSENSE_SCORER_REPLAY_S of inputs (the Prometheus
 source's range query) through the same state machine without publishing or writing, so a
 restarted replica and a long-running one hold the same decision states.
+
+A tick that raises leaves the previous Results published. Past `max_age_s` (FUZZY_LONG_WIN_S,
+the age at which an input sample counts as missing, SPEC §3.1) they are `stale()`: /readyz
+fails, /metrics withholds the per-node series and /filter answers with the extender's Error,
+so old allows cannot pass for current ones.
 """
 
 from __future__ import annotations
 
 import logging
-import math
 import os
 import threading
 import time
@@ -24,7 +28,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from types import MappingProxyType
 
-from exporter.core.csvrow import format_time
+from exporter.core.csvrow import format_number, format_time
 from exporter.core.model import ExportHistogram
 from exporter.names import DECISION_ALLOW, FUZZY_MONITOR_COLUMNS
 from exporter.sampler import DurationHistogram
@@ -42,10 +46,6 @@ log = logging.getLogger(__name__)
 #: queries to Prometheus (~10 ms); the top buckets show a tick eating its whole 1 s interval.
 EVALUATION_BOUNDS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 
-_EMPTY_HISTOGRAM = ExportHistogram(
-    buckets=tuple((b, 0) for b in (*EVALUATION_BOUNDS, math.inf)), sum_seconds=0.0
-)
-
 
 @dataclass(frozen=True)
 class EvaluatorStats:
@@ -61,17 +61,13 @@ class EvaluatorStats:
     last_success: float | None
 
 
-def _f(value: float, decimals: int) -> str:
-    return f"{value:.{decimals}f}" if math.isfinite(value) else ""
-
-
 def monitor_row(report: NodeReport) -> list[str]:
     """One fuzzy_monitor.csv row (CONTRACT §2.2): inputs with 6 decimals, empty when missing;
     score with 3; Time local wall time with milliseconds."""
     inputs, missing = report.inputs, set(report.missing)
 
     def value(name: str, v: float) -> str:
-        return "" if name in missing else _f(v, 6)
+        return "" if name in missing else format_number(v, 6)
 
     return [
         format_time(report.time.astimezone().replace(tzinfo=None)),
@@ -80,7 +76,7 @@ def monitor_row(report: NodeReport) -> list[str]:
         value("energy", inputs.energy),
         value("cpu", inputs.cpu_pct),
         value("psi", inputs.psi_pct),
-        _f(report.score, 3),
+        format_number(report.score, 3),
         report.level,
         report.decision,
         report.reason or "",
@@ -96,8 +92,9 @@ class Evaluator:
     """Owns the decision states and the latest Results; see the module docstring.
 
     `clock` is monotonic (schedule, durations); `wall` is Unix time (tick timestamps, last
-    success). Nothing starts in the constructor: `run(stop)` owns the loop in the caller's
-    thread. One thread ticks; `latest`, `ready` and `stats` may be called from any thread.
+    success, the age of the latest Results against `max_age_s`). Nothing starts in the
+    constructor: `run(stop)` owns the loop in the caller's thread. One thread ticks; `latest`,
+    `ready`, `stale` and `stats` may be called from any thread.
     """
 
     def __init__(
@@ -107,12 +104,14 @@ class Evaluator:
         params: DecisionParams,
         *,
         interval_s: float = 1.0,
+        max_age_s: float = 60.0,
         monitor_csv: CsvSink | None = None,
         clock: Callable[[], float] = time.monotonic,
         wall: Callable[[], float] = time.time,
     ):
         self.source = source
         self.interval_s = interval_s
+        self.max_age_s = max_age_s
         self._rb = rb
         self._params = params
         self._csv = monitor_csv
@@ -126,7 +125,7 @@ class Evaluator:
         self._lock = threading.Lock()
         self._changes: dict[tuple[str, str], int] = {}
         self._errors: dict[tuple[str, str], int] = {}
-        self._duration = _EMPTY_HISTOGRAM
+        self._duration = self._durations.snapshot()
         self._last_success: float | None = None
 
     # --- the ticking thread -------------------------------------------------------------------
@@ -194,9 +193,16 @@ class Evaluator:
         return self._latest
 
     def ready(self) -> bool:
-        """True once an evaluation succeeded (the source answered); stays True after, because a
-        later outage still yields real results: every node denied for missing inputs."""
-        return self._ready
+        """True once an evaluation succeeded (the source answered) and while the latest Results
+        are not stale: a later outage still yields real results (every node denied for missing
+        inputs), a tick that stopped publishing does not."""
+        return self._ready and not self.stale()
+
+    def stale(self) -> bool:
+        """True when the latest Results are older than `max_age_s` on the wall clock (see the
+        module docstring); False before the first."""
+        latest = self._latest
+        return latest is not None and self._wall() - latest.time.timestamp() > self.max_age_s
 
     def stats(self) -> EvaluatorStats:
         with self._lock:

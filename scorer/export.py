@@ -51,10 +51,12 @@ from pathlib import Path
 import requests
 
 from exporter import names as n
-from exporter.core.csvrow import format_row, format_time
+from exporter.core.csvrow import format_number, format_row, format_time
 from exporter.core.model import Derived, RawInterval
 from scorer.core.inference import level
-from scorer.sources.prometheus import PromClient, PromError, chunks, shown
+from scorer.sources import shown
+from scorer.sources.prometheus import NAME as PROMETHEUS
+from scorer.sources.prometheus import PromClient, PromError, chunks
 
 _DURATION = re.compile(r"^(\d+(?:\.\d+)?)(ms|s|m|h|d)?$")
 _UNIT_S = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}
@@ -237,7 +239,7 @@ def monitor_row(node: str, row: Mapping[str, float]) -> list[str]:
         "cpu": _get(row, "cpu", 100.0),
         "psi": _get(row, "psi", 100.0),
     }
-    cells = ["" if inp in missing or not math.isfinite(v) else f"{v:.6f}" for inp, v in values.items()]
+    cells = ["" if inp in missing else format_number(v, 6) for inp, v in values.items()]
     score = row["score"]
     critical = [inp for inp in ("friction", "energy") if inp in missing]
     return [
@@ -363,7 +365,7 @@ def main(argv: list[str] | None = None, environ: Mapping[str, str] = os.environ)
     try:
         cursors = export(client, nodes, start, end, step, args.output_dir)
     except PromError as exc:
-        print(f"export: cannot query Prometheus at {url}: {shown(exc.reason)} ({exc})", file=sys.stderr)
+        print(f"export: cannot query Prometheus at {url}: {shown(exc.reason, PROMETHEUS)} ({exc})", file=sys.stderr)
         return 2
     except OSError as exc:
         print(f"export: cannot write under {args.output_dir}: {exc.strerror or exc}", file=sys.stderr)

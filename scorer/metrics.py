@@ -8,7 +8,9 @@ import; exporter.sinks.prometheus.make_registry / MetricsServer serve it like th
 Per node: ksense_node_score, ksense_node_admission_allowed, ksense_node_input_missing{input}
 for all four inputs (0 or 1, so "missing" is a value to alert on, not an absence), and
 ksense_node_decision_changes_total{to} for both directions (0 before the first flip, so
-`increase()` sees the first one). Process-wide: the evaluation duration histogram, source
+`increase()` sees the first one); none of them while the evaluator's Results are stale (older
+than FUZZY_LONG_WIN_S: a tick that keeps failing), so Prometheus marks them stale instead of
+stamping old allows with a fresh scrape time. Process-wide: the evaluation duration histogram, source
 errors by (source, reason), the last success time (absent before the first success).
 """
 
@@ -19,10 +21,10 @@ from collections.abc import Callable, Iterator, Mapping
 from typing import Protocol
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
-from prometheus_client.utils import floatToGoString
 
 from exporter import names as n
 from exporter.core.model import ExportHistogram
+from exporter.sinks.prometheus import histogram_family
 from scorer.core.model import Results
 from scorer.evaluator import EvaluatorStats
 
@@ -32,6 +34,8 @@ class EvaluatorView(Protocol):
 
     def latest(self) -> Results | None: ...
 
+    def stale(self) -> bool: ...
+
     def stats(self) -> EvaluatorStats: ...
 
 
@@ -40,13 +44,6 @@ class AdmissionStats(Protocol):
     cumulative answer-time histogram."""
 
     def stats(self) -> tuple[Mapping[str, int], ExportHistogram]: ...
-
-
-def _histogram(family: n.Family, hist: ExportHistogram) -> HistogramMetricFamily:
-    metric = HistogramMetricFamily(family.name, family.help)
-    # floatToGoString writes `le` as Go clients do, so replicas share bucket labels.
-    metric.add_metric([], [(floatToGoString(le), count) for le, count in hist.buckets], hist.sum_seconds)
-    return metric
 
 
 class ScorerCollector:
@@ -86,7 +83,8 @@ class ScorerCollector:
     def _families(self) -> Iterator[Metric]:
         results = self._evaluator.latest()
         stats = self._evaluator.stats()
-        reports = sorted(results.reports.items()) if results is not None else []
+        fresh = results is not None and not self._evaluator.stale()
+        reports = sorted(results.reports.items()) if fresh else []
 
         score = GaugeMetricFamily(n.NODE_SCORE.name, n.NODE_SCORE.help, labels=(n.LABEL_NODE,))
         allowed = GaugeMetricFamily(
@@ -108,14 +106,14 @@ class ScorerCollector:
         changes = CounterMetricFamily(
             n.NODE_DECISION_CHANGES.name, n.NODE_DECISION_CHANGES.help, labels=(n.LABEL_NODE, n.LABEL_TO)
         )
-        flipped = dict(stats.decision_changes)
+        flipped = dict(stats.decision_changes) if fresh else {}
         nodes = sorted({node for node, _ in reports} | {node for node, _ in flipped})
         for node in nodes:
             for to in (n.DECISION_ALLOW, n.DECISION_DENY):
                 changes.add_metric((node, to), flipped.get((node, to), 0))
         yield changes
 
-        yield _histogram(n.SCORER_EVALUATION_DURATION, stats.evaluation_duration)
+        yield histogram_family(n.SCORER_EVALUATION_DURATION, stats.evaluation_duration)
 
         errors = CounterMetricFamily(
             n.SCORER_SOURCE_ERRORS.name, n.SCORER_SOURCE_ERRORS.help, labels=(n.LABEL_SOURCE, n.LABEL_REASON)
@@ -133,7 +131,7 @@ class ScorerCollector:
             for outcome in sorted(set(n.ADMISSION_OUTCOMES) | set(outcomes)):
                 reviews.add_metric((outcome,), outcomes.get(outcome, 0))
             yield reviews
-            yield _histogram(n.ADMISSION_REVIEW_DURATION, duration)
+            yield histogram_family(n.ADMISSION_REVIEW_DURATION, duration)
 
         if self._cert_expiry is not None:
             expiry = self._cert_expiry()

@@ -49,7 +49,7 @@ class Recorder:
         self._lock = threading.Lock()
         self._counts = dict.fromkeys(ADMISSION_OUTCOMES, 0)
         self._durations = DurationHistogram(DURATION_BOUNDS)
-        self._duration = self._durations_empty()
+        self._duration = self._durations.snapshot()
 
     def record(self, record: ScoreRecord) -> str:
         """Write the row unless this uid was recorded recently; `recorded` or `duplicate`."""
@@ -80,7 +80,3 @@ class Recorder:
         with self._lock:
             if self._csv is not None:
                 self._csv.close()
-
-    @staticmethod
-    def _durations_empty() -> ExportHistogram:
-        return ExportHistogram(buckets=tuple((b, 0) for b in (*DURATION_BOUNDS, float("inf"))), sum_seconds=0.0)

@@ -22,7 +22,7 @@ import time
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 
-from exporter.core.csvrow import RowError, check_header, format_time, parse_row
+from exporter.core.csvrow import RowError, check_header, format_number, format_time, parse_row
 from exporter.names import DECISION_ALLOW, DECISION_DENY, INPUTS, REPLAY_COLUMNS, SOURCE_REPLAY
 from scorer.core.decision import DecisionParams
 from scorer.core.evaluate import evaluate_series
@@ -72,22 +72,18 @@ def read_recording(path: Path, node: str) -> list[Inputs]:
     return series
 
 
-def _num(value: float, decimals: int) -> str:
-    return "" if not math.isfinite(value) else f"{value:.{decimals}f}"
-
-
 def output_row(report: NodeReport) -> list[str]:
     """One CONTRACT §2.4 row: the recorded inputs in the kernel_metrics.csv formats, then the verdict."""
     node = report.inputs
     return [
         format_time(report.time),
         "CALIBRATING" if node.calibrating else "FROZEN",
-        _num(node.friction, 6),
-        _num(node.direction, 1),
-        _num(node.energy, 6),
-        _num(node.cpu_pct, 6),
-        _num(node.psi_pct, 6),
-        _num(node.friction_signed, 6),
+        format_number(node.friction, 6),
+        format_number(node.direction, 1),
+        format_number(node.energy, 6),
+        format_number(node.cpu_pct, 6),
+        format_number(node.psi_pct, 6),
+        format_number(node.friction_signed, 6),
         f"{report.score:.3f}",
         report.level,
         report.decision,

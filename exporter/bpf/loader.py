@@ -468,8 +468,9 @@ def _child_main(argv: list[str]) -> NoReturn:
 
 class EmptyProgram:
     """One empty program attached to the given tracepoints: the cost floor the real programs
-    are compared with (bench/). Its run time is the dispatch into BPF and nothing else. It is
-    loaded in-process (bench scripts only; they do not care about their own RSS)."""
+    are compared with. It exists for bench/ only (the exporter never loads it). Its run time is
+    the dispatch into BPF and nothing else. It is loaded in-process: bench scripts do not care
+    about their own RSS."""
 
     SOURCE = "int on_event(void *ctx) { return 0; }"
 

@@ -10,7 +10,7 @@
 //   each tracepoint on its own and report which ones failed.
 // - No hash maps on the hot path (a hash update+lookup+delete costs ~560 ns here). Timestamps
 //   live in direct-mapped arrays indexed by `pid & (TS_SLOTS - 1)`; each slot packs
-//   `(pid << 42) | (ts & (2^42 - 1))` so one 64-bit store publishes it atomically, 0 = empty.
+//   `(pid << 42) | (ts & (2^42 - 1))` so one 64-bit compare-and-swap publishes it, 0 = empty.
 //   Runq slots hold ns (2^42 ns = 73 min wrap), D-state slots hold ns >> 10 (~µs, 52 days).
 //   Deltas are taken modulo 2^42; a delta in the upper half means the clock went backwards.
 // - Counters are cumulative and only ever incremented with atomic adds; user space mmaps the
@@ -112,23 +112,27 @@ static __always_inline u32 slot_of(u32 pid)
     return pid & (TS_SLOTS - 1);
 }
 
+static __always_inline void count_lost(struct hist *h)
+{
+    __sync_fetch_and_add(&h->update_failures, 1);
+    __sync_fetch_and_add(&h->dropped, 1);
+}
+
 // Store `packed` for `pid`. A slot held by the same pid is kept when `keep_same` (a wakeup of a
 // task already waiting keeps its earlier enqueue time); a slot held by another task is
-// overwritten and that task's sample is lost, counted as an update failure and a drop.
+// overwritten and that task's sample is lost, counted as an update failure and a drop. The store
+// is a compare-and-swap against what was read: another CPU may store into the same slot in
+// between, and a plain store would erase its sample uncounted. When the swap fails, this sample
+// is the one lost, counted the same way (no retry: the slot is contended right now).
 static __always_inline void ts_insert(u64 *slot, struct hist *h, u32 pid, u64 packed, int keep_same)
 {
     u64 old = *slot;
+    int other = old && (u32)(old >> TS_BITS) != pid;
 
-    if (old) {
-        if ((u32)(old >> TS_BITS) == pid) {
-            if (keep_same)
-                return;
-        } else {
-            __sync_fetch_and_add(&h->update_failures, 1);
-            __sync_fetch_and_add(&h->dropped, 1);
-        }
-    }
-    *slot = packed;
+    if (old && !other && keep_same)
+        return;
+    if (__sync_val_compare_and_swap(slot, old, packed) != old || other)
+        count_lost(h);
 }
 
 // Finish the episode stored in `slot` for `pid` at `now` (same units as the slot), if any:

@@ -43,7 +43,9 @@ def time_seconds(ts: datetime) -> float:
     return (ts - _EPOCH).total_seconds()
 
 
-def _f(value: float, decimals: int) -> str:
+def format_number(value: float | None, decimals: int) -> str:
+    """`value` with `decimals` decimals; an empty cell when there is no value (None, NaN, ±inf).
+    Every ksense CSV writes its numbers this way."""
     return "" if value is None or not math.isfinite(value) else f"{value:.{decimals}f}"
 
 
@@ -55,28 +57,28 @@ def format_row(raw: RawInterval, derived: Derived) -> list[str]:
     """The 23 cells of one row, in CONTRACT order."""
     return [
         format_time(raw.time),
-        _f(raw.sched_total_ms, 2),
-        _f(raw.sched_avg_ms, 4),
-        _f(raw.sched_p95_ms, 4),
-        _f(raw.sched_p99_ms, 4),
-        _f(raw.sched_max_ms, 4),
+        format_number(raw.sched_total_ms, 2),
+        format_number(raw.sched_avg_ms, 4),
+        format_number(raw.sched_p95_ms, 4),
+        format_number(raw.sched_p99_ms, 4),
+        format_number(raw.sched_max_ms, 4),
         _i(raw.sched_count),
         _i(raw.sched_dropped),
-        _f(raw.dstate_total_ms, 2),
+        format_number(raw.dstate_total_ms, 2),
         _i(raw.dstate_count),
-        _f(raw.softirq_total_ms, 2),
+        format_number(raw.softirq_total_ms, 2),
         _i(raw.softirq_count),
-        _f(raw.cpu_util, 6),
-        _f(raw.psi, 6),
+        format_number(raw.cpu_util, 6),
+        format_number(raw.psi, 6),
         MODE_FROZEN if derived.frozen else MODE_CALIBRATING,
         _i(derived.samples),
-        _f(derived.friction, 6),
-        _f(derived.direction, 1),
-        _f(derived.df_dt, 6),
-        _f(derived.energy, 6),
+        format_number(derived.friction, 6),
+        format_number(derived.direction, 1),
+        format_number(derived.df_dt, 6),
+        format_number(derived.energy, 6),
         _i(derived.energy_w),
-        _f(derived.energy_vol, 6),
-        _f(derived.energy_k, 6),
+        format_number(derived.energy_vol, 6),
+        format_number(derived.energy_k, 6),
     ]
 
 

@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from types import MappingProxyType
 
+from exporter.names import SOURCE_REPLAY
+
 NAN = math.nan
 
 
@@ -133,3 +135,14 @@ class Snapshot:
     derived: Derived | None = None
     #: cumulative time the sampler spent per interval (read source + derive).
     sample_duration: ExportHistogram | None = None
+
+    @property
+    def live(self) -> bool:
+        return is_live(self.source)
+
+
+def is_live(source: str) -> bool:
+    """True for the live sources (ebpf, procfs): they read the kernel now, on the tick of the
+    monotonic clock that `RawInterval.t` holds. Replay's `t` is the recording's `Time` and its
+    pace the recording's, so neither says anything about how old a reading is."""
+    return source != SOURCE_REPLAY

@@ -13,8 +13,6 @@ import re
 
 #: TASK_REPORT_MAX on current kernels ((TASK_REPORT + 1) << 1 with TASK_REPORT = 0x7f).
 DEFAULT_TASK_REPORT_MAX = 0x100
-#: TASK_UNINTERRUPTIBLE: the D state.
-TASK_UNINTERRUPTIBLE = 0x2
 
 # The print fmt ends its prev_state part with `REC->prev_state & (<TASK_REPORT_MAX>) ? "+" : ""`;
 # the expression is built from hex literals, `|`, `+`, `<<` and parentheses only.
@@ -64,8 +62,3 @@ def is_runnable(prev_state: int, report_max: int = DEFAULT_TASK_REPORT_MAX) -> b
     preempted inside the kernel).
     """
     return (prev_state & (report_max - 1)) == 0
-
-
-def is_dstate(prev_state: int) -> bool:
-    """True when the task left the CPU in uninterruptible sleep: prev_state & 2 ≠ 0."""
-    return bool(prev_state & TASK_UNINTERRUPTIBLE)

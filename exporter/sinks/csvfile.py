@@ -19,6 +19,13 @@ process loses nothing it wrote, a power loss may lose the last seconds, and the 
 copes with both.
 
 One thread writes (`write`, `close`); `stats` may be called from any thread (the scrape).
+
+`QueuedCsvWriter` puts a sink on a thread of its own behind a small bounded queue, for a caller
+that must never wait on the disk (the exporter's sampler: a write stuck on a hung disk would
+otherwise stall every interval). A row that finds the queue full is dropped and counted under
+the reason `queue_full` (or, with `drop_when_full=False`, for a replay whose every row must land,
+the caller waits); nothing else changes, so the guarantees above still hold for every row that
+is written.
 """
 
 from __future__ import annotations
@@ -29,6 +36,7 @@ import errno
 import io
 import logging
 import os
+import queue
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -48,6 +56,8 @@ REASON_PERMISSION = "permission"
 REASON_OSERROR = "oserror"
 #: Every reason, so that each error counter exists (at 0) before its first error.
 REASONS = (REASON_ENOSPC, REASON_READ_ONLY, REASON_PERMISSION, REASON_OSERROR)
+#: A row QueuedCsvWriter dropped because the writer thread was this far behind.
+REASON_QUEUE_FULL = "queue_full"
 
 _REASON_BY_ERRNO = {
     errno.ENOSPC: REASON_ENOSPC,
@@ -267,6 +277,64 @@ class CsvSink:
         )
         self._last_logged[reason] = now
         self._suppressed[reason] = 0
+
+
+class QueuedCsvWriter:
+    """`sink.write` on a writer thread of its own; see the module docstring.
+
+    `max_rows` bounds the queue: 60 rows is a minute of kernel_metrics.csv, long enough to ride
+    out a slow disk, short enough that a hung one costs little memory. Nothing starts in the
+    constructor: `start()` starts the thread, `close()` writes what is queued and closes the sink.
+    `write` and `close` belong to one thread; `stats` may be called from any thread.
+    """
+
+    _STOP = object()
+
+    def __init__(self, sink: CsvSink, *, max_rows: int = 60, drop_when_full: bool = True):
+        self._sink = sink
+        self._queue: queue.Queue = queue.Queue(max_rows)
+        self._block = not drop_when_full
+        self._lock = threading.Lock()
+        self._dropped = 0
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="csv-writer", daemon=True)
+        self._thread.start()
+
+    def write(self, row: Sequence[object]) -> bool:
+        """Queue one row; when the queue is full, False (and counted) or wait (see the class)."""
+        try:
+            self._queue.put(row, block=self._block)
+        except queue.Full:
+            with self._lock:
+                self._dropped += 1
+            return False
+        return True
+
+    def stats(self) -> CsvStats:
+        """The sink's stats plus the rows dropped here, under REASON_QUEUE_FULL."""
+        stats = self._sink.stats()
+        with self._lock:
+            dropped = self._dropped
+        return CsvStats(stats.rows_written, MappingProxyType({**stats.errors, REASON_QUEUE_FULL: dropped}))
+
+    def close(self, timeout_s: float = 5.0) -> None:
+        """Write the queued rows and close the sink. A writer still stuck in the disk after
+        `timeout_s` is left behind (a daemon thread, it holds no process up) with the sink open."""
+        thread, self._thread = self._thread, None
+        if thread is not None:
+            with contextlib.suppress(queue.Full):
+                self._queue.put(self._STOP, timeout=timeout_s)
+            thread.join(timeout_s)
+            if thread.is_alive():
+                _LOG.warning("csv writer stuck at shutdown path=%s queued=%d", self._sink.path, self._queue.qsize())
+                return
+        self._sink.close()
+
+    def _run(self) -> None:
+        while (row := self._queue.get()) is not self._STOP:
+            self._sink.write(row)
 
 
 def _end_of_last_line(f: io.BufferedRandom, size: int) -> int:

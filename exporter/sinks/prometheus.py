@@ -7,6 +7,14 @@ out rather than exported as NaN, so that Prometheus marks the series stale inste
 NaN (CONTRACT §1). Nothing here registers at import: `make_registry` builds a registry from the
 collector it is given.
 
+A stuck sampler (a source read or a disk write that hangs) would leave the last interval on
+/metrics forever, and Prometheus stamps every scrape with its own time, so an old reading would
+look fresh (SPEC §3.1). So once a live source's latest reading is older than `max_age_s` on the
+monotonic clock, the collector withholds every per-interval and derived family and keeps only
+what stays true (source info, attach state, CSV health; process_* come from their own
+collector), and `ready()` turns false (/readyz 503). Replay is exempt: its readings carry the
+recording's time and its pace is the recording's.
+
 `MetricsServer` serves /metrics, /healthz and /readyz. prometheus_client's `start_http_server`
 serves only metrics (on every path), so the metrics answer comes from its WSGI app (content
 negotiation, gzip) and this module adds the routing and the probes on a threaded stdlib server.
@@ -17,6 +25,7 @@ from __future__ import annotations
 import math
 import socket
 import threading
+import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from socketserver import ThreadingMixIn
 from types import MappingProxyType
@@ -93,13 +102,16 @@ def _counter(family: n.Family, labels: tuple[str, ...], node: str, series: _Seri
     return metric
 
 
-def _histogram(family: n.Family, node: str, hist: ExportHistogram | None) -> HistogramMetricFamily:
-    metric = HistogramMetricFamily(family.name, family.help, labels=(n.LABEL_NODE,))
+def histogram_family(family: n.Family, hist: ExportHistogram | None, node: str | None = None) -> HistogramMetricFamily:
+    """`hist` as a family, labelled `node` when given (the exporter's) or unlabelled (the
+    scorer's process-wide ones); without series when there is no histogram yet."""
+    names, values = ((), ()) if node is None else ((n.LABEL_NODE,), (node,))
+    metric = HistogramMetricFamily(family.name, family.help, labels=names)
     if hist is not None and hist.buckets:
         # floatToGoString writes `le` the way Prometheus and Go clients do (1e-06, +Inf), so
-        # series from different exporters of the same histogram share their bucket labels.
+        # series from different exporters (or scorer replicas) share their bucket labels.
         buckets = [(floatToGoString(le), count) for le, count in hist.buckets]
-        metric.add_metric((node,), buckets, hist.sum_seconds)
+        metric.add_metric(values, buckets, hist.sum_seconds)
     return metric
 
 
@@ -107,8 +119,9 @@ class ExporterCollector:
     """Every exporter family of CONTRACT §1.1 (except process_*), from `snapshot()`.
 
     `snapshot` returns the latest published Snapshot (None before the sampler published one);
-    `csv_sinks` maps the `file` label value (e.g. "kernel_metrics.csv") to a sink's stats.
-    Families without series are left out of the scrape.
+    `csv_sinks` maps the `file` label value (e.g. "kernel_metrics.csv") to a sink's stats;
+    `max_age_s` is how old (on `clock`, monotonic) a live reading may be before it is withheld
+    (see the module docstring; None: never). Families without series are left out of the scrape.
     """
 
     def __init__(
@@ -116,14 +129,26 @@ class ExporterCollector:
         snapshot: Callable[[], Snapshot | None],
         *,
         csv_sinks: Mapping[str, HasStats] = MappingProxyType({}),
+        max_age_s: float | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ):
         self._snapshot = snapshot
         self._csv_sinks = csv_sinks
+        self._max_age_s = max_age_s
+        self._clock = clock
 
     def ready(self) -> bool:
-        """True once a snapshot with a reading exists: the exporter serves real data."""
+        """True while a reading exists and is not stale: the exporter serves real data."""
         snap = self._snapshot()
-        return snap is not None and snap.reading is not None
+        return snap is not None and snap.reading is not None and not self._stale(snap)
+
+    def _stale(self, snap: Snapshot) -> bool:
+        return (
+            self._max_age_s is not None
+            and snap.live
+            and snap.reading is not None
+            and self._clock() - snap.reading.raw.t > self._max_age_s
+        )
 
     def describe(self) -> Iterator[Metric]:
         """Family names only, so a registry can refuse a collector that would duplicate them."""
@@ -145,14 +170,18 @@ class ExporterCollector:
     def _families(self, snap: Snapshot) -> Iterator[Metric]:
         # In CONTRACT §1.1 order, so that a reader of /metrics can follow the table.
         node = snap.node
-        if snap.reading is not None:
+        fresh = not self._stale(snap)
+        if snap.reading is not None and fresh:
             yield from _kernel_families(node, snap.reading)
-        if snap.derived is not None:
+        if snap.derived is not None and fresh:
             yield from _derived_families(node, snap.derived)
         yield _gauge(n.SOURCE_INFO, (n.LABEL_SOURCE,), node, [((snap.source,), 1)])
         if snap.reading is not None:
-            yield from _bpf_families(node, snap.reading.telemetry)
-        yield _histogram(n.SAMPLE_DURATION, node, snap.sample_duration)
+            yield _attached_family(node, snap.reading.telemetry)
+            if fresh:
+                yield from _bpf_stats_families(node, snap.reading.telemetry)
+        if fresh:
+            yield histogram_family(n.SAMPLE_DURATION, snap.sample_duration, node)
 
         csv_stats = sorted((file, sink.stats()) for file, sink in self._csv_sinks.items())
         yield _counter(
@@ -168,11 +197,11 @@ class ExporterCollector:
 
 def _kernel_families(node: str, reading: Reading) -> Iterator[Metric]:
     raw, tel = reading.raw, reading.telemetry
-    yield _histogram(n.RUNQUEUE_LATENCY, node, tel.histograms.get(n.RUNQUEUE_LATENCY.name))
+    yield histogram_family(n.RUNQUEUE_LATENCY, tel.histograms.get(n.RUNQUEUE_LATENCY.name), node)
     yield _gauge(n.RUNQUEUE_LATENCY_MAX, (), node, [((), tel.runqueue_max_seconds)])
     yield _counter(n.RUNQUEUE_LATENCY_DROPPED, (), node, [((), tel.runqueue_dropped_total)])
-    yield _histogram(n.DSTATE_DURATION, node, tel.histograms.get(n.DSTATE_DURATION.name))
-    yield _histogram(n.SOFTIRQ_NET_RX_DURATION, node, tel.histograms.get(n.SOFTIRQ_NET_RX_DURATION.name))
+    yield histogram_family(n.DSTATE_DURATION, tel.histograms.get(n.DSTATE_DURATION.name), node)
+    yield histogram_family(n.SOFTIRQ_NET_RX_DURATION, tel.histograms.get(n.SOFTIRQ_NET_RX_DURATION.name), node)
     yield _gauge(n.CPU_UTILIZATION, (), node, [((), raw.cpu_util / 100)])
     yield _gauge(n.PRESSURE, (n.LABEL_RESOURCE, n.LABEL_KIND), node, sorted(tel.pressure.items()))
     yield _gauge(n.PRESSURE_WORST, (), node, [((), raw.psi / 100)])
@@ -200,13 +229,16 @@ def _derived_families(node: str, d: Derived) -> Iterator[Metric]:
         yield _gauge(family, (), node, [((), value)])
 
 
-def _bpf_families(node: str, tel: Telemetry) -> Iterator[Metric]:
-    yield _gauge(
+def _attached_family(node: str, tel: Telemetry) -> Metric:
+    return _gauge(
         n.BPF_PROGRAM_ATTACHED,
         (n.LABEL_TRACEPOINT,),
         node,
         [((tp,), int(ok)) for tp, ok in sorted(tel.attached.items())],
     )
+
+
+def _bpf_stats_families(node: str, tel: Telemetry) -> Iterator[Metric]:
     programs = sorted(tel.programs.items())
     yield _counter(
         n.BPF_PROGRAM_RUN_SECONDS, (n.LABEL_PROGRAM,), node, [((p,), s.run_seconds) for p, s in programs]

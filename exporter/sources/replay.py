@@ -19,9 +19,8 @@ from typing import TextIO
 
 from exporter.core.csvrow import RowError, check_header, parse_row
 from exporter.core.model import RawInterval, Reading
+from exporter.names import SOURCE_REPLAY
 from exporter.sources import SourceUnavailable
-
-NAME = "replay"
 
 
 class ReplayError(SourceUnavailable, ValueError):
@@ -37,7 +36,7 @@ class ReplaySource:
     """An opened recording; make it with `open(...)`. `readings` is single-use: it reads the
     file once, from the row after the header, and closes it at the end."""
 
-    name = NAME
+    name = SOURCE_REPLAY
     missing_columns: tuple[str, ...] = ()
 
     def __init__(

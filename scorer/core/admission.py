@@ -38,7 +38,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, TypedDict
 
-from exporter.core.csvrow import format_time
+from exporter.core.csvrow import format_number, format_time
 from exporter.names import DECISION_ALLOW, DECISION_DENY
 from scorer.core.model import NodeReport, Results
 
@@ -238,9 +238,6 @@ def csv_row(record: ScoreRecord) -> list[str]:
     """The fuzzy_score.csv cells in CONTRACT §2.3 order; scores with 3 decimals like the monitor
     file's Score, empty cells for no value."""
 
-    def score(v: float | None) -> str:
-        return "" if v is None or not math.isfinite(v) else f"{v:.3f}"
-
     return [
         format_time(record.time),
         record.uid,
@@ -249,9 +246,9 @@ def csv_row(record: ScoreRecord) -> list[str]:
         str(record.allowed_nodes),
         str(record.total_nodes),
         record.best_node or "",
-        score(record.best_score),
+        format_number(record.best_score, 3),
         record.target_node or "",
-        score(record.target_score),
+        format_number(record.target_score, 3),
         record.target_decision or "",
     ]
 

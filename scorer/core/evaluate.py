@@ -20,6 +20,7 @@ import numpy as np
 from exporter.names import DECISION_ALLOW, INPUTS
 from scorer.core import decision, inference
 from scorer.core.decision import DecisionParams, NodeState
+from scorer.core.inputs import REASON_NO_BASELINE
 from scorer.core.model import Inputs, NodeInputs, NodeReport, Results
 from scorer.core.rules import RuleBase
 
@@ -72,9 +73,12 @@ def _plan(node: NodeInputs, params: DecisionParams) -> _Plan:
 
 
 def _missing_reason(plan: _Plan) -> str:
-    """`calibrating (warm-up 123 s left)` / `calibrating` / `missing metrics: friction, energy`,
+    """`baseline unavailable (procfs source has no p99)` / `calibrating (warm-up 123 s left)` /
+    `calibrating` / `missing metrics: friction, energy`,
     followed by why when the source said (`(prometheus down)` when every input shares the cause,
     else per input: `friction (stale 75s), energy (absent)`)."""
+    if plan.node.baseline_unavailable:
+        return REASON_NO_BASELINE
     if plan.node.calibrating:
         left = plan.node.warmup_remaining_s
         return f"calibrating (warm-up {math.ceil(left)} s left)" if math.isfinite(left) and left > 0 else "calibrating"

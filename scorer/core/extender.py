@@ -15,8 +15,9 @@ Filter: allowed nodes pass; denied nodes go to `FailedNodes` with a message that
 every node denied for the same cause (kube-scheduler counts identical messages into its
 "0/5 nodes are available: 3 ..." event); nodes the scorer does not know go to
 `FailedAndUnresolvableNodes`, since preempting pods cannot give a node a score. Before the first
-evaluation the answer is `Error` (kube-scheduler then fails the attempt, or skips the extender
-when it is configured `ignorable: true`).
+evaluation, and while the results are stale (no evaluation for longer than FUZZY_LONG_WIN_S),
+the answer is `Error` (kube-scheduler then fails the attempt, or skips the extender when it is
+configured `ignorable: true`).
 
 Prioritize: priority = floor((100 − score) / 10 + 0.5) clamped to 0…10 (MaxExtenderPriority),
 so a lower score is a higher priority; unknown nodes and non-finite scores get 0.
@@ -32,6 +33,7 @@ from scorer.core.model import NodeReport, Results
 
 MAX_PRIORITY = 10
 NOT_READY = "ksense scorer not ready: no evaluation yet"
+STALE = "ksense scorer not ready: its latest evaluation is stale"
 UNKNOWN_NODE = "ksense: node unknown to the scorer (no score)"
 DENY_MISSING = "ksense fuzzy deny (missing metrics)"
 #: Inputs whose absence makes a deny (SPEC §3.3 step 1); CPU and PSI count as 0 instead.
@@ -71,12 +73,16 @@ class BadArgs(ValueError):
     """The body is not ExtenderArgs (the message says why); the shell answers 400."""
 
 
-def filter(args: object, results: Results | None) -> ExtenderFilterResult:  # the verb's name; shadows the builtin
+def filter(  # the verb's name; shadows the builtin
+    args: object, results: Results | None, *, stale: bool = False
+) -> ExtenderFilterResult:
     """Keep the allowed nodes of ExtenderArgs `args`, report the others; see the module
     docstring. Raises BadArgs when `args` is not ExtenderArgs."""
     names, node_list = _candidates(args)
     if results is None:
         return {"Error": NOT_READY}
+    if stale:
+        return {"Error": STALE}
     kept: list[str] = []
     failed: dict[str, str] = {}
     unresolvable: dict[str, str] = {}

@@ -11,7 +11,9 @@ failed. This module then applies, per node:
   that was read successfully misses that input, reason `absent`; a failed read of a signal
   makes the input missing for every node, reason = the failure ("prometheus down", "http 503");
 - calibrating: `ksense_baseline_frozen == 0` means friction and energy are missing by design,
-  reason `calibrating` (with the warm-up left when the exporter says);
+  reason `calibrating` (with the warm-up left when the exporter says), or, when the exporter
+  runs the procfs source (`ksense_exporter_source_info{source="procfs"}`), whose baseline never
+  freezes, reason `baseline unavailable (procfs source has no p99)`;
 - units: CPU % = 100 × ksense_cpu_utilization_ratio; PSI % = 100 × ksense_pressure_worst_ratio
   (SPEC §2.3: the node's PSI is the worst resource's `some` share, which every exporter source,
   replay included, exports as that one series);
@@ -37,27 +39,40 @@ CPU = "cpu"
 PSI = "psi"
 FROZEN = "frozen"
 WARMUP = "warmup"
-SIGNALS = (FRICTION, DIRECTION, ENERGY, CPU, PSI, FROZEN, WARMUP)
+PROCFS = "procfs"  # 1 when the node's exporter runs the procfs source
+SIGNALS = (FRICTION, DIRECTION, ENERGY, CPU, PSI, FROZEN, WARMUP, PROCFS)
 
-#: The exporter family behind each signal.
-FAMILY = MappingProxyType(
+#: The exporter family behind each signal, and the label value a series must carry, if any.
+_SERIES: Mapping[str, tuple[str, tuple[str, str] | None]] = MappingProxyType(
     {
-        FRICTION: n.FRICTION.name,
-        DIRECTION: n.FRICTION_DIRECTION.name,
-        ENERGY: n.ENERGY.name,
-        CPU: n.CPU_UTILIZATION.name,
-        PSI: n.PRESSURE_WORST.name,
-        FROZEN: n.BASELINE_FROZEN.name,
-        WARMUP: n.BASELINE_WARMUP_REMAINING.name,
+        FRICTION: (n.FRICTION.name, None),
+        DIRECTION: (n.FRICTION_DIRECTION.name, None),
+        ENERGY: (n.ENERGY.name, None),
+        CPU: (n.CPU_UTILIZATION.name, None),
+        PSI: (n.PRESSURE_WORST.name, None),
+        FROZEN: (n.BASELINE_FROZEN.name, None),
+        WARMUP: (n.BASELINE_WARMUP_REMAINING.name, None),
+        PROCFS: (n.SOURCE_INFO.name, (n.LABEL_SOURCE, n.SOURCE_PROCFS)),
     }
 )
-_SIGNAL_OF_FAMILY = {family: signal for signal, family in FAMILY.items()}
+_SIGNALS_OF_FAMILY: dict[str, list[str]] = {}
+for _signal, (_family, _) in _SERIES.items():
+    _SIGNALS_OF_FAMILY.setdefault(_family, []).append(_signal)
+
+#: The PromQL series selector of each signal.
+SELECTOR = MappingProxyType(
+    {
+        signal: family if label is None else f'{family}{{{label[0]}="{label[1]}"}}'
+        for signal, (family, label) in _SERIES.items()
+    }
+)
 
 # Ratios (0-1) on the wire, percent in the controller.
 _PERCENT = frozenset({CPU, PSI})
 
 REASON_ABSENT = "absent"
 REASON_CALIBRATING = "calibrating"
+REASON_NO_BASELINE = "baseline unavailable (procfs source has no p99)"
 
 Vectors = Mapping[str, Mapping[str, "Sample"]]
 
@@ -110,11 +125,12 @@ def node_inputs(
     # Only an explicit, fresh "frozen == 0" means calibrating; an unknown baseline state is
     # not evidence of calibration, so then friction/energy go by their own presence.
     calibrating = values[FROZEN] == 0.0
+    no_baseline = calibrating and values[PROCFS] == 1.0
     warmup = values[WARMUP] if calibrating else math.nan
     if calibrating:
         left = f" ({warmup:.0f}s warm-up left)" if math.isfinite(warmup) and warmup > 0 else ""
         for signal in (FRICTION, ENERGY):
-            values[signal], why[signal] = math.nan, REASON_CALIBRATING + left
+            values[signal], why[signal] = math.nan, REASON_NO_BASELINE if no_baseline else REASON_CALIBRATING + left
 
     input_reasons = {
         "friction": why.get(FRICTION),
@@ -134,6 +150,7 @@ def node_inputs(
         why=MappingProxyType({name: input_reasons[name] for name in missing}),
         calibrating=calibrating,
         warmup_remaining_s=warmup,
+        baseline_unavailable=no_baseline,
     )
 
 
@@ -155,58 +172,79 @@ def build(
     }
 
 
+def _series_key(labels: Mapping[str, str], ts_label: str) -> frozenset:
+    """What a value series and its `timestamp()` twin share: every label but the metric name
+    (timestamp() drops it) and the tag."""
+    return frozenset((k, v) for k, v in labels.items() if k not in ("__name__", ts_label))
+
+
+def _keep_newest(into: dict[str, Sample], node: str, sample: Sample) -> None:
+    """A node's newest series wins; on equal timestamps, the larger value (deterministic, and
+    the conservative pick for every input: higher friction, energy, CPU or PSI)."""
+    old = into.get(node)
+    if old is None or (sample.ts, sample.value) > (old.ts, old.value):
+        into[node] = sample
+
+
 def split_timestamped(result: Iterable[Mapping], ts_label: str) -> dict[str, Sample]:
-    """node -> Sample from one instant-vector `result` that carries both the value series and,
-    tagged with `ts_label`, the `timestamp()` series of the same aggregation (see
-    scorer/sources/prometheus.py for the query). A node whose value or timestamp is missing
-    is left out. Raises ValueError on a malformed element."""
-    values: dict[str, float] = {}
-    stamps: dict[str, float] = {}
+    """node -> Sample from one instant-vector `result` holding every series of a signal and,
+    tagged with `ts_label`, each series' `timestamp()` (see scorer/sources/prometheus.py for the
+    query). Value and timestamp are paired per series (full label set), never per node: a node
+    with duplicate series (a Prometheus restart without staleness markers, two scrape jobs,
+    remote-write) keeps its newest series whole, so a stale value cannot borrow a fresh
+    timestamp. A series without its value or timestamp, or without `node`, is left out.
+    Raises ValueError (KeyError, TypeError) on a malformed element."""
+    values: dict[frozenset, float] = {}
+    stamps: dict[frozenset, float] = {}
     for element in result:
         labels = element["metric"]
-        node = labels.get(n.LABEL_NODE)
-        if node is None:
+        if n.LABEL_NODE not in labels:
             continue
-        value = float(element["value"][1])
-        (stamps if ts_label in labels else values)[node] = value
-    return {node: Sample(values[node], stamps[node]) for node in values if node in stamps}
+        into = stamps if ts_label in labels else values
+        into[_series_key(labels, ts_label)] = float(element["value"][1])
+    out: dict[str, Sample] = {}
+    for key, value in values.items():
+        if key in stamps:
+            _keep_newest(out, dict(key)[n.LABEL_NODE], Sample(value, stamps[key]))
+    return out
 
 
 def vectors_from_exposition(samples: Iterable, now: float) -> dict[str, dict[str, Sample]]:
     """Signal -> node -> Sample from parsed exposition samples (objects with `name`, `labels`,
     `value`, as prometheus_client's text parser yields them). The exposition has no
-    timestamps: every sample is as old as the scrape, `now`. Duplicate series keep the largest
-    value, as the Prometheus source's `max by (node)` does."""
+    timestamps: every sample is as old as the scrape, `now`, so of duplicate series the largest
+    value is kept, by the Prometheus source's rule (newest series, then the larger value)."""
     vectors: dict[str, dict[str, Sample]] = {signal: {} for signal in SIGNALS}
     for sample in samples:
-        signal = _SIGNAL_OF_FAMILY.get(sample.name)
         node = sample.labels.get(n.LABEL_NODE)
-        if signal is None or node is None:
-            continue
         value = float(sample.value)
-        if math.isnan(value):
+        if node is None or math.isnan(value):
             continue
-        old = vectors[signal].get(node)
-        if old is None or value > old.value:
-            vectors[signal][node] = Sample(value, now)
+        for signal in _SIGNALS_OF_FAMILY.get(sample.name, ()):
+            label = _SERIES[signal][1]
+            if label is None or sample.labels.get(label[0]) == label[1]:
+                _keep_newest(vectors[signal], node, Sample(value, now))
     return vectors
 
 
 def split_timestamped_matrix(result: Iterable[Mapping], ts_label: str) -> dict[float, dict[str, Sample]]:
     """The range-query form of `split_timestamped`: step time -> node -> Sample, from a matrix
-    `result` (`values: [[t, "v"], ...]`) holding both the value and the tagged timestamp series.
-    Step times are rounded to the millisecond, the resolution Prometheus evaluates at."""
-    values: dict[float, dict[str, float]] = {}
-    stamps: dict[float, dict[str, float]] = {}
+    `result` (`values: [[t, "v"], ...]`), paired per series and step, the newest series per
+    node and step kept. Step times are rounded to the millisecond, the resolution Prometheus
+    evaluates at."""
+    values: dict[frozenset, dict[float, float]] = {}
+    stamps: dict[frozenset, dict[float, float]] = {}
     for element in result:
         labels = element["metric"]
-        node = labels.get(n.LABEL_NODE)
-        if node is None:
+        if n.LABEL_NODE not in labels:
             continue
-        into = stamps if ts_label in labels else values
+        into = (stamps if ts_label in labels else values).setdefault(_series_key(labels, ts_label), {})
         for t, v in element["values"]:
-            into.setdefault(round(float(t), 3), {})[node] = float(v)
-    return {
-        t: {node: Sample(v, stamps[t][node]) for node, v in by_node.items() if node in stamps.get(t, {})}
-        for t, by_node in values.items()
-    }
+            into[round(float(t), 3)] = float(v)
+    out: dict[float, dict[str, Sample]] = {}
+    for key, by_step in values.items():
+        node, ts_by_step = dict(key)[n.LABEL_NODE], stamps.get(key, {})
+        for t, value in by_step.items():
+            if t in ts_by_step:
+                _keep_newest(out.setdefault(t, {}), node, Sample(value, ts_by_step[t]))
+    return out

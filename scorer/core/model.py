@@ -28,6 +28,8 @@ class NodeInputs:
     missing or stale and `why` says why per input ("absent", "stale 75s", "query failed: 503").
     `calibrating` is True while the node's exporter reports its baseline not frozen; then
     friction and energy are missing by design and `warmup_remaining_s` says for how long.
+    `baseline_unavailable` is True when that exporter runs the procfs source: without p99 no
+    baseline sample is ever accepted (SPEC §2.4, §2.5), so the calibration never ends.
     """
 
     node: str
@@ -40,6 +42,7 @@ class NodeInputs:
     why: Mapping[str, str] = field(default_factory=_empty)
     calibrating: bool = False
     warmup_remaining_s: float = NAN
+    baseline_unavailable: bool = False
 
     @property
     def friction_signed(self) -> float:

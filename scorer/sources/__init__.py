@@ -9,6 +9,13 @@ from typing import Protocol
 from scorer.core.model import Inputs
 
 
+def shown(reason: str, peer: str) -> str:
+    """The readable form of a source's short error reason (its counter label), shown per input
+    (NodeInputs.why, /score, the CSV): `unreachable` -> `<peer> down` ("prometheus down",
+    "exporter down"), any other label with spaces (`http_503` -> `http 503`)."""
+    return f"{peer} down" if reason == "unreachable" else reason.replace("_", " ")
+
+
 class InputSource(Protocol):
     """`fetch(now)` returns every node's inputs as of `now`; it never raises for a failing
     backend (errors are counted in Inputs.errors and the affected inputs are missing)."""

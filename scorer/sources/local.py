@@ -23,6 +23,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from scorer.core import inputs as core
 from scorer.core.model import Inputs
+from scorer.sources import shown
 
 NAME = "local"
 DEFAULT_URL = "http://127.0.0.1:9860/metrics"
@@ -31,8 +32,6 @@ log = logging.getLogger(__name__)
 
 # Exposition samples are as old as the scrape: age never exceeds any window.
 _NEVER_STALE = math.inf
-
-_SHOWN = {"unreachable": "exporter down", "timeout": "timeout", "bad_response": "bad response"}
 
 
 class ScrapeError(Exception):
@@ -86,7 +85,7 @@ class LocalSource:
             vectors = core.vectors_from_exposition(parse(scrape(self._session, self.url, self._timeout)), at)
         except ScrapeError as exc:
             self._note_outage(exc.reason)
-            reason = _SHOWN.get(exc.reason, exc.reason.replace("_", " "))
+            reason = shown(exc.reason, "exporter")
             failed = dict.fromkeys(core.SIGNALS, reason)
             nodes = core.build({}, failed, now=at, long_win_s=_NEVER_STALE, known=self._known)
             errors = MappingProxyType({exc.reason: 1})

@@ -4,12 +4,15 @@ Per tick, one instant query per signal for all nodes (never one per node), all e
 the same `time=` so the inputs of a tick are consistent. Each query returns the value *and*
 the sample's own timestamp in one answer:
 
-    max by (node) (S) or label_replace(max by (node) (timestamp(S)), "ksense_ts", "1", "", "")
+    S or label_replace(timestamp(S), "ksense_ts", "1", "", "")
 
-The left side is the value; the right side, tagged with the label `ksense_ts="1"` so that `or`
-keeps both (their label sets differ), is when the sample was scraped. `max by (node)` joins
-duplicate series of a node (two scrape jobs, a changed `instance`): the largest value and the
-newest timestamp. The timestamp is what lets us refuse stale data: Prometheus answers an
+The left side is every series' value; the right side, tagged with the label `ksense_ts="1"` so
+that `or` keeps both (set operators match on labels without the metric name), is when each
+series was scraped. Nothing is aggregated in PromQL: a node with duplicate series (two scrape
+jobs, a changed `instance`, a restart without staleness markers) would pair the largest value of
+one series with the newest timestamp of another. scorer/core/inputs.py pairs value and
+timestamp per series and keeps each node's newest series (ties: the larger value). The
+timestamp is what lets us refuse stale data: Prometheus answers an
 instant query with the last sample of the past 5 minutes, so a dead exporter would otherwise
 look healthy for 5 minutes; here a sample older than `long_win_s` is missing (`stale 75s`).
 Any answer (Thanos, Mimir) of the Prometheus HTTP API works.
@@ -38,6 +41,7 @@ import requests
 
 from scorer.core import inputs as core
 from scorer.core.model import Inputs
+from scorer.sources import shown
 
 NAME = "prometheus"
 TS_LABEL = "ksense_ts"
@@ -45,20 +49,6 @@ TS_LABEL = "ksense_ts"
 MAX_POINTS = 11_000
 
 log = logging.getLogger(__name__)
-
-# Short counter label -> the reason shown per input (NodeInputs.why, /score, the CSV).
-_SHOWN = {
-    "unreachable": "prometheus down",
-    "timeout": "timeout",
-    "bad_response": "bad response",
-    "query_error": "query error",
-}
-
-
-def shown(reason: str) -> str:
-    """The readable form of a counter reason: `http_503` -> `http 503`."""
-    return _SHOWN.get(reason, reason.replace("_", " "))
-
 
 class PromError(Exception):
     """A failed query; `reason` is the short counter label, `fatal` says whether the rest of the
@@ -70,16 +60,13 @@ class PromError(Exception):
         self.fatal = fatal
 
 
-def timestamped_query(selector: str, *, by: str = "node") -> str:
+def timestamped_query(selector: str) -> str:
     """The value-and-timestamp query of the module docstring for one series selector."""
-    return (
-        f"max by ({by}) ({selector}) or "
-        f'label_replace(max by ({by}) (timestamp({selector})), "{TS_LABEL}", "1", "", "")'
-    )
+    return f'{selector} or label_replace(timestamp({selector}), "{TS_LABEL}", "1", "", "")'
 
 
 #: signal -> PromQL, built once.
-QUERIES = MappingProxyType({signal: timestamped_query(core.FAMILY[signal]) for signal in core.SIGNALS})
+QUERIES = MappingProxyType({signal: timestamped_query(core.SELECTOR[signal]) for signal in core.SIGNALS})
 
 
 def chunks(start: float, end: float, step: float, max_points: int = MAX_POINTS) -> Iterator[tuple[float, float]]:
@@ -171,18 +158,18 @@ class PrometheusSource:
         abort: PromError | None = None
         for signal, expr in QUERIES.items():
             if abort is not None:
-                failed[signal] = shown(abort.reason)
+                failed[signal] = shown(abort.reason, NAME)
                 continue
             try:
                 vectors[signal] = core.split_timestamped(self.client.query(expr, at), TS_LABEL)
             except PromError as exc:
                 errors[exc.reason] = errors.get(exc.reason, 0) + 1
-                failed[signal] = shown(exc.reason)
+                failed[signal] = shown(exc.reason, NAME)
                 abort = exc if exc.fatal else None
                 continue
             except (KeyError, TypeError, ValueError, IndexError) as exc:
                 errors["bad_response"] = errors.get("bad_response", 0) + 1
-                failed[signal] = shown("bad_response")
+                failed[signal] = shown("bad_response", NAME)
                 log.debug("event=bad_vector signal=%s error=%r", signal, str(exc))
                 continue
             if not vectors[signal] and signal in (core.FROZEN, core.CPU):

@@ -20,9 +20,11 @@ from exporter.sinks.csvfile import (
     LOG_EVERY_S,
     REASON_ENOSPC,
     REASON_OSERROR,
+    REASON_QUEUE_FULL,
     REASON_READ_ONLY,
     REASONS,
     CsvSink,
+    QueuedCsvWriter,
 )
 from tests.conftest import require
 
@@ -291,3 +293,37 @@ def test_read_only_file_system_is_its_own_reason(tmpfs_factory):
     with CsvSink(disk / "out.csv", COLUMNS) as sink:
         assert sink.write([1, 2, 3]) is False
         assert sink.stats().errors[REASON_READ_ONLY] == 1
+
+
+class _HungDisk(CsvSink):
+    """A sink whose writes block until released, like a write(2) on a hung NFS mount."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.entered = threading.Event()
+        self.release = threading.Event()
+
+    def write(self, row):
+        self.entered.set()
+        assert self.release.wait(10)
+        return super().write(row)
+
+
+def test_a_hung_disk_never_blocks_the_caller_and_overflow_is_counted(tmp_path):
+    sink = _HungDisk(tmp_path / "k.csv", COLUMNS)
+    writer = QueuedCsvWriter(sink, max_rows=2)
+    writer.start()
+    try:
+        assert writer.write(["0", "a", ""])
+        assert sink.entered.wait(5)  # row 0 is stuck in the disk write
+        accepted = [writer.write([str(i), "a", ""]) for i in range(1, 6)]
+        assert accepted == [True, True, False, False, False]
+        assert writer.stats().errors[REASON_QUEUE_FULL] == 3
+    finally:
+        sink.release.set()
+        writer.close()
+    assert [r[0] for r in _rows(tmp_path / "k.csv")] == ["seq", "0", "1", "2"]
+    stats = writer.stats()
+    assert stats.rows_written == 3
+    assert dict(stats.errors) == {**dict.fromkeys(REASONS, 0), REASON_QUEUE_FULL: 3}
+    assert not any(t.name == "csv-writer" for t in threading.enumerate())

@@ -7,8 +7,10 @@ import csv
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 from pathlib import Path
@@ -221,3 +223,28 @@ def test_collector_only_writes_the_23_column_csv_and_serves_no_http(tmp_path, ne
         assert row["SchedLat_Count"] and int(row["SchedLat_Count"]) > 0
         assert row["SchedLat_P99_ms"] and row["DState_Count"] and row["SoftIRQ_Count"]
         assert row["BaselineMode"] == "CALIBRATING"
+
+
+def test_a_port_in_use_exits_2_and_closes_the_csv_sink_and_the_source(monkeypatch, tmp_path, capsys):
+    closed = []
+
+    class Sink(app.CsvSink):
+        def close(self):
+            closed.append(self.path)
+            super().close()
+
+    monkeypatch.setattr(app, "CsvSink", Sink)
+    monkeypatch.setattr(app.signal, "signal", lambda *args: None)  # leave pytest's handlers alone
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        cfg = config.from_env(
+            {"KSENSE_NODE_NAME": "n", "KSENSE_SOURCE": "procfs", "KSENSE_EXPORTER_HOST": "127.0.0.1",
+             "KSENSE_EXPORTER_PORT": str(busy.getsockname()[1]), "KSENSE_METRICS_CSV": str(tmp_path / "k.csv"),
+             "KSENSE_STATE_DIR": str(tmp_path / "state")},
+            None,
+        )
+        assert app.run(cfg, http=True, summary=False) == 2
+    assert closed == [tmp_path / "k.csv"]
+    assert not any(t.name == "csv-writer" for t in threading.enumerate())
+    assert "cannot listen" in capsys.readouterr().err

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -235,3 +236,14 @@ def test_a_bug_in_the_child_shows_its_traceback_on_stderr(need_ebpf, monkeypatch
     with pytest.raises(SourceUnavailable, match=r"the BPF loader failed: KeyError\('source'\)"):
         loader.load()
     assert "Traceback" in capfd.readouterr().err
+
+
+def test_every_store_into_a_shared_timestamp_slot_is_a_compare_and_swap():
+    """SPEC §2.1 rule 5: two CPUs inserting different pids into one slot must not both succeed
+    unseen. A plain `*slot = x` after reading the slot lets one CPU's store erase the other's
+    sample uncounted; a compare-and-swap sees the slot change under it, and the loss is counted.
+    (The race is a few nanoseconds wide: a kernel run cannot be made to hit it on demand, so the
+    rule is pinned on the source.)"""
+    source = (REPO / "exporter" / "bpf" / "sched.bpf.c").read_text()
+    plain_stores = re.findall(r"^\s*\*\s*\w*slot\s*=(?!=).*$", source, flags=re.MULTILINE)
+    assert plain_stores == []

@@ -318,3 +318,48 @@ def test_server_shutdown_is_idempotent_and_frees_the_port():
     server.shutdown()
     with pytest.raises(urllib.error.URLError):
         urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2)
+
+
+# --- staleness (SPEC §3.1: an old sample must not look fresh) ------------------------------------
+# Families that stay true while the sampler is stuck: what the exporter is and how it is doing.
+KEPT_WHEN_STALE = {names.SOURCE_INFO.name, names.BPF_PROGRAM_ATTACHED.name, "ksense_csv_rows_written",
+                   "ksense_csv_write_errors"}
+
+
+def _exposed(collector: ExporterCollector) -> set[str]:
+    text = generate_latest(make_registry(collector, process_metrics=False)).decode()
+    return {fam.name for fam in text_string_to_metric_families(text)}
+
+
+def test_a_live_reading_older_than_max_age_is_withheld_and_not_ready():
+    snap = _realistic_snapshot()  # ebpf: raw.t is the tick's monotonic time
+    now = {"t": snap.reading.raw.t + 3.0}
+    collector = ExporterCollector(lambda: snap, csv_sinks=CSV_SINKS, max_age_s=3.0, clock=lambda: now["t"])
+    assert collector.ready()
+    assert names.FRICTION_RATE.name not in _exposed(collector)  # NaN: omitted anyway
+    assert names.CPU_UTILIZATION.name in _exposed(collector)
+    now["t"] += 0.001
+    assert not collector.ready()
+    assert _exposed(collector) == KEPT_WHEN_STALE
+
+
+def test_replay_readings_carry_recorded_time_and_never_go_stale():
+    live = _realistic_snapshot()
+    replayed = Snapshot(node=live.node, source=names.SOURCE_REPLAY, reading=live.reading, derived=live.derived)
+    collector = ExporterCollector(lambda: replayed, max_age_s=3.0, clock=lambda: live.reading.raw.t + 1e6)
+    assert collector.ready()
+    assert names.CPU_UTILIZATION.name in _exposed(collector)
+
+
+def test_readyz_turns_503_when_the_reading_goes_stale():
+    snap = _realistic_snapshot()
+    now = {"t": snap.reading.raw.t}
+    collector = ExporterCollector(lambda: snap, max_age_s=3.0, clock=lambda: now["t"])
+    server = MetricsServer(make_registry(collector, process_metrics=False), collector.ready, host="127.0.0.1", port=0)
+    server.start()
+    try:
+        assert _get(server, "/readyz")[0] == 200
+        now["t"] += 10.0
+        assert _get(server, "/readyz")[0] == 503
+    finally:
+        server.shutdown()

@@ -6,7 +6,6 @@ import pytest
 
 from exporter.core.taskstate import (
     DEFAULT_TASK_REPORT_MAX,
-    is_dstate,
     is_runnable,
     parse_task_report_max,
 )
@@ -54,20 +53,19 @@ def test_parse_the_running_kernel_format_when_present():
 
 
 STATE_CASES = [
-    # (case, prev_state, runnable, dstate)
-    ("0: preempted on return to user space", 0x0, True, False),
-    ("0x100: R+ in-kernel preemption", 0x100, True, False),
-    ("0x1: S interruptible sleep", 0x1, False, False),
-    ("0x2: D uninterruptible sleep", 0x2, False, True),
-    ("0x101: S with the preempt bit", 0x101, False, False),
-    ("0x402: D|TASK_NOLOAD-ish high bit", 0x402, False, True),
+    # (case, prev_state, runnable)
+    ("0: preempted on return to user space", 0x0, True),
+    ("0x100: R+ in-kernel preemption", 0x100, True),
+    ("0x1: S interruptible sleep", 0x1, False),
+    ("0x2: D uninterruptible sleep", 0x2, False),
+    ("0x101: S with the preempt bit", 0x101, False),
+    ("0x402: D|TASK_NOLOAD-ish high bit", 0x402, False),
 ]
 
 
-@pytest.mark.parametrize(("case", "prev_state", "runnable", "dstate"), STATE_CASES, ids=[c[0] for c in STATE_CASES])
-def test_classification_table(case, prev_state, runnable, dstate):
+@pytest.mark.parametrize(("case", "prev_state", "runnable"), STATE_CASES, ids=[c[0] for c in STATE_CASES])
+def test_classification_table(case, prev_state, runnable):
     assert is_runnable(prev_state, 0x100) is runnable
-    assert is_dstate(prev_state) is dstate
 
 
 def test_prototype_rule_would_lose_r_plus():

@@ -56,6 +56,9 @@ MISSING = {
                                   ("friction", "energy"), "calibrating", False),
     "calibrating, warm-up over": (_node(friction=NAN, energy=NAN, calibrating=True, warmup_remaining_s=0.0),
                                   DEFAULT, ("friction", "energy"), "calibrating", False),
+    "procfs source: no baseline, ever": (
+        _node(friction=NAN, energy=NAN, calibrating=True, baseline_unavailable=True, warmup_remaining_s=122.2),
+        DEFAULT, ("friction", "energy"), "baseline unavailable (procfs source has no p99)", False),
     "everything missing": (_node(friction=NAN, energy=NAN, cpu=NAN, psi=NAN), DEFAULT,
                            ("friction", "energy", "cpu", "psi"), "missing metrics: friction, energy", False),
 }

@@ -186,3 +186,23 @@ def test_run_ticks_until_stopped_and_survives_a_failing_tick(rb):
     assert not worker.is_alive()
     assert Flaky.calls >= 4
     assert ev.ready() and ev.stats().evaluation_duration.count == Flaky.calls - 1
+
+
+def test_results_older_than_max_age_are_stale_and_not_ready(rb):
+    """A tick that keeps failing leaves the last Results published; past max_age_s (FUZZY_LONG_WIN_S)
+    they must stop passing for fresh."""
+    wall = {"t": T0.timestamp()}  # the Results carry the time of their inputs: T0
+    later = inputs(good(), t=T0 + timedelta(seconds=60.5))
+    ev = make(Script(inputs(good()), later), rb, wall=lambda: wall["t"], max_age_s=60.0)
+    ev.tick()
+    assert ev.ready() and not ev.stale()
+    wall["t"] += 60.0
+    assert ev.ready() and not ev.stale()
+    wall["t"] += 0.5
+    assert ev.stale() and not ev.ready()
+    ev.tick()
+    assert ev.ready() and not ev.stale()
+
+
+def test_no_results_are_not_stale(rb):
+    assert not make(Script(inputs(good())), rb, max_age_s=60.0).stale()

@@ -30,9 +30,10 @@ def load(name: str) -> dict:
     return json.loads((FIXTURES / name).read_text())
 
 
-def app(ready: bool = True):
+def app(ready: bool = True, stale: bool = False):
     fixed = results() if ready else None
-    return create_app(results=lambda: fixed, ready=lambda: ready, explain=fake_explain, recorder=Recorder(None))
+    return create_app(results=lambda: fixed, ready=lambda: ready and not stale, stale=lambda: stale,
+                      explain=fake_explain, recorder=Recorder(None))
 
 
 def test_filter_with_node_names_answers_with_node_names():
@@ -132,6 +133,15 @@ def test_http_not_ready():
     assert (status, json.loads(data)) == (200, {"Error": extender.NOT_READY})
     status, _, data = call(app(ready=False), "POST", "/prioritize", body)
     assert (status, json.loads(data)) == (503, {"error": "not ready"})
+
+
+def test_stale_results_filter_like_no_results():
+    """Old allows must not pass for current ones: the protocol's Error, with its own message."""
+    assert extender.filter(load("filter_nodenames.request.json"), results(), stale=True) == {"Error": extender.STALE}
+    body = (FIXTURES / "filter_nodes.request.json").read_bytes()
+    status, _, data = call(app(stale=True), "POST", "/filter", body)
+    assert (status, json.loads(data)) == (200, {"Error": extender.STALE})
+    assert call(app(stale=True), "GET", "/readyz")[0] == 503
 
 
 @pytest.mark.parametrize("path", ["/filter", "/prioritize"])

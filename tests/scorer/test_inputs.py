@@ -111,6 +111,16 @@ def test_calibrating_node_misses_friction_and_energy_with_warmup_left():
     assert got.cpu_pct == pytest.approx(25.0)
 
 
+def test_calibrating_on_the_procfs_source_is_baseline_unavailable():
+    node = frozen_node(**{core.FROZEN: 0.0, core.WARMUP: 123.4, core.PROCFS: 1.0})
+    del node[core.FRICTION], node[core.ENERGY], node[core.DIRECTION]
+    got = core.build(vectors_of(a=node), {}, now=NOW, long_win_s=WIN)["a"]
+    assert got.calibrating and got.baseline_unavailable
+    assert got.missing == ("friction", "energy")
+    assert got.why == {"friction": core.REASON_NO_BASELINE, "energy": core.REASON_NO_BASELINE}
+    assert core.REASON_NO_BASELINE == "baseline unavailable (procfs source has no p99)"
+
+
 def test_unknown_baseline_state_is_not_calibrating():
     node = frozen_node()
     del node[core.FROZEN], node[core.WARMUP]
@@ -126,6 +136,41 @@ def test_split_timestamped_pairs_value_and_timestamp_series():
         {"metric": {}, "value": [NOW, "7"]},  # lost its node label: left out
     ]
     assert core.split_timestamped(result, "ksense_ts") == {"a": Sample(4.5, NOW - 2)}
+
+
+def test_duplicate_series_pair_value_and_timestamp_per_series_and_the_newest_wins():
+    """Two series of one node (a Prometheus restart without staleness markers, two scrape jobs):
+    a stale larger value must not borrow the other series' newer timestamp."""
+    result = [
+        {"metric": {"__name__": "ksense_friction", "node": "a", "instance": "new"}, "value": [NOW, "4"]},
+        {"metric": {"__name__": "ksense_friction", "node": "a", "instance": "old"}, "value": [NOW, "90"]},
+        {"metric": {"node": "a", "instance": "old", "ksense_ts": "1"}, "value": [NOW, str(NOW - 250)]},
+        {"metric": {"node": "a", "instance": "new", "ksense_ts": "1"}, "value": [NOW, str(NOW - 1)]},
+        # Same timestamp on both: the larger value wins.
+        {"metric": {"node": "b", "job": "x"}, "value": [NOW, "1"]},
+        {"metric": {"node": "b", "job": "y"}, "value": [NOW, "2"]},
+        {"metric": {"node": "b", "job": "x", "ksense_ts": "1"}, "value": [NOW, str(NOW - 3)]},
+        {"metric": {"node": "b", "job": "y", "ksense_ts": "1"}, "value": [NOW, str(NOW - 3)]},
+    ]
+    assert core.split_timestamped(result, "ksense_ts") == {"a": Sample(4.0, NOW - 1), "b": Sample(2.0, NOW - 3)}
+    matrix = [{"metric": e["metric"], "values": [e["value"]]} for e in result]
+    assert core.split_timestamped_matrix(matrix, "ksense_ts") == {
+        NOW: {"a": Sample(4.0, NOW - 1), "b": Sample(2.0, NOW - 3)}
+    }
+
+
+def test_signed_friction_takes_friction_and_direction_each_from_its_newest_series():
+    def answer(old: float, new: float) -> list[dict]:
+        return [
+            {"metric": {"node": "a", "instance": "new"}, "value": [NOW, str(new)]},
+            {"metric": {"node": "a", "instance": "new", "ksense_ts": "1"}, "value": [NOW, str(NOW - 1)]},
+            {"metric": {"node": "a", "instance": "old"}, "value": [NOW, str(old)]},
+            {"metric": {"node": "a", "instance": "old", "ksense_ts": "1"}, "value": [NOW, str(NOW - 200)]},
+        ]
+
+    vectors = {core.FRICTION: core.split_timestamped(answer(80.0, 5.0), "ksense_ts"),
+               core.DIRECTION: core.split_timestamped(answer(1.0, -1.0), "ksense_ts")}
+    assert core.build(vectors, {}, now=NOW, long_win_s=WIN)["a"].friction_signed == -5.0
 
 
 def test_split_timestamped_matrix_by_step():

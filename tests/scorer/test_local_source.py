@@ -20,13 +20,13 @@ NOW = datetime(2027, 1, 15, 12, 0, 0, tzinfo=UTC)
 TEXT = "text/plain; version=0.0.4; charset=utf-8"
 
 
-def exposition(derived: Derived, *, cpu_util: float = 25.0) -> str:
+def exposition(derived: Derived, *, cpu_util: float = 25.0, source: str = n.SOURCE_EBPF) -> str:
     reading = Reading(
         # PSI 30 %: the worst "some" share of the per-resource detail below, as sources compute it.
         raw=RawInterval(time=datetime(2027, 1, 15, 12), t=0.0, cpu_util=cpu_util, psi=30.0),
         telemetry=Telemetry(pressure={("cpu", "some"): 0.1, ("io", "some"): 0.3, ("io", "full"): 0.9}),
     )
-    snap = Snapshot(node="worker-1", source="ebpf", reading=reading, derived=derived)
+    snap = Snapshot(node="worker-1", source=source, reading=reading, derived=derived)
     return generate_latest(make_registry(ExporterCollector(lambda: snap), process_metrics=False)).decode()
 
 
@@ -55,6 +55,15 @@ def test_calibrating_exporter(fake_server):
     assert node.calibrating and node.warmup_remaining_s == 420.0
     assert node.missing == ("friction", "energy")
     assert node.why["friction"].startswith("calibrating")
+
+
+def test_procfs_exporter_has_no_baseline_rather_than_calibrating(fake_server):
+    """procfs has no p99, so its baseline never freezes: "calibrating" would promise an end."""
+    serve(fake_server, exposition(Derived(frozen=False, samples=0, warmup_remaining_s=420.0), source=n.SOURCE_PROCFS))
+    node = LocalSource(fake_server.url + "/metrics").fetch(NOW).nodes["worker-1"]
+    assert node.calibrating and node.baseline_unavailable
+    assert node.missing == ("friction", "energy")
+    assert node.why["friction"] == "baseline unavailable (procfs source has no p99)"
 
 
 def test_first_interval_without_cpu(fake_server):

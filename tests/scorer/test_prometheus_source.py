@@ -11,6 +11,7 @@ import pytest
 from exporter import names as n
 from scorer.core import inputs as core
 from scorer.sources import prometheus as prom
+from scorer.sources import shown
 from scorer.sources.prometheus import QUERIES, TS_LABEL, PrometheusSource, chunks
 from tests.scorer.conftest import Reply
 from tests.scorer.promserver import free_port
@@ -66,11 +67,13 @@ def test_one_query_per_signal_all_at_the_same_time(fake_server):
     assert b.cpu_pct == pytest.approx(90.0) and b.psi_pct == pytest.approx(50.0)
 
 
-def test_queries_aggregate_by_node_and_carry_the_timestamp():
+def test_queries_keep_every_series_with_its_own_timestamp():
+    """No aggregation: `max by (node)` of values and of timestamps separately would pair one
+    series' value with another's timestamp; the pairing is per series, in scorer/core/inputs.py."""
+    assert QUERIES[core.PROCFS].startswith(f'{n.SOURCE_INFO.name}{{source="procfs"}} or ')
     for signal, expr in QUERIES.items():
-        assert expr.startswith("max by (node) (")
-        assert f'timestamp({core.FAMILY[signal]}' in expr
-        assert f'"{TS_LABEL}", "1"' in expr
+        selector = core.SELECTOR[signal]
+        assert expr == f'{selector} or label_replace(timestamp({selector}), "{TS_LABEL}", "1", "", "")'
     assert n.PRESSURE_WORST.name in QUERIES[core.PSI]
 
 
@@ -147,7 +150,7 @@ def test_malformed_answers_are_counted_per_query(fake_server, reply, reason):
     assert not got.ok
     assert dict(got.errors) == {reason: len(core.SIGNALS)}
     assert got.nodes["a"].missing == n.INPUTS
-    assert got.nodes["a"].why["friction"] == prom.shown(reason)
+    assert got.nodes["a"].why["friction"] == shown(reason, prom.NAME)
 
 
 def test_empty_vectors_mean_absent_and_are_counted(fake_server):
@@ -196,7 +199,7 @@ def test_history_rebuilds_inputs_per_step(fake_server):
         steps = [lo + k * step for k in range(int((hi - lo) / step) + 1)]
         result = []
         for node, values in FLEET.items():
-            if node == "b" and signal == "friction":
+            if signal not in values or (node == "b" and signal == "friction"):
                 continue
             result.append({"metric": {"node": node}, "values": [[t, repr(values[signal])] for t in steps]})
             # the sample is 90 s old at the first step only

@@ -124,3 +124,16 @@ def test_promtool_check_metrics_is_clean(evaluator, promtool):
     done = subprocess.run([promtool, "check", "metrics"], input=text, capture_output=True, text=True, timeout=30)
     assert done.returncode == 0, done.stdout + done.stderr
     assert done.stdout.strip() == "" and done.stderr.strip() == "", done.stdout + done.stderr
+
+
+def test_stale_results_withhold_every_node_series():
+    """Results older than max_age_s (a tick that keeps raising) must not keep exporting old allows."""
+    wall = {"t": T0.timestamp()}
+    ev = Evaluator(Script(Inputs(time=T0, source="prometheus", nodes=nodes(NodeInputs(node="a", **GOOD)))),
+                   load_rules(), DecisionParams(), wall=lambda: wall["t"], max_age_s=60.0)
+    ev.tick(T0)
+    assert (n.NODE_ADMISSION_ALLOWED.name, (("node", "a"),)) in samples(scrape(ScorerCollector(ev)))
+    wall["t"] += 61.0
+    got = {name for name, _ in samples(scrape(ScorerCollector(ev)))}
+    assert not any(name.startswith("ksense_node_") for name in got)
+    assert n.SCORER_LAST_SUCCESS.name in got
