@@ -3,7 +3,7 @@
 PY := .venv/bin/python
 PYTEST_ARGS ?=
 
-.PHONY: setup run test lint bench generate clean
+.PHONY: setup run test lint bench generate e2e clean
 
 setup:
 	@bash scripts/setup.sh
@@ -20,6 +20,11 @@ lint: setup
 
 bench: setup
 	$(PY) -m bench
+
+# The whole stack on this machine through the end-to-end scenario (root for eBPF; ~3 minutes);
+# writes out/e2e/<timestamp>/. Extra options through ARGS, e.g. ARGS="--out /tmp/e2e".
+e2e: setup
+	$(PY) -m tests.e2e $(ARGS)
 
 # Regenerate dashboards, rules, their README section and the deploy/ ConfigMaps built from them
 # (the tests fail when the committed files differ from a fresh build).
