@@ -16,6 +16,17 @@ leadership change), when a pod's backoff expires, when a rate limit lifts, and a
   replicas and restarts do not repeat it either), `PodScheduled=False` patched only when it
   changes, per-pod backoff 1 s → 60 s.
 
+**Waking backed-off pods** (kube-scheduler moves unschedulable pods back to the active queue on
+cluster events that may make them schedulable): a pod's failed attempt remembers the nodes it
+failed only through the fuzzy filter (`fuzzy_deny`, `no_score` — the last filter, so those nodes
+passed every other one). When a score fetch shows one of them allowed and fresh, the pod is due
+at once (`backoff.wake`: its failure count is kept) and is attempted in that same cycle, still
+under the rate limits below. A pod blocked on a node by anything else (resources, taints, …) is
+not woken by a score change. Scores are fetched by the cycles that attempt pods, and — while such
+a pod backs off and no cycle fetched for `poll_s` (1 s when 0) — by a refresh, one query per
+interval like any cycle, so a node turning allow is seen within `poll_s`, not at the next
+backoff retry (up to 60 s).
+
 **Rate limits**, the seed's semantics applied correctly (0 disables each): at most
 `max_per_cycle` binds in any `poll_s` window — a rate of max_per_cycle / poll_s however often
 watch events wake the loop — and `placement_delay_s` between any two binds. A pod beyond the
@@ -48,7 +59,7 @@ from scheduler.cache import ClusterCache, Reflector, reflectors
 from scheduler.config import SchedulerConfig
 from scheduler.core import backoff
 from scheduler.core.choose import decide
-from scheduler.core.filters import RESOURCES_FIT, ScoreTable, pod_view
+from scheduler.core.filters import FUZZY_DENY, NO_SCORE, RESOURCES_FIT, Failure, ScoreTable, pod_view
 from scheduler.core.messages import (
     EVENT_REASON,
     condition_update,
@@ -156,6 +167,10 @@ class Scheduler:
         self._recent_binds: deque[float] = deque(maxlen=max(1, cfg.max_per_cycle))
         self._held: set[str] = set()  # uids found schedulable but held by a rate limit
         self._score_error: str | None = None
+        # uid -> nodes its last (failed) attempt found failing only the fuzzy filter (module docstring).
+        self._score_blocked: dict[str, frozenset[str]] = {}
+        self._blocked_sets: dict[frozenset[str], frozenset[str]] = {}  # interned: pods share a few sets
+        self._last_fetch = -math.inf  # monotonic time of the last score fetch
 
     # --- the loop ----------------------------------------------------------------------------
     def run(self, stop: threading.Event) -> None:
@@ -186,6 +201,8 @@ class Scheduler:
         states = {uid: self._backoff.get(uid, backoff.READY) for uid in pending}
         later = [s.not_before for s in states.values() if s.not_before > now]
         times = [resync, min(later)] if later else [resync]
+        if any(uid in self._score_blocked for uid in pending):
+            times.append(self._last_fetch + self._refresh_s())
         due = [uid for uid, s in states.items() if s.not_before <= now]
         if due:
             # Held by a rate limit: retry when it lifts; a pod not evaluated yet: now.
@@ -203,6 +220,10 @@ class Scheduler:
             times.append(recent[0] + cfg.poll_s)
         return max(times)
 
+    def _refresh_s(self) -> float:
+        """Longest time without a score fetch while a pod waits for a node to turn allow."""
+        return self._cfg.poll_s or backoff.INITIAL_S
+
     # --- one cycle -----------------------------------------------------------------------------
     def cycle(self) -> CycleResult:
         now = self._clock()
@@ -211,17 +232,22 @@ class Scheduler:
         self._prune({_uid(p) for p in pending})
         if not pending or not self._cache.synced() or not self._leader.is_leader():
             return CycleResult()
-        due = sorted((p for p in pending if backoff.due(self._backoff.get(_uid(p), backoff.READY),
-                                                               now)), key=queue_key)
-        if not due or (now < self._bind_not_before() and self._held.issuperset(_uid(p) for p in due)):
+        due = self._due(pending, now)
+        refresh = bool(self._score_blocked) and now >= self._last_fetch + self._refresh_s()
+        if not self._to_evaluate(due, now) and not refresh:
             return CycleResult()
-        fetched = self._fetch_scores()
+        fetched = self._fetch_scores(now)
         score_table = ScoreTable(fetched.records)
+        if self._wake_score_blocked(score_table.allowed, now):
+            due = self._due(pending, now)
+        if not self._to_evaluate(due, now):
+            return CycleResult(score_error=fetched.error)
         bound = unschedulable = conflicts = errors = 0
         for pod in due:
             if not self._leader.is_leader():
                 break
             self._held.discard(_uid(pod))
+            self._score_blocked.pop(_uid(pod), None)
             started = time.perf_counter()
             try:
                 view = pod_view(pod)
@@ -235,6 +261,7 @@ class Scheduler:
             if decision.node is None:
                 message = failed_scheduling_message(decision.total, decision.failures)
                 self._unschedulable(pod, message, reason_counts(decision.failures))
+                self._remember_score_blocked(_uid(pod), decision.failures)
                 unschedulable += 1
                 continue
             if self._clock() < self._bind_not_before():
@@ -255,7 +282,36 @@ class Scheduler:
             log.debug("cycle %s", result)
         return result
 
-    def _fetch_scores(self) -> Scores:
+    def _due(self, pending: list[dict], now: float) -> list[dict]:
+        """The pending pods not backing off, in queue order."""
+        return sorted((p for p in pending if backoff.due(self._backoff.get(_uid(p), backoff.READY), now)),
+                      key=queue_key)
+
+    def _to_evaluate(self, due: list[dict], now: float) -> bool:
+        """Is any due pod to be evaluated now? Not when all are held by a rate limit still in force."""
+        return bool(due) and not (now < self._bind_not_before() and self._held.issuperset(_uid(p) for p in due))
+
+    def _remember_score_blocked(self, uid: str, failures: Mapping[str, Failure]) -> None:
+        nodes = frozenset(name for name, failure in failures.items() if failure.reason in (FUZZY_DENY, NO_SCORE))
+        if nodes:
+            self._score_blocked[uid] = self._blocked_sets.setdefault(nodes, nodes)
+
+    def _wake_score_blocked(self, allowed: frozenset[str], now: float) -> int:
+        """Make due the pods that failed only through the fuzzy filter on a node now allowed."""
+        woken = [uid for uid, nodes in self._score_blocked.items() if not nodes.isdisjoint(allowed)]
+        for uid in woken:
+            del self._score_blocked[uid]
+            state = self._backoff.get(uid)
+            if state is not None:
+                self._backoff[uid] = backoff.wake(state, now)
+        if woken:
+            log.debug("score refresh woke %d pod(s)", len(woken))
+        live = set(self._score_blocked.values())
+        self._blocked_sets = {s: s for s in self._blocked_sets if s in live}
+        return len(woken)
+
+    def _fetch_scores(self, now: float) -> Scores:
+        self._last_fetch = now
         fetched = self._scores.fetch()
         if fetched.error != self._score_error:  # one line per change of state, not per cycle
             if fetched.error:
@@ -268,7 +324,7 @@ class Scheduler:
 
     def _prune(self, pending_uids: set[str]) -> None:
         """Forget per-pod state of pods no longer pending (bound, deleted)."""
-        for table in (self._backoff, self._event_keys, self._conditions):
+        for table in (self._backoff, self._event_keys, self._conditions, self._score_blocked):
             for uid in [u for u in table if u not in pending_uids]:
                 del table[uid]
         self._held &= pending_uids

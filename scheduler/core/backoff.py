@@ -4,8 +4,10 @@
              = 1, 2, 4, 8, 16, 32, 60, 60, … s
 
 A success resets the state; the shell drops the state of a deleted pod (or steps it with
-`failed=False`). Time is an argument (monotonic seconds from the shell); nothing here reads a
-clock.
+`failed=False`). `wake` makes a backing-off pod due at once without forgetting its failures (a
+cluster change that may make it schedulable — kube-scheduler's move back to the active queue);
+if it fails again, the wait goes on doubling. Time is an argument (monotonic seconds from the
+shell); nothing here reads a clock.
 """
 
 from __future__ import annotations
@@ -48,3 +50,10 @@ def step(
 def due(state: BackoffState, now: float) -> bool:
     """May the pod be attempted at `now`?"""
     return now >= state.not_before
+
+
+def wake(state: BackoffState, now: float) -> BackoffState:
+    """The pod is due from `now` on (if it was not already); its failure count is kept."""
+    if state.not_before <= now:
+        return state
+    return BackoffState(state.failures, now)

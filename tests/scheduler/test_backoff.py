@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from scheduler.core.backoff import MAX_S, READY, BackoffState, delay, due, step
+from scheduler.core.backoff import MAX_S, READY, BackoffState, delay, due, step, wake
 
 
 @pytest.mark.parametrize(
@@ -49,3 +49,13 @@ def test_custom_initial_and_cap():
     assert [delay(n, 0.5, 3.0) for n in range(1, 5)] == [0.5, 1.0, 2.0, 3.0]
     assert step(READY, 10.0, True, initial_s=0.5, max_s=3.0).not_before == 10.5
     assert MAX_S == 60.0
+
+
+def test_wake_makes_due_now_and_keeps_the_count():
+    state = step(step(step(READY, 0.0, True), 1.0, True), 3.0, True)  # 3 failures, due at 7
+    assert not due(state, 4.5)
+    woken = wake(state, 4.5)
+    assert woken == BackoffState(failures=3, not_before=4.5) and due(woken, 4.5)
+    assert step(woken, 4.5, True) == BackoffState(4, 12.5), "a failure after a wake waits 8 s, not 1 s"
+    assert wake(state, 8.0) is state, "already due: unchanged"
+    assert wake(READY, 0.0) is READY

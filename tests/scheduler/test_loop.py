@@ -200,8 +200,8 @@ def test_backoff_spaces_attempts_1_2_4_8_seconds(kube_api: KubeAPI) -> None:
         stop.set()
 
 
-def _queue(k: KubeAPI, sched: Scheduler, *names: str) -> None:
-    add_pods(k, *names)
+def _queue(k: KubeAPI, sched: Scheduler, *names: str, **kwargs: Any) -> None:
+    add_pods(k, *names, **kwargs)
     wait_for(lambda: set(names) <= {p["metadata"]["name"] for p in sched._cache.pending()}, 5, "queued")
 
 
@@ -243,5 +243,77 @@ def test_rate_limited_pods_wait_for_the_limit_without_fetching_scores(kube_api: 
         assert [p["metadata"]["name"] for p in sched._cache.pending()] == sorted([*held, "c"])
         now[0] = 1010.0
         assert sched.cycle().bound == 1 and scores.fetches == 3
+    finally:
+        stop.set()
+
+
+def _tick(sched: Scheduler, scores: FakeScores, now: list[float], until: float, log: list[tuple]) -> None:
+    """Cycles every 0.25 s of fake time up to `until` (relative to 1000); logs (t, attempted, bound,
+    unschedulable, fetched) of every cycle that attempted a pod or fetched scores."""
+    while now[0] - 1000.0 < until:
+        now[0] += 0.25
+        fetches = scores.fetches
+        r = sched.cycle()
+        if r.attempted or scores.fetches != fetches:
+            log.append((now[0] - 1000.0, r.attempted, r.bound, r.unschedulable, scores.fetches - fetches))
+
+
+def test_node_turning_allow_wakes_fuzzy_blocked_pods_not_resource_blocked_ones(kube_api: KubeAPI) -> None:
+    """kube-scheduler moves unschedulable pods back to the active queue on cluster events that may
+    make them schedulable. Here: a score refresh shows a node newly allowed. A pod that failed on
+    that node only through the fuzzy filter is attempted at the next cycle — at most poll_s later,
+    since the loop refreshes scores at the poll interval while every pod backs off — not at its
+    backoff retry. A pod that node cannot take (resources) keeps its backoff."""
+    k = kube_api
+    add_nodes(k, "a", cpu="1")
+    add_nodes(k, "b", cpu="8")
+    now = [1000.0]
+    scores = FakeScores(deny("a", "b"))
+    sched, stop = _scheduler_with_fake_clock(k, scores, now, poll_s=1.0)
+    try:
+        _queue(k, sched, "fits", cpu="500m")
+        _queue(k, sched, "huge", cpu="4")  # a: Insufficient cpu; b: fuzzy deny
+        log: list[tuple] = []
+        r = sched.cycle()
+        assert (r.attempted, r.unschedulable, scores.fetches) == (2, 2, 1)
+        _tick(sched, scores, now, 1.5, log)  # second failure at 1.0: both back off until 3.0
+        scores.set({**allow("a"), **deny("b")})  # t = 1.5: a turns allow
+        assert sched._next_wake(now[0]) == 1002.0, "a score refresh one poll_s after the last fetch"
+        _tick(sched, scores, now, 3.0, log)
+        assert node_of(k, "fits") == "a"
+        assert log == [
+            (1.0, 2, 0, 2, 1),
+            (2.0, 1, 1, 0, 1),  # refresh: a is allowed now → fits woken and bound; huge not woken
+            (3.0, 1, 0, 1, 1),  # huge at its own backoff retry (next: 7.0)
+        ]
+        scores.set(allow("a", "b"))  # t = 3.0 (after that cycle's fetch): b turns allow
+        log.clear()
+        _tick(sched, scores, now, 4.0, log)
+        assert log == [(4.0, 1, 1, 0, 1)], "huge failed on b through the fuzzy filter: woken, not at 7.0"
+        assert node_of(k, "huge") == "b"
+    finally:
+        stop.set()
+
+
+def test_woken_pods_still_respect_the_placement_delay(kube_api: KubeAPI) -> None:
+    k = kube_api
+    add_nodes(k, "a", "b", cpu="1")
+    now = [1000.0]
+    scores = FakeScores({**allow("a"), **deny("b")})
+    sched, stop = _scheduler_with_fake_clock(k, scores, now, poll_s=1.0, placement_delay_s=5.0)
+    try:
+        _queue(k, sched, "p1", "p2", cpu="1")
+        r = sched.cycle()  # p1 → a; p2: a full, b denied
+        assert (r.bound, r.unschedulable) == (1, 1)
+        log: list[tuple] = []
+        _tick(sched, scores, now, 1.5, log)
+        scores.set(allow("a", "b"))
+        _tick(sched, scores, now, 6.0, log)
+        assert log == [
+            (1.0, 1, 0, 1, 1),
+            (2.0, 1, 0, 0, 1),  # woken by the refresh, schedulable, held by the placement delay
+            (5.0, 1, 1, 0, 1),  # 5 s after the first bind
+        ]
+        assert node_of(k, "p2") == "b"
     finally:
         stop.set()
