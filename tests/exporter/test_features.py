@@ -3,33 +3,13 @@
 from __future__ import annotations
 
 import math
-from datetime import datetime
 
 import pytest
 
 from exporter.core.features import accepted, feature_vector, per_event_ms
-from exporter.core.model import RawInterval
+from tests.exporter.factories import raw_interval
 
 NAN = math.nan
-
-
-def raw(**kw) -> RawInterval:
-    base = dict(
-        time=datetime(2026, 2, 17, 13, 29, 13),
-        t=0.0,
-        sched_total_ms=360.0,
-        sched_avg_ms=0.018,
-        sched_p95_ms=0.015,
-        sched_p99_ms=0.015,
-        sched_max_ms=3.0,
-        sched_count=20000,
-        sched_dropped=0,
-        dstate_total_ms=43.59,
-        dstate_count=169,
-        softirq_total_ms=15.13,
-        softirq_count=649,
-    )
-    return RawInterval(**{**base, **kw})
 
 
 @pytest.mark.parametrize(
@@ -52,7 +32,7 @@ def test_per_event_ms(name, total, count, expected):
 
 
 def test_feature_vector_order_and_values():
-    x = feature_vector(raw())
+    x = feature_vector(raw_interval())
     assert x == pytest.approx((0.015, 0.018, 43.59 / 169, 15.13 / 649), rel=1e-12)
 
 
@@ -71,5 +51,5 @@ def test_feature_vector_order_and_values():
     ],
 )
 def test_accepted(name, kw, min_count, expected):
-    r = raw(**kw)
+    r = raw_interval(**kw)
     assert accepted(feature_vector(r), r.sched_count, min_count) is expected, name

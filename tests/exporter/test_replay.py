@@ -10,10 +10,11 @@ import numpy as np
 import pytest
 
 from exporter.core.csvrow import format_row
-from exporter.core.model import Derived, RawInterval
+from exporter.core.model import Derived
 from exporter.names import KERNEL_METRICS_COLUMNS
 from exporter.sources import SourceUnavailable, replay
 from exporter.sources.replay import ReplayError
+from tests.exporter.factories import raw_interval
 
 T0 = datetime(2026, 2, 17, 13, 29, 13, 860000)
 HEADER = ",".join(KERNEL_METRICS_COLUMNS)
@@ -21,23 +22,7 @@ RECORDED = Derived(frozen=True, samples=300, warmup_remaining_s=0.0, friction=9.
 
 
 def row(offset_s: float, avg: float = 0.02) -> str:
-    raw = RawInterval(
-        time=T0 + timedelta(seconds=offset_s),
-        t=0.0,
-        sched_total_ms=360.0,
-        sched_avg_ms=avg,
-        sched_p95_ms=0.015,
-        sched_p99_ms=0.015,
-        sched_max_ms=3.0,
-        sched_count=20000,
-        sched_dropped=0,
-        dstate_total_ms=43.59,
-        dstate_count=169,
-        softirq_total_ms=15.13,
-        softirq_count=649,
-        cpu_util=2.5,
-        psi=0.25,
-    )
+    raw = raw_interval(time=T0 + timedelta(seconds=offset_s), sched_avg_ms=avg, cpu_util=2.5, psi=0.25)
     return ",".join(format_row(raw, RECORDED))
 
 
