@@ -21,12 +21,16 @@ from dashboards.panels import (
     timeseries,
 )
 from exporter import names as n
+from exporter.sinks.csvfile import REASON_QUEUE_FULL, REASONS
 
 UID = "ksense-stack-health"
 TITLE = "ksense / Stack health"
 FILE = "ksense-stack-health.json"
 
 _DAY_S = 86400
+
+#: Every reason label of ksense_csv_write_errors_total, named in the panel description.
+CSV_ERROR_REASONS = (*REASONS, REASON_QUEUE_FULL)
 
 
 def build():
@@ -75,8 +79,8 @@ def build():
         (timeseries("CSV rows written", "kernel_metrics.csv rows per second per node.",
                     [Query(q.node_rate(n.CSV_ROWS_WRITTEN.name, n.LABEL_FILE), "{{node}} {{file}}")], PER_SECOND,
                     value_min=0), 12, 6),
-        (timeseries("CSV write errors", "CSV write errors per second by reason (enospc, read_only, permission, "
-                    "oserror); rows are lost, /metrics keeps serving.",
+        (timeseries("CSV write errors", f"CSV write errors per second by reason ({', '.join(CSV_ERROR_REASONS)}); "
+                    "rows are lost, /metrics keeps serving.",
                     [Query(q.node_rate(n.CSV_WRITE_ERRORS.name, n.LABEL_FILE, n.LABEL_REASON),
                            "{{node}} {{file}} {{reason}}")], PER_SECOND, value_min=0), 12, 6),
     ]
