@@ -10,6 +10,12 @@ progress line per chunk on stderr):
   ksense_baseline_frozen sample (resp. the scorer's ksense_node_score sample) and a step that
   sees the same sample as the step before adds no row, so a step finer than the scrape
   interval does not duplicate rows;
+- the exporter's series are read per series, each value with its own series' timestamp (the
+  live Prometheus source's query, paired by scorer.core.inputs): where a node has duplicate
+  series (two scrape jobs, a Prometheus restart without staleness markers, remote-write), every
+  column, counters included, comes from the node's newest series of its family, and the row's
+  Time from the newest ksense_baseline_frozen series, so a stale series' larger value is never
+  exported next to a fresh series' time;
 - the per-interval totals and counts (SchedLat_Total_ms / _Count / _Dropped, DState_*,
   SoftIRQ_*) are differences of the cumulative histogram `_sum`/`_count` and counters between
   consecutive rows (a value below the previous one is a counter reset: the new value is the
@@ -47,6 +53,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from types import MappingProxyType
 
 import requests
 
@@ -54,16 +61,39 @@ from exporter import names as n
 from exporter.core.csvrow import format_number, format_row, format_time
 from exporter.core.model import Derived, RawInterval
 from scorer.core.inference import level
+from scorer.core.inputs import split_timestamped_matrix
 from scorer.sources import shown
 from scorer.sources.prometheus import NAME as PROMETHEUS
-from scorer.sources.prometheus import PromClient, PromError, chunks
+from scorer.sources.prometheus import TS_LABEL, PromClient, PromError, chunks, timestamped_query
 
 _DURATION = re.compile(r"^(\d+(?:\.\d+)?)(ms|s|m|h|d)?$")
 _UNIT_S = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}
 
 # Reference series: a row exists where these have a sample (their timestamp is the row's Time).
-_REF = "ref"
+_REF = "ref"  # the timestamp of the node's newest ksense_baseline_frozen series
 _SCORE_REF = "score_ref"
+_FROZEN = "frozen"
+_HIST = {"rq": n.RUNQUEUE_LATENCY.name, "ds": n.DSTATE_DURATION.name, "si": n.SOFTIRQ_NET_RX_DURATION.name}
+# The exporter's series, read per series with their timestamps; per node and step the newest
+# series of each is kept (see `tabulate`). key -> family.
+_PER_SERIES = MappingProxyType(
+    {
+        **{f"{k}_{part}": f"{fam}_{part}" for k, fam in _HIST.items() for part in ("sum", "count")},
+        "rq_max": n.RUNQUEUE_LATENCY_MAX.name,
+        "rq_dropped": n.RUNQUEUE_LATENCY_DROPPED.name,
+        "cpu": n.CPU_UTILIZATION.name,
+        "psi": n.PRESSURE_WORST.name,
+        _FROZEN: n.BASELINE_FROZEN.name,
+        "samples": n.BASELINE_SAMPLES.name,
+        "friction": n.FRICTION.name,
+        "direction": n.FRICTION_DIRECTION.name,
+        "rate": n.FRICTION_RATE.name,
+        "energy": n.ENERGY.name,
+        "energy_w": n.ENERGY_WINDOW.name,
+        "energy_vol": n.ENERGY_VOLATILITY.name,
+        "energy_k": n.ENERGY_K_FACTOR.name,
+    }
+)
 # Cumulative series whose per-row differences are the interval's totals and counts.
 _CUMULATIVE = ("rq_sum", "rq_count", "rq_dropped", "ds_sum", "ds_count", "si_sum", "si_count")
 
@@ -107,31 +137,18 @@ def _node_matcher(nodes: Sequence[str]) -> str:
 
 
 def queries(nodes: Sequence[str]) -> dict[str, str]:
-    """key -> PromQL for the requested nodes; every result is labelled by `node` only (except
-    `missing`, by node and input)."""
+    """key -> PromQL for the requested nodes. The exporter's series (the `_PER_SERIES` keys) are
+    not aggregated: each query returns every series with its own timestamp, as the live source
+    asks (`timestamped_query`), and `tabulate` keeps each node's newest series. The scorer's
+    series are aggregated by `node` (by node and input for `missing`)."""
     m = _node_matcher(nodes)
 
     def mx(family: str, extra: str = "") -> str:
         return f"max by (node) ({family}{{{m}{extra}}})"
 
-    hist = {"rq": n.RUNQUEUE_LATENCY.name, "ds": n.DSTATE_DURATION.name, "si": n.SOFTIRQ_NET_RX_DURATION.name}
-    q = {f"{k}_{part}": mx(f"{fam}_{part}") for k, fam in hist.items() for part in ("sum", "count")}
+    q = {key: timestamped_query(f"{family}{{{m}}}") for key, family in _PER_SERIES.items()}
     q.update(
         {
-            _REF: f"max by (node) (timestamp({n.BASELINE_FROZEN.name}{{{m}}}))",
-            "rq_max": mx(n.RUNQUEUE_LATENCY_MAX.name),
-            "rq_dropped": mx(n.RUNQUEUE_LATENCY_DROPPED.name),
-            "cpu": mx(n.CPU_UTILIZATION.name),
-            "psi": mx(n.PRESSURE_WORST.name),
-            "frozen": mx(n.BASELINE_FROZEN.name),
-            "samples": mx(n.BASELINE_SAMPLES.name),
-            "friction": mx(n.FRICTION.name),
-            "direction": mx(n.FRICTION_DIRECTION.name),
-            "rate": mx(n.FRICTION_RATE.name),
-            "energy": mx(n.ENERGY.name),
-            "energy_w": mx(n.ENERGY_WINDOW.name),
-            "energy_vol": mx(n.ENERGY_VOLATILITY.name),
-            "energy_k": mx(n.ENERGY_K_FACTOR.name),
             _SCORE_REF: f"max by (node) (timestamp({n.NODE_SCORE.name}{{{m}}}))",
             "score": mx(n.NODE_SCORE.name),
             "allowed": f"min by (node) ({n.NODE_ADMISSION_ALLOWED.name}{{{m}}})",
@@ -145,9 +162,22 @@ Table = dict[str, dict[float, dict[str, float]]]  # node -> step time -> key -> 
 
 
 def tabulate(results: Mapping[str, Iterable[Mapping]]) -> Table:
-    """Matrix results per key -> one table per node, keyed by step time."""
+    """Matrix results per key -> one table per node, keyed by step time. A `_PER_SERIES` key's
+    value is its newest series' at that step, paired per series with its own timestamp
+    (scorer.core.inputs.split_timestamped_matrix, as the live source does), so a stale duplicate
+    series can neither lend a row its larger value nor mix with a fresh one; the newest
+    ksense_baseline_frozen sample's timestamp is the row's reference (`_REF`). Other keys are
+    one series per node already."""
     table: Table = {}
     for key, series in results.items():
+        if key in _PER_SERIES:
+            for t, samples in split_timestamped_matrix(series, TS_LABEL).items():
+                for node, sample in samples.items():
+                    row = table.setdefault(node, {}).setdefault(t, {})
+                    row[key] = sample.value
+                    if key == _FROZEN:
+                        row[_REF] = sample.ts
+            continue
         for element in series:
             node = element["metric"].get(n.LABEL_NODE)
             if node is None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+import re
 import subprocess
 import sys
 import threading
@@ -14,6 +15,7 @@ from datetime import UTC, datetime
 import pytest
 
 from exporter import names as n
+from exporter.core.csvrow import format_time
 from exporter.sinks.prometheus import MetricsServer, make_registry
 from scorer import export
 from scorer.core.decision import DecisionParams
@@ -103,19 +105,15 @@ def test_monitor_row():
 
 
 def test_long_ranges_are_chunked_with_progress(fake_server, tmp_path):
+    prometheus = _fake_prometheus([
+        ({"__name__": n.BASELINE_FROZEN.name, "node": "a"}, lambda t: 1.0, lambda t: t - 0.5),
+        ({"__name__": n.FRICTION.name, "node": "a"}, lambda t: 1.5, lambda t: t - 0.5),
+    ])
+
     def handler(path, params):
         lo, hi, step = (float(params[k][0]) for k in ("start", "end", "step"))
         assert (hi - lo) / step + 1 <= 11_000
-        steps = [lo + k * step for k in range(round((hi - lo) / step) + 1)]
-        query = params["query"][0]
-        if query.startswith("max by (node) (timestamp(ksense_baseline_frozen"):
-            values = [[t, repr(t - 0.5)] for t in steps]
-        elif "ksense_friction{" in query:
-            values = [[t, "1.5"] for t in steps]
-        else:
-            values = []
-        result = [{"metric": {"node": "a"}, "values": values}] if values else []
-        return Reply(body=json.dumps({"status": "success", "data": {"resultType": "matrix", "result": result}}))
+        return prometheus(path, params)
 
     fake_server.handler = handler
     lines: list[str] = []
@@ -188,3 +186,87 @@ def test_export_from_a_real_prometheus(real_parts, need_prometheus, real_kernel_
         assert r["PSI"] == "" or 0.0 <= float(r["PSI"]) <= 100.0
         if r["Reason"]:
             assert r["Reason"] == "missing metrics: friction, energy" and math.isclose(score, 100.0)
+
+
+def _fake_prometheus(series):
+    """A handler answering range queries over `series` (labels, value(t), timestamp(t)) the way
+    Prometheus would, for the forms export uses: `max|min by (node) (F{..})`,
+    `max by (node) (timestamp(F{..}))` and `F{..} or label_replace(timestamp(F{..}), "ksense_ts", ...)`."""
+
+    def matching(expr):
+        family, _, matchers = expr.partition("{")
+        wanted = dict(re.findall(r'(\w+)="([^"]*)"', matchers))
+        return [s for s in series if s[0]["__name__"] == family
+                and all(s[0].get(k) == v for k, v in wanted.items() if k != "node")]
+
+    def handler(path, params):
+        lo, hi, step = (float(params[k][0]) for k in ("start", "end", "step"))
+        steps = [lo + k * step for k in range(round((hi - lo) / step) + 1)]
+        query = params["query"][0]
+        result = []
+        if m := re.fullmatch(r"(max|min) by \(node\) \((timestamp\()?(.*?)\)?\)", query):
+            agg, stamp, expr = m.group(1), m.group(2), m.group(3)
+            picked = matching(expr)
+            if picked:
+                pick = max if agg == "max" else min
+                values = [[t, repr(pick((ts if stamp else v)(t) for _, v, ts in picked))] for t in steps]
+                result = [{"metric": {"node": picked[0][0]["node"]}, "values": values}]
+        elif m := re.fullmatch(r'(.*?) or label_replace\(timestamp\(\1\), "ksense_ts", "1", "", ""\)', query):
+            for labels, v, ts in matching(m.group(1)):
+                result.append({"metric": labels, "values": [[t, repr(v(t))] for t in steps]})
+                plain = {k: x for k, x in labels.items() if k != "__name__"}
+                result.append({"metric": {**plain, "ksense_ts": "1"}, "values": [[t, repr(ts(t))] for t in steps]})
+        else:
+            raise AssertionError(f"unexpected query {query}")
+        return Reply(body=json.dumps({"status": "success", "data": {"resultType": "matrix", "result": result}}))
+
+    return handler
+
+
+def test_duplicate_series_export_the_newest_series_whole(fake_server, tmp_path):
+    """Two series of node a (a Prometheus restart without staleness markers): the stale one has
+    larger values and an old timestamp. Each row takes every value, counters included, from the
+    node's newest series, never a max over both."""
+
+    def fresh(value):
+        return lambda t: value(t) if callable(value) else value
+
+    def series(job, family, value, ts):
+        return {"__name__": family, "node": "a", "job": job, "instance": f"{job}:9100"}, fresh(value), ts
+
+    new_ts, old_ts = (lambda t: t - 0.5), (lambda t: 900.0)
+    rq = n.RUNQUEUE_LATENCY.name
+    duplicated = {
+        n.BASELINE_FROZEN.name: (1.0, 1.0),
+        n.FRICTION.name: (2.0, 9.0),
+        n.FRICTION_DIRECTION.name: (-1.0, 1.0),
+        n.CPU_UTILIZATION.name: (0.25, 0.99),
+        f"{rq}_sum": (lambda t: (t - 1000) * 0.1, 500.0),
+        f"{rq}_count": (lambda t: (t - 1000) * 100, 90_000.0),
+        n.RUNQUEUE_LATENCY_DROPPED.name: (lambda t: (t - 1000) * 2, 70.0),
+    }
+    data = []
+    for family, (new, old) in duplicated.items():
+        data += [series("new", family, new, new_ts), series("old", family, old, old_ts)]
+    data += [
+        ({"__name__": n.NODE_SCORE.name, "node": "a", "job": "scorer"}, fresh(20.0), lambda t: t - 0.2),
+        ({"__name__": n.NODE_ADMISSION_ALLOWED.name, "node": "a", "job": "scorer"}, fresh(1.0), lambda t: t - 0.2),
+    ]
+    fake_server.handler = _fake_prometheus(data)
+    client = export.PromClient(fake_server.url, timeout_s=5)
+    cursors = export.export(client, ["a"], 1000.0, 1003.0, 1.0, tmp_path, progress=lambda line: None)
+    assert cursors["a"].kernel_rows == 4 and cursors["a"].monitor_rows == 4
+
+    with (tmp_path / "a" / n.KERNEL_METRICS_CSV_NAME).open(newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert [r["Time"] for r in rows] == [format_time(datetime.fromtimestamp(t - 0.5)) for t in range(1000, 1004)]
+    for r in rows:
+        assert (r["Friction"], r["Direction"], r["CPUUtil"]) == ("2.000000", "-1.0", "25.000000")
+    assert rows[0]["SchedLat_Count"] == ""  # the first row has no previous one
+    for r in rows[1:]:
+        assert (r["SchedLat_Total_ms"], r["SchedLat_Count"], r["SchedLat_Dropped"]) == ("100.00", "100", "2")
+    with (tmp_path / "a" / n.FUZZY_MONITOR_CSV_NAME).open(newline="") as f:
+        monitor = list(csv.DictReader(f))
+    assert [(r["FrictionSigned"], r["CPUUtil"], r["Score"], r["Decision"]) for r in monitor] == [
+        ("-2.000000", "25.000000", "20.000", "allow")
+    ] * 4
