@@ -31,6 +31,12 @@ node changes and updated incrementally after usage changes; expired assumptions 
 read. `on_change` is called when something may have made a pending pod schedulable (a pod queued
 or changed, a node changed, capacity freed), to wake the loop (an expired assumption frees
 capacity without it: the loop's resync sees it).
+
+**Node changes** for the loop's requeue of backed-off pods (`take_node_changes`): the names of the
+nodes that changed in a way that may let a pod fit since the loop last asked — a node added, a
+node whose parsed `NodeInfo` differs (allocatable, labels, hard taints, Ready, cordon; not a
+heartbeat), capacity freed by a bound pod leaving (deleted, terminated, gone from a relist) or by
+an assumption released — and whether one of them is a node the cache did not know (new).
 """
 
 from __future__ import annotations
@@ -92,6 +98,8 @@ class ClusterCache:
         self._assumed: dict[str, Assumed] = {}
         self._table: NodeTable | None = None  # None: rebuild on the next read
         self._synced: set[str] = set()
+        self._changed: set[str] = set()  # nodes changed in a way that may help, since take_node_changes
+        self._added = False  # one of them is new
 
     # --- reads -------------------------------------------------------------------------------
     def synced(self) -> bool:
@@ -117,6 +125,15 @@ class ClusterCache:
         with self._lock:
             self._expire_assumed()
             return {uid: a.node for uid, a in self._assumed.items()}
+
+    def take_node_changes(self) -> tuple[frozenset[str], bool]:
+        """(nodes changed in a way that may let a pending pod fit, whether one of them is new)
+        since the last call (module docstring); the record starts over."""
+        with self._lock:
+            changed, added = frozenset(self._changed), self._added
+            self._changed.clear()
+            self._added = False
+            return changed, added
 
     def _total(self, node: str) -> Resources:
         usage = self._usage.get(node)
@@ -188,6 +205,7 @@ class ClusterCache:
         old = self._assumed.pop(uid, None)
         if old is not None and self._placed.get(uid, (None,))[0] != old.node:
             self._unuse(old.node, uid)
+            self._changed.add(old.node)  # capacity freed
 
     def _expire_assumed(self) -> None:
         oldest = self._clock() - self._ttl
@@ -205,12 +223,15 @@ class ClusterCache:
                 self._pending = {pod_key(p): p for p in items
                                  if usage_key(p) not in self._tombstones and not being_deleted(p)}
             elif kind == NODE:
-                self._infos = {}
+                old, self._infos = self._infos, {}
                 for node in items:
-                    self._put_node(node)
+                    self._put_node(node, old)
                 self._table = None
             else:
-                self._placed = {usage_key(p): (node_name(p), _requests(p)) for p in items}
+                listed = {usage_key(p): (node_name(p), _requests(p)) for p in items}
+                self._changed.update(node for uid, (node, _) in self._placed.items() if uid not in listed)
+                self._changed.update(a.node for u, a in self._assumed.items() if u not in listed and a.at < listed_at)
+                self._placed = listed
                 self._assumed = {u: a for u, a in self._assumed.items() if u not in self._placed and a.at >= listed_at}
                 usage: dict[str, NodeUsage] = {}
                 for uid, (node, req) in self._placed.items():
@@ -250,14 +271,21 @@ class ClusterCache:
             self._infos.pop(name, None)
             self._table = None
             return False
-        self._put_node(node)
+        self._put_node(node, self._infos)
         self._table = None
         return True
 
-    def _put_node(self, node: dict) -> None:
+    def _put_node(self, node: dict, old: Mapping[str, NodeInfo]) -> None:
+        """Parse `node` into the cache; record it as changed unless `old` (what we knew) holds it
+        equal — a heartbeat or a change of what the filters do not read."""
         name = (node.get("metadata") or {}).get("name") or ""
         try:
-            self._infos[name] = node_info(node)
+            info = node_info(node)
+            before = old.get(name)
+            if info != before:
+                self._changed.add(name)
+                self._added |= before is None
+            self._infos[name] = info
         except QuantityError as exc:
             # A node whose allocatable does not parse cannot be filtered: leave it out.
             self._infos.pop(name, None)
@@ -271,7 +299,10 @@ class ClusterCache:
         assumed = self._assumed.pop(uid, None)
         if assumed is not None and (etype == "DELETED" or assumed.node != node_name(pod)):
             self._unuse(assumed.node, uid)
+            self._changed.add(assumed.node)  # capacity freed
         if etype == "DELETED":
+            if old is not None:
+                self._changed.add(old[0])
             return True  # capacity freed
         node, req = node_name(pod), _requests(pod)
         self._placed[uid] = (node, req)

@@ -27,6 +27,15 @@ a pod backs off and no cycle fetched for `poll_s` (1 s when 0) — by a refresh,
 interval like any cycle, so a node turning allow is seen within `poll_s`, not at the next
 backoff retry (up to 60 s).
 
+The attempt also remembers the nodes it failed on for any other reason (not_ready, taint,
+selector, affinity, resources). Every cycle takes from the cache the nodes that changed in a way
+that may help since the last cycle (`ClusterCache.take_node_changes`, from watch events: a node
+added or changed in what the filters read, capacity freed by a bound pod leaving) and wakes the
+pods that failed on one of them that way — and every unschedulable pod when a node is new (it was
+not evaluated against it). The node and pod watches wake the loop, so such a pod is attempted at
+once, under the same rate limits, not at its backoff retry. A pod whose requests do not parse,
+or whose bind failed, is not woken.
+
 **Rate limits**, the seed's semantics applied correctly (0 disables each): at most
 `max_per_cycle` binds in any `poll_s` window — a rate of max_per_cycle / poll_s however often
 watch events wake the loop — and `placement_delay_s` between any two binds. A pod beyond the
@@ -169,6 +178,8 @@ class Scheduler:
         self._score_error: str | None = None
         # uid -> nodes its last (failed) attempt found failing only the fuzzy filter (module docstring).
         self._score_blocked: dict[str, frozenset[str]] = {}
+        # uid -> nodes its last (failed) attempt found failing another filter (may be empty).
+        self._node_blocked: dict[str, frozenset[str]] = {}
         self._blocked_sets: dict[frozenset[str], frozenset[str]] = {}  # interned: pods share a few sets
         self._last_fetch = -math.inf  # monotonic time of the last score fetch
 
@@ -230,6 +241,7 @@ class Scheduler:
         pending = self._cache.pending()
         self._stats.pending(len(pending))
         self._prune({_uid(p) for p in pending})
+        self._wake_node_blocked(*self._cache.take_node_changes(), now)
         if not pending or not self._cache.synced() or not self._leader.is_leader():
             return CycleResult()
         due = self._due(pending, now)
@@ -248,6 +260,7 @@ class Scheduler:
                 break
             self._held.discard(_uid(pod))
             self._score_blocked.pop(_uid(pod), None)
+            self._node_blocked.pop(_uid(pod), None)
             started = time.perf_counter()
             try:
                 view = pod_view(pod)
@@ -261,7 +274,7 @@ class Scheduler:
             if decision.node is None:
                 message = failed_scheduling_message(decision.total, decision.failures)
                 self._unschedulable(pod, message, reason_counts(decision.failures))
-                self._remember_score_blocked(_uid(pod), decision.failures)
+                self._remember_blocked(_uid(pod), decision.failures)
                 unschedulable += 1
                 continue
             if self._clock() < self._bind_not_before():
@@ -291,23 +304,41 @@ class Scheduler:
         """Is any due pod to be evaluated now? Not when all are held by a rate limit still in force."""
         return bool(due) and not (now < self._bind_not_before() and self._held.issuperset(_uid(p) for p in due))
 
-    def _remember_score_blocked(self, uid: str, failures: Mapping[str, Failure]) -> None:
-        nodes = frozenset(name for name, failure in failures.items() if failure.reason in (FUZZY_DENY, NO_SCORE))
-        if nodes:
-            self._score_blocked[uid] = self._blocked_sets.setdefault(nodes, nodes)
+    def _remember_blocked(self, uid: str, failures: Mapping[str, Failure]) -> None:
+        fuzzy = frozenset(name for name, failure in failures.items() if failure.reason in (FUZZY_DENY, NO_SCORE))
+        if fuzzy:
+            self._score_blocked[uid] = self._blocked_sets.setdefault(fuzzy, fuzzy)
+        other = frozenset(failures.keys() - fuzzy)
+        self._node_blocked[uid] = self._blocked_sets.setdefault(other, other)
+
+    def _wake_pods(self, woken: list[str], now: float) -> None:
+        for uid in woken:
+            state = self._backoff.get(uid)
+            if state is not None:
+                self._backoff[uid] = backoff.wake(state, now)
+        live = {*self._score_blocked.values(), *self._node_blocked.values()}
+        self._blocked_sets = {s: s for s in self._blocked_sets if s in live}
+
+    def _wake_node_blocked(self, changed: frozenset[str], added: bool, now: float) -> None:
+        """Make due the pods that failed on a node now changed through a filter other than the
+        fuzzy one — every unschedulable pod when a node was added (module docstring)."""
+        if not changed or not self._node_blocked:
+            return
+        woken = [uid for uid, nodes in self._node_blocked.items() if added or not nodes.isdisjoint(changed)]
+        for uid in woken:
+            del self._node_blocked[uid]
+        if woken:
+            log.debug("node changes woke %d pod(s)", len(woken))
+        self._wake_pods(woken, now)
 
     def _wake_score_blocked(self, allowed: frozenset[str], now: float) -> int:
         """Make due the pods that failed only through the fuzzy filter on a node now allowed."""
         woken = [uid for uid, nodes in self._score_blocked.items() if not nodes.isdisjoint(allowed)]
         for uid in woken:
             del self._score_blocked[uid]
-            state = self._backoff.get(uid)
-            if state is not None:
-                self._backoff[uid] = backoff.wake(state, now)
         if woken:
             log.debug("score refresh woke %d pod(s)", len(woken))
-        live = set(self._score_blocked.values())
-        self._blocked_sets = {s: s for s in self._blocked_sets if s in live}
+        self._wake_pods(woken, now)
         return len(woken)
 
     def _fetch_scores(self, now: float) -> Scores:
@@ -324,7 +355,7 @@ class Scheduler:
 
     def _prune(self, pending_uids: set[str]) -> None:
         """Forget per-pod state of pods no longer pending (bound, deleted)."""
-        for table in (self._backoff, self._event_keys, self._conditions, self._score_blocked):
+        for table in (self._backoff, self._event_keys, self._conditions, self._score_blocked, self._node_blocked):
             for uid in [u for u in table if u not in pending_uids]:
                 del table[uid]
         self._held &= pending_uids

@@ -169,3 +169,25 @@ def test_other_schedulers_pods_and_node_changes() -> None:
     assert "n2" not in c.table(), "a node whose allocatable does not parse is left out"
     c.apply(NODE, "DELETED", f.node("n1"))
     assert len(c.table()) == 0
+
+
+def test_node_changes_record_what_may_help_a_pending_pod() -> None:
+    c, _ = _cache("n1", "n2")
+    assert c.take_node_changes() == (frozenset({"n1", "n2"}), True), "the first list: all new"
+    assert c.take_node_changes() == (frozenset(), False), "taken: the record starts over"
+    heartbeat = f.node("n1", cpu="2")
+    heartbeat["status"]["conditions"][-1]["lastHeartbeatTime"] = "2024-01-01T00:00:10Z"
+    c.apply(NODE, "MODIFIED", heartbeat)
+    c.replace(NODE, [f.node("n1", cpu="2"), f.node("n2", cpu="2")], 0.0)
+    assert c.take_node_changes() == (frozenset(), False), "nothing the filters read changed"
+    c.apply(NODE, "MODIFIED", f.node("n2", cpu="2", taints=[f.taint("gpu")]))
+    c.apply(NODE, "ADDED", f.node("n3"))
+    assert c.take_node_changes() == (frozenset({"n2", "n3"}), True)
+    c.apply(BOUND, "ADDED", _pod("a", "u1", node="n1", phase="Running"))
+    c.apply(BOUND, "MODIFIED", _pod("a", "u1", node="n1", phase="Running"))
+    assert c.take_node_changes() == (frozenset(), False), "a bound pod arriving or updated frees nothing"
+    c.apply(BOUND, "DELETED", _pod("a", "u1", node="n1", phase="Running"))
+    assert c.take_node_changes() == (frozenset({"n1"}), False)
+    c.apply(BOUND, "ADDED", _pod("b", "u2", node="n2", phase="Running"))
+    c.replace(BOUND, [], 0.0)  # a relist without it: gone
+    assert c.take_node_changes() == (frozenset({"n2"}), False)
