@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 BPF_STATS = Path("/proc/sys/kernel/bpf_stats_enabled")
@@ -28,3 +28,13 @@ def run_timed(cmd: list[str], timeout: float = 60.0) -> tuple[float, str]:
     start = time.monotonic()
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, check=True)
     return time.monotonic() - start, done.stdout
+
+
+def print_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
+    """A plain-text table: first column left-aligned, the figures right-aligned."""
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+    for j, r in enumerate([header, *rows]):
+        cells = [c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths, strict=True))]
+        print("  ".join(cells))
+        if j == 0:
+            print("  ".join("-" * w for w in widths))

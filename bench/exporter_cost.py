@@ -47,6 +47,8 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from bench._util import print_table
+
 ROOT = Path(__file__).resolve().parent.parent
 PYTHON = sys.executable
 CLK_TCK = os.sysconf("SC_CLK_TCK")
@@ -318,13 +320,6 @@ def verdict(value: float, goal: float) -> str:
     return "PASS" if value <= goal else "MISS"
 
 
-def print_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
-    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
-    for j, r in enumerate([header, *rows]):
-        cells = [c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths, strict=True))]
-        print("  ".join(cells))
-        if j == 0:
-            print("  ".join("-" * w for w in widths))
 
 
 HEADER = ["figure", "ksense", "floor", "×floor", "procfs", "×procfs", "prototype", "×proto", "goal", "result"]

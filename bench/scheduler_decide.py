@@ -34,6 +34,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from bench._util import print_table
 from scheduler.core.choose import Candidate, choose, decide
 from scheduler.core.filters import (
     NodeInfo,
@@ -197,12 +198,6 @@ def ratio(a: float, b: float) -> str:
     return "-" if b <= 0 else (f"{a / b:.1f}" if a / b < 100 else f"{a / b:.0f}")
 
 
-def print_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
-    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
-    for j, r in enumerate([header, *rows]):
-        print("  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths, strict=True))))
-        if j == 0:
-            print("  ".join("-" * w for w in widths))
 
 
 def main(argv: Sequence[str] | None = None) -> int:

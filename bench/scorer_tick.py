@@ -28,7 +28,8 @@ from datetime import datetime
 
 import numpy as np
 
-from bench.exporter_cost import print_table, ratio, verdict
+from bench._util import print_table
+from bench.exporter_cost import ratio, verdict
 from scorer.core import inference
 from scorer.core.decision import DecisionParams, NodeState, step
 from scorer.core.evaluate import evaluate

@@ -34,7 +34,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from bench.exporter_cost import Exporter, HarnessError, print_table, ratio, running, verdict
+from bench._util import print_table
+from bench.exporter_cost import Exporter, HarnessError, ratio, running, verdict
 
 GOAL_P99_MS = 5.0
 WARMUP = 10

@@ -35,11 +35,12 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+
+from bench._util import print_table
 
 PROTOTYPE_RPS = 35.0
 PROTOTYPE_P99_MS = 55.0
@@ -238,12 +239,6 @@ def ratio(a: float, b: float) -> str:
     return "-" if b <= 0 else (f"{a / b:.2f}" if a / b < 100 else f"{a / b:.0f}")
 
 
-def print_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
-    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
-    for j, r in enumerate([header, *rows]):
-        print("  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths, strict=True))))
-        if j == 0:
-            print("  ".join("-" * w for w in widths))
 
 
 def main(argv: list[str]) -> int:
