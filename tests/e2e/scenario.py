@@ -39,7 +39,7 @@ import math
 import time
 import traceback
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -299,6 +299,8 @@ class Scenario:
         self.fig["node_a_friction"] = {"before": round(friction_before, 2), "contended": round(friction, 2)}
         self.fig["node_a_score"] = {"before": round(score_before, 1), "contended": round(score, 1)}
 
+        # The webhook asks either replica: both must deny before the creates whose records step 7 checks.
+        self.wait(lambda: self.denied_at_both_scorers((node,)), 15, "node-a denied at both scorer replicas")
         room = int(dict(s.node_pods)[node]) - self.check_allocatable()[node]
         assert room >= 2, f"{node} has room for {room} pods only: avoiding it would prove nothing"
         new = [self.create(self.extra_pod(f"fuzzy-test-{i}"), "2").name for i in (10, 11)]
@@ -316,6 +318,8 @@ class Scenario:
     def all_denied(self, st: Step) -> None:
         self.wait(lambda: self.obs.first_prom(self.episode_start - 1, lambda v: len(v) == 3 and not any(
             a for _, a in v.values())), self.episode_start + 20 - time.monotonic(), "every node denied in Prometheus")
+        # Prometheus' view is deny-wins over the replicas; the webhook asks either one, so both must deny.
+        self.wait(lambda: self.denied_at_both_scorers(NODES), 15, "every node denied at both scorer replicas")
         self.obs.mark("every node denied")
         waiting = [self.create(self.extra_pod(f"fuzzy-test-{i}"), "3").name for i in (12, 13, 14)]
         self.waiting = waiting
@@ -335,6 +339,10 @@ class Scenario:
             assert not self.node_of(n), f"{n} was bound while every node was denied"
         st.detail = f"message: {self.condition(waiting[0]).get('message')}"
         self.fig["unschedulable_message"] = self.condition(waiting[0]).get("message")
+
+    def denied_at_both_scorers(self, nodes: Iterable[str]) -> bool:
+        """Whether both scorer replicas currently deny every one of `nodes`."""
+        return all(self.obs.scorer_report(replica, n).get("decision") == "deny" for replica in (1, 2) for n in nodes)
 
     def failover(self, st: Step) -> None:
         s = self.stack.settings
