@@ -10,8 +10,8 @@ missing input and 1 % calibrating. Figures:
    written below from the same RuleBase: one node at a time, 72 rules, 101 centroid points,
    the way a first prototype scores) plus decision.step per node, timed on a subset and scaled
    to 5,000 nodes (for figure 2: the scalar scoring alone). Goal: evaluate() ≥ 100× faster.
-   What bounds that ratio is not the inference but the per-node Python work every tick
-   needs whatever the controller: building each node's state and report (~2 µs a node).
+   What bounds that ratio is not the inference but the per-node Python work left: gathering
+   each node's inputs and building its report (~1 µs a node).
 
 Exits 0 when a goal is missed (the verdict says MISS), non-zero only when the harness fails.
 Run: .venv/bin/python -m bench.scorer_tick [--quick]

@@ -117,7 +117,7 @@ class Evaluator:
         self._csv = monitor_csv
         self._clock = clock
         self._wall = wall
-        self._states: dict[str, NodeState] = {}
+        self._states: Mapping[str, NodeState] = {}
         self._latest: Results | None = None
         self._ready = False
         self._durations = DurationHistogram(EVALUATION_BOUNDS)

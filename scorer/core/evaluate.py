@@ -2,8 +2,10 @@
 
 The live evaluator tick, the replay tool and the restart state rebuild all call this, so a
 restarted replica, a second replica and an offline replay reach the same decisions from the
-same inputs. Per node it applies the missing-input rules, scores every scorable node in one
-vectorised inference call, then advances each node's state machine and writes its report.
+same inputs. A tick works on columns over the nodes in name order: the inputs are gathered
+into arrays (only a node with a missing input takes the scalar `_plan` path, for its reason),
+every scorable node is scored in one vectorised inference call, every state machine advances
+at once (decision.advance), and one pass over plain lists writes the reports.
 `evaluate_series` does the same for a sequence of ticks with the inference batched across
 ticks (a score depends only on its inputs; only decisions need the ticks in order).
 """
@@ -11,33 +13,32 @@ ticks (a score depends only on its inputs; only decisions need the ticks in orde
 from __future__ import annotations
 
 import math
-from collections.abc import Generator, Iterable, Iterator, Mapping
+from bisect import bisect_right
+from collections.abc import Generator, Iterable, Iterator, Mapping, Sequence
+from operator import attrgetter
 from types import MappingProxyType
 from typing import Any, NamedTuple
 
 import numpy as np
 
-from exporter.names import DECISION_ALLOW, INPUTS
+from exporter.names import DECISION_ALLOW, DECISION_DENY, INPUTS
 from scorer.core import decision, inference
-from scorer.core.decision import DecisionParams, NodeState
+from scorer.core.decision import DecisionParams, NodeState, States
 from scorer.core.inputs import REASON_NO_BASELINE
 from scorer.core.model import Inputs, NodeInputs, NodeReport, Results
 from scorer.core.rules import RuleBase
 
 #: Inputs without which a node is denied (unless allow_on_missing): SPEC §3.3.
 CRITICAL = ("friction", "energy")
-#: Score and level reported for a node denied for missing inputs.
+#: Score reported for a node denied for missing inputs (its level is thus "high").
 MISSING_SCORE = 100.0
-MISSING_LEVEL = "high"
-
-_INITIAL = NodeState()
 
 # Node-ticks scored per inference call in evaluate_series: one call for a recording or a
 # rebuild window of a small cluster, bounded batches (and memory) for a big one.
 _BATCH_ROWS = 65536
 
 
-_Tick = tuple[dict[str, NodeState], Results]
+_Evaluated = tuple[States, Results]
 
 
 class _Plan(NamedTuple):
@@ -92,66 +93,105 @@ def _missing_reason(plan: _Plan) -> str:
     )
 
 
-def _deny_reason(score: float, band: str | None, state: NodeState, params: DecisionParams) -> str:
+def _deny_reason(score: float, band: str | None, bad: int, good: int, params: DecisionParams) -> str:
     """Why a scored node is denied: too high now, bad for long enough, or not yet good for long enough."""
     if score >= inference.LEVEL_HIGH:
         return f"score {score:.1f} ≥ {inference.LEVEL_HIGH:g}"
     if band == decision.MEDIUM_HIGH:
         # Capped at B: past it the count adds nothing to "why" (bad_count still has it).
-        return f"medium-high {min(state.bad, params.medium_bad_threshold)}/{params.medium_bad_threshold}"
+        return f"medium-high {min(bad, params.medium_bad_threshold)}/{params.medium_bad_threshold}"
     if band == decision.MEDIUM_MID:
         return "medium-mid: holding deny"
-    return f"recovering: good {state.good}/{params.good_threshold}"
+    return f"recovering: good {good}/{params.good_threshold}"
 
 
-def _plans(inputs: Inputs, params: DecisionParams) -> list[_Plan]:
-    return [_plan(inputs.nodes[name], params) for name in sorted(inputs.nodes)]
+class _Batch(NamedTuple):
+    """Consecutive ticks planned and scored together, as columns over all their nodes (each
+    tick's nodes in name order, `ticks[k]` = its Inputs and its slice of the columns).
+
+    `scores` is each node's score, MISSING_SCORE where not `scored`; `levels` and `bands`
+    follow from it. `plans[k]` holds the scalar _Plan of every node of tick k with a missing
+    input (the few), by index within the tick, for its reason and `missing`."""
+
+    ticks: list[tuple[Inputs, slice]]
+    nodes: list[NodeInputs]
+    scored: np.ndarray
+    scores: np.ndarray
+    levels: list[str]
+    bands: list[str | None]
+    plans: list[dict[int, _Plan]]
 
 
-def _score_plans(rb: RuleBase, plans: Iterable[_Plan]) -> np.ndarray:
-    """Scores of the plans that have values, in order, in one inference call."""
-    values = [p.values for p in plans if p.values is not None]
-    if not values:
-        return np.empty(0)
-    columns = np.array(values, dtype=np.float64).T
-    return inference.score(rb, *columns)
+_RAW = attrgetter("friction", "direction", "energy", "cpu_pct", "psi_pct")
 
 
-def _decide(params: DecisionParams, states: Mapping[str, NodeState], inputs: Inputs, plans: list[_Plan],
-            scores: np.ndarray) -> tuple[dict[str, NodeState], Results]:
-    """Advance each planned node's state with its score (or the missing rule) and report it."""
-    new_states: dict[str, NodeState] = {}
-    reports: dict[str, NodeReport] = {}
-    scored = iter(scores.tolist())
+def _batch(rb: RuleBase, params: DecisionParams, series: Sequence[Inputs]) -> _Batch:
+    """`_plan` for every node of every tick (the common node, every input present, in numpy),
+    then one inference call for all the scorable ones."""
+    nodes: list[NodeInputs] = []
+    ticks = []
+    for inputs in series:
+        start = len(nodes)
+        nodes.extend(inputs.nodes[name] for name in sorted(inputs.nodes))
+        ticks.append((inputs, slice(start, len(nodes))))
+    raw = np.array([_RAW(node) for node in nodes], dtype=np.float64).reshape(len(nodes), 5)
+    friction, direction, energy, cpu, psi = raw.T
+    # NodeInputs.friction_signed, for every node at once.
+    signed = np.where(np.isnan(direction), friction, friction * direction)
+    values = np.stack([signed, energy, cpu, psi], axis=1)
+    scored = np.isfinite(values).all(axis=1)
+    odd = {i for i, node in enumerate(nodes) if node.missing or node.calibrating}
+    odd.update(np.flatnonzero(~scored).tolist())
+    plans: list[dict[int, _Plan]] = [{} for _ in ticks]
+    starts = [sl.start for _, sl in ticks]
+    for i in sorted(odd):
+        plan = _plan(nodes[i], params)
+        k = bisect_right(starts, i) - 1
+        plans[k][i - starts[k]] = plan
+        scored[i] = plan.values is not None
+        values[i] = math.nan if plan.values is None else plan.values
+    scores = np.full(len(nodes), MISSING_SCORE)
+    if scored.any():
+        scores[scored] = inference.score(rb, *values[scored].T)
+    return _Batch(ticks, nodes, scored, scores, inference.levels(scores), decision.medium_bands(scores, params), plans)
+
+
+def _decide(params: DecisionParams, states: Mapping[str, NodeState], batch: _Batch,
+            k: int) -> tuple[States, Results]:
+    """Advance every node of tick k of `batch` with its score (or the missing rule) and report it."""
+    inputs, sl = batch.ticks[k]
+    nodes, plans = batch.nodes[sl], batch.plans[k]
+    scores = batch.scores[sl]
+    after = decision.advance(States.of(states, [node.node for node in nodes]), scores, batch.scored[sl], params)
+    missing: list[tuple[str, ...]] = [()] * len(nodes)
+    for i, plan in plans.items():
+        missing[i] = plan.missing
     now = inputs.time
-    # Local names: this loop runs once per node per tick and is most of a big cluster's tick.
-    previous_of, step, level_of, band_of = states.get, decision.step, inference.level, decision.medium_band
-    for plan in plans:
-        node = plan.node
-        name = node.node
-        previous = previous_of(name, _INITIAL)
-        if plan.values is None:
-            state, verdict = decision.missing(previous)
-            score, level, band, reason = MISSING_SCORE, MISSING_LEVEL, None, _missing_reason(plan)
+    reports: dict[str, NodeReport] = {}
+    # One pass over plain lists: this loop runs once per node per tick and is most of a big
+    # cluster's tick. Reports are positional, in NodeReport's field order (node, time, decision,
+    # score, level, medium_band, reason, inputs, missing, bad_count, good_count).
+    for i, (node, score, level, band, allowed, bad, good, gone) in enumerate(zip(
+            nodes, scores.tolist(), batch.levels[sl], batch.bands[sl], after.allow.tolist(), after.bad.tolist(),
+            after.good.tolist(), missing, strict=True)):
+        if allowed:
+            reports[node.node] = NodeReport(node.node, now, DECISION_ALLOW, score, level, band, None, node, gone,
+                                            bad, good)
         else:
-            score = next(scored)
-            state, verdict = step(previous, score, params)
-            level, band = level_of(score), band_of(score, params)
-            reason = None if verdict == DECISION_ALLOW else _deny_reason(score, band, state, params)
-        new_states[name] = state
-        # Positional, in NodeReport's field order (node, time, decision, score, level,
-        # medium_band, reason, inputs, missing, bad_count, good_count): a quarter faster.
-        reports[name] = NodeReport(
-            name, now, verdict, score, level, band, reason, node, plan.missing, state.bad, state.good
-        )
-    return new_states, Results(time=now, source=inputs.source, reports=MappingProxyType(reports))
+            plan = plans.get(i)
+            reason = (_missing_reason(plan) if plan is not None and plan.values is None
+                      else _deny_reason(score, band, bad, good, params))
+            reports[node.node] = NodeReport(node.node, now, DECISION_DENY, score, level, band, reason, node, gone,
+                                            bad, good)
+    return after, Results(time=now, source=inputs.source, reports=MappingProxyType(reports))
 
 
 def evaluate(rb: RuleBase, params: DecisionParams, states: Mapping[str, NodeState],
-             inputs: Inputs) -> tuple[dict[str, NodeState], Results]:
+             inputs: Inputs) -> tuple[States, Results]:
     """One tick for every node in `inputs.nodes`; returns the new states and the Results.
 
-    Per node (a node without a previous state starts from NodeState()):
+    Per node (a node without a previous state starts from NodeState(); the returned States
+    read as a Mapping node -> NodeState):
     - friction or energy missing (or calibrating) and not allow_on_missing: score 100, level
       high, decision.missing (deny), reason `missing metrics: friction, energy` (names.INPUTS
       order) or `calibrating` (+ ` (warm-up N s left)` when known);
@@ -162,38 +202,34 @@ def evaluate(rb: RuleBase, params: DecisionParams, states: Mapping[str, NodeStat
     Reports carry the raw inputs and every missing input (names.INPUTS order). Nodes absent
     from `inputs.nodes` are dropped from both results. `states` is not modified.
     """
-    plans = _plans(inputs, params)
-    return _decide(params, states, inputs, plans, _score_plans(rb, plans))
+    return _decide(params, states, _batch(rb, params, [inputs]), 0)
 
 
 def evaluate_series(rb: RuleBase, params: DecisionParams, states: Mapping[str, NodeState],
-                    series: Iterable[Inputs]) -> Iterator[_Tick]:
+                    series: Iterable[Inputs]) -> Iterator[_Evaluated]:
     """`evaluate` over consecutive ticks, each tick's states feeding the next; yields (states,
-    Results) per tick, identical to calling `evaluate` in a loop. The inference runs once per
-    batch of ticks (up to 65,536 node-ticks), which is what makes a replay or a restart
-    rebuild cost about one tick's Python work per input row instead of one numpy call each.
+    Results) per tick, identical to calling `evaluate` in a loop. Planning and inference run
+    once per batch of ticks (up to 65,536 node-ticks); only the state machines advance tick by
+    tick. That is what makes a replay or a restart rebuild cheap per input row.
     """
-    batch: list[tuple[Inputs, list[_Plan]]] = []
+    pending: list[Inputs] = []
     rows = 0
     for inputs in series:
-        plans = _plans(inputs, params)
-        batch.append((inputs, plans))
-        rows += len(plans)
+        pending.append(inputs)
+        rows += len(inputs.nodes)
         if rows >= _BATCH_ROWS:
-            states = yield from _run_batch(rb, params, states, batch)
-            batch, rows = [], 0
-    yield from _run_batch(rb, params, states, batch)
+            states = yield from _run_batch(rb, params, states, pending)
+            pending, rows = [], 0
+    if pending:
+        yield from _run_batch(rb, params, states, pending)
 
 
 def _run_batch(rb: RuleBase, params: DecisionParams, states: Mapping[str, NodeState],
-               batch: list[tuple[Inputs, list[_Plan]]]) -> Generator[_Tick, None, Mapping[str, NodeState]]:
-    """Score a batch of ticks in one call, then decide tick by tick; returns the last states."""
-    scores = _score_plans(rb, (plan for _, plans in batch for plan in plans))
-    offset = 0
-    for inputs, plans in batch:
-        count = sum(1 for plan in plans if plan.values is not None)
-        states, results = _decide(params, states, inputs, plans, scores[offset:offset + count])
-        offset += count
+               series: list[Inputs]) -> Generator[_Evaluated, None, Mapping[str, NodeState]]:
+    """Plan and score `series` in one batch, then decide tick by tick; returns the last states."""
+    batch = _batch(rb, params, series)
+    for k in range(len(series)):
+        states, results = _decide(params, states, batch, k)
         yield states, results
     return states
 

@@ -108,10 +108,19 @@ def score(rb: RuleBase, friction_signed: ArrayLike, energy: ArrayLike, cpu: Arra
 def level(score: float) -> str:
     """"high" if score ≥ 70, "medium" if score ≥ 45, else "low"."""
     if score >= LEVEL_HIGH:
-        return "high"
+        return LEVELS[2]
     if score >= LEVEL_MEDIUM:
-        return "medium"
-    return "low"
+        return LEVELS[1]
+    return LEVELS[0]
+
+
+LEVELS = ("low", "medium", "high")
+
+
+def levels(scores: NDArray[np.float64]) -> list[str]:
+    """`level` of each score, for a whole tick at once."""
+    index = (scores >= LEVEL_MEDIUM).astype(np.intp) + (scores >= LEVEL_HIGH)
+    return [LEVELS[i] for i in index.tolist()]
 
 
 def explain(rb: RuleBase, friction_signed: float, energy: float, cpu: float, psi: float) -> dict[str, Any]:

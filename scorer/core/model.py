@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from types import MappingProxyType
+from typing import NamedTuple
 
 NAN = math.nan
 
@@ -68,9 +69,9 @@ class Inputs:
     ok: bool = True
 
 
-@dataclass(frozen=True)
-class NodeReport:
-    """One node's outcome of one tick; the body of GET /score?node= (CONTRACT §3.1)."""
+class NodeReport(NamedTuple):
+    """One node's outcome of one tick; the body of GET /score?node= (CONTRACT §3.1). A named
+    tuple, not a frozen dataclass: a tick builds one per node, and this is four times cheaper."""
 
     node: str
     time: datetime

@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
-import pytest
+import math
 
-from scorer.core.decision import DecisionParams, NodeState, medium_band, missing, step
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from scorer.core.decision import DecisionParams, NodeState, States, advance, medium_band, medium_bands, missing, step
+from scorer.core.inference import level, levels
 
 DEFAULT = DecisionParams()
 
@@ -115,3 +121,60 @@ def test_params_report_every_problem_together():
 def test_defaults():
     assert DecisionParams() == DecisionParams(2, 55, 60, 2, False)
     assert NodeState() == NodeState(0, 0, "allow")
+
+
+# --- the columnar tick: advance / States / medium_bands equal the scalar transitions ------------
+
+_PARAMS = st.builds(
+    lambda g, b, lo, extra: DecisionParams(good_threshold=g, medium_bad_threshold=b, medium_low_upper=lo,
+                                           medium_mid_upper=min(lo + extra, 70.0)),
+    st.integers(1, 4), st.integers(1, 4), st.floats(45, 70), st.floats(0, 25),
+)
+# Scores on and around every threshold, plus anything in 0..100; None = a missing tick.
+_SCORE = st.one_of(st.sampled_from([0.0, 44.99, 45.0, 54.99, 55.0, 59.99, 60.0, 69.99, 70.0, 100.0]),
+                   st.floats(0, 100), st.none())
+_STATE = st.builds(NodeState, st.integers(0, 5), st.integers(0, 5), st.sampled_from(["allow", "deny"]))
+
+
+@settings(max_examples=300, deadline=None)
+@given(params=_PARAMS, start=st.lists(_STATE, min_size=1, max_size=6),
+       ticks=st.lists(st.lists(_SCORE, min_size=6, max_size=6), min_size=1, max_size=8))
+def test_advance_equals_step_and_missing_node_for_node(params, start, ticks):
+    names = [f"n{i}" for i in range(len(start))]
+    expected = dict(zip(names, start, strict=True))
+    states = States.of(expected, names)
+    for row in ticks:
+        row = row[:len(names)]
+        scored = np.array([s is not None for s in row])
+        scores = np.array([math.nan if s is None else s for s in row])
+        states = advance(states, scores, scored, params)
+        expected = {n: (missing(expected[n]) if s is None else step(expected[n], s, params))[0]
+                    for n, s in zip(names, row, strict=True)}
+        assert dict(states) == expected
+
+
+def test_states_read_as_a_mapping_and_are_immutable():
+    states = States.of({"b": NodeState(1, 0, "deny")}, ["a", "b"])
+    assert list(states) == ["a", "b"] and len(states) == 2
+    assert states["a"] == NodeState() and states["b"] == NodeState(1, 0, "deny")
+    assert states.get("c") is None
+    assert States.of(states, ["a", "b"]) is states  # a steady tick converts nothing
+    assert dict(States.of(states, ["b", "c"])) == {"b": NodeState(1, 0, "deny"), "c": NodeState()}
+    with pytest.raises(ValueError):
+        states.bad[0] = 7
+
+
+def test_advance_rejects_a_non_finite_score_of_a_scored_node():
+    states = States.of({}, ["a", "b"])
+    with pytest.raises(ValueError, match="finite"):
+        advance(states, np.array([math.nan, 10.0]), np.array([True, True]), DEFAULT)
+    # A NaN where the node is not scored is the missing rule, not an error.
+    assert advance(states, np.array([math.nan, 10.0]), np.array([False, True]), DEFAULT)["a"].last == "deny"
+
+
+@settings(max_examples=200, deadline=None)
+@given(params=_PARAMS, scores=st.lists(st.one_of(st.floats(-10, 110), _SCORE.filter(bool)), max_size=20))
+def test_bands_and_levels_of_a_tick_equal_the_scalar_ones(params, scores):
+    array = np.array(scores, dtype=np.float64)
+    assert medium_bands(array, params) == [medium_band(s, params) for s in scores]
+    assert levels(array) == [level(s) for s in scores]

@@ -164,15 +164,32 @@ def test_nodes_sorted_first_seen_start_fresh_absent_dropped():
     assert states == before  # not modified
 
 
-def test_many_nodes_scored_like_one_by_one():
-    nodes = [_node(f"n{i:03d}", friction=i - 60.0, energy=i % 50, cpu=(3 * i) % 110, psi=(7 * i) % 105)
-             for i in range(200)]
-    nodes[17] = _node("n017", energy=NAN)
-    _, together = evaluate(RB, DEFAULT, {}, _inputs(*nodes))
-    for node in nodes:
-        _, alone = evaluate(RB, DEFAULT, {}, _inputs(node))
-        assert together.reports[node.node].score == pytest.approx(alone.reports[node.node].score, abs=1e-12)
-        assert together.reports[node.node].decision == alone.reports[node.node].decision
+def test_many_nodes_reported_like_one_by_one():
+    """The tick's columns (numpy planning, advance, levels, bands) give every node the report it
+    gets alone, across ticks, odd nodes (missing, calibrating, unsigned, non-finite) included."""
+    def tick(t: int) -> list[NodeInputs]:
+        nodes = [_node(f"n{i:03d}", friction=(i + 13 * t) % 130 - 60.0, energy=(i + t) % 50, cpu=(3 * i) % 110,
+                       psi=(7 * i + t) % 105) for i in range(200)]
+        nodes[17] = _node("n017", energy=NAN)
+        nodes[18] = _node("n018", cpu=NAN, missing=("cpu",), why={"cpu": "absent"})
+        nodes[19] = _node("n019", calibrating=t < 2, warmup_remaining_s=30.0)
+        nodes[20] = _node("n020", direction=NAN, friction=80.0, energy=40.0)
+        nodes[21] = _node("n021", psi=math.inf)
+        return nodes
+
+    together_states: dict = {}
+    alone_states: dict = {}
+    for t in range(4):
+        nodes = tick(t)
+        together_states, together = evaluate(RB, DEFAULT, together_states, _inputs(*nodes))
+        for node in nodes:
+            previous = {node.node: alone_states[node.node]} if node.node in alone_states else {}
+            states, alone = evaluate(RB, DEFAULT, previous, _inputs(node))
+            alone_states[node.node] = states[node.node]
+            a, b = together.reports[node.node], alone.reports[node.node]
+            assert a.score == pytest.approx(b.score, abs=1e-12)
+            assert a._replace(score=0) == b._replace(score=0)
+        assert dict(together_states) == alone_states
 
 
 def test_empty_inputs():
