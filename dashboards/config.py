@@ -57,6 +57,8 @@ RATE_WINDOW = "2m"
 #: the scheduler already ignores decisions older than that).
 SCORER_STALE_S = 60
 EXPORTER_DOWN_FOR = "5m"
+#: A DaemonSet pod normally reports within a minute or two of a node joining.
+NODE_NOT_MEASURED_FOR = "10m"
 BPF_NOT_ATTACHED_FOR = "5m"
 PROCFS_FALLBACK_FOR = "15m"
 #: Warm-up is 10 min by default; still calibrating after 20 min means the node never gives

@@ -101,6 +101,8 @@ _DAY_S = 86400
 _CERT_LIMIT_S = config.CERT_EXPIRY_DAYS * _DAY_S
 
 EX, SC = config.JOB_EXPORTER, config.JOB_SCORER
+#: kube-state-metrics' one series per cluster node (label `node`): the node inventory.
+KUBE_NODE_INFO = "kube_node_info"
 NODE = n.LABEL_NODE
 
 
@@ -132,6 +134,37 @@ def alerts() -> tuple[Alert, ...]:
                     {_series(q.UP, job=EX, instance="node-a:9860"): "1 1 0x12",
                      _series(q.UP, job=EX, instance="node-b:9860"): "1x14"},
                     (Case("4m"), Case("10m", ({"job": EX, "instance": "node-a:9860"},))),
+                ),
+            ),
+        ),
+        Alert(
+            "KsenseNodeNotMeasured",
+            f"group by ({NODE}) ({KUBE_NODE_INFO}) unless on ({NODE}) group by ({NODE}) ({n.SOURCE_INFO.name})",
+            config.NODE_NOT_MEASURED_FOR,
+            WARNING,
+            "no ksense exporter reports for node {{ $labels.node }}",
+            f"Node {{{{ $labels.node }}}} is in the cluster (kube-state-metrics' {KUBE_NODE_INFO}) but no ksense "
+            f"exporter has reported for it for {config.NODE_NOT_MEASURED_FOR}: the scorer has no inputs for it and "
+            "the fuzzy scheduler never places pods there (reason `no_score`). Needs kube-state-metrics; "
+            "without it this alert stays silent.",
+            Runbook(
+                "A node has no exporter at all (unlike KsenseExporterDown, there is no target that fails): the "
+                "DaemonSet has no pod there, or the pod never became ready.",
+                ("`kubectl -n ksense get daemonset ksense-exporter`: DESIRED vs READY.",
+                 "`kubectl -n ksense get pods -l app.kubernetes.io/name=ksense-exporter -o wide "
+                 "--field-selector spec.nodeName=<node>`: no pod means taints, a node selector or "
+                 "resources keep it off the node.",
+                 "`kubectl describe node <node>`: taints the DaemonSet does not tolerate."),
+                ("Make the DaemonSet tolerate the node's taints or fit its allocatable; restart a pod stuck "
+                 "in Init/ContainerCreating after fixing its mounts.",),
+            ),
+            (n.SOURCE_INFO.name,),
+            (
+                Scenario(
+                    {_series(KUBE_NODE_INFO, job="kube-state-metrics", node="node-a"): "1x20",
+                     _series(KUBE_NODE_INFO, job="kube-state-metrics", node="node-b"): "1x20",
+                     _series(n.SOURCE_INFO.name, job=EX, node="node-a", source=n.SOURCE_EBPF): "1x20"},
+                    (Case("5m"), Case("15m", ({NODE: "node-b"},))),
                 ),
             ),
         ),

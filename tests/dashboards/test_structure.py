@@ -14,9 +14,11 @@ from exporter import names as n
 
 FAMILIES = {f.name for f in (*n.EXPORTER_FAMILIES, *n.SCORER_FAMILIES, *n.SCHEDULER_FAMILIES)}
 RECORDED = {r.record for r in rules.recordings()}
-OTHER = {queries.UP, queries.PROCESS_CPU, queries.PROCESS_RSS}
+#: Series ksense does not define: Prometheus' up, prometheus_client's process metrics and
+#: kube-state-metrics' node inventory (KsenseNodeNotMeasured).
+OTHER = {queries.UP, queries.PROCESS_CPU, queries.PROCESS_RSS, rules.KUBE_NODE_INFO}
 PROMQL_WORDS = {"by", "on", "or", "and", "unless", "bool", "group_left", "le", "time", "rate", "increase", "sum",
-                "max", "min", "count", "histogram_quantile", "label_values"}
+                "max", "min", "count", "group", "histogram_quantile", "label_values"}
 
 
 def _panels(dashboard: dict) -> list[dict]:
