@@ -136,8 +136,9 @@ def _batch(rb: RuleBase, params: DecisionParams, series: Sequence[Inputs]) -> _B
         ticks.append((inputs, slice(start, len(nodes))))
     raw = np.array([_RAW(node) for node in nodes], dtype=np.float64).reshape(len(nodes), 5)
     friction, direction, energy, cpu, psi = raw.T
-    # NodeInputs.friction_signed, for every node at once.
-    signed = np.where(np.isnan(direction), friction, friction * direction)
+    # NodeInputs.friction_signed, for every node at once (inf × 0 is NaN, a missing input, quietly).
+    with np.errstate(invalid="ignore"):
+        signed = np.where(np.isnan(direction), friction, friction * direction)
     values = np.stack([signed, energy, cpu, psi], axis=1)
     scored = np.isfinite(values).all(axis=1)
     odd = {i for i, node in enumerate(nodes) if node.missing or node.calibrating}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import warnings
 from datetime import datetime, timedelta
 
 import pytest
@@ -228,3 +229,11 @@ def test_explain_node_uses_the_evaluated_inputs():
     assert explain_node(RB, DEFAULT, _node(energy=NAN)) is None
     assert explain_node(RB, DecisionParams(allow_on_missing=True), _node(energy=NAN)) == explain(
         RB, 0.237792, 0, 2.413911, 0.24796)
+
+
+def test_infinite_friction_times_zero_direction_is_missing_without_a_warning():
+    """inf × 0 is NaN (a missing input, as for the scalar property) and no RuntimeWarning."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        _, report = _one(_node(friction=math.inf, direction=0.0, energy=10.0))
+    assert (report.decision, report.reason, report.missing) == ("deny", "missing metrics: friction", ("friction",))
