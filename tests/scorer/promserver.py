@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import random
 import shutil
 import socket
 import subprocess
@@ -34,12 +35,39 @@ def prometheus_binary() -> str | None:
     return PROMETHEUS if os.access(PROMETHEUS, os.X_OK) else shutil.which("prometheus")
 
 
+def _ports_below_the_ephemeral_range(span: int = 12000) -> range:
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+            low = int(f.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        low = 32768
+    return range(max(1024, low - span), low)
+
+
+#: Where free_port looks: below the kernel's ephemeral range, which outgoing connections (scrapes,
+#: API calls) take their local ports from, so none of them can take a port between free_port
+#: and the server's bind.
+PORT_RANGE = _ports_below_the_ephemeral_range()
+_handed_out: set[int] = set()
+_rng = random.Random()
+
+
 def free_port() -> int:
-    """A port free right now on 127.0.0.1 (the kernel's choice; the tiny race until the server
-    binds it is accepted in tests)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A port of PORT_RANGE free right now on 127.0.0.1 and never handed out before by this
+    process. (The kernel's bind(0) choice repeats ports: the e2e stack once started two servers
+    on one.) The race with unrelated processes until the server binds it is accepted in tests."""
+    for _ in range(10 * len(PORT_RANGE)):
+        port = _rng.choice(PORT_RANGE)
+        if port in _handed_out:
+            continue
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        _handed_out.add(port)
+        return port
+    raise RuntimeError(f"no free port in {PORT_RANGE}")
 
 
 def _get_ok(url: str) -> bool:

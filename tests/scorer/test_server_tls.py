@@ -30,17 +30,12 @@ import trustme
 
 from scorer import server
 from scorer.server import TlsFiles, not_after_cryptography, not_after_stdlib
+from tests.scorer.promserver import free_port
 
 REPO = Path(__file__).resolve().parents[2]
 REVIEW = json.loads((Path(__file__).parent / "fixtures" / "admission" / "v1_pod_create.request.json").read_text())
 EXPIRY_1 = datetime(2031, 1, 1, tzinfo=UTC)
 EXPIRY_2 = datetime(2032, 6, 1, 12, 30, tzinfo=UTC)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def write_pair(ca: trustme.CA, cert: Path, key: Path, not_after: datetime, *, only: str | None = None) -> bytes:
