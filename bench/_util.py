@@ -1,14 +1,44 @@
-"""Helpers shared by the benchmarks: the bpf_stats sysctl and timed local commands."""
+"""Helpers shared by the benchmarks: the harness error and entry point, free ports, the
+bpf_stats sysctl, timed local commands and the result table."""
 
 from __future__ import annotations
 
 import contextlib
+import signal
+import socket
 import subprocess
+import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 BPF_STATS = Path("/proc/sys/kernel/bpf_stats_enabled")
+
+
+class HarnessError(RuntimeError):
+    """The measurement itself failed (a process died, a server did not start, a request failed)."""
+
+
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 right now (the measured server binds it a moment later)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _exit_on_sigterm(signum: int, _frame: object) -> None:
+    raise SystemExit(128 + signum)  # unwinds through the finally blocks that stop the processes
+
+
+def run_main(name: str, main: Callable[[], int]) -> None:
+    """A benchmark's `__main__`: SIGTERM unwinds like Ctrl-C (its processes are stopped), and a
+    harness failure is one line on stderr and exit 1."""
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
+    try:
+        sys.exit(main())
+    except (HarnessError, OSError, subprocess.SubprocessError) as exc:
+        print(f"{name}: harness failure: {exc}", file=sys.stderr)
+        sys.exit(1)
 
 
 @contextlib.contextmanager

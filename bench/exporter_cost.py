@@ -37,7 +37,6 @@ import argparse
 import contextlib
 import os
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -47,7 +46,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from bench._util import print_table
+from bench._util import HarnessError, free_port, print_table, run_main
 
 ROOT = Path(__file__).resolve().parent.parent
 PYTHON = sys.executable
@@ -66,18 +65,7 @@ FLOOR_IMPORT = "import numpy, prometheus_client"
 FLOOR_SLEEPER = FLOOR_IMPORT + "\nimport time\nwhile True:\n    time.sleep(1)"
 
 
-class HarnessError(RuntimeError):
-    """The measurement itself failed (a process died, a file never appeared)."""
-
-
 # --- processes -----------------------------------------------------------------------------------
-def free_port() -> int:
-    """A TCP port free on 127.0.0.1 right now (the exporter binds it a moment later)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def spawn(cmd: Sequence[str], log: Path) -> subprocess.Popen:
     """Start `cmd` in its own session (so its whole process group can be killed) with stdout
     and stderr going to `log`."""
@@ -556,14 +544,5 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
-def _exit_on_sigterm(signum: int, _frame: object) -> None:
-    raise SystemExit(128 + signum)  # unwinds through the finally blocks that stop the processes
-
-
 if __name__ == "__main__":
-    signal.signal(signal.SIGTERM, _exit_on_sigterm)
-    try:
-        sys.exit(main())
-    except (HarnessError, OSError, subprocess.SubprocessError) as exc:
-        print(f"bench.exporter_cost: harness failure: {exc}", file=sys.stderr)
-        sys.exit(1)
+    run_main("bench.exporter_cost", main)

@@ -45,8 +45,8 @@ from pathlib import Path
 import numpy as np
 import requests
 
-from bench._util import print_table
-from bench.exporter_cost import HarnessError, free_port, ratio, spawn, stop, tail, verdict
+from bench._util import HarnessError, free_port, print_table
+from bench.exporter_cost import ratio, spawn, stop, tail, verdict
 from exporter.core.csvrow import format_time
 from exporter.names import FRICTION, KERNEL_METRICS_COLUMNS
 from exporter.ticker import ticks

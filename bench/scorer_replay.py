@@ -21,8 +21,8 @@ import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
-from bench._util import print_table, run_timed
-from bench.exporter_cost import HarnessError, ratio, verdict
+from bench._util import HarnessError, print_table, run_timed
+from bench.exporter_cost import ratio, verdict
 
 ROOT = Path(__file__).resolve().parent.parent
 RECORDING = ROOT.parent / "shared" / "data" / "kernel_metrics_real.csv"

@@ -25,8 +25,6 @@ import gzip
 import http.client
 import math
 import os
-import signal
-import subprocess
 import sys
 import tempfile
 import time
@@ -34,8 +32,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from bench._util import print_table
-from bench.exporter_cost import Exporter, HarnessError, ratio, running, verdict
+from bench._util import HarnessError, print_table, run_main
+from bench.exporter_cost import Exporter, ratio, running, verdict
 
 GOAL_P99_MS = 5.0
 WARMUP = 10
@@ -187,14 +185,5 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
-def _exit_on_sigterm(signum: int, _frame: object) -> None:
-    raise SystemExit(128 + signum)  # unwinds through the finally blocks that stop the exporter
-
-
 if __name__ == "__main__":
-    signal.signal(signal.SIGTERM, _exit_on_sigterm)
-    try:
-        sys.exit(main())
-    except (HarnessError, OSError, subprocess.SubprocessError) as exc:
-        print(f"bench.scrape_latency: harness failure: {exc}", file=sys.stderr)
-        sys.exit(1)
+    run_main("bench.scrape_latency", main)

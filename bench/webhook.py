@@ -29,7 +29,6 @@ import json
 import math
 import os
 import signal
-import socket
 import ssl
 import subprocess
 import sys
@@ -40,7 +39,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from bench._util import print_table
+from bench._util import HarnessError, free_port, print_table
 
 PROTOTYPE_RPS = 35.0
 PROTOTYPE_P99_MS = 55.0
@@ -76,10 +75,6 @@ REVIEW = {
         "dryRun": False,
     },
 }
-
-
-class HarnessError(RuntimeError):
-    """The measurement itself failed (the server did not start, a request failed)."""
 
 
 @dataclass(frozen=True)
@@ -199,12 +194,6 @@ def measure(pool: ProcessPoolExecutor, port: int, cafile: str, route: Route, *, 
 
 
 # --- orchestration ------------------------------------------------------------------------------------
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def start_server(tmp: Path) -> tuple[subprocess.Popen, int, str]:
     import trustme
 
