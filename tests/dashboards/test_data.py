@@ -10,6 +10,7 @@ says why not; alerts must parse and each of their watched signals must return da
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import subprocess
@@ -106,7 +107,8 @@ def _start(workdir: Path, name: str, args: list[str], port: int, ready: str, env
 def stack(tmp_path_factory):
     require(promserver.prometheus_binary() is not None, "needs /usr/bin/prometheus (Debian package prometheus)")
     require(REAL_KERNEL_CSV.exists(), f"needs the reference recording {REAL_KERNEL_CSV}")
-    trustme = pytest.importorskip("trustme")
+    require(importlib.util.find_spec("trustme") is not None, "needs trustme (requirements/dev.txt)")
+    import trustme
     ebpf = bcc_available()
     if not ebpf and real_parts_required():
         pytest.fail("real part missing in CI: the eBPF exporter needs root, bcc and tracefs")

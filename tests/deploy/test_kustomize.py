@@ -13,6 +13,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
+from tests.conftest import require
 from tests.deploy.manifests import DEPLOY, OVERLAYS, REPO, SHIPPED, build, of_kind, pod_spec
 
 VERSIONS = ("1.30.0", kubernetes_validate.latest_version())
@@ -143,8 +144,7 @@ def test_generated_files_are_in_sync_with_their_sources():
 
 def test_dashboards_are_shipped_as_configmaps():
     sources = sorted((DEPLOY / "dashboards").glob("*.json"))
-    if not sources:
-        pytest.skip("deploy/dashboards/*.json not generated yet (python -m dashboards.build)")
+    require(bool(sources), "deploy/dashboards/*.json not generated yet (python -m dashboards.build)")
     cms = [o for o in build("default") if o["kind"] == "ConfigMap" and
            o["metadata"].get("labels", {}).get("grafana_dashboard") == "1"]
     assert sorted(k for cm in cms for k in cm["data"]) == sorted(p.name for p in sources)
@@ -156,8 +156,7 @@ def test_dashboards_are_shipped_as_configmaps():
 def test_rules_are_shipped():
     rule = DEPLOY / "rules" / "ksense-prometheusrule.yaml"
     plain = DEPLOY / "rules" / "ksense-rules.yaml"
-    if not rule.exists() or not plain.exists():
-        pytest.skip("deploy/rules/ not generated yet (python -m dashboards.build)")
+    require(rule.exists() and plain.exists(), "deploy/rules/ not generated yet (python -m dashboards.build)")
     rules = of_kind(build("prometheus-operator"), "PrometheusRule")
     assert rules and all(r["metadata"]["namespace"] == "ksense" for r in rules)
     cm = [o for o in build("with-prometheus") if o["kind"] == "ConfigMap"

@@ -4,6 +4,7 @@ server, and the timeline outputs."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import threading
 from datetime import datetime
@@ -15,6 +16,7 @@ import pytest
 from kubernetes import client as k8s
 from kubernetes.client.exceptions import ApiException
 
+from tests.conftest import require
 from tests.e2e import recordings
 from tests.e2e.apiserver import AdmittingAPIServer, Webhook, WebhookConfig
 from tests.fixtures import make_quiet_node
@@ -155,7 +157,7 @@ def test_failure_policy_ignore_admits_when_the_webhook_is_down_and_a_denial_is_a
 
 
 def test_the_timeline_png_and_csvs_are_written(tmp_path: Path):
-    pytest.importorskip("matplotlib")
+    require(importlib.util.find_spec("matplotlib") is not None, "needs matplotlib (requirements/plot.txt)")
     from tests.e2e import timeline
 
     class NoStack:

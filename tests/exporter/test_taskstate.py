@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import pytest
 
 from exporter.core.taskstate import (
@@ -9,6 +12,7 @@ from exporter.core.taskstate import (
     is_runnable,
     parse_task_report_max,
 )
+from tests.conftest import require
 
 # The print fmt of sched_switch on 6.18 (this VM), abbreviated only in the comm/pid part.
 FORMAT_6_18 = (
@@ -43,11 +47,9 @@ def test_parse_task_report_max(case, text, expected):
 
 
 def test_parse_the_running_kernel_format_when_present():
-    try:
-        with open("/sys/kernel/tracing/events/sched/sched_switch/format") as f:
-            text = f.read()
-    except OSError:
-        pytest.skip("tracefs not readable")
+    fmt = Path("/sys/kernel/tracing/events/sched/sched_switch/format")
+    require(os.access(fmt, os.R_OK), "tracefs not readable (scripts/setup.sh mounts it)")
+    text = fmt.read_text()
     value = parse_task_report_max(text)
     assert value >= 0x80 and value & (value - 1) == 0
 
