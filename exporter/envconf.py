@@ -66,7 +66,7 @@ class EnvReader:
         self,
         flag: str,
         env: str,
-        default: float,
+        default: float | None,
         *,
         minimum: float,
         maximum: float = math.inf,

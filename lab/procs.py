@@ -7,6 +7,7 @@ parent would leave the workers burning the next phase. Every child here is a ses
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -43,10 +44,8 @@ class Child:
         """SIGTERM to the process group, SIGKILL after `grace_s`; returns the exit status."""
         if self.proc.poll() is None:
             _signal_group(self.proc.pid, signal.SIGTERM)
-            try:
+            with contextlib.suppress(subprocess.TimeoutExpired):
                 self.proc.wait(grace_s)
-            except subprocess.TimeoutExpired:
-                pass
         # Workers of a group may outlive their leader: always sweep the group.
         _signal_group(self.proc.pid, signal.SIGKILL)
         try:
@@ -56,10 +55,8 @@ class Child:
 
 
 def _signal_group(pgid: int, sig: int) -> None:
-    try:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pgid, sig)
-    except (ProcessLookupError, PermissionError):
-        pass
 
 
 def stop_all(children: Sequence[Child]) -> None:
@@ -69,9 +66,7 @@ def stop_all(children: Sequence[Child]) -> None:
             _signal_group(child.proc.pid, signal.SIGTERM)
     deadline = time.monotonic() + 5.0
     for child in children:
-        try:
+        with contextlib.suppress(subprocess.TimeoutExpired):
             child.proc.wait(max(0.0, deadline - time.monotonic()))
-        except subprocess.TimeoutExpired:
-            pass
     for child in children:
         child.stop(grace_s=2.0)

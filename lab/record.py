@@ -2,7 +2,7 @@
 
 Runs, for `--seconds`, the real eBPF collector (collector_only.py, its normal CSV and warm-up),
 the reference tenant (Redis + the open-loop client, lab.tenant) and the stress phases of
-lab.schedule, and writes into the output directory:
+lab.core.schedule, and writes into the output directory:
 
     kernel_metrics.csv   the exporter's rows, one per second
     client_latency.csv   the tenant's latency per second (lab.tenant)
@@ -33,7 +33,7 @@ from pathlib import Path
 from exporter import preflight
 from exporter.config import ExporterConfig
 from exporter.core.csvrow import format_time
-from lab import schedule as sched
+from lab.core import schedule as sched
 from lab.procs import Child, missing_tools, stop_all
 from lab.stress import TOOLS, Stress
 from lab.tenant import DEFAULT_RATE, Tenant
@@ -56,13 +56,15 @@ class _Stopped(Exception):
 @dataclass(frozen=True)
 class RecordParams:
     out: Path
-    seconds: float
+    seconds: float | None
     seed: int
     warmup_s: float = DEFAULT_WARMUP_S
     rate: float = DEFAULT_RATE
     min_phase_s: float = 30.0
     max_phase_s: float = 90.0
     force: bool = False
+    schedule: str | None = None
+    """An explicit schedule (lab.core.schedule.parse_schedule) instead of the seeded one."""
 
 
 def _free_port() -> int:
@@ -136,9 +138,12 @@ def _raise_stopped(signum, frame):
 
 def record(params: RecordParams, argv: list[str], progress=print) -> dict:
     """Make one recording; returns its meta (also written to meta.json)."""
+    if params.schedule:
+        phases = sched.parse_schedule(params.schedule, params.warmup_s)
+    else:
+        phases = sched.make_schedule(params.seed, params.seconds, params.warmup_s, params.min_phase_s,
+                                     params.max_phase_s)
     preconditions(params)
-    phases = sched.make_schedule(params.seed, params.seconds, params.warmup_s, params.min_phase_s,
-                                 params.max_phase_s)
     out = params.out
     out.mkdir(parents=True, exist_ok=True)
     for name in (*FILES, "lab.log"):
@@ -154,11 +159,11 @@ def record(params: RecordParams, argv: list[str], progress=print) -> dict:
             "rt-tests": _version(["dpkg-query", "-W", "-f=${Version}", "rt-tests"]),
             "bcc": _version(["dpkg-query", "-W", "-f=${Version}", "python3-bpfcc"]),
         },
-        "seed": params.seed, "seconds": params.seconds, "warmup_s": params.warmup_s,
+        "seed": params.seed, "seconds": phases[-1].end, "warmup_s": params.warmup_s,
         "tenant": {"server": "redis-server", "request": "PING", "rate_per_s": params.rate, "connections": 1,
                    "open_loop": True},
         "schedule": {"min_phase_s": params.min_phase_s, "max_phase_s": params.max_phase_s,
-                     "phases": len(phases)},
+                     "phases": len(phases), "explicit": params.schedule},
         "slo": {"rule": "p99 > factor x median p99 of the calm (warmup, quiet) phases within the horizon",
                 "factor": 2.0, "horizon_s": 10},
         "command": argv, "started": None, "ended": None, "complete": False,

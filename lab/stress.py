@@ -1,4 +1,4 @@
-"""Stressors as real processes: a schedule phase (`lab.schedule`) turned into commands.
+"""Stressors as real processes: a schedule phase (`lab.core.schedule`) turned into commands.
 
 `commands` is pure (what would run, for the schedule's intensity and this machine's CPUs);
 `Stress` starts and stops them. Memory pressure needs a memory limit to reclaim against:
@@ -8,6 +8,7 @@ hierarchy has the memory controller, else cgroup v1 `memory.limit_in_bytes`), re
 
 from __future__ import annotations
 
+import contextlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,7 +29,7 @@ class Command:
 
 
 def commands(stressor: str, intensity: float, cpus: int, tmp: Path, port: int) -> list[Command]:
-    """The processes of one stressor at `intensity` in (0, 1] (see lab.schedule)."""
+    """The processes of one stressor at `intensity` in (0, 1] (see lab.core.schedule)."""
     scale = max(0.0, min(1.0, intensity))
     if stressor == "cpu":
         workers = max(1, round(scale * 2 * cpus))
@@ -75,10 +76,8 @@ class MemoryCgroup:
             f.write(str(os.getpid()))
 
     def remove(self) -> None:
-        try:
+        with contextlib.suppress(OSError):
             self.path.rmdir()
-        except OSError:
-            pass
 
 
 class Stress:

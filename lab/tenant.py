@@ -152,7 +152,7 @@ def _wait_port(port: int, deadline_s: float, server: Child) -> None:
     end = time.monotonic() + deadline_s
     while time.monotonic() < end:
         if not server.alive():
-            raise RuntimeError(f"redis-server exited with status {server.proc.returncode} (see the recording's lab.log)")
+            raise RuntimeError(f"redis-server exited with status {server.proc.returncode} (see lab.log)")
         try:
             socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
             return

@@ -23,7 +23,7 @@ from exporter.sinks.csvfile import CsvSink
 from exporter.sinks.prometheus import MetricsServer, make_registry
 from scorer.app import create_app
 from scorer.config import ScorerConfig, build_parser, from_env
-from scorer.core.decision import DecisionParams
+from scorer.core.decision import params_for
 from scorer.core.evaluate import explain_node
 from scorer.core.model import Results
 from scorer.core.rules import RulesError
@@ -62,13 +62,11 @@ def _print_summaries(evaluator: Evaluator, stop: threading.Event, interval_s: fl
 def build(cfg: ScorerConfig):
     """Everything but the serving loop: (app, evaluator, recorder, tls, on_worker_start, stop)."""
     rb = load_rules(cfg.rules_file)
-    params = DecisionParams(
-        good_threshold=cfg.good_threshold,
-        medium_low_upper=cfg.medium_low_upper,
-        medium_mid_upper=cfg.medium_mid_upper,
-        medium_bad_threshold=cfg.medium_bad_threshold,
-        allow_on_missing=cfg.allow_on_missing,
-    )
+    params = params_for(rb.decision, {
+        "good_threshold": cfg.good_threshold, "medium_low_upper": cfg.medium_low_upper,
+        "medium_mid_upper": cfg.medium_mid_upper, "medium_bad_threshold": cfg.medium_bad_threshold,
+        "allow_on_missing": cfg.allow_on_missing,
+    })
     if cfg.prometheus_url:
         source = PrometheusSource(cfg.prometheus_url, long_win_s=cfg.long_win_s, timeout_s=cfg.query_timeout_s)
     else:
@@ -119,6 +117,9 @@ def main(argv: list[str] | None = None) -> int:
         app, _, recorder, tls, on_worker_start, stop = build(cfg)
     except RulesError as exc:
         print(f"scorer: {exc}", file=sys.stderr)
+        return 2
+    except ValueError as exc:  # the rule file's and the configured thresholds disagree
+        print(f"scorer: decision thresholds (rule file + FUZZY_*): {exc}", file=sys.stderr)
         return 2
     scheme = "https" if tls else "http"
     shown = "127.0.0.1" if cfg.webhook_host in ("0.0.0.0", "::") else cfg.webhook_host

@@ -35,13 +35,14 @@ class ScorerConfig:
     """Rule base and membership parameters; None = the bundled default (SPEC §3.2)."""
     allow_on_missing: bool = False
     """Treat missing friction/energy as 0 instead of denying the node."""
-    good_threshold: int = 2
-    """Consecutive good ticks before a denied node is allowed again."""
-    medium_low_upper: float = 55.0
+    good_threshold: int | None = None
+    """Consecutive good ticks before a denied node is allowed again. None (unset) here and in
+    the three below: the rule file's `decision` value, else DecisionParams' default."""
+    medium_low_upper: float | None = None
     """Upper bound of the medium-low band (counts as good)."""
-    medium_mid_upper: float = 60.0
+    medium_mid_upper: float | None = None
     """Upper bound of the medium-mid band (holds the last decision)."""
-    medium_bad_threshold: int = 2
+    medium_bad_threshold: int | None = None
     """Consecutive medium-high ticks before an allowed node is denied."""
     # --- outputs --------------------------------------------------------------------------------
     webhook_host: str = "0.0.0.0"
@@ -98,9 +99,9 @@ def from_env(environ: Mapping[str, str], args: argparse.Namespace | None = None)
     url = r.text("prometheus_url", "KSENSE_PROMETHEUS_URL", None) or None
     if url is not None and not url.startswith(("http://", "https://")):
         r.problems.append(f"KSENSE_PROMETHEUS_URL={url!r}: expected an http:// or https:// URL")
-    lo = r.number("", "FUZZY_MEDIUM_LOW_UPPER", 55.0, minimum=45.0, maximum=70.0)
-    mid = r.number("", "FUZZY_MEDIUM_MID_UPPER", 60.0, minimum=45.0, maximum=70.0)
-    if lo > mid:
+    lo = r.number("", "FUZZY_MEDIUM_LOW_UPPER", None, minimum=45.0, maximum=70.0)
+    mid = r.number("", "FUZZY_MEDIUM_MID_UPPER", None, minimum=45.0, maximum=70.0)
+    if lo is not None and mid is not None and lo > mid:
         r.problems.append(f"FUZZY_MEDIUM_LOW_UPPER={lo} must not exceed FUZZY_MEDIUM_MID_UPPER={mid}")
     cfg = ScorerConfig(
         prometheus_url=url.rstrip("/") if url else None,
@@ -110,10 +111,10 @@ def from_env(environ: Mapping[str, str], args: argparse.Namespace | None = None)
         long_win_s=r.number("", "FUZZY_LONG_WIN_S", 60.0, minimum=1.0),
         rules_file=path("rules", "FUZZY_RULES_FILE", None),
         allow_on_missing=r.boolean("", "FUZZY_ALLOW_ON_MISSING", False),
-        good_threshold=r.number("", "FUZZY_GOOD_THRESHOLD", 2, minimum=1, integer=True),
+        good_threshold=r.number("", "FUZZY_GOOD_THRESHOLD", None, minimum=1, integer=True),
         medium_low_upper=lo,
         medium_mid_upper=mid,
-        medium_bad_threshold=r.number("", "FUZZY_MEDIUM_BAD_THRESHOLD", 2, minimum=1, integer=True),
+        medium_bad_threshold=r.number("", "FUZZY_MEDIUM_BAD_THRESHOLD", None, minimum=1, integer=True),
         webhook_host=r.text("host", "FUZZY_WEBHOOK_HOST", "0.0.0.0") or "0.0.0.0",
         webhook_port=r.number("port", "FUZZY_WEBHOOK_PORT", 8443, minimum=0, maximum=65535, integer=True),
         tls_cert=cert,

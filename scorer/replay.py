@@ -15,16 +15,19 @@ from __future__ import annotations
 import argparse
 import collections
 import csv
+import gzip
 import math
 import os
 import sys
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
+from typing import IO
 
 from exporter.core.csvrow import RowError, check_header, format_number, format_time, parse_row
+from exporter.core.model import Derived, RawInterval
 from exporter.names import DECISION_ALLOW, DECISION_DENY, INPUTS, REPLAY_COLUMNS, SOURCE_REPLAY
-from scorer.core.decision import DecisionParams
+from scorer.core.decision import DecisionParams, params_for
 from scorer.core.evaluate import evaluate_series
 from scorer.core.model import Inputs, NodeInputs, NodeReport
 from scorer.core.rules import RuleBase, RulesError
@@ -40,36 +43,51 @@ class ReplayError(Exception):
     """A problem the user must fix; main prints it as one line and exits 2."""
 
 
-def read_recording(path: Path, node: str) -> list[Inputs]:
-    """One Inputs (source "replay", one node) per data row of a kernel_metrics.csv.
+def open_text(path: Path) -> IO[str]:
+    """A recording opened as text; `.gz` files are decompressed on the fly (the lab's data is)."""
+    if path.suffix == ".gz":
+        return gzip.open(path, "rt", newline="", encoding="utf-8")
+    return open(path, newline="", encoding="utf-8")
 
-    The node's inputs are the row's recorded Friction, Direction, Energy, CPUUtil and PSI;
-    a CALIBRATING row is a calibrating node (its friction and energy are missing by design).
+
+def read_rows(path: Path) -> list[tuple[RawInterval, Derived]]:
+    """The parsed data rows of a kernel_metrics.csv (or .csv.gz).
+
     Raises RowError naming the line of a malformed row, OSError when the file is unreadable.
     """
-    series: list[Inputs] = []
-    with open(path, newline="", encoding="utf-8") as f:
+    rows: list[tuple[RawInterval, Derived]] = []
+    with open_text(path) as f:
         reader = csv.reader(f)
         try:
             header = next(reader, None)
             if header is None:
                 raise RowError(1, None, "empty file, expected the kernel_metrics.csv header")
             check_header(header, reader.line_num)
-            for fields in reader:
-                raw, derived = parse_row(fields, reader.line_num)
-                values = {"friction": derived.friction, "energy": derived.energy, "cpu": raw.cpu_util, "psi": raw.psi}
-                inputs = NodeInputs(
-                    node=node, friction=derived.friction, direction=derived.direction, energy=derived.energy,
-                    cpu_pct=raw.cpu_util, psi_pct=raw.psi,
-                    missing=tuple(name for name in INPUTS if math.isnan(values[name])),
-                    calibrating=not derived.frozen,
-                )
-                series.append(Inputs(time=raw.time, source=SOURCE_REPLAY, nodes={node: inputs}))
+            rows.extend(parse_row(fields, reader.line_num) for fields in reader)
         except csv.Error as exc:
             raise RowError(reader.line_num, None, f"malformed CSV: {exc}") from None
-        except UnicodeDecodeError as exc:
-            raise RowError(reader.line_num + 1, None, f"not UTF-8 text: {exc.reason}") from None
-    return series
+        except (UnicodeDecodeError, gzip.BadGzipFile, EOFError) as exc:
+            raise RowError(reader.line_num + 1, None, f"not UTF-8 text or gzip: {exc}") from None
+    return rows
+
+
+def row_inputs(raw: RawInterval, derived: Derived, node: str) -> Inputs:
+    """The scorer's Inputs (source "replay", one node) of one recorded row: its recorded
+    Friction, Direction, Energy, CPUUtil and PSI; a CALIBRATING row is a calibrating node
+    (its friction and energy are missing by design)."""
+    values = {"friction": derived.friction, "energy": derived.energy, "cpu": raw.cpu_util, "psi": raw.psi}
+    inputs = NodeInputs(
+        node=node, friction=derived.friction, direction=derived.direction, energy=derived.energy,
+        cpu_pct=raw.cpu_util, psi_pct=raw.psi,
+        missing=tuple(name for name in INPUTS if math.isnan(values[name])),
+        calibrating=not derived.frozen,
+    )
+    return Inputs(time=raw.time, source=SOURCE_REPLAY, nodes={node: inputs})
+
+
+def read_recording(path: Path, node: str) -> list[Inputs]:
+    """One Inputs per data row of a kernel_metrics.csv (or .csv.gz): `row_inputs` of `read_rows`."""
+    return [row_inputs(raw, derived, node) for raw, derived in read_rows(path)]
 
 
 def output_row(report: NodeReport) -> list[str]:
@@ -101,12 +119,14 @@ def replay(rb: RuleBase, params: DecisionParams, series: Sequence[Inputs]) -> It
 
 
 def _env_params(environ: Mapping[str, str], problems: list[str]) -> dict[str, object]:
-    """Defaults from the scorer's FUZZY_* variables, so a replay reproduces a configured scorer."""
+    """Defaults from the scorer's FUZZY_* variables, so a replay reproduces a configured scorer
+    (None: not configured, the rule file's or the built-in value applies)."""
     out: dict[str, object] = {}
     numbers = (("FUZZY_GOOD_THRESHOLD", "good_threshold", int), ("FUZZY_MEDIUM_LOW_UPPER", "medium_low_upper", float),
                ("FUZZY_MEDIUM_MID_UPPER", "medium_mid_upper", float),
                ("FUZZY_MEDIUM_BAD_THRESHOLD", "medium_bad_threshold", int))
     for var, key, kind in numbers:
+        out[key] = None
         if environ.get(var, "").strip():
             try:
                 out[key] = kind(environ[var])
@@ -120,28 +140,34 @@ def _env_params(environ: Mapping[str, str], problems: list[str]) -> dict[str, ob
 
 
 def _parser(defaults: Mapping[str, object], environ: Mapping[str, str]) -> argparse.ArgumentParser:
+    d = DecisionParams()
     p = argparse.ArgumentParser(
         prog="python -m scorer.replay",
         description="Run the scorer's fuzzy controller and decision state machine over a kernel_metrics.csv "
-                    "(one evaluation per row) and write the decisions (CONTRACT §2.4). Flags override the "
-                    "environment variables named in each help.",
+                    "(or .csv.gz; one evaluation per row) and write the decisions (CONTRACT §2.4). Flags override "
+                    "the environment variables named in each help; both override a rule file's 'decision' "
+                    "thresholds, which override the built-in defaults.",
     )
     p.add_argument("input", nargs="?", type=Path, default=Path(environ.get("KSENSE_METRICS_CSV") or DEFAULT_INPUT),
                    help=f"recording to replay (env KSENSE_METRICS_CSV, default {DEFAULT_INPUT})")
     p.add_argument("--output", "-o", type=Path, required=True, help="decisions CSV to write (replaced if present)")
-    p.add_argument("--node", help="node name used in the evaluation (default: the input file's stem)")
+    p.add_argument("--node", help="node name used in the evaluation "
+                                   "(default: the input file's name before its first dot)")
     p.add_argument("--rules", default=environ.get("FUZZY_RULES_FILE") or None,
                    help="rule-base JSON (env FUZZY_RULES_FILE, default the bundled rules)")
     p.add_argument("--allow-on-missing", action=argparse.BooleanOptionalAction, default=defaults["allow_on_missing"],
                    help="count missing friction/energy as 0 instead of denying (env FUZZY_ALLOW_ON_MISSING)")
-    p.add_argument("--good-threshold", type=int, default=defaults.get("good_threshold", 2),
-                   help="G: good ticks before allowing again (env FUZZY_GOOD_THRESHOLD, default 2)")
-    p.add_argument("--medium-low-upper", type=float, default=defaults.get("medium_low_upper", 55.0),
-                   help="lo: medium scores below it count as good (env FUZZY_MEDIUM_LOW_UPPER, default 55)")
-    p.add_argument("--medium-mid-upper", type=float, default=defaults.get("medium_mid_upper", 60.0),
-                   help="mid: medium scores from it on count as bad (env FUZZY_MEDIUM_MID_UPPER, default 60)")
-    p.add_argument("--medium-bad-threshold", type=int, default=defaults.get("medium_bad_threshold", 2),
-                   help="B: medium-high ticks before denying (env FUZZY_MEDIUM_BAD_THRESHOLD, default 2)")
+    p.add_argument("--good-threshold", type=int, default=defaults["good_threshold"],
+                   help=f"G: good ticks before allowing again (env FUZZY_GOOD_THRESHOLD, default {d.good_threshold})")
+    p.add_argument("--medium-low-upper", type=float, default=defaults["medium_low_upper"],
+                   help="lo: medium scores below it count as good (env FUZZY_MEDIUM_LOW_UPPER, "
+                        f"default {d.medium_low_upper:g})")
+    p.add_argument("--medium-mid-upper", type=float, default=defaults["medium_mid_upper"],
+                   help="mid: medium scores from it on count as bad (env FUZZY_MEDIUM_MID_UPPER, "
+                        f"default {d.medium_mid_upper:g})")
+    p.add_argument("--medium-bad-threshold", type=int, default=defaults["medium_bad_threshold"],
+                   help="B: medium-high ticks before denying (env FUZZY_MEDIUM_BAD_THRESHOLD, "
+                        f"default {d.medium_bad_threshold})")
     return p
 
 
@@ -175,21 +201,23 @@ def run(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = N
     problems: list[str] = []
     defaults = _env_params(environ, problems)
     args = _parser(defaults, environ).parse_args(argv)
-    try:
-        params = DecisionParams(
-            good_threshold=args.good_threshold, medium_low_upper=args.medium_low_upper,
-            medium_mid_upper=args.medium_mid_upper, medium_bad_threshold=args.medium_bad_threshold,
-            allow_on_missing=args.allow_on_missing,
-        )
-    except ValueError as exc:
-        problems.append(str(exc))
+    rb = params = None
     try:
         rb = load_rules(args.rules)
     except RulesError as exc:
         problems.append(str(exc))
+    if rb is not None:
+        try:
+            params = params_for(rb.decision, {
+                "good_threshold": args.good_threshold, "medium_low_upper": args.medium_low_upper,
+                "medium_mid_upper": args.medium_mid_upper, "medium_bad_threshold": args.medium_bad_threshold,
+                "allow_on_missing": args.allow_on_missing,
+            })
+        except ValueError as exc:
+            problems.append(str(exc))
     if problems:
         raise ReplayError("invalid configuration: " + "; ".join(problems))
-    node = args.node or args.input.stem
+    node = args.node or args.input.name.split(".")[0]
     try:
         series = read_recording(args.input, node)
     except RowError as exc:

@@ -67,6 +67,14 @@ class DecisionParams:
             raise ValueError("; ".join(problems))
 
 
+def params_for(from_rules: Mapping[str, float], configured: Mapping[str, object]) -> DecisionParams:
+    """The decision knobs in force: DecisionParams' defaults, replaced by a rule file's
+    `decision` section, replaced by explicitly configured values (None = not configured).
+    ValueError, as DecisionParams, when the result is inconsistent."""
+    chosen = {**from_rules, **{k: v for k, v in configured.items() if v is not None}}
+    return DecisionParams(**chosen)
+
+
 class NodeState(NamedTuple):
     """One node's hysteresis state; a node seen for the first time starts from NodeState()."""
 

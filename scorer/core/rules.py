@@ -17,6 +17,11 @@ Document layout (scorer/rules_default.json is the SPEC's tables in it):
 
 One rule row per (cpu, psi, friction) set triple, with its output set per energy set: the
 rows and columns of the SPEC's rule table.
+
+An optional `"decision"` object carries decision thresholds tuned together with the rules
+(`python -m lab tune` writes it): any of good_threshold, medium_low_upper, medium_mid_upper,
+medium_bad_threshold. They replace the built-in defaults; an explicitly configured FUZZY_*
+variable or flag still wins (scorer.core.decision.params_for).
 """
 
 from __future__ import annotations
@@ -47,6 +52,11 @@ SET_NAMES: Mapping[str, tuple[str, ...]] = MappingProxyType(
         "energy": ("short", "mod", "long"),
         "output": ("under", "short", "mod", "long"),
     }
+)
+
+#: Keys of the optional "decision" object, and whether each is an integer.
+DECISION_KEYS: Mapping[str, bool] = MappingProxyType(
+    {"good_threshold": True, "medium_low_upper": False, "medium_mid_upper": False, "medium_bad_threshold": True}
 )
 
 #: 2 × 3 × 4 × 3 = 72 rule cells.
@@ -83,6 +93,7 @@ class RuleBase:
     rule_sets: NDArray[np.intp] = field(repr=False, compare=False)
     rule_output: NDArray[np.intp] = field(repr=False, compare=False)
     ranges: Mapping[str, tuple[float, float]] = field(default_factory=lambda: MappingProxyType({}))
+    decision: Mapping[str, float] = field(default_factory=lambda: MappingProxyType({}))
     universe: NDArray[np.float64] = field(init=False, repr=False, compare=False)
     output_curves: NDArray[np.float64] = field(init=False, repr=False, compare=False)
 
@@ -221,6 +232,23 @@ def _parse_rules(rows: Any) -> tuple[NDArray[np.intp], NDArray[np.intp]]:
     return np.array(keys, dtype=np.intp), np.array([cells[k] for k in keys], dtype=np.intp)
 
 
+def _parse_decision(value: Any) -> Mapping[str, float]:
+    spec = _mapping(value, "decision")
+    out: dict[str, float] = {}
+    for key, text in spec.items():
+        if key not in DECISION_KEYS:
+            raise RulesError(f"decision.{key}: unknown key (expected {', '.join(DECISION_KEYS)})")
+        if DECISION_KEYS[key]:
+            if not (isinstance(text, int) and not isinstance(text, bool) and text >= 1):
+                raise RulesError(f"decision.{key}: expected an integer ≥ 1, got {text!r}")
+            out[key] = text
+        else:
+            if not _is_number(text):
+                raise RulesError(f"decision.{key}: expected a finite number, got {text!r}")
+            out[key] = float(text)
+    return MappingProxyType(out)
+
+
 def parse_rulebase(data: Mapping) -> RuleBase:
     """Validate a rule-base document (layout in the module docstring) into a RuleBase.
 
@@ -231,9 +259,9 @@ def parse_rulebase(data: Mapping) -> RuleBase:
     found raises RulesError naming its cell.
     """
     data = _mapping(data, "rule base")
-    unknown = sorted(set(data) - {"variables", "rules", "description"})
+    unknown = sorted(set(data) - {"variables", "rules", "description", "decision"})
     if unknown:
-        raise RulesError(f"{unknown[0]}: unknown key (expected 'variables' and 'rules')")
+        raise RulesError(f"{unknown[0]}: unknown key (expected 'variables', 'rules' and optionally 'decision')")
     variables = _mapping(data.get("variables"), "variables")
     for name in variables:
         if name not in VARIABLES:
@@ -244,4 +272,6 @@ def parse_rulebase(data: Mapping) -> RuleBase:
             raise RulesError(f"variables.{name}: missing variable")
         sets[name], ranges[name] = _parse_variable(name, variables[name])
     rule_sets, rule_output = _parse_rules(data.get("rules"))
-    return RuleBase(**sets, rule_sets=rule_sets, rule_output=rule_output, ranges=MappingProxyType(ranges))
+    decision = _parse_decision(data["decision"]) if "decision" in data else MappingProxyType({})
+    return RuleBase(**sets, rule_sets=rule_sets, rule_output=rule_output, ranges=MappingProxyType(ranges),
+                    decision=decision)

@@ -81,3 +81,27 @@ def make_schedule(seed: int, seconds: float, warmup_s: float, min_phase_s: float
         phases.append(Phase(t, t + length, name, intensity))
         t, last = t + length, name
     return phases
+
+
+def parse_schedule(text: str, warmup_s: float) -> list[Phase]:
+    """An explicit schedule: `STRESSOR:INTENSITY:SECONDS,...` after the warm-up (a mix is
+    `mix:cpu+io:0.5:60`). ValueError naming the bad item."""
+    phases = [Phase(0.0, float(warmup_s), WARMUP, 0.0)] if warmup_s > 0 else []
+    t = float(warmup_s)
+    known = set(STRESSORS) - {"mix"}
+    for item in (part.strip() for part in text.split(",")):
+        fields = item.rsplit(":", 2)
+        try:
+            name, intensity, length = fields[0], float(fields[1]), float(fields[2])
+        except (IndexError, ValueError):
+            raise ValueError(f"schedule item {item!r}: expected STRESSOR:INTENSITY:SECONDS") from None
+        parts = name[4:].split("+") if name.startswith("mix:") else [name]
+        unknown = [p for p in parts if p not in known or (name.startswith("mix:") and p not in MIXABLE)]
+        if unknown or not parts:
+            raise ValueError(f"schedule item {item!r}: unknown stressor {unknown[0] if unknown else name!r} "
+                             f"(known: {', '.join(sorted(known))}, mix:A+B)")
+        if not (0 <= intensity <= 1) or length <= 0:
+            raise ValueError(f"schedule item {item!r}: intensity must be in [0, 1] and seconds > 0")
+        phases.append(Phase(t, t + length, name, 0.0 if name == QUIET else intensity))
+        t += length
+    return phases

@@ -1,0 +1,1 @@
+"""Pure parts of the lab: quality figures and rule learning (no I/O, no clock, no processes)."""

@@ -1,0 +1,168 @@
+"""`python -m lab quality`: how often a deny means the tenant hurts, per policy, per stress phase.
+
+For each recording: the SLO (given, or K × the median p99 of its calm phases), the hurt and
+pain seconds (lab.core.metrics), and each policy's decisions (lab.policies). Seconds are
+evaluated where the baseline is frozen and the tenant measured (the scorer cannot decide
+while calibrating). Figures are pooled over the recordings; single thresholds are reported as
+a sweep, with the in-sample best flagged as such unless thresholds chosen on other data are
+given (`--thresholds`, written by `lab tune`).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from numpy.typing import NDArray
+
+from lab import policies
+from lab.core import metrics
+from lab.recording import Recording, RecordingError
+from lab.core.schedule import CALM
+from scorer.core.decision import DecisionParams
+from scorer.core.rules import RuleBase
+
+DEFAULT_HORIZON_S = 10
+DEFAULT_SLO_FACTOR = 2.0
+ALWAYS, NEVER = "always-deny", "never-deny"
+
+
+@dataclass(frozen=True)
+class Slo:
+    """A fixed SLO in ms, or a factor of each recording's calm median p99."""
+
+    ms: float | None = None
+    factor: float = DEFAULT_SLO_FACTOR
+
+    def of(self, rec: Recording) -> float:
+        return self.ms if self.ms is not None else self.factor * rec.calm_p99_ms()
+
+
+@dataclass(frozen=True)
+class Labelled:
+    """One recording with its SLO, hurt seconds and evaluated seconds."""
+
+    rec: Recording
+    slo_ms: float
+    hurt: NDArray[np.bool_]
+    pain: NDArray[np.bool_]
+    evaluated: NDArray[np.bool_]
+
+    @classmethod
+    def of(cls, rec: Recording, slo: Slo, horizon_s: int) -> Labelled:
+        slo_ms = slo.of(rec)
+        hurt = metrics.hurt(rec.p99_ms, rec.errors, slo_ms)
+        evaluated = rec.frozen & np.isfinite(rec.p99_ms)
+        if not evaluated.any():
+            raise RecordingError(f"{rec.path}: no second with a frozen baseline and tenant data to evaluate "
+                                 "(is the recording shorter than its warm-up?)")
+        return cls(rec, slo_ms, hurt, metrics.pain(hurt, horizon_s), evaluated)
+
+
+Decider = Callable[[Recording], NDArray[np.bool_]]
+
+
+def family(stressor: str) -> str:
+    """Phase family for the per-phase table: a mix is a mix, the warm-up is calm like quiet."""
+    return "mix" if stressor.startswith("mix:") else stressor
+
+
+def evaluate(data: Sequence[Labelled], deciders: dict[str, Decider], horizon_s: int) -> dict:
+    """Pooled and per-recording figures of every policy, and the per-phase table."""
+    denies = {name: [decide(d.rec) for d in data] for name, decide in deciders.items()}
+    out: dict = {"policies": {}, "recordings": [], "phases": {}}
+    for name, ds in denies.items():
+        out["policies"][name] = metrics.pooled(
+            [(deny, d.hurt, d.evaluated) for deny, d in zip(ds, data, strict=True)], horizon_s).as_dict()
+    for k, d in enumerate(data):
+        out["recordings"].append({
+            "name": d.rec.name, "path": str(d.rec.path), "seconds": len(d.rec.time_s),
+            "evaluated": int(d.evaluated.sum()), "slo_ms": d.slo_ms,
+            "pain_share": float(d.pain[d.evaluated].mean()),
+            "policies": {name: metrics.quality(ds[k], d.hurt, d.evaluated, horizon_s).as_dict()
+                         for name, ds in denies.items()},
+        })
+    families = sorted({family(p) for d in data for p in d.rec.phase if p} - {""},
+                      key=lambda f: (f not in CALM, f))
+    for fam in families:
+        masks = [d.evaluated & np.array([family(p) == fam for p in d.rec.phase]) for d in data]
+        n = int(sum(m.sum() for m in masks))
+        if n == 0:
+            continue
+
+        def pooled_median(values: list[NDArray[np.float64]], masks=masks) -> float:
+            v = np.concatenate([x[m] for x, m in zip(values, masks, strict=True)])
+            v = v[np.isfinite(v)]
+            return float(np.median(v)) if v.size else math.nan
+
+        out["phases"][fam] = {
+            "seconds": n,
+            "pain_share": float(sum(d.pain[m].sum() for d, m in zip(data, masks, strict=True)) / n),
+            "p99_ms": pooled_median([d.rec.p99_ms for d in data]),
+            "cpu": pooled_median([d.rec.features["cpu"] for d in data]),
+            "psi": pooled_median([d.rec.features["psi"] for d in data]),
+            "friction": pooled_median([d.rec.features["friction"] for d in data]),
+            "deny_share": {name: float(sum(x[m].sum() for x, m in zip(ds, masks, strict=True)) / n)
+                           for name, ds in denies.items()},
+        }
+    return out
+
+
+def sweeps(data: Sequence[Labelled], points: int = 200) -> dict[str, list[dict[str, float]]]:
+    """Per threshold signal, precision/recall/F1 over candidate thresholds (quantiles of the
+    pooled evaluated values), over all recordings at once."""
+    out = {}
+    for signal in policies.THRESHOLD_SIGNALS:
+        values = np.concatenate([d.rec.features[signal][d.evaluated] for d in data])
+        pain_s = np.concatenate([d.pain[d.evaluated] for d in data])
+        finite = values[np.isfinite(values)]
+        if finite.size == 0:
+            continue
+        candidates = np.unique(np.quantile(finite, np.linspace(0, 1, points)))
+        out[signal] = metrics.threshold_sweep(values, pain_s, np.ones(len(values), dtype=bool), candidates)
+    return out
+
+
+def deciders(rules: dict[str, tuple[RuleBase, DecisionParams]], thresholds: dict[str, float],
+             suffix: str = "") -> dict[str, Decider]:
+    """ksense policies by name, single-threshold policies at the given thresholds (named
+    `signal ≥ θ` + suffix, e.g. how θ was chosen), and the two constant policies."""
+    out: dict[str, Decider] = {}
+    for name, (rb, params) in rules.items():
+        out[name] = lambda rec, rb=rb, params=params: policies.ksense(rec, rb, params)[0]
+    for signal, theta in thresholds.items():
+        out[f"{signal} ≥ {theta:.4g}{suffix}"] = lambda rec, s=signal, t=theta: policies.threshold(rec, s, t)
+    out[ALWAYS] = lambda rec: np.ones(len(rec.time_s), dtype=bool)
+    out[NEVER] = lambda rec: np.zeros(len(rec.time_s), dtype=bool)
+    return out
+
+
+_COLUMNS = ("precision", "recall", "f1", "deny_share", "flips_per_hour", "onset_to_deny_s", "end_to_allow_s")
+
+
+def _fmt(value: float, digits: int = 2) -> str:
+    return "–" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.{digits}f}"
+
+
+def policy_table(result: dict) -> str:
+    """Markdown: one row per policy."""
+    lines = ["| policy | precision | recall | F1 | deny share | flips/h | onset→deny s | end→allow s |",
+             "|---|---|---|---|---|---|---|---|"]
+    for name, q in result["policies"].items():
+        cells = [_fmt(q[c], 0 if c == "flips_per_hour" else (1 if c.endswith("_s") else 2)) for c in _COLUMNS]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def phase_table(result: dict, names: Sequence[str]) -> str:
+    """Markdown: one row per stress family, pain share and the deny share of `names`."""
+    head = "| phase | seconds | tenant p99 ms | pain share | CPU % | PSI % | Friction | " + " | ".join(
+        f"deny: {n}" for n in names) + " |"
+    lines = [head, "|" + "---|" * (7 + len(names))]
+    for fam, p in result["phases"].items():
+        cells = [fam, str(p["seconds"]), _fmt(p["p99_ms"]), _fmt(p["pain_share"]), _fmt(p["cpu"], 0),
+                 _fmt(p["psi"], 1), _fmt(p["friction"], 1), *(_fmt(p["deny_share"][n]) for n in names)]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
