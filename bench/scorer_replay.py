@@ -25,7 +25,7 @@ from bench._util import HarnessError, print_table, run_timed
 from bench.exporter_cost import ratio, verdict
 
 ROOT = Path(__file__).resolve().parent.parent
-RECORDING = ROOT.parent / "shared" / "data" / "kernel_metrics_real.csv"
+RECORDING = ROOT / "data" / "reference" / "kernel_metrics_real.csv.gz"
 ROWS = 4569
 PROTO_S_PER_EVALUATION = 170e-6
 GOAL_S = 1.0

@@ -20,10 +20,11 @@ import numpy as np
 from numpy.typing import NDArray
 
 from exporter.core.csvrow import RowError, parse_time, time_seconds
+from exporter.sources.replay import open_text
 from lab.core.schedule import CALM
 from lab.tenant import CLIENT_COLUMNS
 from scorer.core.model import Inputs
-from scorer.replay import open_text, read_rows, row_inputs
+from scorer.replay import read_rows, row_inputs
 
 KERNEL, CLIENT, PHASES, META = "kernel_metrics.csv", "client_latency.csv", "phases.csv", "meta.json"
 #: Share of kernel rows that must have a client second; less means the clocks disagree.

@@ -1,7 +1,7 @@
 """`python -m scorer.replay`: the scorer's controller and decisions over a kernel_metrics.csv (SPEC §7).
 
 Answers "what would the scorer have decided on this node, and why" offline, from a recording
-(the exporter's CSV or ../shared/data/kernel_metrics_real.csv), and lets an operator try other
+(the exporter's CSV, or data/reference/kernel_metrics_real.csv.gz), and lets an operator try other
 thresholds or an override rule file before deploying them. One evaluation per row, through
 the same `scorer.core.evaluate` as the live tick, with the inference batched over the whole
 file, so a day of data takes seconds. Writes CONTRACT §2.4 rows and prints a summary.
@@ -22,10 +22,10 @@ import sys
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import IO
 
 from exporter.core.csvrow import RowError, check_header, format_number, format_time, parse_row
 from exporter.core.model import Derived, RawInterval
+from exporter.sources.replay import open_text
 from exporter.names import DECISION_ALLOW, DECISION_DENY, INPUTS, REPLAY_COLUMNS, SOURCE_REPLAY
 from scorer.core.decision import DecisionParams, params_for
 from scorer.core.evaluate import evaluate_series
@@ -41,13 +41,6 @@ _FALSE = ("false", "0", "no", "off", "")
 
 class ReplayError(Exception):
     """A problem the user must fix; main prints it as one line and exits 2."""
-
-
-def open_text(path: Path) -> IO[str]:
-    """A recording opened as text; `.gz` files are decompressed on the fly (the lab's data is)."""
-    if path.suffix == ".gz":
-        return gzip.open(path, "rt", newline="", encoding="utf-8")
-    return open(path, newline="", encoding="utf-8")
 
 
 def read_rows(path: Path) -> list[tuple[RawInterval, Derived]]:

@@ -19,8 +19,8 @@ import pytest
 
 T = TypeVar("T")
 REPO = Path(__file__).resolve().parent.parent
-SHARED_DATA = REPO.parent / "shared" / "data"
-REAL_KERNEL_CSV = SHARED_DATA / "kernel_metrics_real.csv"
+#: The reference recording of a cluster node, vendored in the repository (data/reference/README.md).
+REAL_KERNEL_CSV = REPO / "data" / "reference" / "kernel_metrics_real.csv.gz"
 
 
 def wait_for(predicate: Callable[[], T], deadline_s: float, what: str, *, poll_s: float = 0.05) -> T:

@@ -1,6 +1,6 @@
 """kernel_metrics.csv rows <-> values (CONTRACT §2.1), pure.
 
-The formats are the prototype's, so recordings such as ../shared/data/kernel_metrics_real.csv
+The formats are the prototype's, so recordings such as data/reference/kernel_metrics_real.csv.gz
 load in every tool. Splitting lines into fields (and quoting) is the shell's job (`csv`);
 here a row is a sequence of strings.
 """

@@ -10,6 +10,7 @@ whatever the speed, so speed 1 and speed 2000 give the same rows.
 from __future__ import annotations
 
 import csv
+import gzip
 import math
 import threading
 import time
@@ -121,6 +122,14 @@ class ReplaySource:
             raise self._error(line + 1, f"unreadable ({e})") from None
 
 
+def open_text(path: Path) -> TextIO:
+    """A recording opened as text; `.gz` files are decompressed on the fly (the repository's
+    recordings are stored so)."""
+    if path.suffix == ".gz":
+        return gzip.open(path, "rt", encoding="utf-8", newline="")
+    return path.open(encoding="utf-8", newline="")
+
+
 # Named like every source's factory (sources/<name>.open); shadows the builtin only here.
 def open(
     path: str | Path,
@@ -138,7 +147,7 @@ def open(
         raise ValueError(f"replay speed must be >= 0 (0 = as fast as possible), got {speed!r}")
     path = Path(path)
     try:
-        file = path.open(encoding="utf-8", newline="")
+        file = open_text(path)
     except OSError as e:
         raise SourceUnavailable(f"replay file {path}: {e.strerror or e}") from None
     source = ReplaySource(

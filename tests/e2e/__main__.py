@@ -1,7 +1,7 @@
 """`python -m tests.e2e` (what `make e2e` runs): the end-to-end scenario on this machine.
 
 Needs root (eBPF), bcc, /usr/bin/prometheus, stress-ng and the reference recording
-../shared/data/kernel_metrics_real.csv (`scripts/setup.sh` installs the first four). Writes
+data/reference/kernel_metrics_real.csv.gz (`scripts/setup.sh` installs the first four). Writes
 everything to `out/e2e/<timestamp>/` (or `--out DIR`): timeline.csv / timeline.png, events,
 binds, admission reviews, figures.json, summary.md, and every component's log and CSVs.
 Exit status 0 when every step passed, 1 when one failed, 2 when a real part is missing.

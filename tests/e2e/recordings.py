@@ -6,7 +6,7 @@ the same recorded offsets (tests/fixtures/make_quiet_node.py: EPISODE_START_S â€
 which is when every node of the scenario is denied.
 
 - node-c replays the committed quiet-node fixture as it is.
-- node-b replays `node_b_recording(...)`: DURATION_S rows of ../shared/data/kernel_metrics_real.csv
+- node-b replays `node_b_recording(...)`: DURATION_S rows of data/reference/kernel_metrics_real.csv.gz
   from `REAL_START_ROW` (a stretch the scorer allows with a WARMUP_S baseline, checked by a test),
   re-timed to start at the run's start, with the same synthetic contention episode applied to
   its raw columns (`make_quiet_node.contended`), derived columns recomputed.
@@ -30,6 +30,7 @@ from exporter.core import derive
 from exporter.core.csvrow import check_header, parse_row, time_seconds
 from exporter.core.model import RawInterval
 from exporter.names import INPUTS, KERNEL_METRICS_COLUMNS, SOURCE_REPLAY
+from exporter.sources.replay import open_text
 from scorer.core.decision import DecisionParams
 from scorer.core.model import Inputs, NodeInputs
 from scorer.replay import replay
@@ -49,8 +50,8 @@ NODE_B_SEED = 7
 
 
 def read_raw(path: Path) -> list[RawInterval]:
-    """The raw columns of every data row of a kernel_metrics.csv."""
-    with open(path, newline="", encoding="utf-8") as f:
+    """The raw columns of every data row of a kernel_metrics.csv (or .csv.gz)."""
+    with open_text(path) as f:
         reader = csv.reader(f)
         check_header(next(reader))
         return [parse_row(fields, reader.line_num)[0] for fields in reader]

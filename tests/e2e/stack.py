@@ -7,7 +7,7 @@
    names the rules and dashboards expect (`ksense-exporter`, `ksense-scorer`,
    `ksense-scheduler`), loaded by a config reload once every port is known;
 2. three exporters, started together: **node-a** on this machine's kernel (eBPF), **node-b**
-   replaying an edited copy of ../shared/data/kernel_metrics_real.csv (tests/e2e/recordings.py),
+   replaying an edited copy of data/reference/kernel_metrics_real.csv.gz (tests/e2e/recordings.py),
    **node-c** replaying tests/fixtures/quiet_node.csv, all with KSENSE_WARMUP_S shortened so
    the scenario fits in minutes, and each with its own state directory (a baseline persisted
    by an earlier run must not skip the warm-up);

@@ -1,6 +1,6 @@
 """THE regression test: replaying the reference recording reproduces its derived columns.
 
-../shared/data/kernel_metrics_real.csv was written by the first prototype, which computed
+data/reference/kernel_metrics_real.csv.gz was written by the first prototype, which computed
 Friction / Direction / Energy from unrounded raw values. Replayed through the replay source
 and derive.step (SPEC §2.4) it must show the same freeze row, the same BaselineSamples, the
 same Direction and Energy_W on every row, and Friction / Energy / Energy_Vol / k within what
@@ -42,7 +42,7 @@ def tolerance(v: np.ndarray) -> np.ndarray:
 def recorded():
     """(raw cells, RawInterval, recorded Derived) per row, read independently of the source."""
     require(REAL_KERNEL_CSV.exists(), f"needs the reference recording {REAL_KERNEL_CSV}")
-    with REAL_KERNEL_CSV.open(newline="", encoding="utf-8") as f:
+    with replay.open_text(REAL_KERNEL_CSV) as f:
         reader = csv.reader(f)
         check_header(next(reader))
         return [(fields, *parse_row(fields, i)) for i, fields in enumerate(reader, start=2)]
