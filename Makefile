@@ -3,7 +3,7 @@
 PY := .venv/bin/python
 PYTEST_ARGS ?=
 
-.PHONY: setup run test lint bench generate e2e clean
+.PHONY: setup run test lint bench generate e2e lab-report clean
 
 setup:
 	@bash scripts/setup.sh
@@ -31,6 +31,11 @@ e2e: setup
 generate: setup
 	$(PY) -m dashboards.build
 	$(PY) deploy/build.py
+
+# Tune on the committed lab recordings (data/lab/split.json) and rewrite lab/REPORT.md,
+# lab/report/*.png and lab/rules_tuned.json (a few minutes; no root needed).
+lab-report: setup
+	$(PY) -m lab report
 
 clean:
 	rm -rf .venv .pytest_cache .ruff_cache

@@ -12,8 +12,8 @@ from pathlib import Path
 import numpy as np
 
 from lab import policies
-from lab.quality import Labelled
 from lab.core.schedule import CALM
+from lab.quality import Labelled
 from scorer.core.decision import DecisionParams
 from scorer.core.inference import LEVEL_HIGH
 from scorer.core.rules import RuleBase

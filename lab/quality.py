@@ -19,8 +19,8 @@ from numpy.typing import NDArray
 
 from lab import policies
 from lab.core import metrics
-from lab.recording import Recording, RecordingError
 from lab.core.schedule import CALM
+from lab.recording import Recording, RecordingError
 from scorer.core.decision import DecisionParams
 from scorer.core.rules import RuleBase
 

@@ -19,8 +19,9 @@ def test_defaults_follow_the_contract():
     assert cfg.prometheus_url is None and cfg.exporter_url == "http://127.0.0.1:9860/metrics"
     assert (cfg.interval_s, cfg.replay_s, cfg.long_win_s) == (1.0, 300.0, 60.0)
     assert (cfg.webhook_host, cfg.webhook_port, cfg.metrics_port) == ("0.0.0.0", 8443, 9861)
+    # Unset: the rule file's decision section, else DecisionParams' defaults (params_for).
     assert (cfg.good_threshold, cfg.medium_low_upper, cfg.medium_mid_upper, cfg.medium_bad_threshold) == (
-        2, 55.0, 60.0, 2)
+        None, None, None, None)
     assert cfg.allow_on_missing is False and cfg.tls_cert is None and cfg.rules_file is None
     assert cfg.monitor_csv == Path("/tmp/ksense/fuzzy_monitor.csv")
     assert cfg.score_csv == Path("/tmp/ksense/fuzzy_score.csv")
