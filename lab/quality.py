@@ -11,6 +11,7 @@ given (`--thresholds`, written by `lab tune`).
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -21,6 +22,7 @@ from lab import policies
 from lab.core import metrics
 from lab.core.schedule import CALM
 from lab.recording import Recording, RecordingError
+from lab.stress import label
 from scorer.core.decision import DecisionParams
 from scorer.core.rules import RuleBase
 
@@ -64,9 +66,17 @@ class Labelled:
 Decider = Callable[[Recording], NDArray[np.bool_]]
 
 
-def family(stressor: str) -> str:
-    """Phase family for the per-phase table: a mix is a mix, the warm-up is calm like quiet."""
-    return "mix" if stressor.startswith("mix:") else stressor
+def families(rec: Recording) -> list[str]:
+    """Per second, the phase's name in the per-phase table (lab.stress.label; '' outside phases)."""
+    cpus = int(rec.meta.get("cpus") or os.cpu_count() or 1)
+    names: dict[tuple[str, float], str] = {}
+    out = []
+    for p, i in zip(rec.phase, rec.intensity.tolist(), strict=True):
+        key = (p, i)
+        if key not in names:
+            names[key] = label(p, i, cpus) if p else ""
+        out.append(names[key])
+    return out
 
 
 def evaluate(data: Sequence[Labelled], deciders: dict[str, Decider], horizon_s: int) -> dict:
@@ -84,10 +94,10 @@ def evaluate(data: Sequence[Labelled], deciders: dict[str, Decider], horizon_s: 
             "policies": {name: metrics.quality(ds[k], d.hurt, d.evaluated, horizon_s).as_dict()
                          for name, ds in denies.items()},
         })
-    families = sorted({family(p) for d in data for p in d.rec.phase if p} - {""},
-                      key=lambda f: (f not in CALM, f))
-    for fam in families:
-        masks = [d.evaluated & np.array([family(p) == fam for p in d.rec.phase]) for d in data]
+    per_second = [np.array(families(d.rec)) for d in data]
+    names = sorted({f for fs in per_second for f in fs.tolist()} - {""}, key=lambda f: (f not in CALM, f))
+    for fam in names:
+        masks = [d.evaluated & (fs == fam) for d, fs in zip(data, per_second, strict=True)]
         n = int(sum(m.sum() for m in masks))
         if n == 0:
             continue

@@ -190,7 +190,10 @@ def record(params: RecordParams, argv: list[str], progress=print) -> dict:
             for i, phase in enumerate(phases, 1):
                 _sleep_until(t0 + phase.start, watch)
                 began = datetime.now()
-                stress = Stress(phase.parts, phase.intensity, cpus=cpus, tmp=tmp, port=_free_port(), log=log)
+                try:
+                    stress = Stress(phase.parts, phase.intensity, cpus=cpus, tmp=tmp, port=_free_port(), log=log)
+                except OSError as exc:
+                    raise RecordError(f"cannot start phase {i} ({phase.stressor}): {exc}") from None
                 command = stress.argv
                 progress(f"lab record: [{i}/{len(phases)}] {began:%H:%M:%S} {phase.stressor:<20} "
                          f"intensity {phase.intensity:.2f} for {phase.end - phase.start:.0f} s"

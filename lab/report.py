@@ -129,7 +129,8 @@ def write(args) -> int:
     goals = _goals(test, harmless_allow_share(held_out, rules))
     lines += ["", "## Held-out results", "", quality.policy_table(test), "", *goals,
               "", "## Which trouble is caught (held out)", "",
-              "Pain share and deny share per stressor (a mix counts as `mix`; the warm-up is calibrating and "
+              "Pain share and deny share per stressor (CPU hogs by count, partial CPU load by its busy share, any "
+              "mix of two stressors as `mix`; the warm-up is calibrating and "
               "not evaluated):", "", quality.phase_table(test, [BUNDLED, TUNED]), "",
               "## The same over the training recordings (in-sample, not a result)", "",
               quality.policy_table(summary["train"]), "",

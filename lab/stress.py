@@ -28,14 +28,34 @@ class Command:
     memory_cgroup: bool = False
 
 
+def cpu_workers(intensity: float, cpus: int) -> int:
+    """Busy workers of the `cpu` stressor: 1 up to 2 per CPU."""
+    return max(1, round(max(0.0, min(1.0, intensity)) * 2 * cpus))
+
+
+def partial_load(intensity: float) -> int:
+    """Busy percentage of each `cpu-partial` worker (one per CPU): 30 up to 100."""
+    return round(30 + 70 * max(0.0, min(1.0, intensity)))
+
+
+def label(stressor: str, intensity: float, cpus: int) -> str:
+    """A phase's name for reports: CPU stressors by what they load (`cpu 3 hogs`,
+    `cpu-partial 65%` rounded to tens), the others by name (a mix is `mix`)."""
+    if stressor == "cpu":
+        n = cpu_workers(intensity, cpus)
+        return f"cpu {n} hog{'s' if n > 1 else ''}"
+    if stressor == "cpu-partial":
+        return f"cpu-partial {round(partial_load(intensity), -1):.0f}%"
+    return "mix" if stressor.startswith("mix:") else stressor
+
+
 def commands(stressor: str, intensity: float, cpus: int, tmp: Path, port: int) -> list[Command]:
     """The processes of one stressor at `intensity` in (0, 1] (see lab.core.schedule)."""
     scale = max(0.0, min(1.0, intensity))
     if stressor == "cpu":
-        workers = max(1, round(scale * 2 * cpus))
-        return [Command(("stress-ng", "-q", "--cpu", str(workers), "--cpu-load", "100"))]
+        return [Command(("stress-ng", "-q", "--cpu", str(cpu_workers(scale, cpus)), "--cpu-load", "100"))]
     if stressor == "cpu-partial":
-        return [Command(("stress-ng", "-q", "--cpu", str(cpus), "--cpu-load", str(round(30 + 70 * scale))))]
+        return [Command(("stress-ng", "-q", "--cpu", str(cpus), "--cpu-load", str(partial_load(scale))))]
     if stressor == "hackbench":
         groups = max(1, round(scale * 4))
         return [Command(("hackbench", "-g", str(groups), "-l", "1000000000", "-s", "100"))]

@@ -23,11 +23,15 @@ from dataclasses import dataclass
 
 WARMUP = "warmup"
 QUIET = "quiet"
-#: Stressors a phase can draw, with their drawing weights (quiet phases keep the node's normal
-#: represented after the warm-up; cpu stressors are the commonest trouble on a shared node).
+#: Stressors a phase can draw, with their drawing weights: quiet phases keep the node's normal
+#: represented after the warm-up (seconds without pain are what a deny must not hit), CPU hogs
+#: are the commonest trouble on a shared node.
 STRESSORS = {
-    QUIET: 2, "cpu": 2, "cpu-partial": 2, "hackbench": 1, "memory": 1, "io": 1, "netrx": 1, "mix": 1,
+    QUIET: 3, "cpu": 2, "cpu-partial": 1, "hackbench": 1, "memory": 1, "io": 1, "netrx": 1, "mix": 1,
 }
+#: Intensity range of a stress phase: from barely there (one hog, a trickle of I/O or traffic,
+#: which may not hurt at all) to the stressor's maximum.
+INTENSITY = (0.05, 1.0)
 #: Stressors that can be part of a mix.
 MIXABLE = ("cpu", "cpu-partial", "hackbench", "memory", "io", "netrx")
 #: Phases whose tenant latency is the node's normal (the SLO is derived from them).
@@ -77,7 +81,7 @@ def make_schedule(seed: int, seconds: float, warmup_s: float, min_phase_s: float
             name = rng.choices(names, weights)[0]
         if name == "mix":
             name = "mix:" + "+".join(sorted(rng.sample(MIXABLE, 2)))
-        intensity = 0.0 if name == QUIET else round(rng.uniform(0.2, 1.0), 2)
+        intensity = 0.0 if name == QUIET else round(rng.uniform(*INTENSITY), 2)
         phases.append(Phase(t, t + length, name, intensity))
         t, last = t + length, name
     return phases
