@@ -66,7 +66,7 @@ def write_recording(directory: Path, *, seconds: int = 120, warmup: int = 30, cl
         for a, b, name in phases:
             w.writerow([format_time(T0 + timedelta(seconds=a)), format_time(T0 + timedelta(seconds=b)), name,
                         "0.00" if name in ("warmup", "quiet") else "1.00", ""])
-    (directory / "meta.json").write_text(json.dumps({"seed": seed, "started": format_time(T0)}))
+    (directory / "meta.json").write_text(json.dumps({"seed": seed, "started": format_time(T0), "cpus": 2}))
     return directory
 
 

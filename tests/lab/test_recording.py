@@ -89,7 +89,7 @@ def test_quality_cli_on_a_recording(recording_dir, tmp_path):
     out = tmp_path / "q"
     result = lab("quality", str(recording_dir), "--out", str(out), "--horizon-s", "0")
     assert result.returncode == 0, result.stderr
-    assert "| ksense (bundled rules) |" in result.stdout and "| cpu |" in result.stdout
+    assert "| ksense (bundled rules) |" in result.stdout and "| cpu 4 hogs |" in result.stdout
     data = json.loads((out / "quality.json").read_text())
     q = data["policies"]["ksense (bundled rules)"]
     assert set(q) >= {"precision", "recall", "f1", "deny_share", "flips_per_hour", "onset_to_deny_s",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from collections import Counter
 from pathlib import Path
 
@@ -17,7 +18,7 @@ def test_a_seed_gives_one_schedule_covering_the_recording():
     assert a != make_schedule(43, 1200, 600)
     assert a[0].stressor == WARMUP and (a[0].start, a[0].end) == (0, 600)
     assert a[-1].end == 1200
-    for before, after in zip(a, a[1:], strict=False):
+    for before, after in itertools.pairwise(a):
         assert before.end == after.start and before.stressor != after.stressor
         assert 15 <= after.end - after.start <= 90 + 15
     for p in a[1:]:
