@@ -34,10 +34,11 @@ def need_lab_tools():
     require(not missing, f"needs {', '.join(missing)} (scripts/setup.sh installs them)")
 
 
-def _ours_running(out: Path) -> list[str]:
-    """Processes still running that this recording started (their command lines name its
-    directory or its temporary files, or they are its stressors)."""
-    found = []
+def _lab_processes(out: Path) -> set[str]:
+    """Running processes a recording starts: those whose command lines name its directory or
+    a lab temporary directory, and stressors. Compared before and after a test, so another
+    recording on the machine does not count."""
+    found = set()
     for pid in os.listdir("/proc"):
         if not pid.isdigit():
             continue
@@ -46,12 +47,13 @@ def _ours_running(out: Path) -> list[str]:
         except OSError:
             continue
         if str(out) in cmd or "ksense-lab-" in cmd or cmd.startswith(("stress-ng", "hackbench", "iperf3 -")):
-            found.append(f"{pid}: {cmd[:80]}")
+            found.add(f"{pid}: {cmd[:80]}")
     return found
 
 
 def test_a_short_recording_is_well_formed_and_sees_cpu_pain(tmp_path, need_lab_tools):
     out = tmp_path / "rec"
+    before = _lab_processes(out)
     done = subprocess.run(
         [sys.executable, "-m", "lab", "record", "--out", str(out), "--seed", "5", "--warmup", "25", "--rate", "400",
          "--schedule", "quiet:0:15,cpu:1.0:30,quiet:0:15"],
@@ -81,12 +83,13 @@ def test_a_short_recording_is_well_formed_and_sees_cpu_pain(tmp_path, need_lab_t
     assert np.median(rec.p99_ms[cpu]) > 1.5 * np.median(rec.p99_ms[calm]), (
         np.median(rec.p99_ms[cpu]), np.median(rec.p99_ms[calm]))
     assert np.median(rec.features["cpu"][cpu]) > 90
-    assert _ours_running(out) == []
+    assert _lab_processes(out) - before == set()
     assert not any(Path("/sys/fs/cgroup/memory").glob("ksense-lab-*"))
 
 
 def test_ctrl_c_stops_everything_and_keeps_the_files(tmp_path, need_lab_tools):
     out = tmp_path / "rec"
+    before = _lab_processes(out)
     proc = subprocess.Popen(
         [sys.executable, "-m", "lab", "record", "--out", str(out), "--seed", "1", "--warmup", "3",
          "--schedule", "mix:cpu+memory:0.5:120"],
@@ -112,7 +115,7 @@ def test_ctrl_c_stops_everything_and_keeps_the_files(tmp_path, need_lab_tools):
     meta = json.loads((out / "meta.json").read_text())
     assert meta["complete"] is False and meta["interrupted"] == "SIGINT"
     assert (out / "kernel_metrics.csv").stat().st_size > 0 and (out / "client_latency.csv").exists()
-    assert _ours_running(out) == []
+    assert _lab_processes(out) - before == set()
     assert not any(Path("/sys/fs/cgroup/memory").glob("ksense-lab-*"))
 
 
@@ -121,7 +124,8 @@ def test_missing_tools_and_an_occupied_output_are_named(tmp_path):
     out.mkdir()
     (out / "kernel_metrics.csv").write_text("x\n")
     env = dict(os.environ, PATH="/nonexistent")
-    done = subprocess.run([sys.executable, "-m", "lab", "record", "--out", str(out), "--seconds", "60", "--seed", "1"],
+    done = subprocess.run([sys.executable, "-m", "lab", "record", "--out", str(out), "--seconds", "60", "--seed", "1",
+                           "--warmup", "10"],
                           cwd=REPO, capture_output=True, text=True, timeout=60, env=env)
     assert done.returncode == 2
     assert "missing tool: stress-ng (apt-get install stress-ng)" in done.stderr
