@@ -68,7 +68,7 @@ NODE_DENIED_FOR = "15m"
 ALL_DENIED_FOR = "5m"
 SCORER_STALE_FOR = "2m"
 QUERY_ERRORS_FOR = "10m"
-CERT_EXPIRY_DAYS = 14
+CERT_EXPIRY_DAYS = 30
 CERT_EXPIRY_FOR = "10m"
 #: Prefix of each alert's `runbook_url`: the README's runbook, one anchor per alert (the anchor
 #: is the alert name in lower case). Set it to the README's URL where your repository lives.

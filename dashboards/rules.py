@@ -399,8 +399,8 @@ def alerts() -> tuple[Alert, ...]:
             (CERT_LEFT,),
             (
                 Scenario(
-                    {_series(n.WEBHOOK_CERT_EXPIRY.name, job=SC, instance="scorer-1"): f"{20 * _DAY_S}x30",
-                     _series(n.WEBHOOK_CERT_EXPIRY.name, job=SC, instance="scorer-2"): f"{10 * _DAY_S}x30"},
+                    {_series(n.WEBHOOK_CERT_EXPIRY.name, job=SC, instance="scorer-1"): f"{2 * _CERT_LIMIT_S}x30",
+                     _series(n.WEBHOOK_CERT_EXPIRY.name, job=SC, instance="scorer-2"): f"{_CERT_LIMIT_S // 2}x30"},
                     (Case("5m"), Case("15m", ({"job": SC, "instance": "scorer-2"},))),
                 ),
             ),

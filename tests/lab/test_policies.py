@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -34,7 +35,10 @@ def test_fast_path_equals_the_replay_on_a_synthetic_recording(tmp_path, params):
 
 
 def test_committed_recordings_are_present():
-    assert len(COMMITTED) >= 6, f"expected the lab's recordings in {DATA}"
+    split = json.loads((DATA / "split.json").read_text())
+    named = [*split["train"], *split["test"]]
+    assert split["train"] and split["test"] and not set(split["train"]) & set(split["test"])
+    assert sorted(named) == [p.name for p in COMMITTED], "split.json names exactly the committed recordings"
 
 
 @pytest.mark.parametrize("directory", COMMITTED, ids=lambda p: p.name)
