@@ -7,6 +7,7 @@ KSENSE_REQUIRE_REAL=1 it fails, because a green CI that skipped the eBPF tests i
 
 from __future__ import annotations
 
+import gzip
 import importlib.util
 import os
 import shutil
@@ -69,10 +70,15 @@ def promtool() -> str:
     return path
 
 
-@pytest.fixture
-def real_kernel_csv() -> Path:
+@pytest.fixture(scope="session")
+def real_kernel_csv(tmp_path_factory) -> Path:
+    """The reference recording as a plain kernel_metrics.csv (the repository keeps it gzipped;
+    tests that slice its lines want text, the readers take either)."""
     require(REAL_KERNEL_CSV.exists(), f"needs the reference recording {REAL_KERNEL_CSV}")
-    return REAL_KERNEL_CSV
+    plain = tmp_path_factory.mktemp("reference") / "kernel_metrics_real.csv"
+    with gzip.open(REAL_KERNEL_CSV, "rb") as src, open(plain, "wb") as dst:
+        shutil.copyfileobj(src, dst)
+    return plain
 
 
 # The test Kubernetes API server's fixtures, for every test directory.

@@ -12,7 +12,6 @@ import pytest
 
 from exporter.names import KERNEL_METRICS_COLUMNS, REPLAY_COLUMNS
 from scorer.replay import main
-from tests.conftest import REAL_KERNEL_CSV, require
 
 REPO = Path(__file__).resolve().parents[2]
 # No FUZZY_* / KSENSE_* from the developer's shell: the tool reads them as defaults.
@@ -22,13 +21,6 @@ ENV = {"PATH": "/usr/bin:/bin", "PYTHONPATH": str(REPO)}
 def _replay(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "scorer.replay", *args], cwd=REPO, env=ENV, capture_output=True,
                           text=True, timeout=60)
-
-
-@pytest.fixture(scope="module")
-def real_kernel_csv() -> Path:
-    """conftest's fixture at module scope: the real replay runs once for several tests."""
-    require(REAL_KERNEL_CSV.exists(), f"needs the reference recording {REAL_KERNEL_CSV}")
-    return REAL_KERNEL_CSV
 
 
 @pytest.fixture(scope="module")
