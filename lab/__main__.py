@@ -57,6 +57,9 @@ def _parser() -> argparse.ArgumentParser:
         slo.add_argument("--slo-factor", type=_positive(float), default=DEFAULT_SLO_FACTOR,
                          help="SLO = K x the median p99 of each recording's calm phases "
                               f"(default {DEFAULT_SLO_FACTOR:g})")
+        sp.add_argument("--smooth-s", type=int, default=1,
+                        help="judge the rolling median of the per-second p99 over this many seconds (odd; default 1: "
+                             "every second on its own; 5 = only sustained rises count)")
         sp.add_argument("--horizon-s", type=int, default=DEFAULT_HORIZON_S,
                         help=f"pain(t) = p99 above the SLO within [t, t+H] (default {DEFAULT_HORIZON_S})")
 

@@ -64,7 +64,7 @@ def _clean(value):
 
 def quality_cmd(args) -> int:
     started = time.perf_counter()
-    slo = Slo(ms=args.slo_ms, factor=args.slo_factor)
+    slo = Slo(ms=args.slo_ms, factor=args.slo_factor, smooth_s=args.smooth_s)
     data = _load(args.recordings, slo, args.horizon_s)
     rules = {}
     for path in args.rules or [None]:
@@ -84,6 +84,7 @@ def quality_cmd(args) -> int:
     result = quality.evaluate(data, quality.deciders(rules, chosen, suffix), args.horizon_s)
     result.update(slo_ms=args.slo_ms if args.slo_ms else {d.rec.name: d.slo_ms for d in data},
                   slo_factor=None if args.slo_ms else args.slo_factor, horizon_s=args.horizon_s,
+                  smooth_s=args.smooth_s,
                   thresholds={s: {"threshold": t, "chosen": suffix.strip(" ()")} for s, t in chosen.items()},
                   sweeps=sweeps)
     args.out.mkdir(parents=True, exist_ok=True)
@@ -141,6 +142,7 @@ def run_tune(train_dirs: Sequence[Path], test_dirs: Sequence[Path], out: Path, *
         "train": quality.evaluate(train, deciders, horizon_s),
         "test": quality.evaluate(test, deciders, horizon_s) if test else None,
         "horizon_s": horizon_s, "slo_factor": None if slo.ms else slo.factor, "slo_ms": slo.ms,
+        "smooth_s": slo.smooth_s,
     }
     _write_json(out.with_name(out.stem + ".tune.json"), _clean(summary))
     print(f"\nTraining recordings ({len(train)}; in-sample, not a result):\n")
@@ -156,7 +158,7 @@ def run_tune(train_dirs: Sequence[Path], test_dirs: Sequence[Path], out: Path, *
 
 
 def tune_cmd(args) -> int:
-    run_tune(args.train, args.test, args.out, slo=Slo(ms=args.slo_ms, factor=args.slo_factor),
+    run_tune(args.train, args.test, args.out, slo=Slo(ms=args.slo_ms, factor=args.slo_factor, smooth_s=args.smooth_s),
              horizon_s=args.horizon_s, seed=args.seed, candidates=args.candidates, folds=args.folds)
     return 0
 

@@ -33,10 +33,13 @@ ALWAYS, NEVER = "always-deny", "never-deny"
 
 @dataclass(frozen=True)
 class Slo:
-    """A fixed SLO in ms, or a factor of each recording's calm median p99."""
+    """What hurts: the tenant's p99 (its rolling median over `smooth_s` seconds, 1 = each
+    second on its own) above a fixed SLO in ms, or above a factor of each recording's calm
+    median p99."""
 
     ms: float | None = None
     factor: float = DEFAULT_SLO_FACTOR
+    smooth_s: int = 1
 
     def of(self, rec: Recording) -> float:
         return self.ms if self.ms is not None else self.factor * rec.calm_p99_ms()
@@ -55,7 +58,7 @@ class Labelled:
     @classmethod
     def of(cls, rec: Recording, slo: Slo, horizon_s: int) -> Labelled:
         slo_ms = slo.of(rec)
-        hurt = metrics.hurt(rec.p99_ms, rec.errors, slo_ms)
+        hurt = metrics.hurt(metrics.rolling_median(rec.p99_ms, slo.smooth_s), rec.errors, slo_ms)
         evaluated = rec.frozen & np.isfinite(rec.p99_ms)
         if not evaluated.any():
             raise RecordingError(f"{rec.path}: no second with a frozen baseline and tenant data to evaluate "

@@ -37,7 +37,7 @@ PRECISION_GOAL = 0.90
 FLIPS_BUDGET_PER_H = 60.0
 #: Scale ranges searched per input (log-uniform): from the bundled sets down to sets ~50×
 #: tighter, since a tenant can hurt long before the bundled "high" CPU, PSI or friction.
-SCALE_RANGES = {"cpu": (0.3, 1.2), "psi": (0.01, 1.2), "friction": (0.01, 1.2), "energy": (0.02, 1.2)}
+SCALE_RANGES = {"cpu": (0.1, 1.2), "psi": (0.01, 1.2), "friction": (0.01, 1.2), "energy": (0.02, 1.2)}
 
 
 @dataclass(frozen=True)
@@ -64,7 +64,7 @@ def _draw(rng: random.Random) -> Candidate:
     c2 = rng.uniform(c1 + 0.05, 0.7)
     c3 = rng.uniform(c2 + 0.05, 0.95)
     lo = rng.uniform(45.0, 62.0)
-    return Candidate(scales, (c1, c2, c3), rng.randint(1, 3), rng.randint(1, 3), lo, rng.uniform(lo, 68.0))
+    return Candidate(scales, (c1, c2, c3), rng.randint(1, 5), rng.randint(1, 3), lo, rng.uniform(lo, 68.0))
 
 
 def _perturb(best: Candidate, rng: random.Random, width: float) -> Candidate:
@@ -75,7 +75,7 @@ def _perturb(best: Candidate, rng: random.Random, width: float) -> Candidate:
     cuts = (cuts[0], max(cuts[1], cuts[0] + 0.01), max(cuts[2], cuts[1] + 0.02))
     lo = min(62.0, max(45.0, best.medium_low_upper + rng.gauss(0, 5 * width)))
     mid = min(68.0, max(lo, best.medium_mid_upper + rng.gauss(0, 5 * width)))
-    g = best.good_threshold if rng.random() > width else rng.randint(1, 3)
+    g = best.good_threshold if rng.random() > width else rng.randint(1, 5)
     b = best.medium_bad_threshold if rng.random() > width else rng.randint(1, 3)
     return Candidate(scales, cuts, g, b, lo, mid)
 
@@ -116,13 +116,14 @@ def build(base_doc: dict, cand: Candidate, x: NDArray[np.float64], pain: NDArray
 
 
 def objective(q: metrics.Quality) -> float:
-    """F1, minus twice the shortfall from the precision goal and a share of the flips over
-    budget: a deny that is wrong costs more than a pain missed."""
+    """F1, minus twice the shortfall from the precision goal and half the flips over budget
+    (in budgets): a deny that is wrong costs more than a pain missed, and a controller that
+    flaps is of no use to a scheduler."""
     if math.isnan(q.f1):
         return -1.0
     precision = 0.0 if math.isnan(q.precision) else q.precision
     over = max(0.0, q.flips_per_hour - FLIPS_BUDGET_PER_H) / FLIPS_BUDGET_PER_H
-    return q.f1 - 2.0 * max(0.0, PRECISION_GOAL - precision) - 0.1 * over
+    return q.f1 - 2.0 * max(0.0, PRECISION_GOAL - precision) - 0.5 * over
 
 
 def cross_validate(base_doc: dict, cand: Candidate, td: _Data, horizon_s: int) -> metrics.Quality:

@@ -34,6 +34,25 @@ def hurt(p99_ms: NDArray[np.float64], errors: NDArray[np.float64], slo_ms: float
         return (p99_ms > slo_ms) | (np.nan_to_num(errors) > 0)
 
 
+def rolling_median(values: NDArray[np.float64], window_s: int) -> NDArray[np.float64]:
+    """The median of each second's centred window of `window_s` seconds (odd; 1 = unchanged),
+    NaNs ignored: a one-second blip of the tenant's p99 does not survive a window of 3 or more,
+    a sustained rise does."""
+    if window_s <= 1:
+        return values
+    if window_s % 2 == 0:
+        raise ValueError(f"the smoothing window must be odd, got {window_s}")
+    half = window_s // 2
+    padded = np.concatenate([np.full(half, np.nan), values, np.full(half, np.nan)])
+    windows = np.lib.stride_tricks.sliding_window_view(padded, window_s)
+    with np.errstate(all="ignore"):
+        import warnings
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN windows stay NaN
+            return np.nanmedian(windows, axis=1)
+
+
 def pain(hurt_s: Bools, horizon_s: int) -> Bools:
     """pain[t] = any(hurt[t : t + horizon_s + 1]) (the window is cut at the end)."""
     n = len(hurt_s)
