@@ -102,3 +102,15 @@ def test_threshold_sweep_and_best():
 def test_lengths_must_agree():
     with pytest.raises(ValueError, match="differ in length"):
         metrics.quality(np.ones(3, bool), np.ones(4, bool), np.ones(3, bool), 0)
+
+
+def test_rolling_median_drops_blips_and_keeps_sustained_rises():
+    p99 = np.array([1.0, 1.0, 9.0, 1.0, 1.0, 5.0, 5.0, 5.0, 5.0, np.nan, 1.0])
+    assert np.array_equal(metrics.rolling_median(p99, 1), p99, equal_nan=True)
+    smooth = metrics.rolling_median(p99, 3)
+    assert smooth[2] == 1.0  # the one-second blip is gone
+    assert smooth[6] == 5.0 and smooth[7] == 5.0  # the lasting rise stays
+    assert smooth[9] == 3.0  # NaN ignored: median of 5 and 1
+    assert metrics.hurt(smooth, np.zeros(11), 2.0).tolist() == [False] * 5 + [True] * 5 + [False]
+    with pytest.raises(ValueError, match="odd"):
+        metrics.rolling_median(p99, 4)
