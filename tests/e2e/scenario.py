@@ -206,7 +206,9 @@ class Scenario:
             b = binds[name]
             assert b.node in NODES, f"{name} bound to unknown node {b.node}"
             assert self.allowed_near(b.node, b.wall), f"{name} bound to {b.node}, which was not allowed then"
-            assert self.events(name, "Scheduled"), f"{name}: no Scheduled event"
+            # The scheduler posts the event after the bind call returns: under load it can land
+            # a moment after the bind is visible, so wait for it briefly instead of racing it.
+            self.wait(lambda name=name: self.events(name, "Scheduled"), 10, f"{name}: a Scheduled event")
 
     # --- the steps ----------------------------------------------------------------------------------
     def run(self) -> None:
