@@ -42,13 +42,9 @@ def _load(dirs: Sequence[Path], slo: Slo, horizon_s: int) -> list[Labelled]:
 def _write_json(path: Path, data: dict) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(data, indent=1, ensure_ascii=False, allow_nan=False, default=_nan_none) + "\n",
+    tmp.write_text(json.dumps(data, indent=1, ensure_ascii=False, allow_nan=False) + "\n",
                    encoding="utf-8")
     tmp.replace(path)
-
-
-def _nan_none(value):
-    raise TypeError(f"not JSON: {type(value).__name__}")
 
 
 def _clean(value):

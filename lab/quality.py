@@ -155,7 +155,7 @@ def deciders(rules: dict[str, tuple[RuleBase, DecisionParams]], thresholds: dict
 _COLUMNS = ("precision", "recall", "f1", "deny_share", "flips_per_hour", "onset_to_deny_s", "end_to_allow_s")
 
 
-def _fmt(value: float, digits: int = 2) -> str:
+def fmt(value: float, digits: int = 2) -> str:
     return "–" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.{digits}f}"
 
 
@@ -164,7 +164,7 @@ def policy_table(result: dict) -> str:
     lines = ["| policy | precision | recall | F1 | deny share | flips/h | onset→deny s | end→allow s |",
              "|---|---|---|---|---|---|---|---|"]
     for name, q in result["policies"].items():
-        cells = [_fmt(q[c], 0 if c == "flips_per_hour" else (1 if c.endswith("_s") else 2)) for c in _COLUMNS]
+        cells = [fmt(q[c], 0 if c == "flips_per_hour" else (1 if c.endswith("_s") else 2)) for c in _COLUMNS]
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -175,7 +175,7 @@ def phase_table(result: dict, names: Sequence[str]) -> str:
         f"deny: {n}" for n in names) + " |"
     lines = [head, "|" + "---|" * (7 + len(names))]
     for fam, p in result["phases"].items():
-        cells = [fam, str(p["seconds"]), _fmt(p["p99_ms"]), _fmt(p["pain_share"]), _fmt(p["cpu"], 0),
-                 _fmt(p["psi"], 1), _fmt(p["friction"], 1), *(_fmt(p["deny_share"][n]) for n in names)]
+        cells = [fam, str(p["seconds"]), fmt(p["p99_ms"]), fmt(p["pain_share"]), fmt(p["cpu"], 0),
+                 fmt(p["psi"], 1), fmt(p["friction"], 1), *(fmt(p["deny_share"][n]) for n in names)]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)

@@ -35,6 +35,7 @@ from exporter.config import ExporterConfig
 from exporter.core.csvrow import format_time
 from lab.core import schedule as sched
 from lab.procs import Child, missing_tools, stop_all
+from lab.quality import DEFAULT_HORIZON_S, DEFAULT_SLO_FACTOR
 from lab.stress import TOOLS, Stress
 from lab.tenant import DEFAULT_RATE, Tenant
 
@@ -165,7 +166,7 @@ def record(params: RecordParams, argv: list[str], progress=print) -> dict:
         "schedule": {"min_phase_s": params.min_phase_s, "max_phase_s": params.max_phase_s,
                      "phases": len(phases), "explicit": params.schedule},
         "slo": {"rule": "p99 > factor x median p99 of the calm (warmup, quiet) phases within the horizon",
-                "factor": 2.0, "horizon_s": 10},
+                "factor": DEFAULT_SLO_FACTOR, "horizon_s": DEFAULT_HORIZON_S},
         "command": argv, "started": None, "ended": None, "complete": False,
     }
     tmp = Path(tempfile.mkdtemp(prefix="ksense-lab-", dir="/var/tmp"))

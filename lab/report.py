@@ -35,10 +35,6 @@ def _split(data: Path) -> tuple[list[Path], list[Path]]:
     return train, test
 
 
-def _f(value, digits=2) -> str:
-    return "–" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.{digits}f}"
-
-
 SUSTAINED = "ksense (tuned, sustained pain)"
 #: The sustained-pain definition: the rolling median of the p99 over this many seconds.
 SUSTAINED_S = 5
@@ -70,17 +66,19 @@ def _goals(test: dict, harmless: float, name: str = TUNED) -> list[str]:
     rows = [
         f"| goal | target | {name}, held out | |",
         "|---|---|---|---|",
-        f"| F1 | ≥ {GOALS['f1']:.2f} | {_f(tuned['f1'])} | {ok(tuned['f1'] >= GOALS['f1'])} |",
-        f"| precision | ≥ {GOALS['precision']:.2f} | {_f(tuned['precision'])} | "
+        f"| F1 | ≥ {GOALS['f1']:.2f} | {quality.fmt(tuned['f1'])} | {ok(tuned['f1'] >= GOALS['f1'])} |",
+        f"| precision | ≥ {GOALS['precision']:.2f} | {quality.fmt(tuned['precision'])} | "
         f"{ok((tuned['precision'] or 0) >= GOALS['precision'])} |",
-        f"| F1 margin over the best single threshold ({best_name}, F1 {_f(best)}) | ≥ +{GOALS['margin']:.2f} | "
+        f"| F1 margin over the best single threshold ({best_name}, F1 {quality.fmt(best)}) | "
+        f"≥ +{GOALS['margin']:.2f} | "
         f"{tuned['f1'] - best:+.2f} | {ok(tuned['f1'] >= best + GOALS['margin'])} |",
-        f"| median pain onset → deny | ≤ {GOALS['onset_to_deny_s']:g} s | {_f(tuned['onset_to_deny_s'], 1)} s | "
+        f"| median pain onset → deny | ≤ {GOALS['onset_to_deny_s']:g} s | "
+        f"{quality.fmt(tuned['onset_to_deny_s'], 1)} s | "
         f"{ok(not math.isnan(tuned['onset_to_deny_s']) and tuned['onset_to_deny_s'] <= GOALS['onset_to_deny_s'])} |",
-        f"| flips per hour | ≤ {GOALS['flips_per_hour']:g} | {_f(tuned['flips_per_hour'], 0)} | "
+        f"| flips per hour | ≤ {GOALS['flips_per_hour']:g} | {quality.fmt(tuned['flips_per_hour'], 0)} | "
         f"{ok(tuned['flips_per_hour'] <= GOALS['flips_per_hour'])} |",
     ]
-    rows.append(f"| allowed share of stress seconds without pain | high | {_f(harmless)} | (reported) |")
+    rows.append(f"| allowed share of stress seconds without pain | high | {quality.fmt(harmless)} | (reported) |")
     return rows
 
 
@@ -98,8 +96,8 @@ def sensitivity(test_dirs, rules, thresholds: dict[str, float]) -> list[str]:
         data = _load(test_dirs, Slo(factor=k, smooth_s=smooth), h)
         res = quality.evaluate(data, quality.deciders(rules, thresholds, " (trained)"), h)
         share = sum(float(d.pain[d.evaluated].sum()) for d in data) / sum(int(d.evaluated.sum()) for d in data)
-        cells = [f"{_f(res['policies'][n]['f1'])} ({_f(res['policies'][n]['precision'])} / "
-                 f"{_f(res['policies'][n]['recall'])})" for n in names]
+        cells = [f"{quality.fmt(res['policies'][n]['f1'])} ({quality.fmt(res['policies'][n]['precision'])} / "
+                 f"{quality.fmt(res['policies'][n]['recall'])})" for n in names]
         lines.append(f"| {k:g} ×, {h} s, {smooth} s | {share:.2f} | " + " | ".join(cells) + " |")
     return lines
 
@@ -160,7 +158,7 @@ def write(args) -> int:
         phases = len({(i, p) for i, p in enumerate(d.rec.phase) if p and (i == 0 or d.rec.phase[i - 1] != p)})
         lines.append(f"| {d.rec.name} | {role} | {d.rec.meta.get('seed', '–')} | {len(d.rec.time_s) / 60:.1f} | "
                      f"{phases - 1} | {d.rec.calm_p99_ms():.2f} | {d.slo_ms:.2f} | {int(d.evaluated.sum())} | "
-                     f"{_f(float(d.pain[d.evaluated].mean()))} |")
+                     f"{quality.fmt(float(d.pain[d.evaluated].mean()))} |")
     goals = _goals(test, harmless_allow_share(held_out, rules))
     lines += ["", "## Held-out results", "", quality.policy_table(test), "", *goals,
               "", "## Which trouble is caught (held out)", "",
@@ -184,8 +182,8 @@ def write(args) -> int:
               "## What the tuner chose", "",
               f"Search: {summary['candidates']} candidates, seed {summary['seed']}, {summary['folds']}-fold time-split "
               f"cross-validation inside the training set ({summary['search_s']:.0f} s). Cross-validated: F1 "
-              f"{_f(summary['cv']['f1'])}, precision {_f(summary['cv']['precision'])}, recall "
-              f"{_f(summary['cv']['recall'])}.", "",
+              f"{quality.fmt(summary['cv']['f1'])}, precision {quality.fmt(summary['cv']['precision'])}, recall "
+              f"{quality.fmt(summary['cv']['recall'])}.", "",
               "| knob | bundled | tuned |", "|---|---|---|"]
     bundled_params = rules[BUNDLED][1]
     for var, s in chosen["scales"].items():

@@ -9,7 +9,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 APT_PACKAGES=(bpfcc-tools python3-bpfcc linux-headers-amd64 prometheus stress-ng rt-tests linux-perf
-              redis-server redis-tools iperf3)
+              redis-server redis-tools iperf3 openssl)
 VENV=.venv
 PY=${PYTHON:-python3}
 log() { printf 'setup: %s\n' "$*" >&2; }

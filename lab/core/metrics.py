@@ -19,6 +19,7 @@ Only `evaluated` seconds count (the lab evaluates seconds with a frozen baseline
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -45,12 +46,9 @@ def rolling_median(values: NDArray[np.float64], window_s: int) -> NDArray[np.flo
     half = window_s // 2
     padded = np.concatenate([np.full(half, np.nan), values, np.full(half, np.nan)])
     windows = np.lib.stride_tricks.sliding_window_view(padded, window_s)
-    with np.errstate(all="ignore"):
-        import warnings
-
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN windows stay NaN
-            return np.nanmedian(windows, axis=1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN windows stay NaN
+        return np.nanmedian(windows, axis=1)
 
 
 def pain(hurt_s: Bools, horizon_s: int) -> Bools:
