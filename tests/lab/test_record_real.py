@@ -80,8 +80,11 @@ def test_a_short_recording_is_well_formed_and_sees_cpu_pain(tmp_path, need_lab_t
     cpu = np.array([p == "cpu" for p in rec.phase]) & np.isfinite(rec.p99_ms)
     calm = rec.calm & np.isfinite(rec.p99_ms)
     assert cpu.sum() >= 25 and calm.sum() >= 30
-    assert np.median(rec.p99_ms[cpu]) > 1.5 * np.median(rec.p99_ms[calm]), (
-        np.median(rec.p99_ms[cpu]), np.median(rec.p99_ms[calm]))
+    # Rank-based, as 30 one-second p99s are noisy (a CI run saw medians of only 2.26 vs 1.63 ms):
+    # the share of (CPU second, calm second) pairs where the CPU second is worse. Chance is
+    # 0.5 ± 0.075 here; that CI run scored 0.83.
+    worse = float(np.mean(rec.p99_ms[cpu][:, None] > rec.p99_ms[calm][None, :]))
+    assert worse >= 0.75, (worse, np.median(rec.p99_ms[cpu]), np.median(rec.p99_ms[calm]))
     assert np.median(rec.features["cpu"][cpu]) > 90
     assert _lab_processes(out) - before == set()
     assert not any(Path("/sys/fs/cgroup/memory").glob("ksense-lab-*"))

@@ -79,13 +79,21 @@ def test_nodes_disappearing(kube_api: KubeAPI, start_scheduler) -> None:
     k = kube_api
     add_nodes(k, "best", "other")
     scores = FakeScores({**allow("best", score=5.0), **allow("other", score=50.0)})
-    start_scheduler(k.url, scores)
+    inst = start_scheduler(k.url, scores)
+
+    def known() -> set[str]:
+        return set(inst.runtime.cache.table().infos)
+
     add_pods(k, "first")
     wait_for(lambda: node_of(k, "first") == "best", 5, "first pod on the best node")
     k.core.delete_node("best")
+    # Nodes and pods come on separate watches: a pod seen before the node's deletion would be
+    # bound to it (the API server accepts a binding to any name, as a real one does).
+    wait_for(lambda: known() == {"other"}, 5, "the deletion seen by the scheduler")
     add_pods(k, "second")
     wait_for(lambda: node_of(k, "second") == "other", 5, "second pod on the remaining node")
     k.core.delete_node("other")
+    wait_for(lambda: known() == set(), 5, "the second deletion seen")
     add_pods(k, "third")
     wait_for(lambda: any(c["type"] == "PodScheduled"
                          for c in k.store.pod(NS, "third")["status"].get("conditions") or ()), 5, "third pod told why")
