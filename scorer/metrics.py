@@ -11,7 +11,9 @@ ksense_node_decision_changes_total{to} for both directions (0 before the first f
 `increase()` sees the first one); none of them while the evaluator's Results are stale (older
 than FUZZY_LONG_WIN_S: a tick that keeps failing), so Prometheus marks them stale instead of
 stamping old allows with a fresh scrape time. Process-wide: the evaluation duration histogram, source
-errors by (source, reason), the last success time (absent before the first success).
+errors by (source, reason), the last success time (absent before the first success), and
+fuzzy_score.csv's rows written and lost per reason (`queue_full`: dropped because the disk fell
+behind), the same ksense_csv_* families the exporter serves for its file.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 
 from exporter import names as n
 from exporter.core.model import ExportHistogram
+from exporter.sinks.csvfile import CsvStats
 from exporter.sinks.prometheus import histogram_family
 from scorer.core.model import Results
 from scorer.evaluator import EvaluatorStats
@@ -44,6 +47,8 @@ class AdmissionStats(Protocol):
     cumulative answer-time histogram."""
 
     def stats(self) -> tuple[Mapping[str, int], ExportHistogram]: ...
+
+    def csv_stats(self) -> CsvStats | None: ...
 
 
 class ScorerCollector:
@@ -71,6 +76,8 @@ class ScorerCollector:
         if self._admission is not None:
             yield CounterMetricFamily(n.ADMISSION_REVIEWS.name, n.ADMISSION_REVIEWS.help)
             yield HistogramMetricFamily(n.ADMISSION_REVIEW_DURATION.name, n.ADMISSION_REVIEW_DURATION.help)
+            for family in (n.CSV_ROWS_WRITTEN, n.CSV_WRITE_ERRORS):
+                yield CounterMetricFamily(family.name, family.help)
         if self._cert_expiry is not None:
             yield GaugeMetricFamily(n.WEBHOOK_CERT_EXPIRY.name, n.WEBHOOK_CERT_EXPIRY.help)
 
@@ -132,6 +139,17 @@ class ScorerCollector:
                 reviews.add_metric((outcome,), outcomes.get(outcome, 0))
             yield reviews
             yield histogram_family(n.ADMISSION_REVIEW_DURATION, duration)
+            csv = self._admission.csv_stats()
+            if csv is not None:
+                file = n.FUZZY_SCORE_CSV_NAME
+                rows = CounterMetricFamily(n.CSV_ROWS_WRITTEN.name, n.CSV_ROWS_WRITTEN.help, labels=(n.LABEL_FILE,))
+                rows.add_metric((file,), csv.rows_written)
+                yield rows
+                errors = CounterMetricFamily(n.CSV_WRITE_ERRORS.name, n.CSV_WRITE_ERRORS.help,
+                                             labels=(n.LABEL_FILE, n.LABEL_REASON))
+                for reason, count in sorted(csv.errors.items()):
+                    errors.add_metric((file, reason), count)
+                yield errors
 
         if self._cert_expiry is not None:
             expiry = self._cert_expiry()

@@ -8,10 +8,13 @@ are plenty and memory stays fixed. Two scorer replicas each see only their own r
 retry that lands on the other replica is recorded there too; the Uid column lets readers
 de-duplicate across files.
 
-Rows are written synchronously in the request thread, under one lock: CsvSink takes one writer
-at a time, a row is one unbuffered write() to the page cache (microseconds), and a row written
-before the response is a row that survives a crash. CsvSink never raises for I/O errors (it
-counts them), so a full disk cannot fail a review.
+Rows are written off the request path: a review only puts its row on a bounded queue
+(`queue_rows`, default 1,024: minutes of admissions at any realistic rate) that a writer thread
+of its own drains into the CsvSink. A hung or slow disk therefore never holds a /validate
+thread; when the queue is full the row is dropped and counted (reason `queue_full` of
+ksense_csv_write_errors_total). The price: a row queued but not yet written when the process is
+killed is lost; `close` writes what is queued. The writer thread starts with the first row, so
+it runs in the process that serves (gunicorn forks its worker after building the app).
 
 Thread-safe: every request thread calls `record` / `observe`, the metrics scrape calls `stats`.
 """
@@ -26,7 +29,7 @@ from types import MappingProxyType
 from exporter.core.model import ExportHistogram
 from exporter.names import ADMISSION_OUTCOMES
 from exporter.sampler import DurationHistogram
-from exporter.sinks.csvfile import CsvSink
+from exporter.sinks.csvfile import CsvSink, CsvStats, QueuedCsvWriter
 from scorer.core.admission import OUTCOME_RECORDED, ScoreRecord, csv_row
 
 OUTCOME_DUPLICATE = "duplicate"
@@ -40,10 +43,11 @@ class Recorder:
     answer-time histogram. `score_csv` None records nothing to disk but still de-duplicates,
     so the outcome counts mean the same with and without a file."""
 
-    def __init__(self, score_csv: CsvSink | None, *, dedupe: int = 4096):
+    def __init__(self, score_csv: CsvSink | None, *, dedupe: int = 4096, queue_rows: int = 1024):
         if dedupe < 1:
             raise ValueError(f"dedupe must be at least 1, got {dedupe}")
-        self._csv = score_csv
+        self._csv = QueuedCsvWriter(score_csv, max_rows=queue_rows) if score_csv is not None else None
+        self._writing = False
         self._dedupe = dedupe
         self._seen: OrderedDict[str, None] = OrderedDict()
         self._lock = threading.Lock()
@@ -61,6 +65,9 @@ class Recorder:
             if len(self._seen) > self._dedupe:
                 self._seen.popitem(last=False)
             if self._csv is not None:
+                if not self._writing:
+                    self._csv.start()
+                    self._writing = True
                 self._csv.write(csv_row(record))
         return OUTCOME_RECORDED
 
@@ -75,8 +82,14 @@ class Recorder:
         with self._lock:
             return MappingProxyType(dict(self._counts)), self._duration
 
+    def csv_stats(self) -> CsvStats | None:
+        """fuzzy_score.csv rows written and lost per reason (queue_full included); None without a file."""
+        return self._csv.stats() if self._csv is not None else None
+
     def close(self) -> None:
-        """Close the CSV file (idempotent); call after the server stopped answering."""
+        """Write the queued rows and close the CSV file (idempotent); call after the server
+        stopped answering."""
         with self._lock:
-            if self._csv is not None:
-                self._csv.close()
+            csv, self._csv = self._csv, None
+        if csv is not None:
+            csv.close()

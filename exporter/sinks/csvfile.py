@@ -10,6 +10,9 @@ fuzzy_monitor.csv and fuzzy_score.csv. What durable means here:
   header line; any other file is renamed aside, never appended to and never deleted;
 - bounded: before a row would push the file past `max_bytes` the file is rotated by renames
   (path -> path.1 -> ... -> path.<keep>, the oldest dropped), each file with its own header;
+- safe to open in a spreadsheet: the scorer's file holds client-chosen names, so every control
+  and line-separator character becomes a space, a cell that would start a formula (`=`, `+`,
+  `-`, `@` and is not a number) gets a leading `'`, and a cell longer than MAX_CELL_CHARS is cut;
 - never fatal: an OSError (disk full, read-only file system, permission, a parent that is a
   file) is counted per reason, logged at most once a minute per reason, and the file is
   reopened on the next write; the failed row is lost, the process keeps going.
@@ -37,6 +40,7 @@ import io
 import logging
 import os
 import queue
+import re
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -66,6 +70,15 @@ _REASON_BY_ERRNO = {
     errno.EACCES: REASON_PERMISSION,
     errno.EPERM: REASON_PERMISSION,
 }
+
+#: Longest cell written: a Kubernetes object name has at most 253 characters and a uid 36, so
+#: only a hostile value is cut (ending in "…"); it cannot fill a file and rotate real rows out.
+MAX_CELL_CHARS = 256
+#: C0 and C1 controls (tab, CR, LF, vertical tab, NEL, …), DEL and the Unicode line/paragraph
+#: separators: each would break "one row = one line" or hide text in a viewer.
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+#: How a spreadsheet recognises a formula (CWE-1236, "CSV injection").
+_FORMULA_LEAD = ("=", "+", "-", "@")
 
 #: A failing disk fails every row (once a second); one log line per reason per minute is enough.
 LOG_EVERY_S = 60.0
@@ -169,9 +182,7 @@ class CsvSink:
 
     # --- internals ----------------------------------------------------------------------------
     def _encode(self, row: Sequence[object]) -> bytes:
-        # A line break inside a cell would be legal RFC 4180 but would break "one row = one
-        # line", which the crash repair and every line-oriented reader rely on.
-        cells = ["" if c is None else str(c).replace("\r", " ").replace("\n", " ") for c in row]
+        cells = ["" if c is None else safe_cell(str(c)) for c in row]
         self._buf.seek(0)
         self._buf.truncate()
         self._csv.writerow(cells)
@@ -335,6 +346,26 @@ class QueuedCsvWriter:
     def _run(self) -> None:
         while (row := self._queue.get()) is not self._STOP:
             self._sink.write(row)
+
+
+def safe_cell(text: str) -> str:
+    """`text` as a cell that is one line, bounded, and never a spreadsheet formula. A line break
+    inside a cell would be legal RFC 4180 but would break "one row = one line", which the crash
+    repair and every line-oriented reader rely on. Numbers (`-0.25`) are left alone."""
+    text = _CONTROL.sub(" ", text)
+    if len(text) > MAX_CELL_CHARS:
+        text = text[: MAX_CELL_CHARS - 1] + "…"
+    if text.lstrip().startswith(_FORMULA_LEAD) and not _is_number(text):
+        text = "'" + text
+    return text
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
 
 
 def _end_of_last_line(f: io.BufferedRandom, size: int) -> int:

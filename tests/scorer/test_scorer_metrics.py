@@ -13,6 +13,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from exporter import names as n
 from exporter.core.model import ExportHistogram
+from exporter.sinks.csvfile import CsvStats
 from exporter.sinks.prometheus import make_registry
 from scorer.core.decision import DecisionParams
 from scorer.core.model import Inputs, NodeInputs
@@ -42,6 +43,9 @@ class Admission:
     def stats(self):
         hist = ExportHistogram(buckets=((0.001, 3), (0.01, 4), (math.inf, 4)), sum_seconds=0.0042)
         return {"recorded": 3, "dry_run": 1}, hist
+
+    def csv_stats(self):
+        return CsvStats(2, {"enospc": 0, "queue_full": 1})
 
 
 @pytest.fixture
@@ -102,6 +106,8 @@ def test_admission_and_certificate_families(evaluator):
         assert got[(n.ADMISSION_REVIEWS.name, (("outcome", outcome),))] == expected
     assert got[(n.ADMISSION_REVIEW_DURATION.name + "_count", ())] == 4
     assert got[(n.WEBHOOK_CERT_EXPIRY.name, ())] == 1_900_000_000.0
+    assert got[(n.CSV_ROWS_WRITTEN.name, (("file", "fuzzy_score.csv"),))] == 2
+    assert got[(n.CSV_WRITE_ERRORS.name, (("file", "fuzzy_score.csv"), ("reason", "queue_full")))] == 1
 
 
 def test_before_the_first_evaluation_only_process_families():
