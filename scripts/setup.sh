@@ -60,6 +60,9 @@ venv_part() {
         fi
         log "installing Python packages (requirements/dev.txt)"
         VIRTUAL_ENV="$PWD/$VENV" "$VENV/bin/uv" pip install -q -r requirements/dev.txt
+        log "installing checkov (requirements/checkov.txt) into $VENV/opt/checkov"
+        "$VENV/bin/uv" venv -q --allow-existing --python "$VENV/bin/python" "$VENV/opt/checkov"
+        VIRTUAL_ENV="$PWD/$VENV/opt/checkov" "$VENV/bin/uv" pip install -q -r requirements/checkov.txt
         echo "$want" > "$stamp"
     fi
 }

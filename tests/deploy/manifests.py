@@ -25,6 +25,7 @@ OVERLAYS = {
     "example-webhook-namespaces": DEPLOY / "examples" / "webhook-namespaces",
     "example-image-registry": DEPLOY / "examples" / "image-registry",
     "example-prometheus-url": DEPLOY / "examples" / "prometheus-url",
+    "example-networkpolicy-control-plane": DEPLOY / "examples" / "networkpolicy-control-plane",
 }
 #: The overlays ksense ships as they are (the examples are meant to be edited).
 SHIPPED = ("root", "default", "cert-manager", "prometheus-operator", "with-prometheus")
