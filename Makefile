@@ -26,7 +26,7 @@ bench: setup
 e2e: setup
 	$(PY) -m tests.e2e $(ARGS)
 
-# Regenerate dashboards, rules, their README section and the deploy/ ConfigMaps built from them
+# Regenerate dashboards, rules, docs/dashboards.md, docs/runbook.md and the deploy/ ConfigMaps built from them
 # (the tests fail when the committed files differ from a fresh build).
 generate: setup
 	$(PY) -m dashboards.build

@@ -1,7 +1,7 @@
 """Admission: the scorer's per-node scores and decisions, the webhook's reviews and the
-scheduler's binds (SPEC §3.3, §3.4, §4).
+scheduler's binds (docs/design.md: decisions, admission webhook, the fuzzy scheduler).
 
-Scores are drawn with the decision bands of SPEC §3.3 (low < 45 ≤ medium-low < 55 ≤ medium-mid
+Scores are drawn with the decision bands of docs/design.md#decisions (low < 45 ≤ medium-low < 55 ≤ medium-mid
 < 60 ≤ medium-high < 70 ≤ high); both are read from the recorded cross-replica aggregates
 (max score, min decision: deny wins). Scheduler panels read the scheduler's own metrics.
 """

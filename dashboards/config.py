@@ -44,7 +44,7 @@ SCHEMA_VERSION = 39  # Grafana 10/11; older servers migrate forward, newer ones 
 REFRESH = "30s"
 TIME_FROM = "now-1h"
 
-# --- score bands (SPEC §3.3): drawn on the score panel -----------------------------------------
+# --- score bands (docs/design.md#decisions): drawn on the score panel ------------------------------
 BAND_MEDIUM = LEVEL_MEDIUM  # 45: below is low
 BAND_MEDIUM_LOW_UPPER = DecisionParams.medium_low_upper  # 55 (FUZZY_MEDIUM_LOW_UPPER default)
 BAND_MEDIUM_MID_UPPER = DecisionParams.medium_mid_upper  # 60 (FUZZY_MEDIUM_MID_UPPER default)
@@ -70,6 +70,13 @@ SCORER_STALE_FOR = "2m"
 QUERY_ERRORS_FOR = "10m"
 CERT_EXPIRY_DAYS = 30
 CERT_EXPIRY_FOR = "10m"
-#: Prefix of each alert's `runbook_url`: the README's runbook, one anchor per alert (the anchor
-#: is the alert name in lower case). Set it to the README's URL where your repository lives.
-RUNBOOK_BASE = "README.md#"
+
+# --- docs (written by dashboards.build next to the dashboards and rules) ------------------------
+DASHBOARDS_DOC = PurePosixPath("docs/dashboards.md")
+RUNBOOK_DOC = PurePosixPath("docs/runbook.md")
+#: Where every alert's `runbook_url` points: `<RUNBOOK_BASE_URL>docs/runbook.md#<alert name in lower
+#: case>`. Empty: a path relative to the repository root. Set it to the URL your copy of the
+#: repository is browsed at (e.g. `https://git.example.com/you/ksense/blob/v0.1.0/`) and run
+#: `make generate`; `python -m dashboards.build --runbook-base-url URL --out DIR` renders once
+#: with another base without touching the committed files.
+RUNBOOK_BASE_URL = ""

@@ -1,4 +1,4 @@
-"""Friction & Energy: the exporter's derived signals and its baseline (SPEC §2.4).
+"""Friction & Energy: the exporter's derived signals and its baseline (docs/design.md#baseline).
 
 Friction (distance to the node's own baseline), its direction and signed form (the scorer's
 input), dF/dt, Energy and its adaptive-window internals, and the baseline's state: frozen or

@@ -1,4 +1,4 @@
-"""Node kernel signals: what the exporter measures on each node (SPEC §2.1–2.3).
+"""Node kernel signals: what the exporter measures on each node (docs/design.md: kernel signals, one interval).
 
 Run-queue latency (heatmap, p50/p95/p99, max, events and drops), D-state episodes and NET_RX
 softirq time (heatmaps, quantiles, mean, rate), CPU utilisation and PSI per resource.

@@ -9,7 +9,7 @@ Two kinds of things live here:
   and `$__rate_interval` left in for Grafana to substitute.
 
 Conventions: scorer series are aggregated across replicas with `max by (node)` for the score
-and `min by (node)` for the decision (deny wins, CONTRACT §1.2); exporter series with
+and `min by (node)` for the decision (deny wins, docs/metrics.md#scorer-metrics); exporter series with
 `max by (node)` (a node scraped twice is still one node); `process_*` series, which carry no
 `node` label, get it from `ksense_exporter_source_info` on (job, instance).
 """
@@ -78,7 +78,7 @@ def _node_max(f: n.Family) -> Recording:
 
 FRICTION = _node_max(n.FRICTION)
 DIRECTION = _node_max(n.FRICTION_DIRECTION)
-#: Friction × Direction, unsigned friction while Direction does not exist yet (SPEC §3.1).
+#: Friction × Direction, unsigned friction while Direction does not exist yet (docs/design.md#scorer-inputs).
 FRICTION_SIGNED = Recording(
     f"{NODE}:ksense_friction_signed:max",
     f"{FRICTION.record} * on ({NODE}) {DIRECTION.record} or {FRICTION.record}",

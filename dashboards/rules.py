@@ -1,6 +1,6 @@
 """Prometheus rules as code: recording rules (the scorer's inputs and outputs, the dashboards'
 histogram queries) and alerting rules, each alert with its runbook text and its promtool unit
-tests (firing and not firing), so rules, README runbook and tests cannot drift apart.
+tests (firing and not firing), so rules, the runbook (docs/runbook.md) and tests cannot drift apart.
 
 `groups()` is what `deploy/rules/ksense-rules.yaml` holds; `prometheus_rule()` wraps the same
 groups in a PrometheusRule; `unit_tests()` is `deploy/rules/tests/ksense-rules-test.yaml`.
@@ -26,7 +26,7 @@ CRITICAL, WARNING, INFO = "critical", "warning", "info"
 
 @dataclass(frozen=True)
 class Runbook:
-    """The README runbook of one alert."""
+    """The runbook section of one alert (docs/runbook.md)."""
 
     meaning: str
     checks: tuple[str, ...]
@@ -67,7 +67,12 @@ class Alert:
     def anchor(self) -> str:
         return self.name.lower()
 
-    def rule(self) -> dict:
+    def runbook_url(self, base: str = config.RUNBOOK_BASE_URL) -> str:
+        """`<base><config.RUNBOOK_DOC>#<anchor>`; a base without a trailing slash gets one."""
+        prefix = base.rstrip("/") + "/" if base else ""
+        return f"{prefix}{config.RUNBOOK_DOC}#{self.anchor}"
+
+    def rule(self, runbook_base: str = config.RUNBOOK_BASE_URL) -> dict:
         return {
             "alert": self.name,
             "expr": self.expr,
@@ -76,7 +81,7 @@ class Alert:
             "annotations": {
                 "summary": self.summary,
                 "description": self.description,
-                "runbook_url": f"{config.RUNBOOK_BASE}{self.anchor}",
+                "runbook_url": self.runbook_url(runbook_base),
             },
         }
 
@@ -421,15 +426,15 @@ def recording_groups() -> list[dict]:
     ]
 
 
-def groups() -> list[dict]:
-    return [*recording_groups(), {"name": "ksense-alerts", "rules": [a.rule() for a in alerts()]}]
+def groups(runbook_base: str = config.RUNBOOK_BASE_URL) -> list[dict]:
+    return [*recording_groups(), {"name": "ksense-alerts", "rules": [a.rule(runbook_base) for a in alerts()]}]
 
 
-def rules_file() -> dict:
-    return {"groups": groups()}
+def rules_file(runbook_base: str = config.RUNBOOK_BASE_URL) -> dict:
+    return {"groups": groups(runbook_base)}
 
 
-def prometheus_rule() -> dict:
+def prometheus_rule(runbook_base: str = config.RUNBOOK_BASE_URL) -> dict:
     return {
         "apiVersion": "monitoring.coreos.com/v1",
         "kind": "PrometheusRule",
@@ -438,7 +443,7 @@ def prometheus_rule() -> dict:
             "namespace": config.NAMESPACE,
             "labels": dict(config.PROMETHEUS_RULE_LABELS),
         },
-        "spec": {"groups": groups()},
+        "spec": {"groups": groups(runbook_base)},
     }
 
 
@@ -446,7 +451,7 @@ def recordings() -> tuple[q.Recording, ...]:
     return (*q.SCORER_INPUTS, *q.SCORER_OUTPUTS, *(r for h in q.HISTOGRAMS for r in h.all))
 
 
-def unit_tests(rules_path: str) -> dict:
+def unit_tests(rules_path: str, runbook_base: str = config.RUNBOOK_BASE_URL) -> dict:
     """promtool's test file: one test per scenario, every alert checked at every case time."""
     by_name = {a.name: a for a in alerts()}
     tests = []
@@ -462,7 +467,7 @@ def unit_tests(rules_path: str) -> dict:
                         "exp_annotations": {
                             "summary": expand(alert.summary, full),
                             "description": expand(alert.description, full),
-                            "runbook_url": f"{config.RUNBOOK_BASE}{alert.anchor}",
+                            "runbook_url": alert.runbook_url(runbook_base),
                         },
                     })
                 checks.append({"eval_time": case.at, "alertname": alert.name, "exp_alerts": expected})

@@ -172,14 +172,16 @@ def test_the_required_alerts_exist():
     assert str(30 * 86400) in by_name["KsenseWebhookCertificateExpiring"].expr  # 30 days, as operators ask
 
 
-def test_the_readme_section_has_every_dashboard_panel_and_a_runbook_entry_per_alert(dashboards):
-    text = build._readme_section()
+def test_the_docs_have_every_dashboard_panel_and_a_runbook_section_per_alert(dashboards):
+    text = build._dashboards_doc()
     for d in dashboards.values():
-        assert f"### {d['title']}" in text
+        assert f"## {d['title']}\n" in text
         for p in _panels(d):
             assert f"*{p['title']}*" in text
+    runbook = build._runbook_doc()
     for a in rules.alerts():
-        assert f"#### {a.name}\n" in text and "**First checks:**" in text and "**Fixes:**" in text
+        section = runbook[runbook.index(f"## {a.name}\n"):]
+        assert f"[{a.name}](#{a.anchor})" in runbook and "**First checks:**" in section and "**Fixes:**" in section
 
 
 def test_the_prometheus_rule_wraps_the_same_groups():

@@ -1,6 +1,6 @@
 """Every environment variable the manifests set is one the components read (no typo reaches a
-cluster, where it would only be a warning in a log), and README.md's Kubernetes config
-table documents each of them."""
+cluster, where it would only be a warning in a log), docs/configuration.md's table of what the
+manifests set documents each of them, and docs/operations.md walks the install steps in order."""
 
 from __future__ import annotations
 
@@ -8,7 +8,8 @@ from exporter.envconf import KNOWN_ENV
 from tests.conftest import REPO
 from tests.deploy.manifests import SHIPPED, build, containers, of_kind
 
-README = REPO / "README.md"
+CONFIGURATION = REPO / "docs" / "configuration.md"
+OPERATIONS = REPO / "docs" / "operations.md"
 
 #: Standard Kubernetes variables the scheduler reads (scheduler/config.py), not KSENSE_/FUZZY_ names.
 STANDARD = {"POD_NAMESPACE", "POD_NAME"}
@@ -31,17 +32,17 @@ def test_every_variable_in_the_manifests_is_read_by_a_component():
     assert names - KNOWN_ENV - STANDARD == set()
 
 
-def test_every_variable_in_the_manifests_is_in_the_readme_table():
-    text = README.read_text()
-    table = text[text.index("### Configuration in the manifests"):]
+def test_every_variable_in_the_manifests_is_in_the_docs_table():
+    text = CONFIGURATION.read_text()
+    table = text[text.index("## Configuration in the manifests"):]
     missing = sorted(n for n in _manifest_variables() if f"`{n}`" not in table)
     assert missing == []
 
 
-def test_readme_section_walks_the_steps_in_an_order_that_works():
-    """§8: build before apply, apply before TLS (the script needs the namespace and the webhook),
+def test_install_steps_come_in_an_order_that_works():
+    """Build before apply, apply before TLS (the script needs the namespace and the webhook),
     TLS before verify (the scorer waits for its Secret), then use."""
-    text = README.read_text()
+    text = OPERATIONS.read_text()
     text = text[text.index("### 1. "):]
     order = ["docker build", "docker push", "kubectl apply -k deploy/", "scripts/setup_webhook_tls.sh",
              "rollout status", "schedulerName: fuzzy-scheduler", "kubectl apply -f deploy/test/fuzzy-test-pods.yaml",
