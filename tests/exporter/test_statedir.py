@@ -1,26 +1,30 @@
 """The state directory and the baseline in it are trusted only when they are ours alone (issue
 #10): a directory or a baseline.json another local user planted is refused, with the reason
-logged; ours is restored. Planting needs root (chown),
+logged; ours is restored, by the store and by the real exporter. Planting needs root (chown),
 which CI has."""
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import stat
 import tempfile
+import urllib.request
 from pathlib import Path
 
 import pytest
 
-from exporter import statedir
+from exporter import config, names, statedir
 from exporter.baseline_store import FILE_NAME, MAX_FILE_BYTES, BaselineStore
 from exporter.core.baseline import freeze
 from exporter.core.derive import Calibration, DeriveParams
 from exporter.core.ownership import ancestor_problem, own_problem
-from tests.conftest import require
+from tests.conftest import require, wait_for
 from tests.exporter.test_baseline_store import Clock, X
+from tests.exporter.test_metrics_flood import clean_env, spawn
+from tests.scorer.promserver import free_port
 
 OTHER = 65534  # `nobody`: another local user, as far as a root test is concerned
 
@@ -182,3 +186,65 @@ def test_an_oversized_file_is_refused_without_being_parsed(tmp_path):
     got, warning = BaselineStore(state, DeriveParams(), now=Clock()).load()
     assert got is None and f"larger than {MAX_FILE_BYTES} bytes" in warning
 
+
+# --- the real exporter ---------------------------------------------------------------------------
+NODE = "statedir-node"
+
+
+def plant_baseline(state: Path, owner: int) -> None:
+    """A valid baseline for `python -m exporter --source procfs` with the default settings, in
+    `state`, both owned by `owner`."""
+    cfg = config.from_env({"KSENSE_NODE_NAME": NODE, "KSENSE_SOURCE": "procfs"})
+    params = DeriveParams(warmup_s=cfg.warmup_s, baseline_win=cfg.baseline_win, min_count=cfg.baseline_min_count)
+    store = BaselineStore(state, params, context={"source": "procfs", "interval_s": cfg.interval_s, "node": NODE})
+    assert store.save(Calibration(baseline=freeze(X), k=2.5, fcal=0.3)) is None
+    os.chown(state, owner, owner)
+    os.chown(store.path, owner, owner)
+
+
+@pytest.mark.parametrize(
+    ("run_as", "dir_owner", "file_owner", "restored", "logged"),
+    [
+        (None, OTHER, OTHER, True, "event=baseline_restored"),  # ours: the default uid
+        (None, OTHER, 4242, False, "owned by uid 4242, not by us (uid 65534)"),
+        ("0", 0, OTHER, False, f"owned by uid {OTHER}, not by us (uid 0)"),
+        (None, 4242, 4242, False, "event=state_dir_rejected"),
+    ],
+    ids=["ours", "planted-file", "planted-file-root", "planted-dir"],
+)
+def test_the_exporter_restores_its_own_baseline_only(as_root, tmp_path, run_as, dir_owner, file_owner, restored,
+                                                     logged):
+    base = Path(tempfile.mkdtemp(prefix="ksense-statedir-"))  # reachable by 65534, unlike tmp_path
+    try:
+        base.chmod(0o755)
+        state = base / "state"
+        state.mkdir(mode=0o700)
+        plant_baseline(state, 0)
+        os.chown(state, dir_owner, dir_owner)
+        os.chown(state / FILE_NAME, file_owner, file_owner)
+        port = free_port()
+        env = clean_env({"KSENSE_NODE_NAME": NODE, **({"KSENSE_RUN_AS": run_as} if run_as else {})})
+        proc = spawn(["-m", "exporter", "--source", "procfs", "--host", "127.0.0.1", "--port", str(port),
+                      "--no-csv", "--state-dir", str(state)], env, tmp_path / "exporter.log")
+        try:
+            frozen = wait_for(lambda: proc.poll() is not None or _frozen(port), 30, "a published interval")
+            log = (tmp_path / "exporter.log").read_text()
+            assert proc.poll() is None, log
+        finally:
+            proc.terminate()
+            proc.wait(timeout=15)
+        assert logged in log
+        assert frozen == ("1" if restored else "0"), log
+    finally:
+        shutil.rmtree(base)
+
+
+def _frozen(port: int) -> str | None:
+    """The value of ksense_baseline_frozen once published."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as r:
+            text = r.read().decode()
+    except OSError:
+        return None
+    m = re.search(rf'^{names.BASELINE_FROZEN.name}{{node="{NODE}"}} (\d)', text, re.M)
+    return m.group(1) if m else None
