@@ -133,9 +133,9 @@ def summary_line(snap: Snapshot) -> str:
 
 
 def _give_up_root(cfg: ExporterConfig, source_name: str, drop_to: tuple[int, int] | None) -> tuple[bool, str | None]:
-    """Make the state directory ready for the uid the exporter serves as, then become `drop_to`
-    (uid, gid) with no capability, when given. Returns (whether the baseline persists, why root
-    could not be given up)."""
+    """Make the state directory ready for the uid the exporter serves as (and, when it is to
+    become `drop_to` (uid, gid), the CSV's directory), then become it with no capability.
+    Returns (whether the baseline persists, why root could not be given up)."""
     persist = is_live(source_name)
     if persist:
         owner = drop_to or (os.geteuid(), os.getegid())
@@ -146,6 +146,9 @@ def _give_up_root(cfg: ExporterConfig, source_name: str, drop_to: tuple[int, int
             persist = False
     if drop_to is None:
         return persist, None
+    if cfg.csv_path is not None and (problem := statedir.prepare_output(cfg.csv_path.parent, *drop_to)):
+        log.warning("event=csv_dir_not_writable reason=%r effect='no CSV rows' hint='set KSENSE_METRICS_CSV to a "
+                    "directory uid %d can write'", problem, drop_to[0])
     # Once root is given up the interpreter's own library may be out of reach (one under /root,
     # as pyenv installs it; the image's is not), so what the standard library imports on first
     # use is imported now: datetime.strptime imports _strptime (the replay parser needs it).

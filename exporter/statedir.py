@@ -12,6 +12,10 @@ directory above them is root's or ours and writable by no one else (or sticky).
 exporter wrote as root) to the uid the exporter is about to become, and says why when the
 directory cannot be trusted. `problem` re-checks it before each read and write;
 `read_private` reads a file in it only when the file is ours alone and not too large.
+
+`prepare_output` does the same for the CSV's directory, with a lighter touch: the CSV is meant
+to be read and the directory may be shared (the scorer writes /tmp/ksense too), so a missing
+one is created 0755 for the uid, an existing one is never taken over, only checked writable.
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ import stat
 from collections.abc import Iterable
 from pathlib import Path
 
-from exporter.core.ownership import ancestor_problem, own_problem
+from exporter.core.ownership import ancestor_problem, own_problem, writable_by
 
 #: Mode of the state directory: nobody else needs to read a baseline.
 DIR_MODE = 0o700
@@ -115,3 +119,22 @@ def read_private(path: str | os.PathLike[str], *, us: int, max_bytes: int) -> by
     if len(data) > max_bytes:
         raise Untrusted(f"larger than {max_bytes} bytes")
     return data
+
+
+def prepare_output(directory: str | os.PathLike[str], uid: int, gid: int) -> str | None:
+    """Make `directory` one uid:gid can write files in (module docstring); why not, or None."""
+    path = Path(os.path.abspath(directory))
+    try:
+        if not path.is_dir():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with contextlib.suppress(FileExistsError):
+                os.mkdir(path, 0o755)
+                if os.geteuid() == 0 and uid != 0:
+                    os.chown(path, uid, gid)
+        st = os.stat(path)
+    except OSError as exc:
+        return f"cannot prepare {path} for uid {uid}: {exc.strerror}"
+    if not writable_by(st.st_uid, st.st_gid, st.st_mode, uid=uid, gid=gid):
+        mode = stat.S_IMODE(st.st_mode)
+        return f"{path} is not writable by uid {uid} (owner {st.st_uid}:{st.st_gid}, mode {mode:04o})"
+    return None

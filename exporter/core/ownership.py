@@ -39,3 +39,12 @@ def own_problem(uid: int, mode: int, *, us: int, kind: str) -> str | None:
     if mode & _WRITABLE_BY_OTHERS:
         return f"writable by group or others (mode {stat.S_IMODE(mode):04o})"
     return None
+
+
+def writable_by(owner: int, group: int, mode: int, *, uid: int, gid: int) -> bool:
+    """Whether uid:gid (no supplementary group, as after giving root up) may create files in a
+    directory of that owner, group and mode, by its permission bits alone."""
+    if uid == 0:
+        return True
+    shift = 6 if owner == uid else 3 if group == gid else 0
+    return (mode >> shift) & 0o3 == 0o3  # write and search

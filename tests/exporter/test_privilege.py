@@ -46,12 +46,9 @@ def value(text: str, family: str, labels: str = "") -> float:
 
 @pytest.fixture
 def shared_dir() -> Iterator[Path]:
-    """A directory the unprivileged uid can reach (pytest's tmp_path is root's alone), with a
-    CSV directory it may write, as the DaemonSet's /tmp emptyDir is."""
+    """A root-owned directory the unprivileged uid can reach (pytest's tmp_path is root's alone)."""
     base = Path(tempfile.mkdtemp(prefix="ksense-privilege-"))
     base.chmod(0o755)
-    (base / "csv").mkdir()
-    os.chown(base / "csv", NOBODY, NOBODY)
     yield base
     shutil.rmtree(base)
 

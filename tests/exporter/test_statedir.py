@@ -20,7 +20,7 @@ from exporter import config, names, statedir
 from exporter.baseline_store import FILE_NAME, MAX_FILE_BYTES, BaselineStore
 from exporter.core.baseline import freeze
 from exporter.core.derive import Calibration, DeriveParams
-from exporter.core.ownership import ancestor_problem, own_problem
+from exporter.core.ownership import ancestor_problem, own_problem, writable_by
 from tests.conftest import require, wait_for
 from tests.exporter.test_baseline_store import Clock, X
 from tests.exporter.test_metrics_flood import clean_env, spawn
@@ -156,6 +156,35 @@ def test_prepare_gives_a_new_or_root_left_directory_to_the_unprivileged_uid(as_r
         theirs.mkdir()
         os.chown(theirs, 4242, 4242)
         assert "owned by uid 4242" in statedir.prepare(theirs, OTHER, OTHER)
+    finally:
+        shutil.rmtree(base)
+
+
+@pytest.mark.parametrize(
+    ("owner", "group", "mode", "writable"),
+    [
+        (1000, 1000, 0o755, True),
+        (1000, 1000, 0o555, False),
+        (0, 1000, 0o775, True),
+        (0, 0, 0o755, False),
+        (0, 0, 0o1777, True),
+        (0, 0, 0o1776, False),  # no search bit
+    ],
+)
+def test_writable_by(owner, group, mode, writable):
+    assert writable_by(owner, group, mode, uid=1000, gid=1000) is writable
+
+
+def test_the_csv_directory_is_made_for_the_unprivileged_uid_but_never_taken_over(as_root):
+    base = Path(tempfile.mkdtemp(prefix="ksense-output-"))
+    try:
+        assert statedir.prepare_output(base / "new" / "csv", OTHER, OTHER) is None
+        st = os.stat(base / "new" / "csv")
+        assert (st.st_uid, stat.S_IMODE(st.st_mode)) == (OTHER, 0o755)
+        (base / "shared").mkdir(mode=0o755)  # e.g. a /tmp/ksense a root scorer made first
+        assert "not writable by uid 65534 (owner 0:0, mode 0755)" in statedir.prepare_output(base / "shared", OTHER,
+                                                                                              OTHER)
+        assert os.stat(base / "shared").st_uid == 0
     finally:
         shutil.rmtree(base)
 
