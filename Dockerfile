@@ -42,6 +42,7 @@ ENV PATH=/opt/ksense/bin:$PATH \
 WORKDIR /app
 EXPOSE 9860 9861 8443
 # Non-root by default: the scorer runs as this user. The exporter's DaemonSet sets runAsUser: 0
-# (loading eBPF needs it) with all capabilities dropped but BPF, PERFMON and SYS_RESOURCE.
+# (loading eBPF needs it) with all capabilities dropped but BPF, PERFMON, SYS_RESOURCE and the
+# three it gives root up with (SETUID, SETGID, CHOWN): once attached it serves as 65534:65534.
 USER 65532:65532
 CMD ["python3", "-m", "scorer"]

@@ -47,6 +47,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from bench._util import HarnessError, free_port, print_table, run_main
+from exporter.config import ExporterConfig
 
 ROOT = Path(__file__).resolve().parent.parent
 PYTHON = sys.executable
@@ -122,6 +123,9 @@ class Exporter:
 
     def start(self) -> None:
         self.workdir.mkdir(parents=True, exist_ok=True)
+        if os.geteuid() == 0:  # once attached, the exporter writes as ExporterConfig.run_as, as deployed
+            self.workdir.parent.chmod(0o755)
+            os.chown(self.workdir, *ExporterConfig.run_as)
         cmd = [
             PYTHON,
             "-m",

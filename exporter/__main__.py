@@ -6,6 +6,11 @@ import logging
 import os
 import sys
 
+# numpy's OpenBLAS starts a worker thread per CPU when it is imported; the exporter's 4 x 4
+# algebra needs none, and giving root up (exporter/privilege.py) must happen while the process
+# has a single thread. So one BLAS thread, set before numpy is imported (app imports it).
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
 from exporter import app, config, logs
 
 

@@ -14,8 +14,9 @@ import sys
 import threading
 import time
 from collections.abc import Callable
+from datetime import datetime
 
-from exporter import baseline_store, preflight
+from exporter import baseline_store, preflight, privilege, statedir
 from exporter.config import ExporterConfig
 from exporter.core import derive
 from exporter.core.model import Snapshot, is_live
@@ -56,8 +57,9 @@ def open_source(cfg: ExporterConfig, *, strict_ebpf: bool = False) -> Source:
         return procfs.open(proc_root=cfg.proc_root, interval_s=cfg.interval_s)
 
 
-def deriver(cfg: ExporterConfig, source_name: str) -> Callable:
-    """derive.step bound to its state, persisting the calibration of live sources.
+def deriver(cfg: ExporterConfig, source_name: str, *, persist: bool = True) -> Callable:
+    """derive.step bound to its state, persisting the calibration of live sources (unless
+    `persist` is False: a state directory that cannot be trusted).
 
     Replay recomputes everything from the recording, so it neither restores nor saves a
     baseline (a live node's baseline must not leak into an offline analysis, or back).
@@ -67,7 +69,7 @@ def deriver(cfg: ExporterConfig, source_name: str) -> Callable:
     )
     store = None
     restored = None
-    if source_name != SOURCE_REPLAY:
+    if persist and source_name != SOURCE_REPLAY:
         store = baseline_store.BaselineStore(
             cfg.state_dir,
             params,
@@ -130,6 +132,35 @@ def summary_line(snap: Snapshot) -> str:
     return " | ".join(parts)
 
 
+def _give_up_root(cfg: ExporterConfig, source_name: str, drop_to: tuple[int, int] | None) -> tuple[bool, str | None]:
+    """Make the state directory ready for the uid the exporter serves as (and, when it is to
+    become `drop_to` (uid, gid), the CSV's directory), then become it with no capability.
+    Returns (whether the baseline persists, why root could not be given up)."""
+    persist = is_live(source_name)
+    if persist:
+        owner = drop_to or (os.geteuid(), os.getegid())
+        problem = statedir.prepare(cfg.state_dir, *owner, hand_over=(baseline_store.FILE_NAME,))
+        if problem:
+            log.warning("event=state_dir_rejected path=%s reason=%r effect='baseline neither restored nor saved'",
+                        cfg.state_dir, problem)
+            persist = False
+    if drop_to is None:
+        return persist, None
+    if cfg.csv_path is not None and (problem := statedir.prepare_output(cfg.csv_path.parent, *drop_to)):
+        log.warning("event=csv_dir_not_writable reason=%r effect='no CSV rows' hint='set KSENSE_METRICS_CSV to a "
+                    "directory uid %d can write'", problem, drop_to[0])
+    # Once root is given up the interpreter's own library may be out of reach (one under /root,
+    # as pyenv installs it; the image's is not), so what the standard library imports on first
+    # use is imported now: datetime.strptime imports _strptime (the replay parser needs it).
+    datetime.strptime("2000", "%Y")
+    try:
+        privilege.drop(*drop_to)
+    except privilege.PrivilegeError as exc:
+        return persist, str(exc)
+    log.info("event=privileges_dropped uid=%d gid=%d capabilities=none", *drop_to)
+    return persist, None
+
+
 def run(cfg: ExporterConfig, *, http: bool, summary: bool, strict_ebpf: bool = False) -> int:
     """Run until SIGTERM/SIGINT (or the end of a replay). Returns the process exit code."""
     stop = threading.Event()
@@ -159,6 +190,19 @@ def run(cfg: ExporterConfig, *, http: bool, summary: bool, strict_ebpf: bool = F
             file=sys.stderr,
         )
 
+    # The serving exporter needs root only to attach its programs, which is done: it gives
+    # root up before it starts a thread or serves a request. collector_only.py (no listener,
+    # a person's foreground tool) keeps the user it was started as.
+    drop_to = cfg.run_as if http and os.geteuid() == 0 and cfg.run_as[0] != 0 else None
+    if http:
+        from exporter.sinks import prometheus  # before the drop: see _give_up_root
+    persist, problem = _give_up_root(cfg, source.name, drop_to)
+    if problem:
+        source.close()
+        print(f"ksense: cannot give up root: {problem}. Grant CAP_SETUID, CAP_SETGID and CAP_CHOWN, "
+              "or set KSENSE_RUN_AS=0 to keep root (not recommended).", file=sys.stderr)
+        return 2
+
     # The sampler hands rows to a writer thread: for a live source a disk that hangs costs rows,
     # never intervals; a replay (as fast as asked) waits for the disk instead, losing no row.
     sink = None
@@ -172,21 +216,20 @@ def run(cfg: ExporterConfig, *, http: bool, summary: bool, strict_ebpf: bool = F
     sampler = Sampler(
         node=cfg.node,
         source=source,
-        derive=deriver(cfg, source.name),
+        derive=deriver(cfg, source.name, persist=persist),
         write_row=sink.write if sink is not None else None,
         on_snapshot=show,
     )
     server = None
     if http:
-        from exporter.sinks import prometheus
-
         collector = prometheus.ExporterCollector(
             sampler.latest,
             csv_sinks={KERNEL_METRICS_CSV_NAME: sink} if sink is not None else {},
             max_age_s=STALE_AFTER_INTERVALS * cfg.interval_s,
         )
         server = prometheus.MetricsServer(
-            prometheus.make_registry(collector), collector.ready, host=cfg.host, port=cfg.port
+            prometheus.make_registry(collector), collector.ready, host=cfg.host, port=cfg.port,
+            limits=prometheus.Limits(max_requests=cfg.max_requests),
         )
         try:
             server.start()

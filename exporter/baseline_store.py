@@ -5,6 +5,11 @@ directory fsync), so a crash leaves the old file or the new one, never half of e
 that is unreadable, corrupt, made with other parameters or older than max_age_s is ignored
 with one warning for the caller to log: losing a baseline costs a warm-up, refusing to start
 would cost the node its metrics.
+
+A baseline decides how the node is judged, so only one this process' uid wrote is trusted: the
+directory and the file must be ours alone (exporter/statedir.py), nothing is written into a
+directory that is not, and the content must have the shape and ranges a real one has
+(durations are not negative, k is positive, Fcal is a distance).
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ from typing import Any
 
 import numpy as np
 
+from exporter import statedir
 from exporter.core.baseline import FrozenBaseline, freeze
 from exporter.core.derive import Calibration, DeriveParams
 from exporter.core.features import FEATURES, D
@@ -31,6 +37,8 @@ FORMAT = "ksense-baseline"
 FORMAT_VERSION = 1
 #: A file stamped this far in the future is not trusted (a small NTP step back is fine).
 _CLOCK_SKEW_S = 60.0
+#: A real file is ~40 KiB (300 rows of 4 numbers, with μ, Σ and L); anything far larger is not one.
+MAX_FILE_BYTES = 1 << 20
 
 
 class _Invalid(Exception):
@@ -66,10 +74,17 @@ class BaselineStore:
     def load(self) -> tuple[Calibration | None, str | None]:
         """(calibration, None) when a usable file exists; (None, warning) when a file exists
         but is ignored; (None, None) when there is none. Never raises."""
+        us = os.geteuid()
+        if not os.path.lexists(self.path.parent):
+            return None, None
+        if why := statedir.problem(self.path.parent, us=us):
+            return None, f"ignoring saved baseline {self.path}: the state directory {why}"
         try:
-            text = self.path.read_text(encoding="utf-8")
+            text = statedir.read_private(self.path, us=us, max_bytes=MAX_FILE_BYTES).decode("utf-8")
         except FileNotFoundError:
             return None, None
+        except statedir.Untrusted as e:
+            return None, f"ignoring saved baseline {self.path}: it is {e}"
         except (OSError, UnicodeDecodeError) as e:
             return None, f"ignoring saved baseline {self.path}: cannot read it ({e})"
         try:
@@ -105,6 +120,12 @@ class BaselineStore:
             "fcal": calibration.fcal,
         }
         try:
+            self.path.parent.mkdir(parents=True, exist_ok=True, mode=statedir.DIR_MODE)
+        except OSError as e:
+            return f"cannot save baseline to {self.path}: {e}"
+        if why := statedir.problem(self.path.parent, us=os.geteuid()):
+            return f"not saving the baseline to {self.path}: the state directory {why}"
+        try:
             _write_atomically(self.path, json.dumps(doc, indent=1) + "\n")
         except OSError as e:
             return f"cannot save baseline to {self.path}: {e}"
@@ -131,9 +152,11 @@ class BaselineStore:
         if not (
             isinstance(X, list)
             and p.min_samples <= len(X) <= p.baseline_win
-            and all(isinstance(r, list) and len(r) == D and all(_is_number(v) for v in r) for r in X)
+            and all(isinstance(r, list) and len(r) == D and all(_is_number(v) and v >= 0 for v in r) for r in X)
         ):
-            raise _Invalid(f"X is not a list of {p.min_samples}..{p.baseline_win} rows of {D} finite numbers")
+            raise _Invalid(
+                f"X is not a list of {p.min_samples}..{p.baseline_win} rows of {D} finite durations (>= 0 ms)"
+            )
         baseline = freeze(X, p.min_samples)
         # μ, Σ and L are saved for people reading the file; rebuilt from X they must agree,
         # or the file was edited or damaged.
@@ -143,8 +166,8 @@ class BaselineStore:
         k, fcal = doc.get("k"), doc.get("fcal")
         if k is not None and not (_is_number(k) and k > 0):
             raise _Invalid(f"k is not a positive number: {k!r}")
-        if fcal is not None and not _is_number(fcal):
-            raise _Invalid(f"fcal is not a number: {fcal!r}")
+        if fcal is not None and not (_is_number(fcal) and fcal >= 0):
+            raise _Invalid(f"fcal is not a friction (a number >= 0): {fcal!r}")
         return float(created), Calibration(baseline=baseline, k=k, fcal=fcal)
 
 
@@ -164,7 +187,6 @@ def _same(saved: Any, value: np.ndarray | None) -> bool:
 
 def _write_atomically(path: Path, text: str) -> None:
     """temp file in the same directory + fsync + rename + fsync of the directory."""
-    path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from exporter.envconf import ConfigError, EnvReader, unknown_variables
+from exporter.sinks.httpserver import Limits
 
 __all__ = ["ConfigError", "ExporterConfig", "build_parser", "from_env", "unknown_variables"]
 
@@ -44,8 +45,9 @@ class ExporterConfig:
     """Newest accepted samples kept for the baseline (samples at the 1 s interval)."""
     baseline_min_count: int = 50
     """Scheduling events an interval needs to be a baseline sample (quiet intervals are noise)."""
-    state_dir: Path = Path("/tmp/ksense/state")
-    """Where the frozen baseline is persisted so a restart skips the warm-up."""
+    state_dir: Path = Path("/var/lib/ksense/state")
+    """Where the frozen baseline is persisted so a restart skips the warm-up. Not under /tmp:
+    it must be ours alone (exporter/statedir.py), and the DaemonSet mounts /var/lib/ksense."""
     baseline_max_age_s: float = 86400.0
     """A persisted baseline older than this is ignored: the node's normal may have moved."""
     # --- outputs ------------------------------------------------------------------------------
@@ -59,6 +61,13 @@ class ExporterConfig:
     """Address of the /metrics server."""
     port: int = 9860
     """Port of the /metrics server."""
+    max_requests: int = Limits.max_requests
+    """Requests the /metrics server handles at once; more are answered 503 (node_exporter's
+    --web.max-requests)."""
+    run_as: tuple[int, int] = (65534, 65534)
+    """uid and gid `python -m exporter`, started as root, becomes once its source is open, with
+    no capability left (exporter/privilege.py); uid 0 keeps root. collector_only.py, a
+    foreground tool with no listener, stays the user it was started as."""
     log_format: str = "text"
     """text (key=value) or json."""
 
@@ -87,14 +96,32 @@ def build_parser(prog: str, *, http: bool = True) -> argparse.ArgumentParser:
     p.add_argument("--node", help="node label (KSENSE_NODE_NAME, else NODE_NAME, else hostname)")
     p.add_argument("--proc-root", help="procfs root (KSENSE_PROC_ROOT, default /proc)")
     p.add_argument("--csv", metavar="PATH",
-                   help="kernel_metrics.csv path (KSENSE_METRICS_CSV, default /tmp/ksense/kernel_metrics.csv)")
+                   help=f"kernel_metrics.csv path (KSENSE_METRICS_CSV, default {ExporterConfig.csv_path})")
     p.add_argument("--no-csv", action="store_true", help="do not write the CSV")
-    p.add_argument("--state-dir", help="baseline persistence dir (KSENSE_STATE_DIR, default /tmp/ksense/state)")
+    p.add_argument("--state-dir",
+                   help=f"baseline persistence dir (KSENSE_STATE_DIR, default {ExporterConfig.state_dir})")
     p.add_argument("--warmup", type=str, help="baseline warm-up seconds (KSENSE_WARMUP_S, default 600)")
     if http:
         p.add_argument("--host", help="metrics listen address (KSENSE_EXPORTER_HOST, default 0.0.0.0)")
         p.add_argument("--port", type=str, help="metrics port (KSENSE_EXPORTER_PORT, default 9860)")
+        p.add_argument("--max-requests", type=str,
+                       help="requests the metrics server handles at once, more get 503 "
+                       f"(KSENSE_EXPORTER_MAX_REQUESTS, default {ExporterConfig.max_requests})")
+        p.add_argument("--run-as", metavar="UID[:GID]",
+                       help="when started as root, become this uid:gid with no capability once the source is "
+                       "open; 0 keeps root (KSENSE_RUN_AS, default {}:{})".format(*ExporterConfig.run_as))
     return p
+
+
+def _ids(text: str) -> tuple[int, int] | None:
+    """`UID` or `UID:GID` (numbers; GID defaults to UID), or None when malformed."""
+    parts = text.split(":")
+    if not 1 <= len(parts) <= 2 or not all(p.isascii() and p.isdigit() for p in parts):
+        return None
+    ids = [int(p) for p in parts]
+    if any(i >= 2**32 - 1 for i in ids):
+        return None
+    return ids[0], ids[-1]
 
 
 def from_env(environ: Mapping[str, str], args: argparse.Namespace | None = None) -> ExporterConfig:
@@ -121,13 +148,21 @@ def from_env(environ: Mapping[str, str], args: argparse.Namespace | None = None)
     if entries & (entries - 1):
         problems.append(f"KSENSE_BPF_MAP_ENTRIES={entries}: must be a power of two")
 
-    csv_path: Path | None = Path(pick("csv", "KSENSE_METRICS_CSV", "/tmp/ksense/kernel_metrics.csv") or "")
+    csv_path: Path | None = Path(pick("csv", "KSENSE_METRICS_CSV", str(ExporterConfig.csv_path)) or "")
     if a.get("no_csv"):
         csv_path = None
     elif str(csv_path) in ("", "."):
         problems.append("KSENSE_METRICS_CSV is empty: give a path, or pass --no-csv")
 
     log_format = r.choice("", "KSENSE_LOG_FORMAT", "text", ("text", "json"))
+
+    run_as_text = pick("run_as", "KSENSE_RUN_AS", None)
+    run_as = ExporterConfig.run_as
+    if run_as_text:
+        if (ids := _ids(run_as_text)) is None:
+            problems.append(f"KSENSE_RUN_AS={run_as_text!r}: expected UID or UID:GID (numbers), 0 keeps root")
+        else:
+            run_as = ids
 
     interval = number("interval", "KSENSE_INTERVAL_S", 1.0, minimum=0.01)
     cfg = ExporterConfig(
@@ -141,13 +176,16 @@ def from_env(environ: Mapping[str, str], args: argparse.Namespace | None = None)
         warmup_s=number("warmup", "KSENSE_WARMUP_S", 600.0, minimum=0.0),
         baseline_win_s=number("", "KSENSE_BASELINE_WIN_S", 300.0, minimum=interval),
         baseline_min_count=number("", "KSENSE_BASELINE_MIN_COUNT", 50, minimum=0, integer=True),
-        state_dir=Path(pick("state_dir", "KSENSE_STATE_DIR", "/tmp/ksense/state") or "/tmp/ksense/state"),
+        state_dir=Path(pick("state_dir", "KSENSE_STATE_DIR", None) or ExporterConfig.state_dir),
         baseline_max_age_s=number("", "KSENSE_BASELINE_MAX_AGE_S", 86400.0, minimum=0.0),
         csv_path=csv_path,
         csv_max_bytes=number("", "KSENSE_CSV_MAX_BYTES", 64 * 1024 * 1024, minimum=4096, integer=True),
         csv_keep=number("", "KSENSE_CSV_KEEP", 5, minimum=1, integer=True),
         host=pick("host", "KSENSE_EXPORTER_HOST", "0.0.0.0") or "0.0.0.0",
         port=number("port", "KSENSE_EXPORTER_PORT", 9860, minimum=0, maximum=65535, integer=True),
+        max_requests=number("max_requests", "KSENSE_EXPORTER_MAX_REQUESTS", ExporterConfig.max_requests,
+                            minimum=1, integer=True),
+        run_as=run_as,
         log_format=log_format,
     )
     r.check()

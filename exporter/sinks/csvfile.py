@@ -13,6 +13,7 @@ fuzzy_monitor.csv and fuzzy_score.csv. What durable means here:
 - safe to open in a spreadsheet: the scorer's file holds client-chosen names, so every control
   and line-separator character becomes a space, a cell that would start a formula (`=`, `+`,
   `-`, `@` and is not a number) gets a leading `'`, and a cell longer than MAX_CELL_CHARS is cut;
+- never through a symbolic link at the file's path (ELOOP: counted like any OSError);
 - never fatal: an OSError (disk full, read-only file system, permission, a parent that is a
   file) is counted per reason, logged at most once a minute per reason, and the file is
   reopened on the next write; the failed row is lost, the process keeps going.
@@ -210,7 +211,7 @@ class CsvSink:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with contextlib.suppress(FileNotFoundError):
             self._adopt_existing()
-        f = open(self.path, "ab", buffering=0)  # noqa: SIM115 - kept open across writes
+        f = open(self.path, "ab", buffering=0, opener=_no_follow)  # noqa: SIM115 - kept open across writes
         try:
             size = os.fstat(f.fileno()).st_size
             if size == 0:
@@ -224,7 +225,7 @@ class CsvSink:
     def _adopt_existing(self) -> None:
         """Make an existing file safe to append to: ours -> cut a partial last line; a header
         torn by a crash -> empty it; anything else -> rename it aside."""
-        with open(self.path, "r+b") as f:
+        with open(self.path, "r+b", opener=_no_follow) as f:
             size = os.fstat(f.fileno()).st_size
             head = f.read(len(self._header))
             if head == self._header:
@@ -366,6 +367,13 @@ def _is_number(text: str) -> bool:
     except ValueError:
         return False
     return True
+
+
+def _no_follow(path: str, flags: int) -> int:
+    """open()'s opener: never through a symbolic link. The directory may be writable by another
+    user (the exporter, once it gave root up, shares /tmp/ksense with a scorer that may still be
+    root): a link planted there must not make us append to the file it points at."""
+    return os.open(path, flags | os.O_NOFOLLOW, 0o666)
 
 
 def _end_of_last_line(f: io.BufferedRandom, size: int) -> int:

@@ -16,21 +16,18 @@ collector), and `ready()` turns false (/readyz 503). Replay is exempt: its readi
 recording's time and its pace is the recording's.
 
 `MetricsServer` serves /metrics, /healthz and /readyz. prometheus_client's `start_http_server`
-serves only metrics (on every path), so the metrics answer comes from its WSGI app (content
-negotiation, gzip) and this module adds the routing and the probes on a threaded stdlib server.
+serves only metrics (on every path), and with a thread per connection, so the metrics answer
+comes from its WSGI app (content negotiation, gzip) and this module adds the routing and the
+probes, served by the bounded server of exporter/sinks/httpserver.py.
 """
 
 from __future__ import annotations
 
 import math
-import socket
-import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from socketserver import ThreadingMixIn
 from types import MappingProxyType
 from typing import Protocol
-from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 from prometheus_client import CollectorRegistry, PlatformCollector, ProcessCollector, make_wsgi_app
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
@@ -40,6 +37,7 @@ from prometheus_client.utils import floatToGoString
 from exporter import names as n
 from exporter.core.model import Derived, ExportHistogram, Reading, Snapshot, Telemetry
 from exporter.sinks.csvfile import CsvStats
+from exporter.sinks.httpserver import BoundedWsgiServer, Limits, WsgiApp
 
 _GAUGES = (
     n.RUNQUEUE_LATENCY_MAX,
@@ -266,7 +264,6 @@ def make_registry(collector: Collector, *, process_metrics: bool = True) -> Coll
 
 
 # --- HTTP ---------------------------------------------------------------------------------------
-WsgiApp = Callable[[dict, Callable], Iterable[bytes]]
 
 
 def make_app(registry: CollectorRegistry, ready: Callable[[], bool]) -> WsgiApp:
@@ -292,23 +289,10 @@ def make_app(registry: CollectorRegistry, ready: Callable[[], bool]) -> WsgiApp:
     return app
 
 
-class _ThreadingWSGIServer(ThreadingMixIn, WSGIServer):
-    # One thread per request so a slow client cannot hold up a scrape; daemon threads so a
-    # hung client cannot hold up shutdown.
-    daemon_threads = True
-
-
-class _ThreadingWSGIServer6(_ThreadingWSGIServer):
-    address_family = socket.AF_INET6
-
-
-class _QuietHandler(WSGIRequestHandler):
-    def log_message(self, format: str, *args: object) -> None:
-        """No log line per request (house rule 14)."""
-
-
 class MetricsServer:
-    """Serves `make_app(registry, ready)` on host:port from a background thread.
+    """Serves `make_app(registry, ready)` on host:port from background threads, within
+    `limits` (default: httpserver.Limits(); exporter/sinks/httpserver.py: idle connections hold no thread, requests are
+    capped and deadlined).
 
     Nothing happens until `start()`; `port` is the bound port (useful with port 0);
     `shutdown()` stops serving, closes the socket and is idempotent.
@@ -321,34 +305,17 @@ class MetricsServer:
         *,
         host: str = "0.0.0.0",
         port: int = 9860,
+        limits: Limits | None = None,
     ):
-        self._app = make_app(registry, ready)
-        self._host = host
-        self._port = port
-        self._server: _ThreadingWSGIServer | None = None
-        self._thread: threading.Thread | None = None
+        self._server = BoundedWsgiServer(make_app(registry, ready), host=host, port=port,
+                                         limits=limits or Limits(), name="metrics-http")
 
     @property
     def port(self) -> int:
-        if self._server is None:
-            raise RuntimeError("MetricsServer.port is known only after start()")
-        return self._server.server_address[1]
+        return self._server.port
 
     def start(self) -> None:
-        server_class = _ThreadingWSGIServer6 if ":" in self._host else _ThreadingWSGIServer
-        self._server = make_server(
-            self._host, self._port, self._app, server_class=server_class, handler_class=_QuietHandler
-        )
-        self._thread = threading.Thread(
-            target=self._server.serve_forever, name="metrics-http", kwargs={"poll_interval": 0.2}, daemon=True
-        )
-        self._thread.start()
+        self._server.start()
 
     def shutdown(self) -> None:
-        server, self._server = self._server, None
-        if server is None:
-            return
-        server.shutdown()
-        server.server_close()
-        if self._thread is not None:
-            self._thread.join()
+        self._server.shutdown()

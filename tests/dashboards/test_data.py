@@ -127,7 +127,7 @@ def stack(tmp_path_factory):
             exporters.append(_start(work, "ebpf-exporter", [
                 "-m", "exporter", "--source", "ebpf", "--host", "127.0.0.1", "--port", str(port),
                 "--node", EBPF_NODE, "--csv", str(work / "ebpf.csv"), "--state-dir", str(work / "state")],
-                port, "/readyz", {"KSENSE_WARMUP_S": "5"}))
+                port, "/readyz", {"KSENSE_WARMUP_S": "5", "KSENSE_RUN_AS": "0"}))  # CSV in root's tmp
             started.append(exporters[-1])
 
         rules_file = REPO / config.RULES_FILE

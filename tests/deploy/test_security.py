@@ -41,7 +41,7 @@ SCHEDULER_LEASE_RULES = [
 
 #: The exporter's capabilities, each with its reason next to it in exporter-daemonset.yaml and
 #: checked against a real kernel in test_exporter_capabilities.py.
-EXPORTER_CAPABILITIES = ["BPF", "PERFMON", "SYS_RESOURCE"]
+EXPORTER_CAPABILITIES = ["BPF", "PERFMON", "SYS_RESOURCE", "SETGID", "SETUID", "CHOWN"]
 EXPORTER_HOST_MOUNTS = {
     "/host/proc": "/proc",
     "/sys/kernel/tracing": "/sys/kernel/tracing",

@@ -94,7 +94,8 @@ class Settings:
         return {"KSENSE_SCORER_INTERVAL_S": f"{self.scorer_interval_s:g}"}
 
     def exporter_env(self, state_dir: Path) -> dict[str, str]:
-        return {"KSENSE_WARMUP_S": f"{self.warmup_s:g}", "KSENSE_STATE_DIR": str(state_dir)}
+        # The CSVs and states go under the run's directory, which may be root's alone: keep root.
+        return {"KSENSE_WARMUP_S": f"{self.warmup_s:g}", "KSENSE_STATE_DIR": str(state_dir), "KSENSE_RUN_AS": "0"}
 
 
 def clean_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:

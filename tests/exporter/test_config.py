@@ -19,8 +19,9 @@ def test_defaults_follow_the_contract():
     assert (cfg.warmup_s, cfg.baseline_win, cfg.baseline_min_count) == (600.0, 300, 50)
     assert cfg.csv_path == Path("/tmp/ksense/kernel_metrics.csv")
     assert (cfg.csv_max_bytes, cfg.csv_keep) == (67108864, 5)
-    assert cfg.state_dir == Path("/tmp/ksense/state") and cfg.baseline_max_age_s == 86400.0
+    assert cfg.state_dir == Path("/var/lib/ksense/state") and cfg.baseline_max_age_s == 86400.0
     assert cfg.proc_root == Path("/proc")
+    assert (cfg.run_as, cfg.max_requests) == ((65534, 65534), 8)
 
 
 def test_node_name_falls_back_to_downward_api_then_hostname():
@@ -75,3 +76,16 @@ def test_config_is_frozen():
     cfg = parse({})
     with pytest.raises(AttributeError):
         cfg.port = 1  # type: ignore[misc]
+
+
+def test_run_as_and_max_requests():
+    assert parse({"KSENSE_RUN_AS": "1000"}).run_as == (1000, 1000)
+    assert parse({"KSENSE_RUN_AS": "1000:2000"}).run_as == (1000, 2000)
+    assert parse({"KSENSE_RUN_AS": "1000"}, ["--run-as", "0"]).run_as == (0, 0)
+    assert parse({}, ["--max-requests", "3"]).max_requests == 3
+    with pytest.raises(config.ConfigError) as err:
+        parse({"KSENSE_RUN_AS": "nobody", "KSENSE_EXPORTER_MAX_REQUESTS": "0"})
+    assert len(err.value.problems) == 2
+    for bad in ("1:2:3", "-1", "1:", "4294967295"):
+        with pytest.raises(config.ConfigError):
+            parse({"KSENSE_RUN_AS": bad})

@@ -168,6 +168,18 @@ def test_header_mismatch_is_renamed_aside_never_appended_to(tmp_path, caplog):
     assert sorted(p.read_bytes() for p in tmp_path.glob("out.csv.mismatch-*")) == [old, old]
 
 
+def test_a_symbolic_link_at_the_path_is_never_followed(tmp_path):
+    # Someone who can write the directory plants a link to a file of ours (issue #10): even one
+    # that starts with our header is not appended to; the write fails and is counted.
+    victim = tmp_path / "victim.csv"
+    victim.write_text(HEADER)
+    (tmp_path / "out.csv").symlink_to(victim)
+    with CsvSink(tmp_path / "out.csv", COLUMNS) as sink:
+        assert not sink.write([1, 2, 3])
+        assert sink.stats().errors["oserror"] == 1
+    assert victim.read_text() == HEADER
+
+
 def test_partial_last_line_is_cut_at_open(tmp_path, caplog):
     path = tmp_path / "out.csv"
     path.write_bytes((HEADER + "1,1,a\n2,2,b\n3,3.").encode())

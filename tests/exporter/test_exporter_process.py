@@ -90,9 +90,14 @@ def small_recording(tmp_path: Path, real_csv: Path, rows: int) -> Path:
     return path
 
 
+# These tests write to pytest's tmp_path, which only root can reach: the exporter keeps root
+# (test_privilege.py covers giving it up).
+KEEP_ROOT = {"KSENSE_RUN_AS": "0"}
+
+
 def test_sigterm_exits_within_2s_with_the_csv_intact(tmp_path, need_ebpf):
     out = tmp_path / "k.csv"
-    proc = start(["--port", "0", "--csv", str(out), "--state-dir", str(tmp_path / "state")], {})
+    proc = start(["--port", "0", "--csv", str(out), "--state-dir", str(tmp_path / "state")], KEEP_ROOT)
     port = read_port(proc)
     wait_for(lambda: out.exists() and len(rows_of(out)) >= 3, what="two CSV rows")
     assert "ksense_exporter_source_info" in scrape(port)
@@ -110,7 +115,8 @@ def test_unwritable_csv_is_counted_and_metrics_keep_serving(tmp_path, real_kerne
     blocker.write_text("a regular file where a directory should be\n")
     recording = small_recording(tmp_path, real_kernel_csv, 400)
     proc = start(
-        ["--source", f"replay:{recording}", "--speed", "20", "--port", "0", "--csv", str(blocker / "k.csv")], {}
+        ["--source", f"replay:{recording}", "--speed", "20", "--port", "0", "--csv", str(blocker / "k.csv")],
+        KEEP_ROOT,
     )
     try:
         port = read_port(proc)
@@ -239,7 +245,7 @@ def test_a_port_in_use_exits_2_and_closes_the_csv_sink_and_the_source(monkeypatc
         busy.bind(("127.0.0.1", 0))
         busy.listen()
         cfg = config.from_env(
-            {"KSENSE_NODE_NAME": "n", "KSENSE_SOURCE": "procfs", "KSENSE_EXPORTER_HOST": "127.0.0.1",
+            {**KEEP_ROOT, "KSENSE_NODE_NAME": "n", "KSENSE_SOURCE": "procfs", "KSENSE_EXPORTER_HOST": "127.0.0.1",
              "KSENSE_EXPORTER_PORT": str(busy.getsockname()[1]), "KSENSE_METRICS_CSV": str(tmp_path / "k.csv"),
              "KSENSE_STATE_DIR": str(tmp_path / "state")},
             None,

@@ -195,7 +195,7 @@ def start_exporter(
 ) -> Process:
     """`python -m exporter --source replay:FILE` on `port` (default: a free one); ready (/readyz
     200) on return. KSENSE_* / FUZZY_* variables of the test's environment are dropped and
-    `env` added."""
+    `env` added; it keeps the user it was started as (KSENSE_RUN_AS=0)."""
     port = port if port is not None else free_port()
     args = [
         sys.executable, "-m", "exporter", "--source", f"replay:{replay_csv}", "--speed", f"{speed:g}",
@@ -203,6 +203,8 @@ def start_exporter(
     ]
     args += ["--csv", str(csv_out)] if csv_out is not None else ["--no-csv"]
     full_env = {k: v for k, v in os.environ.items() if not k.startswith(("KSENSE_", "FUZZY_"))}
+    # The CSV goes to the test's directory, which only root (CI's user) can reach: keep root.
+    full_env["KSENSE_RUN_AS"] = "0"
     full_env.update(env or {})
     workdir.mkdir(parents=True, exist_ok=True)
     log = workdir / f"exporter-{node}-{port}.log"
