@@ -68,7 +68,8 @@ def build(cfg: ScorerConfig):
         "allow_on_missing": cfg.allow_on_missing,
     })
     if cfg.prometheus_url:
-        source = PrometheusSource(cfg.prometheus_url, long_win_s=cfg.long_win_s, timeout_s=cfg.query_timeout_s)
+        source = PrometheusSource(cfg.prometheus_url, selector=cfg.exporter_selector, long_win_s=cfg.long_win_s,
+                                  timeout_s=cfg.query_timeout_s)
     else:
         source = LocalSource(cfg.exporter_url)
     csv_opts = {"max_bytes": cfg.csv_max_bytes, "keep": cfg.csv_keep}
