@@ -48,7 +48,7 @@ import requests
 from bench._util import HarnessError, free_port, print_table
 from bench.exporter_cost import ratio, spawn, stop, tail, verdict
 from exporter.core.csvrow import format_time
-from exporter.names import FRICTION, KERNEL_METRICS_COLUMNS
+from exporter.names import FRICTION, JOB_EXPORTER, KERNEL_METRICS_COLUMNS, NAMESPACE
 from exporter.ticker import ticks
 from scorer.core.decision import DecisionParams
 from scorer.core.model import Inputs
@@ -154,15 +154,18 @@ def prometheus(workdir: Path, target: str) -> tuple[object, str]:
     config = workdir / "prometheus.yml"
     config.write_text(
         "global: {scrape_interval: 1s, scrape_timeout: 1s, evaluation_interval: 1s}\n"
-        f"scrape_configs:\n  - job_name: ksense\n    honor_labels: true\n"
-        f"    static_configs: [{{targets: ['{target}']}}]\n"
+        # As deploy/ scrapes the exporter: job, namespace and node from the scrape (honor_labels
+        # off), which PrometheusSource's default selector requires.
+        f"scrape_configs:\n  - job_name: {JOB_EXPORTER}\n    honor_labels: false\n"
+        f"    static_configs: [{{targets: ['{target}'], labels: {{namespace: {NAMESPACE}, node: {NODE}}}}}]\n"
+        "    metric_relabel_configs: [{action: labeldrop, regex: exported_node}]\n"
     )
     proc = spawn([PROMETHEUS, f"--config.file={config}", f"--storage.tsdb.path={workdir / 'tsdb'}",
                   f"--web.listen-address=127.0.0.1:{port}", "--log.level=warn"], workdir / "prometheus.log")
     url = f"http://127.0.0.1:{port}"
     wait(lambda: _ok(f"{url}/-/ready"), 30, "prometheus ready", workdir / "prometheus.log")
     # the first scrape lands ~5 s after start: the exporter must not start its steps before
-    wait(lambda: _vector(url, 'up{job="ksense"}'), 30, "first scrape", workdir / "prometheus.log")
+    wait(lambda: _vector(url, f'up{{job="{JOB_EXPORTER}"}}'), 30, "first scrape", workdir / "prometheus.log")
     return proc, url
 
 

@@ -62,8 +62,9 @@ def _dashboards_doc() -> str:
         "",
         "Scrape jobs the dashboards and alerts expect: "
         + ", ".join(f"`job=\"{j}\"`" for j in config.JOBS)
-        + " (exporter, scorer /metrics, scheduler), with `honor_labels: true` so the exporter's `node`",
-        "label survives. Scores and decisions of several scorer replicas are combined as `max by (node)`",
+        + " (exporter, scorer /metrics, scheduler), scraped with `honor_labels: false` and `namespace` and the",
+        "exporter's `node` from service discovery (`deploy/`: the scorer and the scheduler read only those",
+        "series). Scores and decisions of several scorer replicas are combined as `max by (node)`",
         "and `min by (node)` (deny wins) in recording rules.",
         "",
         "`tests/dashboards/test_data.py` runs every panel query, recording rule and alert against a real",

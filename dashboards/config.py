@@ -1,10 +1,11 @@
 """Conventions shared by the dashboards, the rules and `deploy/`: scrape job names, template
 variable names, output paths, score bands and the thresholds of the alerts.
 
-The job names are the contract with `deploy/`: Prometheus must scrape the exporter as
-`job="ksense-exporter"`, the scorer's plain /metrics as `job="ksense-scorer"` and the scheduler
-as `job="ksense-scheduler"` (a ServiceMonitor whose Service has that name gives exactly that
-label; annotation-based scraping needs a relabel rule setting `job`). Only `up` and
+The job names are the contract with `deploy/` (stated once, in exporter/names.py): Prometheus
+must scrape the exporter as `job="ksense-exporter"`, the scorer's plain /metrics as
+`job="ksense-scorer"` and the scheduler as `job="ksense-scheduler"` (a ServiceMonitor whose
+Service has that name gives exactly that label; annotation-based scraping needs a relabel rule
+setting `job`). Only `up` and
 prometheus_client's `process_*` series are selected by job; every `ksense_*` series is selected
 by its name and its `node` label.
 """
@@ -13,13 +14,14 @@ from __future__ import annotations
 
 from pathlib import PurePosixPath
 
+from exporter import names as n
 from scorer.core.decision import DecisionParams
 from scorer.core.inference import LEVEL_HIGH, LEVEL_MEDIUM
 
 # --- scrape jobs (the contract with deploy/) --------------------------------------------------
-JOB_EXPORTER = "ksense-exporter"
-JOB_SCORER = "ksense-scorer"
-JOB_SCHEDULER = "ksense-scheduler"
+JOB_EXPORTER = n.JOB_EXPORTER
+JOB_SCORER = n.JOB_SCORER
+JOB_SCHEDULER = n.JOB_SCHEDULER
 JOBS = (JOB_EXPORTER, JOB_SCORER, JOB_SCHEDULER)
 
 # --- template variables ------------------------------------------------------------------------
@@ -33,7 +35,7 @@ DASHBOARDS_DIR = PurePosixPath("deploy/dashboards")
 RULES_FILE = PurePosixPath("deploy/rules/ksense-rules.yaml")
 PROMETHEUS_RULE_FILE = PurePosixPath("deploy/rules/ksense-prometheusrule.yaml")
 PROMETHEUS_RULE_NAME = "ksense"
-NAMESPACE = "ksense"
+NAMESPACE = n.NAMESPACE
 #: Labels of the PrometheusRule object; kube-prometheus selects rules by label, and
 #: deploy/ may patch these to match its Prometheus' ruleSelector.
 PROMETHEUS_RULE_LABELS = {"app.kubernetes.io/name": "ksense", "app.kubernetes.io/component": "rules"}

@@ -363,13 +363,15 @@ def alerts() -> tuple[Alert, ...]:
             Runbook(
                 "The scorer's PromQL queries fail: `unreachable`/`timeout`/`http_5xx` (Prometheus down or "
                 "overloaded), `query_error` (a query Prometheus rejects), `empty` (no exporter series at all: "
-                "wrong URL, or the `node` label was lost — honor_labels).",
+                "wrong URL, or no series with the scrape identity KSENSE_EXPORTER_SELECTOR names).",
                 ("The scorer log: `event=prometheus_unavailable url=... reason=...`.",
                  "`curl -s '<KSENSE_PROMETHEUS_URL>/api/v1/query?query=ksense_baseline_frozen'` from the scorer "
                  "pod.",
                  "Prometheus' own health (`up{job=\"prometheus\"}`, its query latency)."),
                 ("Fix KSENSE_PROMETHEUS_URL or the network path; give Prometheus more resources.",
-                 "`empty`: make the scrape config keep the exporter's `node` label (honor_labels: true)."),
+                 "`empty`: scrape the exporters as `deploy/` does (job `ksense-exporter`, namespace `ksense`, "
+                 "`node` from the pod), or set KSENSE_EXPORTER_SELECTOR to the labels your scrape config gives "
+                 "them — never of a job with honor_labels: true."),
             ),
             (q.prometheus_query_errors_rate(QUERY_ERRORS_WINDOW),),
             (

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import re
 from collections.abc import Mapping, Sequence
 
 #: Every variable of CONTRACT §4 plus the few the project adds (documented in the README).
@@ -29,8 +30,34 @@ KNOWN_ENV = frozenset(
         "FUZZY_MONITOR_CSV", "FUZZY_SCORE_CSV", "FUZZY_RULES_FILE", "FUZZY_SCHEDULER_NAME",
         "FUZZY_SCHEDULER_POLL_S", "FUZZY_SCHEDULER_MAX_PER_CYCLE",
         "FUZZY_SCHEDULER_PLACEMENT_DELAY_S", "FUZZY_SCORE_SOURCE", "FUZZY_SCORER_URL",
+        "KSENSE_EXPORTER_SELECTOR", "KSENSE_SCORER_SELECTOR",
     }
 )
+
+
+#: One PromQL label matcher: a label name, an operator, a quoted string (any of PromQL's quotes).
+_MATCHER = re.compile(
+    r"""\s*([a-zA-Z_][a-zA-Z0-9_]*)\s*(=~|!~|!=|=)\s*("(?:[^"\\]|\\.)*"|'(?:[^'\\]|\\.)*'|`[^`]*`)\s*"""
+)
+
+
+def label_matchers(text: str) -> str:
+    """`text` as PromQL label matchers to put inside a selector's braces (`job="a",namespace="b"`),
+    normalised (no spaces, no trailing comma); "" for none. ValueError when it is anything else,
+    so a typo cannot inject PromQL into every query."""
+    matchers, pos = [], 0
+    text = text.strip()
+    while pos < len(text):
+        m = _MATCHER.match(text, pos)
+        if m is None:
+            raise ValueError(f"not a PromQL label matcher at {text[pos:]!r} (expected name=\"value\", ...)")
+        matchers.append("".join(m.groups()))
+        pos = m.end()
+        if pos < len(text):
+            if text[pos] != ",":
+                raise ValueError(f"expected ',' between label matchers at {text[pos:]!r}")
+            pos += 1
+    return ",".join(matchers)
 
 
 class ConfigError(ValueError):
@@ -108,6 +135,15 @@ class EnvReader:
             self.problems.append(f"{env}={text!r}: expected one of {', '.join(allowed)}")
             return default
         return text
+
+    def matchers(self, flag: str, env: str, default: str) -> str:
+        """PromQL label matchers (see `label_matchers`); set but empty means none."""
+        text = self.text(flag, env, default)
+        try:
+            return label_matchers(text or "")
+        except ValueError as exc:
+            self.problems.append(f"{env}={text!r}: {exc}")
+            return default
 
     def check(self) -> None:
         if self.problems:

@@ -218,3 +218,28 @@ BIND_RESULTS = ("bound", "conflict", "error")
 UNSCHEDULABLE_REASONS = ("fuzzy_deny", "resources", "taint", "selector", "affinity", "not_ready", "no_score")
 SCHEDULER_NAME_DEFAULT = "fuzzy-scheduler"
 LEASE_NAME = "fuzzy-scheduler"
+
+# --- scrape identity (the contract with deploy/) ---------------------------------------------
+#: What Prometheus attaches to each component's series in every deploy/ scrape config (the
+#: ServiceMonitors: job = the Service's name, namespace = its namespace; the with-prometheus
+#: scrape config names its jobs and relabels `namespace` alike). Exporter series also get `node`
+#: from the pod's node name, with honor_labels off: the scrape, not the exposition, says which
+#: node a series speaks for. The scorer and the scheduler select the series they decide on by
+#: these labels, so another scrape target of a shared Prometheus cannot publish them.
+NAMESPACE = "ksense"
+JOB_EXPORTER = "ksense-exporter"
+JOB_SCORER = "ksense-scorer"
+JOB_SCHEDULER = "ksense-scheduler"
+LABEL_JOB = "job"
+LABEL_NAMESPACE = "namespace"
+
+
+def scrape_identity(job: str, namespace: str = NAMESPACE) -> str:
+    """PromQL label matchers of one component's series: `job="...",namespace="..."`."""
+    return f'{LABEL_JOB}="{job}",{LABEL_NAMESPACE}="{namespace}"'
+
+
+#: Default of KSENSE_EXPORTER_SELECTOR: the series the scorer reads its inputs from.
+EXPORTER_SELECTOR = scrape_identity(JOB_EXPORTER)
+#: Default of KSENSE_SCORER_SELECTOR: the series the scheduler reads decisions from.
+SCORER_SELECTOR = scrape_identity(JOB_SCORER)

@@ -30,7 +30,8 @@ def score_source(cfg: config.SchedulerConfig) -> ScoreSource:
         return ScorerScores(cfg.scorer_url, ca_file=cfg.scorer_ca_file, long_win_s=cfg.long_win_s,
                             timeout_s=cfg.query_timeout_s)
     assert cfg.prometheus_url is not None  # from_env refuses the prometheus source without a URL
-    return PrometheusScores(cfg.prometheus_url, long_win_s=cfg.long_win_s, timeout_s=cfg.query_timeout_s)
+    return PrometheusScores(cfg.prometheus_url, selector=cfg.scorer_selector, long_win_s=cfg.long_win_s,
+                            timeout_s=cfg.query_timeout_s)
 
 
 def main(argv: list[str] | None = None) -> int:

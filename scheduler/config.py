@@ -40,6 +40,10 @@ class SchedulerConfig:
     """`prometheus` (the scorer's exported series) or `scorer` (its /score API)."""
     prometheus_url: str | None = None
     """Prometheus (or anything answering its HTTP query API); required for the prometheus source."""
+    scorer_selector: str = n.SCORER_SELECTOR
+    """PromQL label matchers of the scorers' series: the scrape identity Prometheus attaches
+    (deploy/ scrapes with honor_labels off), so no other scrape target can publish decisions.
+    "" = every series of the family, whoever published it."""
     scorer_url: str = "https://ksense-scorer.ksense.svc:8443"
     """The scorer's API, for the scorer source (TLS verified)."""
     scorer_ca_file: Path | None = None
@@ -47,7 +51,7 @@ class SchedulerConfig:
     long_win_s: float = 60.0
     """A decision older than this is stale: its node gets no pods (no_score)."""
     query_timeout_s: float = 2.0
-    """Per-request timeout of the score source: a cycle must not stall on it."""
+    """Deadline of the score source's whole answer (not of each read): a cycle must not stall on it."""
     # --- Kubernetes -----------------------------------------------------------------------------
     kubeconfig: Path | None = None
     """kubeconfig file; None = in-cluster service account, else ~/.kube/config."""
@@ -86,6 +90,8 @@ def build_parser(prog: str = "python -m scheduler") -> argparse.ArgumentParser:
     p.add_argument("--placement-delay", help="seconds between binds, 0 = none (FUZZY_SCHEDULER_PLACEMENT_DELAY_S, 5)")
     p.add_argument("--score-source", help="prometheus or scorer (FUZZY_SCORE_SOURCE, prometheus)")
     p.add_argument("--prometheus-url", help="Prometheus query API (KSENSE_PROMETHEUS_URL)")
+    p.add_argument("--scorer-selector", help="label matchers of the scorers' series in Prometheus "
+                   f"(KSENSE_SCORER_SELECTOR, default {n.SCORER_SELECTOR}; empty = any publisher)")
     p.add_argument("--scorer-url", help="scorer API base URL (FUZZY_SCORER_URL)")
     p.add_argument("--scorer-ca-file", help="CA bundle for the scorer's certificate (default: system trust)")
     p.add_argument("--long-win", help="max decision age in seconds (FUZZY_LONG_WIN_S, 60)")
@@ -137,6 +143,7 @@ def from_env(environ: Mapping[str, str], args: argparse.Namespace | None = None)
         placement_delay_s=r.number("placement_delay", "FUZZY_SCHEDULER_PLACEMENT_DELAY_S", 5.0, minimum=0.0),
         score_source=source,
         prometheus_url=prom.rstrip("/") if prom else None,
+        scorer_selector=r.matchers("scorer_selector", "KSENSE_SCORER_SELECTOR", SchedulerConfig.scorer_selector),
         scorer_url=scorer_url.rstrip("/"),
         scorer_ca_file=ca,
         long_win_s=r.number("long_win", "FUZZY_LONG_WIN_S", 60.0, minimum=1.0),

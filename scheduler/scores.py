@@ -3,27 +3,33 @@
 One request per scheduling cycle for all nodes, never one per node or per pod; the answer
 becomes `ScoreRecord`s (allowed, score, fresh) for the core's fuzzy filter.
 
-**Prometheus** (`FUZZY_SCORE_SOURCE=prometheus`): the series the scorer exports, aggregated over
-scorer replicas as CONTRACT §1.2 says — `min by (node)` of `ksense_node_admission_allowed` (deny
-wins) and `max by (node)` of `ksense_node_score` — plus, for freshness, the newest sample time of
-each via `timestamp()`. The four vectors travel in one instant query, each tagged with a
-`ksense_q` label by `label_replace` so `or` keeps them apart. A sample's age is the query's
-evaluation time minus its timestamp, both Prometheus' clock, so clock skew between hosts does
-not matter; older than `FUZZY_LONG_WIN_S` → stale (Prometheus would otherwise serve a
-5-minute-old sample as current). The newest time per node is used: a stuck replica can then add
-a deny (min) but never an allow.
+**Prometheus** (`FUZZY_SCORE_SOURCE=prometheus`): the series the scorer exports, only those with
+the scorers' scrape identity (`selector`, KSENSE_SCORER_SELECTOR, default
+`job="ksense-scorer",namespace="ksense"`: labels Prometheus attaches with honor_labels off, see
+exporter/names.py; by bare name any other scrape target could publish an allow for any node, or
+a deny), aggregated over scorer replicas as CONTRACT §1.2 says — `min by (node)` of
+`ksense_node_admission_allowed` (deny wins) and `max by (node)` of `ksense_node_score` — plus,
+for freshness, the newest sample time of each via `timestamp()`. The four vectors travel in one
+instant query, each tagged with a `ksense_q` label by `label_replace` so `or` keeps them apart.
+A sample's age is the query's evaluation time minus its timestamp, both Prometheus' clock, so
+clock skew between hosts does not matter; older than `FUZZY_LONG_WIN_S` → stale (Prometheus
+would otherwise serve a 5-minute-old sample as current). The newest time per node is used: a
+stuck replica can then add a deny (min) but never an allow.
 
 **Scorer** (`FUZZY_SCORE_SOURCE=scorer`): `GET /score` (CONTRACT §3.1) over HTTPS with
 certificate verification on (a CA file may be given; `verify=` is passed per request because
 `REQUESTS_CA_BUNDLE` would override a session setting). Freshness: the report's `time` against
 our wall clock.
 
-A source that is down, times out, or answers garbage yields no records (`Scores.error` says
-why): every node fails the fuzzy filter with `no_score`, nothing is bound, and pods say why.
+Both sources bound the whole answer by `timeout_s` (DeadlineSession), not each read: a server
+trickling its answer cannot hold a cycle. A source that is down, times out, or answers garbage
+yields no records (`Scores.error` says why): every node fails the fuzzy filter with `no_score`,
+nothing is bound, and pods say why.
 """
 
 from __future__ import annotations
 
+import logging
 import math
 import time
 from collections.abc import Callable, Mapping
@@ -35,7 +41,10 @@ from typing import Any, Protocol
 import requests
 
 from exporter import names as n
+from exporter.deadline_http import DeadlineSession
 from scheduler.core.filters import ScoreRecord
+
+log = logging.getLogger(__name__)
 
 TAG = "ksense_q"
 ALLOWED, SCORE, ALLOWED_TS, SCORE_TS = "allowed", "score", "allowed_ts", "score_ts"
@@ -59,9 +68,10 @@ def _tagged(expr: str, tag: str) -> str:
     return f'label_replace({expr}, "{TAG}", "{tag}", "", "")'
 
 
-def prometheus_query() -> str:
-    """The one instant query per cycle (module docstring)."""
-    allowed, score = n.NODE_ADMISSION_ALLOWED.name, n.NODE_SCORE.name
+def prometheus_query(selector: str = n.SCORER_SELECTOR) -> str:
+    """The one instant query per cycle (module docstring), over the series `selector` (label
+    matchers) picks."""
+    allowed, score = (f"{family.name}{{{selector}}}" for family in (n.NODE_ADMISSION_ALLOWED, n.NODE_SCORE))
     by = n.LABEL_NODE
     return " or ".join((
         _tagged(f"min by ({by}) ({allowed})", ALLOWED),
@@ -140,13 +150,16 @@ class PrometheusScores:
 
     name = "prometheus"
 
-    def __init__(self, url: str, *, long_win_s: float = 60.0, timeout_s: float = 2.0,
-                 session: requests.Session | None = None):
+    def __init__(self, url: str, *, selector: str = n.SCORER_SELECTOR, long_win_s: float = 60.0,
+                 timeout_s: float = 2.0, session: requests.Session | None = None):
         self._url = url.rstrip("/") + "/api/v1/query"
         self._long_win = long_win_s
         self._timeout = timeout_s
-        self._session = session or requests.Session()
-        self._query = prometheus_query()
+        self._session = session or DeadlineSession()
+        self._query = prometheus_query(selector)
+        if not selector:
+            log.warning("event=selector_unrestricted hint='every scrape target of this Prometheus can publish "
+                        "decisions for any node: set KSENSE_SCORER_SELECTOR'")
 
     def fetch(self) -> Scores:
         try:
@@ -168,7 +181,7 @@ class ScorerScores:
         self._verify: str | bool = str(ca_file) if ca_file is not None else True
         self._long_win = long_win_s
         self._timeout = timeout_s
-        self._session = session or requests.Session()
+        self._session = session or DeadlineSession()
         self._wall = wall
 
     def fetch(self) -> Scores:

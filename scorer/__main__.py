@@ -68,7 +68,8 @@ def build(cfg: ScorerConfig):
         "allow_on_missing": cfg.allow_on_missing,
     })
     if cfg.prometheus_url:
-        source = PrometheusSource(cfg.prometheus_url, long_win_s=cfg.long_win_s, timeout_s=cfg.query_timeout_s)
+        source = PrometheusSource(cfg.prometheus_url, selector=cfg.exporter_selector, long_win_s=cfg.long_win_s,
+                                  timeout_s=cfg.query_timeout_s)
     else:
         source = LocalSource(cfg.exporter_url)
     csv_opts = {"max_bytes": cfg.csv_max_bytes, "keep": cfg.csv_keep}
@@ -86,13 +87,14 @@ def build(cfg: ScorerConfig):
     stop = threading.Event()
 
     def on_worker_start() -> None:
-        """Runs in the serving process: rebuild state, start the tick and the /metrics server."""
-        if isinstance(source, PrometheusSource) and cfg.replay_s > 0:
+        """Runs in the serving process: start the tick (after the history replay, on its own
+        thread: never on the serving path) and the /metrics server."""
+        def history() -> list:
             now = datetime.now(UTC)
-            history = source.history(now - timedelta(seconds=cfg.replay_s), now, cfg.interval_s)
-            ticks = evaluator.rebuild(history)
-            log.info("event=state_rebuilt ticks=%d window_s=%g", ticks, cfg.replay_s)
-        threading.Thread(target=evaluator.run, args=(stop,), name="evaluator", daemon=True).start()
+            return source.history(now - timedelta(seconds=cfg.replay_s), now, cfg.interval_s)
+
+        replay = history if isinstance(source, PrometheusSource) and cfg.replay_s > 0 else None
+        threading.Thread(target=evaluator.run, args=(stop, replay), name="evaluator", daemon=True).start()
         collector = ScorerCollector(evaluator, admission=recorder, cert_expiry=tls.expiry if tls else None)
         metrics = MetricsServer(make_registry(collector), evaluator.ready, host=cfg.webhook_host,
                                 port=cfg.metrics_port)

@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from exporter import names as n
 from exporter.envconf import EnvReader
 
 
@@ -19,6 +20,10 @@ class ScorerConfig:
     # --- inputs ---------------------------------------------------------------------------------
     prometheus_url: str | None = None
     """Prometheus (or Thanos/Mimir...) query API; None = read one local exporter directly."""
+    exporter_selector: str = n.EXPORTER_SELECTOR
+    """PromQL label matchers of the exporters' series: the scrape identity Prometheus attaches
+    (deploy/ scrapes with honor_labels off), so no other scrape target can publish inputs.
+    "" = every series of the family, whoever published it."""
     exporter_url: str = "http://127.0.0.1:9860/metrics"
     """The local exporter scraped when no Prometheus URL is set (single-machine mode)."""
     interval_s: float = 1.0
@@ -29,7 +34,8 @@ class ScorerConfig:
     """A sample older than this counts as missing (Prometheus' 5-minute lookback must not pass
     stale data as fresh)."""
     query_timeout_s: float = 2.0
-    """Per-query timeout: one tick must not stall on a slow Prometheus."""
+    """Deadline of one query's whole answer (not of each read): one tick must not stall on a
+    slow Prometheus, nor the start-up history replay."""
     # --- controller -----------------------------------------------------------------------------
     rules_file: Path | None = None
     """Rule base and membership parameters; None = the bundled default (SPEC §3.2)."""
@@ -68,6 +74,8 @@ def build_parser(prog: str = "python -m scorer") -> argparse.ArgumentParser:
     )
     p.add_argument("--prometheus-url", help="Prometheus query API (KSENSE_PROMETHEUS_URL; unset = local exporter)")
     p.add_argument("--exporter-url", help="local exporter /metrics (KSENSE_EXPORTER_URL)")
+    p.add_argument("--exporter-selector", help="label matchers of the exporters' series in Prometheus "
+                   f"(KSENSE_EXPORTER_SELECTOR, default {n.EXPORTER_SELECTOR}; empty = any publisher)")
     p.add_argument("--interval", help="evaluation tick seconds (KSENSE_SCORER_INTERVAL_S, default 1)")
     p.add_argument("--host", help="API listen address (FUZZY_WEBHOOK_HOST, default 0.0.0.0)")
     p.add_argument("--port", help="API port (FUZZY_WEBHOOK_PORT, default 8443)")
@@ -106,6 +114,7 @@ def from_env(environ: Mapping[str, str], args: argparse.Namespace | None = None)
     cfg = ScorerConfig(
         prometheus_url=url.rstrip("/") if url else None,
         exporter_url=r.text("exporter_url", "KSENSE_EXPORTER_URL", ScorerConfig.exporter_url) or "",
+        exporter_selector=r.matchers("exporter_selector", "KSENSE_EXPORTER_SELECTOR", ScorerConfig.exporter_selector),
         interval_s=r.number("interval", "KSENSE_SCORER_INTERVAL_S", 1.0, minimum=0.05),
         replay_s=r.number("", "KSENSE_SCORER_REPLAY_S", 300.0, minimum=0.0),
         long_win_s=r.number("", "FUZZY_LONG_WIN_S", 60.0, minimum=1.0),

@@ -7,9 +7,12 @@ the new immutable `Results` by swapping one reference (readers — /score, /vali
 never lock and never wait for a fetch), writes one fuzzy_monitor.csv row per node, and updates
 the counters that scorer/metrics.py exposes.
 
-At start, `rebuild(history)` replays the last KSENSE_SCORER_REPLAY_S of inputs (the Prometheus
-source's range query) through the same state machine without publishing or writing, so a
-restarted replica and a long-running one hold the same decision states.
+At start, `run(stop, history)` first replays the last KSENSE_SCORER_REPLAY_S of inputs (the
+Prometheus source's range queries) through the same state machine without publishing or
+writing (`rebuild`), so a restarted replica and a long-running one hold the same decision
+states. It does so on the ticking thread, off the serving path: the API answers from the
+start (/healthz 200; /readyz 503 until the first tick after the replay has evaluated), however
+long Prometheus takes to answer (each query has an overall deadline).
 
 A tick that raises leaves the previous Results published. Past `max_age_s` (FUZZY_LONG_WIN_S,
 the age at which an input sample counts as missing, SPEC §3.1) they are `stale()`: /readyz
@@ -165,9 +168,15 @@ class Evaluator:
             log.info("event=scorer_ready source=%s nodes=%d", inputs.source, len(results.reports))
         return results
 
-    def run(self, stop: threading.Event) -> None:
-        """Tick every `interval_s` until `stop` is set. A failing tick is logged and the loop goes
-        on: the previous Results stay published and the next tick tries again."""
+    def run(self, stop: threading.Event, history: Callable[[], Sequence[Inputs]] | None = None) -> None:
+        """Rebuild the decision states from `history()` when given (module docstring), then tick
+        every `interval_s` until `stop` is set. A failing tick is logged and the loop goes on:
+        the previous Results stay published and the next tick tries again."""
+        if history is not None and not stop.is_set():
+            try:
+                self.rebuild(history())
+            except Exception:
+                log.exception("event=state_rebuild_failed")
         for _ in ticks(self.interval_s, stop, clock=self._clock):
             try:
                 self.tick()

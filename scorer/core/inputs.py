@@ -59,13 +59,19 @@ _SIGNALS_OF_FAMILY: dict[str, list[str]] = {}
 for _signal, (_family, _) in _SERIES.items():
     _SIGNALS_OF_FAMILY.setdefault(_family, []).append(_signal)
 
-#: The PromQL series selector of each signal.
-SELECTOR = MappingProxyType(
-    {
-        signal: family if label is None else f'{family}{{{label[0]}="{label[1]}"}}'
-        for signal, (family, label) in _SERIES.items()
-    }
-)
+
+
+def selectors(matchers: str) -> Mapping[str, str]:
+    """The PromQL series selector of each signal: its family, restricted to the label
+    `matchers` (`job="ksense-exporter",namespace="ksense"`: whose series to trust, see
+    exporter/names.py) and, for PROCFS, to the procfs source. "" trusts every series."""
+    out = {}
+    for signal, (family, label) in _SERIES.items():
+        parts = [matchers] if matchers else []
+        if label is not None:
+            parts.append(f'{label[0]}="{label[1]}"')
+        out[signal] = f"{family}{{{','.join(parts)}}}" if parts else family
+    return MappingProxyType(out)
 
 # Ratios (0-1) on the wire, percent in the controller.
 _PERCENT = frozenset({CPU, PSI})

@@ -1,8 +1,16 @@
 """The scorer's cluster source: every node's inputs from the Prometheus HTTP query API.
 
 Per tick, one instant query per signal for all nodes (never one per node), all evaluated at
-the same `time=` so the inputs of a tick are consistent. Each query returns the value *and*
-the sample's own timestamp in one answer:
+the same `time=` so the inputs of a tick are consistent.
+
+Whose series: only those carrying the scrape identity of `selector` (KSENSE_EXPORTER_SELECTOR,
+default `job="ksense-exporter",namespace="ksense"`, exporter/names.py), labels Prometheus
+attaches itself when honor_labels is off, with `node` relabelled from the exporter pod's node.
+Any other scrape target of a shared Prometheus can publish `ksense_friction{node="w1"} 0`;
+selected by bare name, that series could win for w1 (the newest series wins, below) and allow it,
+deny any node, or invent nodes. Selected by identity, it is not read at all.
+
+Each query returns the value *and* the sample's own timestamp in one answer:
 
     S or label_replace(timestamp(S), "ksense_ts", "1", "", "")
 
@@ -17,9 +25,14 @@ instant query with the last sample of the past 5 minutes, so a dead exporter wou
 look healthy for 5 minutes; here a sample older than `long_win_s` is missing (`stale 75s`).
 Any answer (Thanos, Mimir) of the Prometheus HTTP API works.
 
+Every request has an overall deadline of `timeout_s` for its whole answer (DeadlineSession:
+a Prometheus trickling its answer a byte at a time fails the query at the deadline; requests'
+own timeout is per read and would not).
+
 Failures never raise. Each failed request is counted under a short reason label
 (`unreachable`, `timeout`, `http_503`, `bad_response`, `query_error`, plus `empty` for a
-successful query that named no node: a wrong URL or lost `node` label); the affected inputs are
+successful query that named no node: a wrong URL, a scrape config whose job or namespace labels
+differ from the selector's, or a lost `node` label); the affected inputs are
 missing with a readable reason ("prometheus down", "timeout", "http 503"). At most one request
 per signal per tick, and when Prometheus is unreachable, times out or answers 5xx, the rest of
 that tick's queries are skipped (they would fail the same way): a down Prometheus costs one
@@ -39,6 +52,8 @@ from types import MappingProxyType
 
 import requests
 
+from exporter import names as n
+from exporter.deadline_http import DeadlineSession
 from scorer.core import inputs as core
 from scorer.core.model import Inputs
 from scorer.sources import shown
@@ -65,8 +80,10 @@ def timestamped_query(selector: str) -> str:
     return f'{selector} or label_replace(timestamp({selector}), "{TS_LABEL}", "1", "", "")'
 
 
-#: signal -> PromQL, built once.
-QUERIES = MappingProxyType({signal: timestamped_query(core.SELECTOR[signal]) for signal in core.SIGNALS})
+def queries(selector: str) -> Mapping[str, str]:
+    """signal -> the PromQL of its query, reading only series matched by `selector` (label
+    matchers; "" reads every series of the family, whoever published it)."""
+    return MappingProxyType({signal: timestamped_query(sel) for signal, sel in core.selectors(selector).items()})
 
 
 def chunks(start: float, end: float, step: float, max_points: int = MAX_POINTS) -> Iterator[tuple[float, float]]:
@@ -81,12 +98,14 @@ def chunks(start: float, end: float, step: float, max_points: int = MAX_POINTS) 
 
 
 class PromClient:
-    """The few calls of the Prometheus HTTP API we make; every failure is a PromError."""
+    """The few calls of the Prometheus HTTP API we make; every failure is a PromError. Each call
+    gets its whole answer within `timeout_s` or fails with `timeout` (a caller's own `session`
+    must be a DeadlineSession for that to hold)."""
 
     def __init__(self, url: str, *, timeout_s: float = 2.0, session: requests.Session | None = None):
         self.url = url.rstrip("/")
         self._timeout = timeout_s
-        self._session = session if session is not None else requests.Session()
+        self._session = session if session is not None else DeadlineSession()
 
     def _get(self, path: str, params: Mapping[str, str]) -> dict:
         try:
@@ -137,6 +156,7 @@ class PrometheusSource:
         self,
         url: str,
         *,
+        selector: str = n.EXPORTER_SELECTOR,
         long_win_s: float = 60.0,
         timeout_s: float = 2.0,
         forget_after_s: float = 3600.0,
@@ -144,6 +164,10 @@ class PrometheusSource:
         clock: Callable[[], float] = time.time,
     ):
         self.client = PromClient(url, timeout_s=timeout_s, session=session)
+        self.queries = queries(selector)
+        if not selector:
+            log.warning("event=selector_unrestricted hint='every scrape target of this Prometheus can publish "
+                        "inputs for any node: set KSENSE_EXPORTER_SELECTOR'")
         self.long_win_s = long_win_s
         self._forget_after_s = forget_after_s
         self._clock = clock
@@ -156,7 +180,7 @@ class PrometheusSource:
         failed: dict[str, str] = {}
         errors: dict[str, int] = {}
         abort: PromError | None = None
-        for signal, expr in QUERIES.items():
+        for signal, expr in self.queries.items():
             if abort is not None:
                 failed[signal] = shown(abort.reason, NAME)
                 continue
@@ -175,7 +199,7 @@ class PrometheusSource:
             if not vectors[signal] and signal in (core.FROZEN, core.CPU):
                 # Every exporter exports these two; none at all means we read the wrong place.
                 errors["empty"] = errors.get("empty", 0) + 1
-        ok = len(failed) < len(QUERIES)
+        ok = len(failed) < len(self.queries)
         self._note_outage(None if ok else next(iter(errors), "unknown"))
         nodes = core.build(vectors, failed, now=at, long_win_s=self.long_win_s, known=self._remember(vectors))
         return Inputs(
@@ -190,7 +214,7 @@ class PrometheusSource:
         lo, hi = round(start.timestamp(), 3), round(end.timestamp(), 3)
         per_step: dict[float, dict[str, dict[str, core.Sample]]] = {}
         try:
-            for signal, expr in QUERIES.items():
+            for signal, expr in self.queries.items():
                 for a, b in chunks(lo, hi, step):
                     matrix = core.split_timestamped_matrix(self.client.query_range(expr, a, b, step), TS_LABEL)
                     for t, by_node in matrix.items():

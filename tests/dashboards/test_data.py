@@ -21,7 +21,6 @@ from pathlib import Path
 
 import pytest
 import requests
-import yaml
 
 from dashboards import build, config, rules
 from dashboards import queries as q
@@ -57,18 +56,6 @@ NEEDS_EBPF = (
     n.BPF_PROGRAM_ATTACHED.name, n.BPF_PROGRAM_RUN_SECONDS.name, n.BPF_PROGRAM_RUNS.name, n.BPF_MAP_ENTRIES.name,
     n.BPF_MAP_UPDATE_FAILURES.name,
 )
-
-
-def _scrape_config(jobs: dict[str, list[str]], rule_files: list[Path]) -> str:
-    """prometheus.yml with one scrape job per ksense component (the deploy/ job names)."""
-    return yaml.safe_dump({
-        "global": {"scrape_interval": "1s", "scrape_timeout": "1s", "evaluation_interval": "1s"},
-        "rule_files": [str(p) for p in rule_files],
-        "scrape_configs": [
-            {"job_name": name, "honor_labels": True, "static_configs": [{"targets": targets}]}
-            for name, targets in jobs.items() if targets
-        ],
-    })
 
 
 def _query(url: str, expr: str) -> tuple[str, list]:
@@ -144,12 +131,12 @@ def stack(tmp_path_factory):
         dead = promserver.free_port()  # nothing listens: the second scorer's queries fail
 
         # Our job names, then reload: the fixture's own config has one job for everything.
-        jobs = {
-            config.JOB_EXPORTER: [f"127.0.0.1:{e.port}" for e in exporters],
-            config.JOB_SCORER: [f"127.0.0.1:{metrics}", f"127.0.0.1:{broken_metrics}"],
-            config.JOB_SCHEDULER: [],
-        }
-        (work / "prom" / "prometheus.yml").write_text(_scrape_config(jobs, [rules_file]))
+        nodes = [REPLAY_NODE, EBPF_NODE][:len(exporters)]
+        jobs = [
+            promserver.exporter_job({node: f"127.0.0.1:{e.port}" for node, e in zip(nodes, exporters, strict=True)}),
+            promserver.component_job(config.JOB_SCORER, [f"127.0.0.1:{metrics}", f"127.0.0.1:{broken_metrics}"]),
+        ]
+        (work / "prom" / "prometheus.yml").write_text(promserver.prometheus_config(jobs, [rules_file]))
         assert requests.post(f"{prom.url}/-/reload", timeout=10).status_code == 200
 
         scorer_env = {"KSENSE_SCORER_INTERVAL_S": "1", "KSENSE_SCORER_REPLAY_S": "0"}

@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import pytest
 
+from exporter import names as n
 from tests.deploy.manifests import SHIPPED, build, containers, env, find, of_kind, pod_spec
+from tests.scorer import promserver
 
 WEBHOOK_ENTRY = {
     "name": "pods.fuzzy.ksense.io",
@@ -271,29 +273,61 @@ def test_emptydirs_are_bounded(objects):
                 assert "sizeLimit" in v["emptyDir"], f"{workload['metadata']['name']}/{v['name']}"
 
 
-def test_scrape_annotations_and_servicemonitors_honor_labels():
+def _relabels(rules: list[dict], source: str = "source_labels", target: str = "target_label") -> dict[str, list]:
+    """target label -> source labels of every plain copy rule."""
+    return {r[target]: r[source] for r in rules if target in r and r.get("action", "replace") == "replace"}
+
+
+def test_scrape_annotations_and_servicemonitors_trust_the_scrape_not_the_exposition():
+    """Trust the label, not the publisher: honorLabels off, job = Service name and namespace =
+    ksense from discovery (the scorer's and scheduler's default selectors), the exporter's
+    `node` from its pod's node (its exposed one dropped)."""
     for workload in of_kind(build("default"), "Deployment", "DaemonSet"):
         ann = workload["spec"]["template"]["metadata"]["annotations"]
         assert ann["prometheus.io/scrape"] == "true"
         ports = {p["containerPort"] for c in pod_spec(workload)["containers"] for p in c["ports"]}
         assert int(ann["prometheus.io/port"]) in ports
-    monitors = of_kind(build("prometheus-operator"), "ServiceMonitor")
-    assert sorted(m["metadata"]["name"] for m in monitors) == ["ksense-exporter", "ksense-scheduler", "ksense-scorer"]
-    for m in monitors:
-        assert all(ep["honorLabels"] is True for ep in m["spec"]["endpoints"])
-        # job = Service name = what the dashboards and rules select on
-        assert m["spec"]["selector"]["matchLabels"] == {"app.kubernetes.io/name": m["metadata"]["name"]}
+    monitors = {m["metadata"]["name"]: m for m in of_kind(build("prometheus-operator"), "ServiceMonitor")}
+    assert sorted(monitors) == sorted((n.JOB_EXPORTER, n.JOB_SCHEDULER, n.JOB_SCORER))
+    for name, m in monitors.items():
+        assert m["metadata"]["namespace"] == n.NAMESPACE
+        assert all(ep["honorLabels"] is False for ep in m["spec"]["endpoints"])
+        # job = Service name = what the selectors, dashboards and rules select on
+        assert m["spec"]["selector"]["matchLabels"] == {"app.kubernetes.io/name": name}
         assert "jobLabel" not in m["spec"]
+        assert m["spec"]["namespaceSelector"] == {"matchNames": [n.NAMESPACE]}
+        for ep in m["spec"]["endpoints"]:
+            relabels = _relabels(ep.get("relabelings", []), "sourceLabels", "targetLabel")
+            if name == n.JOB_EXPORTER:
+                assert relabels == {n.LABEL_NODE: ["__meta_kubernetes_pod_node_name"]}
+                assert ep["metricRelabelings"] == [promserver.DROP_EXPORTED_NODE]
+            else:  # the scorer's own per-node `node` label must survive: no target label of that name
+                assert n.LABEL_NODE not in relabels and "metricRelabelings" not in ep
 
 
-def test_minimal_prometheus_scrapes_the_three_jobs_with_honor_labels():
+def test_minimal_prometheus_scrapes_the_three_jobs_by_identity():
     import yaml
 
     cm = find(build("with-prometheus"), "ConfigMap", "ksense-prometheus")
     config = yaml.safe_load(cm["data"]["prometheus.yml"])
     jobs = {j["job_name"]: j for j in config["scrape_configs"]}
-    assert sorted(jobs) == ["ksense-exporter", "ksense-scheduler", "ksense-scorer"]
-    assert all(j["honor_labels"] is True for j in jobs.values())
+    assert sorted(jobs) == sorted((n.JOB_EXPORTER, n.JOB_SCHEDULER, n.JOB_SCORER))
+    for name, job in jobs.items():
+        assert job["honor_labels"] is False
+        assert job["kubernetes_sd_configs"] == [{"role": "endpointslice", "namespaces": {"names": [n.NAMESPACE]}}]
+        relabels = _relabels(job["relabel_configs"])
+        assert relabels[n.LABEL_NAMESPACE] == ["__meta_kubernetes_namespace"]
+        assert relabels["pod"] == ["__meta_kubernetes_pod_name"]
+        if name == n.JOB_EXPORTER:
+            assert relabels[n.LABEL_NODE] == ["__meta_kubernetes_pod_node_name"]
+            assert job["metric_relabel_configs"] == [promserver.DROP_EXPORTED_NODE]
+        else:
+            assert n.LABEL_NODE not in relabels and "metric_relabel_configs" not in job
+        assert n.LABEL_JOB not in relabels  # job = job_name, what the selectors name
+    # The test parts scrape as these do (tests/scorer/promserver.py).
+    test_job = promserver.exporter_job({"w1": "127.0.0.1:1"})
+    assert (test_job["honor_labels"], test_job["metric_relabel_configs"]) == (
+        jobs[n.JOB_EXPORTER]["honor_labels"], jobs[n.JOB_EXPORTER]["metric_relabel_configs"])
     url = find(build("with-prometheus"), "ConfigMap", "ksense-config")["data"]["KSENSE_PROMETHEUS_URL"]
     assert url == "http://ksense-prometheus.ksense.svc:9090"
     default_url = find(build("default"), "ConfigMap", "ksense-config")["data"]["KSENSE_PROMETHEUS_URL"]

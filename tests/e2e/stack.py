@@ -237,18 +237,16 @@ class Stack:
         prom_dir = self.out / "prometheus"
         self.prometheus = promserver.start_prometheus(prom_dir, [], rule_files=[RULES_FILE])
         host = "127.0.0.1"
-        jobs = {
-            dash.JOB_EXPORTER: [f"{host}:{self.ports[f'exporter-{n}']}" for n in NODES],
-            dash.JOB_SCORER: [f"{host}:{self.ports['scorer-1-metrics']}", f"{host}:{self.ports['scorer-2-metrics']}"],
-            dash.JOB_SCHEDULER: [f"{host}:{self.ports['scheduler-1']}", f"{host}:{self.ports['scheduler-2']}"],
-        }
-        config = {
-            "global": {"scrape_interval": "1s", "scrape_timeout": "1s", "evaluation_interval": "1s"},
-            "rule_files": [str(RULES_FILE)],
-            "scrape_configs": [{"job_name": job, "honor_labels": True, "static_configs": [{"targets": targets}]}
-                               for job, targets in jobs.items()],
-        }
-        (prom_dir / "prometheus.yml").write_text(yaml.safe_dump(config, sort_keys=False))
+        # The three jobs as deploy/ scrapes them: identity (job, namespace, the exporter's node)
+        # from the scrape, which the scorer's and the scheduler's default selectors require.
+        jobs = [
+            promserver.exporter_job({n: f"{host}:{self.ports[f'exporter-{n}']}" for n in NODES}),
+            promserver.component_job(dash.JOB_SCORER, [f"{host}:{self.ports['scorer-1-metrics']}",
+                                                       f"{host}:{self.ports['scorer-2-metrics']}"]),
+            promserver.component_job(dash.JOB_SCHEDULER, [f"{host}:{self.ports['scheduler-1']}",
+                                                          f"{host}:{self.ports['scheduler-2']}"]),
+        ]
+        (prom_dir / "prometheus.yml").write_text(promserver.prometheus_config(jobs, [RULES_FILE]))
         resp = requests.post(f"{self.prometheus.url}/-/reload", timeout=10)
         if resp.status_code != 200:
             raise AssertionError(f"prometheus reload failed: {resp.status_code} {resp.text}")

@@ -1,6 +1,7 @@
 """Score sources: the one PromQL query against a REAL Prometheus scraping two fake scorer
-replicas (min/max aggregation, staleness by sample timestamp), the scorer's /score over
-verified TLS, and the pure parsers with literal answers."""
+replicas (min/max aggregation, staleness by sample timestamp), whose series it selects (the
+scorers' scrape identity, configurable), a trickling source bounded by its deadline, the
+scorer's /score over verified TLS, and the pure parsers with literal answers."""
 
 from __future__ import annotations
 
@@ -16,6 +17,8 @@ import pytest
 import requests
 
 from exporter import names as n
+from exporter.envconf import ConfigError
+from scheduler.config import from_env
 from scheduler.core.filters import ScoreRecord
 from scheduler.scores import (
     PrometheusScores,
@@ -28,6 +31,7 @@ from tests.conftest import require
 from tests.kubeapi.fixtures import KubeAPI
 from tests.scheduler.conftest import add_nodes, add_pods, node_of, wait_for
 from tests.scorer import promserver
+from tests.scorer.trickle import TrickleServer, http_response
 
 
 class TextServer:
@@ -79,7 +83,8 @@ def prometheus_with_two_scorers(tmp_path: Path) -> Iterator[str]:
     # Replica A and B disagree: A allows w1, B denies it; scores differ per replica.
     a = TextServer(lambda: scorer_metrics({"w1": (20.0, 1), "w2": (30.0, 1), "w3": (90.0, 0)}))
     b = TextServer(lambda: scorer_metrics({"w1": (25.0, 0), "w2": (35.0, 1), "w3": (80.0, 0)}))
-    prom = promserver.start_prometheus(tmp_path, [f"127.0.0.1:{a.port}", f"127.0.0.1:{b.port}"])
+    prom = promserver.start_prometheus(tmp_path, [promserver.component_job(n.JOB_SCORER, [
+        f"127.0.0.1:{a.port}", f"127.0.0.1:{b.port}"])])
     try:
         yield prom.url
     finally:
@@ -116,7 +121,7 @@ def test_prometheus_stale_samples_mean_no_score_and_no_binds(tmp_path: Path, kub
     # timestamp() exposes their age, and 120 s > FUZZY_LONG_WIN_S = 60 s.
     old_ms = int((time.time() - 120) * 1000)
     scorer = TextServer(lambda: scorer_metrics({"w1": (10.0, 1)}, timestamp_ms=old_ms))
-    prom = promserver.start_prometheus(tmp_path, [f"127.0.0.1:{scorer.port}"])
+    prom = promserver.start_prometheus(tmp_path, [promserver.component_job(n.JOB_SCORER, [f"127.0.0.1:{scorer.port}"])])
     try:
         wait_for(lambda: promserver.instant(prom.url, n.NODE_SCORE.name), 30, "scraped", poll_s=0.2)
         source = PrometheusScores(prom.url, long_win_s=60.0)
@@ -141,9 +146,42 @@ def test_prometheus_down_is_an_error_not_an_exception() -> None:
 
 def test_query_is_one_expression_built_from_the_names() -> None:
     q = prometheus_query()
-    assert f"min by (node) ({n.NODE_ADMISSION_ALLOWED.name})" in q
-    assert f"max by (node) ({n.NODE_SCORE.name})" in q
-    assert q.count("timestamp(") == 2 and q.count(" or ") == 3
+    identity = 'job="ksense-scorer",namespace="ksense"'
+    assert identity == n.SCORER_SELECTOR
+    assert f"min by (node) ({n.NODE_ADMISSION_ALLOWED.name}{{{identity}}})" in q
+    assert f"max by (node) ({n.NODE_SCORE.name}{{{identity}}})" in q
+    assert f"timestamp({n.NODE_SCORE.name}{{{identity}}})" in q
+    assert q.count("timestamp(") == 2 and q.count(" or ") == 3 and q.count(identity) == 4
+    assert f"min by (node) ({n.NODE_ADMISSION_ALLOWED.name}{{}})" in prometheus_query("")
+
+
+def test_the_selector_is_configurable_and_checked() -> None:
+    env = {"KSENSE_PROMETHEUS_URL": "http://prometheus:9090"}
+    assert from_env(env).scorer_selector == n.SCORER_SELECTOR
+    assert from_env({**env, "KSENSE_SCORER_SELECTOR": ' job = "s" , namespace=~"a|b" '}).scorer_selector == \
+        'job="s",namespace=~"a|b"'
+    assert from_env({**env, "KSENSE_SCORER_SELECTOR": ""}).scorer_selector == ""
+    for bad in ('job="s"} or vector(1) or x{a="b"', "job=s", '{job="s"}'):
+        with pytest.raises(ConfigError, match="KSENSE_SCORER_SELECTOR"):
+            from_env({**env, "KSENSE_SCORER_SELECTOR": bad})
+
+
+def test_a_trickling_prometheus_fails_the_cycle_at_the_deadline() -> None:
+    """A byte every 0.1 s, status line included: a per-read timeout of 0.5 s never fires; the
+    deadline bounds the whole answer."""
+    server = TrickleServer(lambda method, target: http_response(b'{"status": "success"}'), byte_every_s=0.1)
+    try:
+        done: list = []
+        started = time.monotonic()
+        worker = threading.Thread(target=lambda: done.append(PrometheusScores(server.url, timeout_s=0.5).fetch()),
+                                  daemon=True)
+        worker.start()
+        worker.join(timeout=5)
+        assert done, "fetch still waiting on a trickling answer after 5 s (deadline 0.5 s)"
+        assert done[0].records == {} and done[0].error == "timeout"
+        assert time.monotonic() - started < 0.5 + 0.4
+    finally:
+        server.close()
 
 
 def _vector(*samples: tuple[str, str, float, float]) -> dict:

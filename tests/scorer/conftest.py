@@ -99,8 +99,8 @@ class RealParts:
         self.workdir = workdir
         self.started: list[promserver.Process] = []
 
-    def prometheus(self, targets: list[str], **kwargs) -> promserver.Process:
-        server = promserver.start_prometheus(self.workdir / f"prometheus-{len(self.started)}", targets, **kwargs)
+    def prometheus(self, jobs: list[dict], **kwargs) -> promserver.Process:
+        server = promserver.start_prometheus(self.workdir / f"prometheus-{len(self.started)}", jobs, **kwargs)
         self.started.append(server)
         return server
 

@@ -53,3 +53,14 @@ def test_all_problems_together(tmp_path):
     for needle in ("FUZZY_ALLOW_ON_MISSING", "must not exceed", "set both", "no such file",
                    "KSENSE_PROMETHEUS_URL", "FUZZY_GOOD_THRESHOLD"):
         assert needle in text
+
+
+def test_the_exporter_selector_defaults_to_the_deploy_scrape_identity_and_is_checked():
+    assert parse({}).exporter_selector == 'job="ksense-exporter",namespace="ksense"'
+    assert parse({"KSENSE_EXPORTER_SELECTOR": 'job="a", node!~"x.*"'}).exporter_selector == 'job="a",node!~"x.*"'
+    assert parse({"KSENSE_EXPORTER_SELECTOR": "job='x'"}, ["--exporter-selector", 'job="y"']).exporter_selector == \
+        'job="y"'
+    assert parse({"KSENSE_EXPORTER_SELECTOR": ""}).exporter_selector == ""  # explicit: any publisher
+    for bad in ('job="a"} or on() vector(0) or x{y="z"', "job", 'job="a" namespace="b"', 'job="unterminated'):
+        with pytest.raises(ConfigError, match="KSENSE_EXPORTER_SELECTOR"):
+            parse({"KSENSE_EXPORTER_SELECTOR": bad})

@@ -33,7 +33,7 @@ from pathlib import Path
 import pytest
 
 from exporter.core.csvrow import format_time, parse_time
-from exporter.names import INPUTS, KERNEL_METRICS_COLUMNS
+from exporter.names import INPUTS, JOB_EXPORTER, KERNEL_METRICS_COLUMNS
 from scorer.core.decision import DecisionParams
 from scorer.core.model import Inputs
 from scorer.evaluator import Evaluator
@@ -107,8 +107,9 @@ def test_scores_and_decisions_agree_across_sources_and_with_replay(real_parts, n
     port = promserver.free_port()
 
     # Prometheus first, so that it scrapes from the exporter's first second on.
-    prom = real_parts.prometheus([f"127.0.0.1:{port}"])
-    promserver.wait_for(lambda: promserver.instant(prom.url, 'up{job="ksense"}'), 30, "Prometheus' first scrape")
+    prom = real_parts.prometheus([promserver.exporter_job({NODE: f"127.0.0.1:{port}"})])
+    promserver.wait_for(lambda: promserver.instant(prom.url, f'up{{job="{JOB_EXPORTER}"}}'), 30,
+                        "Prometheus' first scrape")
     exporter = real_parts.exporter(
         recording, node=NODE, speed=SPEED, port=port, csv_out=exporter_csv, env={"KSENSE_WARMUP_S": str(WARMUP_S)}
     )

@@ -188,6 +188,36 @@ def test_run_ticks_until_stopped_and_survives_a_failing_tick(rb):
     assert ev.ready() and ev.stats().evaluation_duration.count == Flaky.calls - 1
 
 
+@pytest.mark.parametrize("replay_fails", [False, True])
+def test_run_replays_the_history_first_on_its_own_thread_and_survives_a_failing_one(rb, replay_fails):
+    """The start-up replay runs on the ticking thread (never the caller's, which serves), before
+    the first tick; a replay that raises leaves fresh states and the ticks go on."""
+    stop = threading.Event()
+    seen: list[str] = []
+
+    def history():
+        seen.append(threading.current_thread().name)
+        if replay_fails:
+            raise RuntimeError("prometheus answered garbage")
+        return [inputs(high()), inputs(high())]
+
+    class Once:
+        name = "prometheus"
+
+        def fetch(self, now):
+            seen.append("tick")
+            stop.set()
+            return inputs(good(), t=now)
+
+    ev = Evaluator(Once(), rb, DecisionParams(), interval_s=0.01)
+    worker = threading.Thread(target=ev.run, args=(stop, history), name="ticking")
+    worker.start()
+    worker.join(timeout=10)
+    assert not worker.is_alive() and seen == ["ticking", "tick"]
+    # Rebuilt: two high ticks left a deny that one good tick does not lift; fresh: allow.
+    assert ev.latest().reports["a"].decision == ("allow" if replay_fails else "deny")
+
+
 def test_results_older_than_max_age_are_stale_and_not_ready(rb):
     """A tick that keeps failing leaves the last Results published; past max_age_s (FUZZY_LONG_WIN_S)
     they must stop passing for fresh."""

@@ -139,8 +139,9 @@ def test_export_from_a_real_prometheus(real_parts, need_prometheus, real_kernel_
     stop = threading.Event()
     ticking = threading.Thread(target=ev.run, args=(stop,), daemon=True)
     try:
-        prom = real_parts.prometheus([f"127.0.0.1:{exporter_port}", f"127.0.0.1:{scorer_server.port}"])
-        promserver.wait_for(lambda: promserver.instant(prom.url, 'up{job="ksense"}'), 30, "first scrape")
+        prom = real_parts.prometheus([promserver.exporter_job({"x1": f"127.0.0.1:{exporter_port}"}),
+                                      promserver.component_job(n.JOB_SCORER, [f"127.0.0.1:{scorer_server.port}"])])
+        promserver.wait_for(lambda: len(promserver.instant(prom.url, "up")) == 2, 30, "first scrapes")
         start = datetime.now().timestamp()
         real_parts.exporter(real_kernel_csv, node="x1", speed=10, port=exporter_port, csv_out=own_csv,
                             env={"KSENSE_WARMUP_S": "30"})

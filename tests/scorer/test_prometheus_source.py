@@ -1,9 +1,11 @@
 """PrometheusSource against a fake Prometheus HTTP API on a real socket: answers, failures of
-every shape, how many requests a failure costs, known nodes, and the range-query history."""
+every shape (a trickling answer included), how many requests a failure costs, known nodes, the
+range-query history, and whose series the queries select."""
 
 from __future__ import annotations
 
 import json
+import threading
 from datetime import UTC, datetime
 
 import pytest
@@ -12,12 +14,14 @@ from exporter import names as n
 from scorer.core import inputs as core
 from scorer.sources import prometheus as prom
 from scorer.sources import shown
-from scorer.sources.prometheus import QUERIES, TS_LABEL, PrometheusSource, chunks
+from scorer.sources.prometheus import TS_LABEL, PrometheusSource, chunks, queries
 from tests.scorer.conftest import Reply
 from tests.scorer.promserver import free_port
+from tests.scorer.trickle import TrickleServer, prometheus_answer
 
 NOW = datetime(2027, 1, 15, 12, 0, 0, tzinfo=UTC)
 AT = NOW.timestamp()
+QUERIES = queries(n.EXPORTER_SELECTOR)
 SIGNAL_OF = {expr: signal for signal, expr in QUERIES.items()}
 
 #: node -> signal -> raw value (ratios as exported)
@@ -70,11 +74,30 @@ def test_one_query_per_signal_all_at_the_same_time(fake_server):
 def test_queries_keep_every_series_with_its_own_timestamp():
     """No aggregation: `max by (node)` of values and of timestamps separately would pair one
     series' value with another's timestamp; the pairing is per series, in scorer/core/inputs.py."""
-    assert QUERIES[core.PROCFS].startswith(f'{n.SOURCE_INFO.name}{{source="procfs"}} or ')
+    identity = 'job="ksense-exporter",namespace="ksense"'
+    assert identity == n.EXPORTER_SELECTOR
+    assert QUERIES[core.PROCFS].startswith(f'{n.SOURCE_INFO.name}{{{identity},source="procfs"}} or ')
     for signal, expr in QUERIES.items():
-        selector = core.SELECTOR[signal]
+        selector = core.selectors(identity)[signal]
+        assert selector.startswith(f"{{{identity}", selector.index("{"))
         assert expr == f'{selector} or label_replace(timestamp({selector}), "{TS_LABEL}", "1", "", "")'
-    assert n.PRESSURE_WORST.name in QUERIES[core.PSI]
+    assert QUERIES[core.PSI].startswith(f"{n.PRESSURE_WORST.name}{{{identity}}} or ")
+
+
+def test_the_source_asks_for_its_selector_only(fake_server):
+    """Whose series: the default is the deploy/ scrape identity; a configured one replaces it;
+    "" (every publisher) is the bare family name."""
+    fake_server.handler = answering()
+    source(fake_server.url).fetch(NOW)
+    asked = [p["query"][0] for _, p in fake_server.requests]
+    assert asked == list(QUERIES.values())
+    fake_server.requests.clear()
+    fake_server.handler = lambda path, params: Reply(body=vector_body("friction"))
+    source(fake_server.url, selector='job="mine"').fetch(NOW)
+    asked = [p["query"][0] for _, p in fake_server.requests]
+    assert asked == list(queries('job="mine"').values())
+    assert all('{job="mine"' in q and "ksense-exporter" not in q for q in asked)
+    assert queries("")[core.FRICTION].startswith(f"{n.FRICTION.name} or ")
 
 
 def test_stale_samples_are_missing_not_fresh(fake_server):
@@ -163,6 +186,29 @@ def test_empty_vectors_mean_absent_and_are_counted(fake_server):
     assert dict(got.errors) == {"empty": 2}  # frozen and cpu: every exporter exports them
     assert got.nodes["b"].missing == n.INPUTS
     assert set(got.nodes["b"].why.values()) == {"absent"}
+
+
+def test_a_trickling_prometheus_fails_the_tick_at_the_deadline_not_per_read():
+    """A byte every 0.1 s: a per-read timeout of 0.5 s never fires. The deadline bounds the
+    query's whole answer, the rest of the tick is skipped (timeout is fatal), and known nodes
+    turn missing."""
+    server = TrickleServer(prometheus_answer(("a",)), trickle=False, byte_every_s=0.1)
+    try:
+        src = source(server.url, timeout_s=0.5)
+        assert src.fetch(NOW).nodes["a"].missing == ()
+        server.trickle = True
+        done: list = []
+        worker = threading.Thread(target=lambda: done.append(src.fetch(NOW)), daemon=True)
+        worker.start()
+        worker.join(timeout=5)
+        assert done, "fetch still waiting on a trickling answer after 5 s (deadline 0.5 s)"
+        got = done[0]
+        assert dict(got.errors) == {"timeout": 1} and not got.ok
+        assert got.nodes["a"].missing == n.INPUTS and set(got.nodes["a"].why.values()) == {"timeout"}
+        trickled = [s for s in server.settled() if s.trickled]
+        assert len(trickled) == 1 and trickled[0].seconds < 0.5 + 0.4
+    finally:
+        server.close()
 
 
 def test_connection_refused_is_prometheus_down():
