@@ -20,6 +20,7 @@ import pytest
 import requests
 
 from dashboards import config
+from exporter.names import JOB_SCORER
 from tests.conftest import REAL_KERNEL_CSV, REPO, bcc_available, real_parts_required, require
 from tests.docs import markdown
 from tests.scorer import promserver
@@ -61,11 +62,12 @@ def stack(tmp_path_factory):
         pytest.fail("real part missing in CI: the eBPF exporter needs root, bcc and tracefs")
     work = tmp_path_factory.mktemp("promql")
     ports = {name: promserver.free_port() for name in ("replay", "procfs", "ebpf", "api", "scorer")}
-    targets = [f"127.0.0.1:{ports[n]}" for n in ("replay", "procfs", "scorer")]
-    targets += [f"127.0.0.1:{ports['ebpf']}"] if ebpf else []
+    nodes = {"replay-node": f"127.0.0.1:{ports['replay']}", "procfs-node": f"127.0.0.1:{ports['procfs']}"}
+    nodes |= {"ebpf-node": f"127.0.0.1:{ports['ebpf']}"} if ebpf else {}
+    jobs = [promserver.exporter_job(nodes), promserver.component_job(JOB_SCORER, [f"127.0.0.1:{ports['scorer']}"])]
     started: list[promserver.Process] = []
     try:
-        prom = promserver.start_prometheus(work / "prom", targets, rule_files=[REPO / config.RULES_FILE])
+        prom = promserver.start_prometheus(work / "prom", jobs, rule_files=[REPO / config.RULES_FILE])
         started.append(prom)
         started.append(promserver.start_exporter(work, REAL_KERNEL_CSV, node="replay-node", speed=20.0,
                                                  port=ports["replay"], env={"KSENSE_WARMUP_S": "5",
