@@ -20,7 +20,7 @@ from exporter.bpf import loader
 PROTOTYPE_NS = {"sched_switch": 925.0, "sched_wakeup": 840.0}
 PROTOTYPE_SHARE = 0.010
 # sched_switch rate of `hackbench -l 1000` when the prototype's share was measured
-# (TESTING.md); the share scales with the event rate, so it is also shown at that rate.
+# (docs/development.md#testing-with-real-parts); the share scales with the event rate, so it is also shown at that rate.
 REFERENCE_SWITCH_RATE = 14_000.0
 GOAL_NS, STRETCH_NS, GOAL_SHARE = 300.0, 150.0, 0.004
 WORKLOAD = ["hackbench", "-l", "1000"]

@@ -13,7 +13,7 @@ Figures (goals and prototype references from the issue's benchmark section):
    10 ms), median of 3 start-ups (2 with --quick); baseline = wall time of
    `python -c 'import numpy, prometheus_client'` (median of 3), the least any Python exporter
    with those imports can take. The eBPF source first lets a partial window after attach pass
-   (it only warms the deltas, SPEC §2.2), so its first row cannot come sooner than the source's
+   (it only warms the deltas, docs/design.md#one-interval), so its first row cannot come sooner than the source's
    open + that window + one interval. Goal ≤ 2 s; prototype 1.5 s.
 2. CPU, % of one core = Δ(utime + stime) of /proc/<pid>/stat ÷ Δwall, over ~20 s idle and ~20 s
    under `stress-ng --cpu 2 --sock 1` (CPU saturation plus loopback TCP, i.e. NET_RX softirqs).

@@ -1,4 +1,4 @@
-"""How long `python -m scorer.replay` takes over the real recording (4,569 rows, SPEC §9).
+"""How long `python -m scorer.replay` takes over the real recording (4,569 rows, docs/design.md#reference-vectors).
 
 Wall time of the whole command (interpreter start, imports, CSV parse, one evaluation per row,
 CSV write), median of N runs, output to a temporary file. Compared, in the same run, with:

@@ -1,6 +1,6 @@
 """Render deploy/generated/ from the dashboards JSON and the rules YAML (`python deploy/build.py`).
 
-Why a script and not kustomize's configMapGenerator: ARCHITECTURE rule 12 keeps kustomizations
+Why a script and not kustomize's configMapGenerator: docs/development.md#rules-the-code-keeps keeps kustomizations
 to `resources:` + `patches:`, so every object is a plain file that `kubectl kustomize`, the
 schema tests and a reviewer see as it will be applied. kustomize also refuses to read files
 outside a kustomization's directory, and deploy/dashboards/ and deploy/rules/ belong to the

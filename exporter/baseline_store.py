@@ -1,4 +1,4 @@
-"""Persist the frozen baseline so a restart does not cost a new 10-minute warm-up (SPEC §2.4).
+"""Persist the frozen baseline so a restart does not cost a new 10-minute warm-up (docs/design.md#baseline).
 
 One JSON file under the state directory, replaced atomically (temp file + fsync + rename +
 directory fsync), so a crash leaves the old file or the new one, never half of either. A file

@@ -1,6 +1,6 @@
 """ExporterConfig: the exporter's whole configuration, parsed once from env + flags.
 
-CONTRACT §4 names the variables; flags override them; every invalid value is reported in one
+docs/configuration.md names the variables; flags override them; every invalid value is reported in one
 error, and unknown KSENSE_* / FUZZY_* variables (typos) are warned about. Nothing here reads
 the environment at import time: `from_env(environ, argv)` is called once by the entry points.
 """
@@ -88,7 +88,7 @@ def build_parser(prog: str, *, http: bool = True) -> argparse.ArgumentParser:
         description="ksense exporter: kernel run-queue latency, D-state and NET_RX softirq time (eBPF), "
         "CPU and PSI (/proc), baseline -> Friction / Direction / Energy, as Prometheus metrics "
         "and kernel_metrics.csv.",
-        epilog="Every flag falls back to its environment variable (CONTRACT §4), then to the default.",
+        epilog="Every flag falls back to its environment variable (docs/configuration.md), then to the default.",
     )
     p.add_argument("--source", help="auto|ebpf|procfs|replay:FILE (KSENSE_SOURCE, default auto)")
     p.add_argument("--speed", type=str, help="replay speed factor, 0 = as fast as possible (default 1)")

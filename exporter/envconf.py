@@ -1,6 +1,6 @@
 """Environment + flags -> typed values, shared by every component's frozen config.
 
-CONTRACT §4: flags override environment variables, every invalid value is reported together
+docs/configuration.md: flags override environment variables, every invalid value is reported together
 (one ConfigError listing them all), and unknown KSENSE_* / FUZZY_* variables are typos to warn
 about. Each component's config module declares its fields; this module only reads them.
 """
@@ -12,7 +12,7 @@ import math
 import re
 from collections.abc import Mapping, Sequence
 
-#: Every variable of CONTRACT §4 plus the few the project adds (documented in the README).
+#: Every variable of docs/configuration.md plus the few the project adds (documented in the README).
 KNOWN_ENV = frozenset(
     {
         "KSENSE_NODE_NAME", "KSENSE_SOURCE", "KSENSE_PROC_ROOT", "KSENSE_INTERVAL_S",

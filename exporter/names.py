@@ -1,6 +1,7 @@
 """Every metric, label and CSV column name of the exporter: the cross-component contract.
 
-CONTRACT.md §1.1 and §2.1 in code. Other components (scorer, dashboards, rules, tests) import
+docs/metrics.md#exporter-metrics, docs/metrics.md#kernel_metricscsv in code. Other components (scorer,
+dashboards, rules, tests) import
 these constants; nobody retypes a metric name.
 """
 
@@ -28,7 +29,7 @@ LABEL_MAP = "map"
 LABEL_FILE = "file"
 LABEL_REASON = "reason"
 
-# --- exporter families (CONTRACT §1.1) -------------------------------------------------------
+# --- exporter families (docs/metrics.md#exporter-metrics) -------------------------------------------------------
 RUNQUEUE_LATENCY = Family(
     "ksense_runqueue_latency_seconds",
     "Run-queue latency per scheduling event (wakeup, new task or preemption to switch-in).",
@@ -105,7 +106,7 @@ SAMPLE_DURATION = Family(
 CSV_ROWS_WRITTEN = Family("ksense_csv_rows_written_total", "CSV rows written.")
 CSV_WRITE_ERRORS = Family("ksense_csv_write_errors_total", "CSV write errors by reason.")
 
-#: Every family the exporter serves (CONTRACT §1.1), in contract order.
+#: Every family the exporter serves (docs/metrics.md#exporter-metrics), in contract order.
 EXPORTER_FAMILIES = tuple(v for v in tuple(globals().values()) if isinstance(v, Family))
 
 # Histogram buckets of the exported latency families: le = 2^i µs, i = 0..25, then +Inf.
@@ -118,7 +119,7 @@ SOURCE_REPLAY = "replay"
 PSI_RESOURCES = ("cpu", "memory", "io")
 PSI_KINDS = ("some", "full")
 
-# --- kernel_metrics.csv (CONTRACT §2.1): 23 columns, this order ------------------------------
+# --- kernel_metrics.csv (docs/metrics.md#kernel_metricscsv): 23 columns, this order ------------------------------
 COL_TIME = "Time"
 KERNEL_METRICS_COLUMNS = (
     "Time",
@@ -149,7 +150,7 @@ MODE_CALIBRATING = "CALIBRATING"
 MODE_FROZEN = "FROZEN"
 KERNEL_METRICS_CSV_NAME = "kernel_metrics.csv"
 
-# --- scorer families (CONTRACT §1.2) ---------------------------------------------------------
+# --- scorer families (docs/metrics.md#scorer-metrics) ---------------------------------------------------------
 NODE_SCORE = Family("ksense_node_score", "Fuzzy score 0-100 of the last evaluation (100 when inputs are missing).")
 NODE_ADMISSION_ALLOWED = Family("ksense_node_admission_allowed", "1 allow, 0 deny (after hysteresis).")
 NODE_INPUT_MISSING = Family("ksense_node_input_missing", "1 when that input was missing or stale.")
@@ -167,7 +168,7 @@ WEBHOOK_CERT_EXPIRY = Family(
     "ksense_webhook_certificate_expiry_timestamp_seconds", "notAfter of the served certificate (Unix time)."
 )
 
-#: Every family the scorer serves (CONTRACT §1.2).
+#: Every family the scorer serves (docs/metrics.md#scorer-metrics).
 SCORER_FAMILIES = (
     NODE_SCORE, NODE_ADMISSION_ALLOWED, NODE_INPUT_MISSING, NODE_DECISION_CHANGES, SCORER_EVALUATION_DURATION,
     SCORER_SOURCE_ERRORS, SCORER_LAST_SUCCESS, ADMISSION_REVIEWS, ADMISSION_REVIEW_DURATION, WEBHOOK_CERT_EXPIRY,
@@ -181,7 +182,7 @@ DECISION_ALLOW = "allow"
 DECISION_DENY = "deny"
 ADMISSION_OUTCOMES = ("recorded", "dry_run", "duplicate", "ignored", "bad_request")
 
-# --- scorer CSV files (CONTRACT §2.2-2.4) -----------------------------------------------------
+# --- scorer CSV files (docs/metrics.md#fuzzy_monitorcsv) -----------------------------------------------------
 FUZZY_MONITOR_COLUMNS = (
     "Time", "Node", "FrictionSigned", "Energy", "CPUUtil", "PSI", "Score", "Level", "Decision", "Reason",
 )
@@ -196,7 +197,7 @@ REPLAY_COLUMNS = (
 FUZZY_MONITOR_CSV_NAME = "fuzzy_monitor.csv"
 FUZZY_SCORE_CSV_NAME = "fuzzy_score.csv"
 
-# --- scheduler families (CONTRACT §1.3) -------------------------------------------------------
+# --- scheduler families (docs/metrics.md#scheduler-metrics) -------------------------------------------------------
 SCHEDULER_BINDS = Family("ksense_scheduler_binds_total", "Bind attempts by result (bound/conflict/error).")
 SCHEDULER_UNSCHEDULABLE = Family(
     "ksense_scheduler_unschedulable_total",
@@ -208,7 +209,7 @@ SCHEDULER_ATTEMPT_DURATION = Family(
 )
 SCHEDULER_LEADER = Family("ksense_scheduler_leader", "1 on the leader replica, 0 otherwise.")
 
-#: Every family the scheduler serves (CONTRACT §1.3).
+#: Every family the scheduler serves (docs/metrics.md#scheduler-metrics).
 SCHEDULER_FAMILIES = (
     SCHEDULER_BINDS, SCHEDULER_UNSCHEDULABLE, SCHEDULER_PENDING_PODS, SCHEDULER_ATTEMPT_DURATION, SCHEDULER_LEADER,
 )

@@ -1,4 +1,4 @@
-"""ScorerConfig: the scorer's whole configuration, parsed once from env + flags (CONTRACT §4).
+"""ScorerConfig: the scorer's whole configuration, parsed once from env + flags (docs/configuration.md).
 
 Flags override variables; every invalid value is reported in one error; unknown KSENSE_* /
 FUZZY_* variables are warned about by the entry point.
@@ -38,7 +38,7 @@ class ScorerConfig:
     slow Prometheus, nor the start-up history replay."""
     # --- controller -----------------------------------------------------------------------------
     rules_file: Path | None = None
-    """Rule base and membership parameters; None = the bundled default (SPEC §3.2)."""
+    """Rule base and membership parameters; None = the bundled default (docs/design.md#fuzzy-controller)."""
     allow_on_missing: bool = False
     """Treat missing friction/energy as 0 instead of denying the node."""
     good_threshold: int | None = None
@@ -70,7 +70,7 @@ def build_parser(prog: str = "python -m scorer") -> argparse.ArgumentParser:
         prog=prog,
         description="ksense scorer: fuzzy node scores and allow/deny decisions from the exporters' signals; "
         "serves /score, the /validate admission webhook and the /filter + /prioritize scheduler extender.",
-        epilog="Every flag falls back to its environment variable (CONTRACT §4), then to the default.",
+        epilog="Every flag falls back to its environment variable (docs/configuration.md), then to the default.",
     )
     p.add_argument("--prometheus-url", help="Prometheus query API (KSENSE_PROMETHEUS_URL; unset = local exporter)")
     p.add_argument("--exporter-url", help="local exporter /metrics (KSENSE_EXPORTER_URL)")

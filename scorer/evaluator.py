@@ -1,6 +1,6 @@
 """The scorer's tick: source -> fuzzy controller + decisions -> published Results, CSV, stats.
 
-Decisions advance here and only here, once per tick on a fixed drift-free schedule (SPEC §3.3:
+Decisions advance here and only here, once per tick on a fixed drift-free schedule (docs/design.md#decisions:
 never on an HTTP request, so no client can steer the hysteresis). A tick fetches every node's
 inputs from the source, runs `scorer.core.evaluate.evaluate` for all nodes at once, publishes
 the new immutable `Results` by swapping one reference (readers — /score, /validate, /metrics —
@@ -15,7 +15,7 @@ start (/healthz 200; /readyz 503 until the first tick after the replay has evalu
 long Prometheus takes to answer (each query has an overall deadline).
 
 A tick that raises leaves the previous Results published. Past `max_age_s` (FUZZY_LONG_WIN_S,
-the age at which an input sample counts as missing, SPEC §3.1) they are `stale()`: /readyz
+the age at which an input sample counts as missing, docs/design.md#scorer-inputs) they are `stale()`: /readyz
 fails, /metrics withholds the per-node series and /filter answers with the extender's Error,
 so old allows cannot pass for current ones.
 """
@@ -65,7 +65,7 @@ class EvaluatorStats:
 
 
 def monitor_row(report: NodeReport) -> list[str]:
-    """One fuzzy_monitor.csv row (CONTRACT §2.2): inputs with 6 decimals, empty when missing;
+    """One fuzzy_monitor.csv row (docs/metrics.md#fuzzy_monitorcsv): inputs with 6 decimals, empty when missing;
     score with 3; Time local wall time with milliseconds."""
     inputs, missing = report.inputs, set(report.missing)
 
@@ -87,7 +87,7 @@ def monitor_row(report: NodeReport) -> list[str]:
 
 
 def monitor_sink(path: str | os.PathLike[str], **kwargs: int) -> CsvSink:
-    """The durable fuzzy_monitor.csv writer (CONTRACT §2.2 columns); kwargs: max_bytes, keep."""
+    """The durable fuzzy_monitor.csv writer (docs/metrics.md#fuzzy_monitorcsv columns); kwargs: max_bytes, keep."""
     return CsvSink(path, FUZZY_MONITOR_COLUMNS, **kwargs)
 
 
@@ -224,5 +224,5 @@ class Evaluator:
 
 
 def _last(state: NodeState | None) -> str:
-    """A node's previous decision; a node never seen starts from allow (SPEC §3.3)."""
+    """A node's previous decision; a node never seen starts from allow (docs/design.md#decisions)."""
     return DECISION_ALLOW if state is None else state.last

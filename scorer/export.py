@@ -1,7 +1,7 @@
 """`python -m scorer.export`: a time range of nodes' series from Prometheus into the CSV formats.
 
 For offline plotting and analysis with the same tools that read the exporter's and scorer's own
-files: per node, `<output-dir>/<node>/kernel_metrics.csv` (CONTRACT §2.1, 23 columns, written
+files: per node, `<output-dir>/<node>/kernel_metrics.csv` (docs/metrics.md#kernel_metricscsv, 23 columns, written
 with exporter.core.csvrow.format_row) and `<output-dir>/<node>/fuzzy_monitor.csv` (§2.2).
 
 How the columns are recovered (range queries at `--step`, at most 11,000 points each, one
@@ -29,7 +29,7 @@ progress line per chunk on stderr):
 - the derived columns come from their gauges; Direction/Energy_W/... are empty where the
   exporter omitted them (calibrating);
 - fuzzy_monitor.csv: Score = max by (node) of ksense_node_score and Decision = min by (node) of
-  ksense_node_admission_allowed (CONTRACT §1.2: replicas agree, deny wins); Level from the
+  ksense_node_admission_allowed (docs/metrics.md#scorer-metrics: replicas agree, deny wins); Level from the
   score; the four inputs from the exporter's series at the same step, empty where the scorer
   flagged them missing (ksense_node_input_missing); Reason is `missing metrics: <list>` when
   friction or energy were missing and empty otherwise (the scorer does not export its other

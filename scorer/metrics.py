@@ -1,4 +1,4 @@
-"""The scorer's Prometheus view (CONTRACT §1.2), served as plain HTTP /metrics on port 9861.
+"""The scorer's Prometheus view (docs/metrics.md#scorer-metrics), served as plain HTTP /metrics on port 9861.
 
 `ScorerCollector` is a stateless prometheus_client custom collector: each scrape builds fresh
 families from the evaluator's latest Results and cumulative stats (and, when given, the
@@ -52,7 +52,7 @@ class AdmissionStats(Protocol):
 
 
 class ScorerCollector:
-    """Every scorer family of CONTRACT §1.2; see the module docstring. `cert_expiry` returns
+    """Every scorer family of docs/metrics.md#scorer-metrics; see the module docstring. `cert_expiry` returns
     the notAfter (Unix time) of the served certificate, None when serving plain HTTP."""
 
     def __init__(

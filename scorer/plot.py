@@ -1,8 +1,8 @@
-"""`python -m scorer.plot`: a PNG of scores, decisions and inputs from monitor or replay CSVs (SPEC §7).
+"""`python -m scorer.plot`: a PNG of scores, decisions and inputs from monitor or replay CSVs (docs/tools.md).
 
 For a report or an incident review, not for live viewing (that is Grafana's job). Reads one or
-more `fuzzy_monitor.csv` (CONTRACT §2.2, one line per node; `--node` keeps one) and/or replay
-outputs (CONTRACT §2.4, the node is the file's stem), recognised by their header, and draws
+more `fuzzy_monitor.csv` (docs/metrics.md#fuzzy_monitorcsv, one line per node; `--node` keeps one) and/or replay
+outputs (docs/metrics.md#replay-output, the node is the file's stem), recognised by their header, and draws
 three panels over one time axis:
 
 1. the score with the level bands (low < 45 ≤ medium-low < lo ≤ medium-mid < mid ≤ medium-high
@@ -148,7 +148,7 @@ def parse_rows(kind: str, rows: Iterable[tuple[int, Sequence[str]]], path: Path,
 
 
 def parse_reviews(rows: Iterable[tuple[int, Sequence[str]]], path: Path) -> list[Review]:
-    """Reviews from the data rows of a fuzzy_score.csv (CONTRACT §2.3)."""
+    """Reviews from the data rows of a fuzzy_score.csv (docs/metrics.md#fuzzy_scorecsv)."""
     out = []
     for line, fields in rows:
         if len(fields) != len(FUZZY_SCORE_COLUMNS):

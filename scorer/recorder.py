@@ -1,5 +1,5 @@
-"""What the admission webhook keeps: fuzzy_score.csv rows (SPEC §3.5, CONTRACT §2.3) written once
-per review uid, and its own counters for the metrics (CONTRACT §1.2).
+"""What the admission webhook keeps: fuzzy_score.csv rows (docs/metrics.md#fuzzy_scorecsv) written once
+per review uid, and its own counters for the metrics (docs/metrics.md#scorer-metrics).
 
 The API server retries a review with the same uid (a timeout, a second webhook replica behind
 the Service): the row is written once, the retry counted as `duplicate`. The uids are kept in a
@@ -33,7 +33,7 @@ from exporter.sinks.csvfile import CsvSink, CsvStats, QueuedCsvWriter
 from scorer.core.admission import OUTCOME_RECORDED, ScoreRecord, csv_row
 
 OUTCOME_DUPLICATE = "duplicate"
-#: ksense_admission_review_duration_seconds buckets: the goal is milliseconds (SPEC §3.4) and
+#: ksense_admission_review_duration_seconds buckets: the goal is milliseconds (docs/api.md) and
 #: the API server gives up after `timeoutSeconds: 2`, so the range is 0.25 ms … 2.5 s.
 DURATION_BOUNDS = (0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 

@@ -1,10 +1,10 @@
-"""`python -m scorer.replay`: the scorer's controller and decisions over a kernel_metrics.csv (SPEC §7).
+"""`python -m scorer.replay`: the scorer's controller and decisions over a kernel_metrics.csv (docs/tools.md).
 
 Answers "what would the scorer have decided on this node, and why" offline, from a recording
 (the exporter's CSV, or data/reference/kernel_metrics_real.csv.gz), and lets an operator try other
 thresholds or an override rule file before deploying them. One evaluation per row, through
 the same `scorer.core.evaluate` as the live tick, with the inference batched over the whole
-file, so a day of data takes seconds. Writes CONTRACT §2.4 rows and prints a summary.
+file, so a day of data takes seconds. Writes docs/metrics.md#replay-output rows and prints a summary.
 
 Exit status: 0 done; 2 when the input, the configuration or the output is unusable (one
 line naming the file and, for a malformed recording, the line).
@@ -84,7 +84,8 @@ def read_recording(path: Path, node: str) -> list[Inputs]:
 
 
 def output_row(report: NodeReport) -> list[str]:
-    """One CONTRACT §2.4 row: the recorded inputs in the kernel_metrics.csv formats, then the verdict."""
+    """One replay output row (docs/metrics.md#replay-output): the recorded inputs in the kernel_metrics.csv
+    formats, then the verdict."""
     node = report.inputs
     return [
         format_time(report.time),
@@ -137,7 +138,7 @@ def _parser(defaults: Mapping[str, object], environ: Mapping[str, str]) -> argpa
     p = argparse.ArgumentParser(
         prog="python -m scorer.replay",
         description="Run the scorer's fuzzy controller and decision state machine over a kernel_metrics.csv "
-                    "(or .csv.gz; one evaluation per row) and write the decisions (CONTRACT §2.4). Flags override "
+                    "(or .csv.gz; one evaluation per row) and write the decisions (docs/metrics.md). Flags override "
                     "the environment variables named in each help; both override a rule file's 'decision' "
                     "thresholds, which override the built-in defaults.",
     )
@@ -168,7 +169,7 @@ def _write(path: Path, reports: Iterator[NodeReport]) -> dict[str, int]:
     """Write the decisions CSV whole or not at all (a temporary file renamed over `path`);
     returns the decision counts and the number of flips."""
     counts: collections.Counter[str] = collections.Counter()
-    last = DECISION_ALLOW  # every node starts allowed (SPEC §3.3)
+    last = DECISION_ALLOW  # every node starts allowed (docs/design.md#decisions)
     tmp = path.with_name(f".{path.name}.tmp")
     try:
         with open(tmp, "w", newline="", encoding="utf-8") as f:

@@ -1,4 +1,4 @@
-"""`python -m tools.lifecycle`: the pod lifecycle load test (SPEC §7).
+"""`python -m tools.lifecycle`: the pod lifecycle load test (docs/tools.md).
 
 Keeps a scheduler busy the way a small inference fleet does: pods `feedback-inference-2` …
 `feedback-inference-11` (namespace `sa`, `schedulerName: fuzzy-scheduler`) each live a random

@@ -1,6 +1,6 @@
 // ksense kernel side: run-queue latency, D-state duration and NET_RX softirq time.
 //
-// Why it looks like this (SPEC §2.1):
+// Why it looks like this (docs/design.md#kernel-signals):
 // - Tracepoints only, fields from tracefs (bcc generates struct tracepoint__<cat>__<event>
 //   from the running kernel's format files); task_struct is never read because the headers
 //   bcc compiles against need not match the running kernel.

@@ -1,4 +1,4 @@
-"""The node's own normal: warm-up, the window of accepted samples, and the freeze (SPEC §2.4).
+"""The node's own normal: warm-up, the window of accepted samples, and the freeze (docs/design.md#baseline).
 
 Friction is a distance from "how this node usually looks", so the exporter first watches the
 node for a warm-up period, keeps the newest accepted feature vectors, and then freezes them

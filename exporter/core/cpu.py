@@ -1,4 +1,4 @@
-"""CPU utilisation from two readings of /proc/stat (SPEC §2.3), pure."""
+"""CPU utilisation from two readings of /proc/stat (docs/design.md#one-interval), pure."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""kernel_metrics.csv rows <-> values (CONTRACT §2.1), pure.
+"""kernel_metrics.csv rows <-> values (docs/metrics.md#kernel_metricscsv), pure.
 
 The formats are the prototype's, so recordings such as data/reference/kernel_metrics_real.csv.gz
 load in every tool. Splitting lines into fields (and quoting) is the shell's job (`csv`);
@@ -54,7 +54,7 @@ def _i(value: int | None) -> str:
 
 
 def format_row(raw: RawInterval, derived: Derived) -> list[str]:
-    """The 23 cells of one row, in CONTRACT order."""
+    """The 23 cells of one row, in docs/metrics.md order."""
     return [
         format_time(raw.time),
         format_number(raw.sched_total_ms, 2),

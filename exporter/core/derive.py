@@ -1,4 +1,4 @@
-"""The derive step: one RawInterval in, the derived CSV columns out (SPEC §2.4).
+"""The derive step: one RawInterval in, the derived CSV columns out (docs/design.md#baseline).
 
 A pure state machine so that live sources, replay at any speed, and tests all compute the
 same numbers from the same raw columns: time comes only from `RawInterval.t` (the source's
@@ -32,7 +32,7 @@ from exporter.core.model import Derived, RawInterval
 
 @dataclass(frozen=True)
 class DeriveParams:
-    """Everything that shapes the baseline, friction and energy; SPEC §2.4 defaults.
+    """Everything that shapes the baseline, friction and energy; docs/design.md#baseline defaults.
 
     `warmup_s`: seconds of source clock before the freeze may happen (KSENSE_WARMUP_S).
     `baseline_win`: accepted samples kept, newest first (KSENSE_BASELINE_WIN_S divided by the

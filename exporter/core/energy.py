@@ -1,4 +1,4 @@
-"""Energy: how restless friction is, over a window that adapts to its volatility (SPEC §2.4).
+"""Energy: how restless friction is, over a window that adapts to its volatility (docs/design.md#baseline).
 
 A steady friction, high or low, is not the same as one that jumps around; Energy measures
 the jumping. The window shrinks when friction gets volatile (react fast) and grows when it
@@ -17,7 +17,7 @@ import numpy as np
 
 @dataclass(frozen=True)
 class EnergyParams:
-    """SPEC §2.4 defaults. `k_history`, `k_min_kept` and `k_min_diffs` are the k calibration's
+    """docs/design.md#baseline defaults. `k_history`, `k_min_kept` and `k_min_diffs` are the k calibration's
     60 kept frictions, 20 needed, and 10 finite differences needed."""
 
     w_min: int = 5

@@ -1,4 +1,4 @@
-"""The feature vector of one interval and whether it may join the baseline (SPEC §2.4).
+"""The feature vector of one interval and whether it may join the baseline (docs/design.md#baseline).
 
 Friction compares each interval with the node's own normal, so both the baseline and the
 friction step must see the same four numbers; this module is the one place that picks them

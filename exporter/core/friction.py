@@ -1,4 +1,4 @@
-"""Friction, its rate and its direction (SPEC §2.4).
+"""Friction, its rate and its direction (docs/design.md#baseline).
 
 Friction says how far this interval is from the node's frozen normal, in units the baseline's
 own spread defines (a regularised Mahalanobis distance), so one threshold means the same on

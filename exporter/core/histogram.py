@@ -2,7 +2,8 @@
 
 The kernel (exporter/bpf/sched.bpf.c) counts each latency into the bucket `key(v)` of v =
 floor(delta_ns / 1000) µs; this module is the same key function in Python plus the
-per-interval statistics (SPEC §2.2) and the conversion to Prometheus buckets (CONTRACT §1.1).
+per-interval statistics (docs/design.md#one-interval) and the conversion to Prometheus buckets
+(docs/metrics.md#exporter-metrics).
 Pure: numpy in, frozen values out.
 
 Layout: key 0 is the zero bucket (v = 0); octave b = floor(log2 v), b = 0..31, is split into

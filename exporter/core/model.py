@@ -111,7 +111,7 @@ class Reading:
 
 @dataclass(frozen=True)
 class Derived:
-    """The derived columns of kernel_metrics.csv (BaselineMode onwards), SPEC §2.4."""
+    """The derived columns of kernel_metrics.csv (BaselineMode onwards), docs/design.md#baseline."""
 
     frozen: bool
     samples: int

@@ -1,4 +1,4 @@
-"""Pressure-stall information from two readings of /proc/pressure/* (SPEC §2.3), pure."""
+"""Pressure-stall information from two readings of /proc/pressure/* (docs/design.md#one-interval), pure."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""A durable, size-rotated CSV file that never takes its writer down (SPEC §2.6 and §3.5).
+"""A durable, size-rotated CSV file that never takes its writer down (docs/metrics.md#csv-files).
 
 Generic over its columns: the exporter writes kernel_metrics.csv with it, the scorer
 fuzzy_monitor.csv and fuzzy_score.csv. What durable means here:

@@ -1,15 +1,15 @@
-"""The exporter's Prometheus view (CONTRACT §1.1) and the small HTTP server that serves it.
+"""The exporter's Prometheus view (docs/metrics.md#exporter-metrics) and the small HTTP server that serves it.
 
 `ExporterCollector` is a stateless prometheus_client custom collector: every scrape builds fresh
 metric families from the latest immutable Snapshot, which the sampler publishes by swapping one
 reference, so a scrape never waits for a kernel read. Undefined values (NaN or None) are left
 out rather than exported as NaN, so that Prometheus marks the series stale instead of storing a
-NaN (CONTRACT §1). Nothing here registers at import: `make_registry` builds a registry from the
+NaN (docs/metrics.md). Nothing here registers at import: `make_registry` builds a registry from the
 collector it is given.
 
 A stuck sampler (a source read or a disk write that hangs) would leave the last interval on
 /metrics forever, and Prometheus stamps every scrape with its own time, so an old reading would
-look fresh (SPEC §3.1). So once a live source's latest reading is older than `max_age_s` on the
+look fresh (docs/design.md#scorer-inputs). So once a live source's latest reading is older than `max_age_s` on the
 monotonic clock, the collector withholds every per-interval and derived family and keeps only
 what stays true (source info, attach state, CSV health; process_* come from their own
 collector), and `ready()` turns false (/readyz 503). Replay is exempt: its readings carry the
@@ -114,7 +114,7 @@ def histogram_family(family: n.Family, hist: ExportHistogram | None, node: str |
 
 
 class ExporterCollector:
-    """Every exporter family of CONTRACT §1.1 (except process_*), from `snapshot()`.
+    """Every exporter family of docs/metrics.md#exporter-metrics (except process_*), from `snapshot()`.
 
     `snapshot` returns the latest published Snapshot (None before the sampler published one);
     `csv_sinks` maps the `file` label value (e.g. "kernel_metrics.csv") to a sink's stats;
@@ -166,7 +166,7 @@ class ExporterCollector:
                 yield metric
 
     def _families(self, snap: Snapshot) -> Iterator[Metric]:
-        # In CONTRACT §1.1 order, so that a reader of /metrics can follow the table.
+        # In docs/metrics.md#exporter-metrics order, so that a reader of /metrics can follow the table.
         node = snap.node
         fresh = not self._stale(snap)
         if snap.reading is not None and fresh:
@@ -252,7 +252,7 @@ def _bpf_stats_families(node: str, tel: Telemetry) -> Iterator[Metric]:
 
 def make_registry(collector: Collector, *, process_metrics: bool = True) -> CollectorRegistry:
     """A fresh registry with `collector` (any component's) and, unless told otherwise,
-    prometheus_client's process (process_*: CPU, RSS, fds; CONTRACT §1.1) and platform
+    prometheus_client's process (process_*: CPU, RSS, fds; docs/metrics.md#exporter-metrics) and platform
     (python_info) collectors. Tests that compare exact text turn the latter off: their values
     change by the second."""
     registry = CollectorRegistry()
@@ -268,7 +268,7 @@ def make_registry(collector: Collector, *, process_metrics: bool = True) -> Coll
 
 def make_app(registry: CollectorRegistry, ready: Callable[[], bool]) -> WsgiApp:
     """WSGI app: /metrics (prometheus_client's exposition), /healthz 200 `ok` while the process
-    answers, /readyz 200 when `ready()` else 503, 404 for anything else (CONTRACT §3.2)."""
+    answers, /readyz 200 when `ready()` else 503, 404 for anything else (docs/api.md)."""
     metrics = make_wsgi_app(registry)
 
     def app(environ: dict, start_response: Callable) -> Iterable[bytes]:

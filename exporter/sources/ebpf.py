@@ -4,7 +4,7 @@ Once per tick it copies the cumulative kernel counters (exporter/bpf/loader.py),
 delta to the previous copy, and turns it into one Reading: the CSV's raw columns
 (core/histogram.interval_stats) and the Prometheus telemetry (cumulative histograms, map fill,
 program run time). The first tick after attach covers a partial window and only warms the
-delta state (SPEC §2.2).
+delta state (docs/design.md#one-interval).
 """
 
 from __future__ import annotations
@@ -82,7 +82,7 @@ class EbpfSource:
         """One Reading per tick until `stop` is set.
 
         The window right after attach is partial (tasks already runnable then carry no
-        timestamp), so it only warms the deltas (SPEC §2.2). It is kept short: tasks queued at
+        timestamp), so it only warms the deltas (docs/design.md#one-interval). It is kept short: tasks queued at
         attach are switched in within a few milliseconds, and a short warm window brings the
         first whole-interval row that much sooner.
         """

@@ -1,4 +1,4 @@
-"""The procfs source: runs without root or eBPF, from /proc alone (SPEC §2.5).
+"""The procfs source: runs without root or eBPF, from /proc alone (docs/design.md#sources).
 
 Run-queue wait comes from per-task schedstat run_delay deltas (core/schedstat.py): the total
 and average are honest, but p95/p99/max and dropped cannot be known, and D-state durations and
@@ -72,7 +72,7 @@ class ProcfsSource:
         self._wall = wall
 
     def readings(self, stop: threading.Event) -> Iterator[Reading]:
-        # The first scan only warms the delta state: its window is partial (SPEC §2.2).
+        # The first scan only warms the delta state: its window is partial (docs/design.md#one-interval).
         prev_tasks = scan_tasks(self._root)
         self._proc.sample(self._clock())
         for now in ticks(self._interval, stop, clock=self._clock):

@@ -1,4 +1,4 @@
-"""CPU and PSI sampling from /proc (SPEC §2.3): the part every live source shares.
+"""CPU and PSI sampling from /proc (docs/design.md#one-interval): the part every live source shares.
 
 Thin fetch here, pure parse in core/cpu.py and core/psi.py. The proc root is injectable
 (`/host/proc` in the DaemonSet). A PSI file that is missing or unreadable (kernel booted with

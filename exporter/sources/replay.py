@@ -1,4 +1,4 @@
-"""The replay source: re-emit a recorded kernel_metrics.csv as if it were live (SPEC §2.5).
+"""The replay source: re-emit a recorded kernel_metrics.csv as if it were live (docs/design.md#sources).
 
 For demos, tests and offline analysis. Only the raw columns are replayed; the derived ones
 (baseline, friction, energy) are recomputed downstream by derive.step, so a recording made

@@ -1,4 +1,4 @@
-"""The per-node admission decision: time-driven hysteresis over fuzzy scores (SPEC §3.3).
+"""The per-node admission decision: time-driven hysteresis over fuzzy scores (docs/design.md#decisions).
 
 A score alone flaps around its thresholds; a node should be admitted again only after it has
 looked good for a while and denied only after it has looked bad for a while, unless it is
@@ -6,7 +6,7 @@ plainly overloaded. This is that state machine, advanced once per evaluation tic
 HTTP request, the prototype's mistake), pure so that the live tick, the replay tool and the
 restart rebuild run the very same transitions.
 
-`step` and `missing` are the transitions of one node, written as the SPEC's table; `advance`
+`step` and `missing` are the transitions of one node, written as the table of docs/design.md#decisions; `advance`
 applies them to every node of a tick at once over numpy columns (a property test holds it
 equal to the scalar transitions), and `States` keeps a tick's states in those columns, so a
 5,000-node cluster's tick does no per-node state bookkeeping in Python.
@@ -151,7 +151,7 @@ _BANDS = (None, MEDIUM_LOW, MEDIUM_MID, MEDIUM_HIGH)
 
 
 def step(state: NodeState, score: float, params: DecisionParams) -> tuple[NodeState, str]:
-    """One tick of a node whose inputs are present (SPEC §3.3 table, G = good_threshold,
+    """One tick of a node whose inputs are present (docs/design.md#decisions table, G = good_threshold,
     B = medium_bad_threshold, lo / mid = the medium band bounds):
 
         score ≥ 70          bad = B, good = 0             deny
@@ -182,7 +182,7 @@ def missing(state: NodeState) -> tuple[NodeState, str]:
 
         good = 0, bad unchanged, deny
 
-    The SPEC resets only `good`. `bad` is kept because its value cannot change a later
+    docs/design.md resets only `good`. `bad` is kept because its value cannot change a later
     decision: after this tick last = deny, and the only way back to allow (good ≥ G in the
     low bands) sets bad = 0 first, while medium-high ticks in between deny either way.
     """

@@ -1,4 +1,4 @@
-"""One evaluation of all nodes: inputs + previous states -> new states + Results (SPEC §3.3).
+"""One evaluation of all nodes: inputs + previous states -> new states + Results (docs/design.md#decisions).
 
 The live evaluator tick, the replay tool and the restart state rebuild all call this, so a
 restarted replica, a second replica and an offline replay reach the same decisions from the
@@ -28,7 +28,7 @@ from scorer.core.inputs import REASON_NO_BASELINE
 from scorer.core.model import Inputs, NodeInputs, NodeReport, Results
 from scorer.core.rules import RuleBase
 
-#: Inputs without which a node is denied (unless allow_on_missing): SPEC §3.3.
+#: Inputs without which a node is denied (unless allow_on_missing): docs/design.md#decisions.
 CRITICAL = ("friction", "energy")
 #: Score reported for a node denied for missing inputs (its level is thus "high").
 MISSING_SCORE = 100.0
@@ -56,7 +56,7 @@ def _plan(node: NodeInputs, params: DecisionParams) -> _Plan:
     """Missing inputs of a node, in names.INPUTS order, and what to do about them.
 
     An input is missing when the source says so, when its value is not finite, and, for
-    friction and energy, while the node's baseline is calibrating (SPEC §3.3).
+    friction and energy, while the node's baseline is calibrating (docs/design.md#decisions).
     """
     raw = (node.friction_signed, node.energy, node.cpu_pct, node.psi_pct)
     # The common case, tested first because a big cluster runs this for every node every tick.

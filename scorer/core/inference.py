@@ -1,4 +1,4 @@
-"""Mamdani max–min inference with a centroid over the integers, vectorised over nodes (SPEC §3.2).
+"""Mamdani max–min inference with a centroid over the integers, vectorised over nodes (docs/design.md#fuzzy-controller).
 
 A cluster tick scores every node in one `score` call (5,000 nodes in a few milliseconds), and
 the replay tool scores a whole recording in one call: the score of a tick depends only on its
@@ -30,7 +30,7 @@ def _inputs(rb: RuleBase, friction_signed: ArrayLike, energy: ArrayLike, cpu: Ar
             psi: ArrayLike) -> dict[str, NDArray[np.float64]]:
     """The four inputs as clamped 1-D float arrays keyed like ANTECEDENTS; ValueError when
     they differ in length or any value is not finite (missing values are the caller's to
-    substitute, SPEC §3.3)."""
+    substitute, docs/design.md#decisions)."""
     raw = {"cpu": cpu, "psi": psi, "friction": friction_signed, "energy": energy}
     arrays = {name: np.asarray(value, dtype=np.float64) for name, value in raw.items()}
     shapes = {a.shape for a in arrays.values()}
@@ -70,7 +70,7 @@ def score(rb: RuleBase, friction_signed: ArrayLike, energy: ArrayLike, cpu: Arra
           psi: ArrayLike) -> NDArray[np.float64]:
     """Fuzzy scores 0..100 of n nodes (1-D finite inputs of length n; raw, clamped here).
 
-        clamp     cpu, psi, friction_signed, energy to rb.ranges (SPEC: [0,100], [0,100],
+        clamp     cpu, psi, friction_signed, energy to rb.ranges (docs/design.md: [0,100], [0,100],
                   [−150,150], [0,100])
         rule r    w_r = min(μ_cpu,r(cpu), μ_psi,r(psi), μ_friction,r(friction), μ_energy,r(energy))
         output k  s_k = max{w_r : rule r concludes k}   (0 when no rule concludes k)
@@ -124,7 +124,7 @@ def levels(scores: NDArray[np.float64]) -> list[str]:
 
 
 def explain(rb: RuleBase, friction_signed: float, energy: float, cpu: float, psi: float) -> dict[str, Any]:
-    """One node's trace (CONTRACT §3.1): every set's membership at the clamped inputs, and the
+    """One node's trace (docs/api.md): every set's membership at the clamped inputs, and the
     rules with strength > 0, strongest first (ties in rule-table order), each with its output
     set. `score` of the same inputs is the centroid of these strengths clipped per output set.
     """

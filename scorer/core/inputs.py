@@ -15,7 +15,7 @@ failed. This module then applies, per node:
   runs the procfs source (`ksense_exporter_source_info{source="procfs"}`), whose baseline never
   freezes, reason `baseline unavailable (procfs source has no p99)`;
 - units: CPU % = 100 × ksense_cpu_utilization_ratio; PSI % = 100 × ksense_pressure_worst_ratio
-  (SPEC §2.3: the node's PSI is the worst resource's `some` share, which every exporter source,
+  (docs/design.md#one-interval: the node's PSI is the worst resource's `some` share, which every exporter source,
   replay included, exports as that one series);
 - signed friction is left to `NodeInputs.friction_signed` (Friction × Direction, unsigned when
   Direction is missing), so a missing Direction never makes friction missing.

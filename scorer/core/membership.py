@@ -1,7 +1,7 @@
-"""Fuzzy membership functions of the controller (SPEC §3.2), vectorised with numpy.
+"""Fuzzy membership functions of the controller (docs/design.md#fuzzy-controller), vectorised with numpy.
 
 They exist apart from the rule base and the inference so that the exact edge semantics of the
-SPEC (shoulders where a = b or c = d, closed plateaus, open feet) live in one tested place;
+controller (shoulders where a = b or c = d, closed plateaus, open feet) live in one tested place;
 the inference evaluates every set of every variable through `evaluate`, over all nodes at once.
 """
 
@@ -25,7 +25,7 @@ def trap(x: ArrayLike, a: float, b: float, c: float, d: float) -> NDArray[np.flo
                   (d − x) / (d − c)  if c < x ≤ d    (never reached when c = d: the fall is 1)
 
     The interval tests decide which branch applies, so a degenerate shoulder never divides by
-    zero and x = a = b is on the plateau (1), as the SPEC requires for `trap(−150, −150, 0, 25)`
+    zero and x = a = b is on the plateau (1), as docs/design.md requires for `trap(−150, −150, 0, 25)`
     at the clamp edge.
     """
     x = np.asarray(x, dtype=np.float64)

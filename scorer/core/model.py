@@ -30,7 +30,7 @@ class NodeInputs:
     `calibrating` is True while the node's exporter reports its baseline not frozen; then
     friction and energy are missing by design and `warmup_remaining_s` says for how long.
     `baseline_unavailable` is True when that exporter runs the procfs source: without p99 no
-    baseline sample is ever accepted (SPEC §2.4, §2.5), so the calibration never ends.
+    baseline sample is ever accepted (docs/design.md#baseline, docs/design.md#sources), so the calibration never ends.
     """
 
     node: str
@@ -47,7 +47,7 @@ class NodeInputs:
 
     @property
     def friction_signed(self) -> float:
-        """Friction × Direction; unsigned Friction when Direction is missing (SPEC §3.1)."""
+        """Friction × Direction; unsigned Friction when Direction is missing (docs/design.md#scorer-inputs)."""
         if math.isnan(self.direction):
             return self.friction
         return self.friction * self.direction
@@ -70,7 +70,7 @@ class Inputs:
 
 
 class NodeReport(NamedTuple):
-    """One node's outcome of one tick; the body of GET /score?node= (CONTRACT §3.1). A named
+    """One node's outcome of one tick; the body of GET /score?node= (docs/api.md). A named
     tuple, not a frozen dataclass: a tick builds one per node, and this is four times cheaper."""
 
     node: str

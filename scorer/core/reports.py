@@ -1,4 +1,4 @@
-"""JSON views of the evaluator's results: the bodies of GET /score (CONTRACT §3.1), pure.
+"""JSON views of the evaluator's results: the bodies of GET /score (docs/api.md), pure.
 
 Kept apart from the HTTP shell so the exact shape (keys, nulls, rounding, order) is tested
 with literal values, and so every consumer of /score (the fuzzy scheduler's scorer source, the

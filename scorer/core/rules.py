@@ -1,13 +1,13 @@
-"""The fuzzy rule base as validated data: membership sets, the 72 rules, clamp ranges (SPEC §3.2).
+"""The fuzzy rule base as validated data: membership sets, the 72 rules, clamp ranges (docs/design.md#fuzzy-controller).
 
-The SPEC makes the controller's tables data (a bundled default, overridable by a file) checked
+docs/design.md makes the controller's tables data (a bundled default, overridable by a file) checked
 at start. This module turns a parsed JSON document into a frozen `RuleBase`, rejecting a bad
 document with a message that names the offending cell, so an operator who mistypes one rule
 of an override file reads which one instead of getting a silently different controller. The
-set names are the SPEC's (the HTTP explain output and the dashboards name them); files may
+set names are docs/design.md's (the HTTP explain output and the dashboards name them); files may
 change the functions, parameters, ranges and the output of every rule.
 
-Document layout (scorer/rules_default.json is the SPEC's tables in it):
+Document layout (scorer/rules_default.json is the tables of docs/design.md#fuzzy-controller in it):
 
     {"variables": {"cpu": {"range": [0, 100],
                            "sets": {"normal": {"fn": "trap", "params": [0, 0, 60, 80]}, ...}},
@@ -16,7 +16,7 @@ Document layout (scorer/rules_default.json is the SPEC's tables in it):
                 "energy": {"short": "under", "mod": "short", "long": "short"}}, ...]}
 
 One rule row per (cpu, psi, friction) set triple, with its output set per energy set: the
-rows and columns of the SPEC's rule table.
+rows and columns of the rule table of docs/design.md#fuzzy-controller.
 
 An optional `"decision"` object carries decision thresholds tuned together with the rules
 (`python -m lab tune` writes it): any of good_threshold, medium_low_upper, medium_mid_upper,
@@ -38,12 +38,13 @@ from numpy.typing import NDArray
 
 from scorer.core.membership import ARITY, evaluate
 
-#: The rule antecedents in the order of the SPEC's rule table (and of RuleBase.rule_sets' columns).
+#: The rule antecedents in the order of the rule table of docs/design.md#fuzzy-controller (and of
+#: RuleBase.rule_sets' columns).
 ANTECEDENTS = ("cpu", "psi", "friction", "energy")
 OUTPUT = "output"
 VARIABLES = (*ANTECEDENTS, OUTPUT)
 
-#: The SPEC's set names per variable, in the SPEC's order.
+#: docs/design.md's set names per variable, in the order of docs/design.md#fuzzy-controller.
 SET_NAMES: Mapping[str, tuple[str, ...]] = MappingProxyType(
     {
         "cpu": ("normal", "high"),
@@ -80,7 +81,7 @@ class RuleBase:
 
     `rule_sets[r]` holds rule r's set indices for cpu, psi, friction, energy (indices into each
     variable's set order) and `rule_output[r]` its output-set index; `ranges` the clamp range
-    of each input and the output's universe (the integers lo..hi, SPEC: 0..100).
+    of each input and the output's universe (the integers lo..hi, docs/design.md: 0..100).
     `universe` and `output_curves` (one row per output set: μ over the universe) are derived
     once here so that scoring never re-evaluates the output sets.
     """
@@ -141,7 +142,8 @@ def _parse_set(spec: Any, where: str) -> SetDef:
     if not all(_is_number(p) for p in params):
         raise RulesError(f"{where}: parameters must be finite numbers, got {params!r}")
     values = tuple(float(p) for p in params)
-    # A triangle with a = b or b = c is ambiguous in the SPEC's formula (x ≤ a is 0, x = b is 1);
+    # A triangle with a = b or b = c is ambiguous in the formula of docs/design.md#fuzzy-controller
+    # (x ≤ a is 0, x = b is 1);
     # a shoulder is written as a trapezoid instead.
     if kind == "gauss":
         if values[1] <= 0:
@@ -228,7 +230,7 @@ def _parse_rules(rows: Any) -> tuple[NDArray[np.intp], NDArray[np.intp]]:
                          strict=True))
         more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
         raise RulesError(f"{_cell(names)}: missing{more}")
-    keys = sorted(cells)  # SPEC table order: cpu, psi, friction, energy
+    keys = sorted(cells)  # table of docs/design.md#fuzzy-controller order: cpu, psi, friction, energy
     return np.array(keys, dtype=np.intp), np.array([cells[k] for k in keys], dtype=np.intp)
 
 
@@ -252,7 +254,7 @@ def _parse_decision(value: Any) -> Mapping[str, float]:
 def parse_rulebase(data: Mapping) -> RuleBase:
     """Validate a rule-base document (layout in the module docstring) into a RuleBase.
 
-    Checked: every variable and every SPEC set present and no unknown one; function kinds
+    Checked: every variable and every documented set present and no unknown one; function kinds
     known; parameter counts right and finite; parameters ordered (trap a ≤ b ≤ c ≤ d, tri
     a < b < c, gauss σ > 0); ranges low < high (the output's integers); each of the
     2 × 3 × 4 × 3 rule cells given exactly once, naming a known output set. The first problem

@@ -1,6 +1,6 @@
 """The scorer's embedded single-machine source: scrape one exporter's /metrics directly.
 
-No Prometheus in between (SPEC §3.1, the `make run` default): one GET per tick, parsed with
+No Prometheus in between (docs/design.md#scorer-inputs, the `make run` default): one GET per tick, parsed with
 prometheus_client's text parser, reduced to the same signals as the Prometheus source and
 turned into NodeInputs by scorer/core/inputs.py, so both sources mean the same thing by every
 input. The exposition carries no timestamps: every value is as fresh as the scrape (the

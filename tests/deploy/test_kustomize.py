@@ -85,7 +85,7 @@ def _kustomizations():
 
 
 def test_kustomizations_use_only_resources_and_patches():
-    """ARCHITECTURE rule 12: no generators, vars, replacements or transformers (images, labels,
+    """docs/development.md#rules-the-code-keeps: no generators, vars, replacements or transformers (images, labels,
     namespace...): every object is a plain file, and deploy/build.py writes the generated ones."""
     found = _kustomizations()
     assert len(found) >= 10

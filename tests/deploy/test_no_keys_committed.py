@@ -1,5 +1,6 @@
-"""No private key or certificate anywhere in the repository (SPEC §8: the prototype committed
-its keys). Every file under the repository is scanned — tracked, untracked and ignored alike —
+"""No private key or certificate anywhere in the repository (the prototype committed its keys:
+docs/operations.md#what-the-prototype-did-wrong). Every file under the repository is scanned —
+tracked, untracked and ignored alike —
 except the virtualenvs, git's own store and tool caches; any PEM private key or certificate
 block fails. Test certificates are made at run time (trustme, the TLS script's --dry-run into
 a temporary directory), never stored."""

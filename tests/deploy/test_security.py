@@ -1,5 +1,5 @@
 """The security-relevant fields of every shipped overlay, asserted exactly: the admission
-webhook (SPEC §6), RBAC (least privilege: the scheduler's verbs are SPEC's list; no wildcard,
+webhook (docs/operations.md), RBAC (least privilege: the scheduler's verbs are the documented list; no wildcard,
 no secrets, no pod delete anywhere), restricted Pod Security for the scorer and the scheduler,
 and the exporter's documented capability set, host namespaces and read-only host mounts."""
 
@@ -26,7 +26,7 @@ WEBHOOK_ENTRY = {
     ]},
 }
 
-#: SPEC §6: pods get/list/watch, pods/binding create, pods/status patch, nodes get/list/watch,
+#: docs/operations.md: pods get/list/watch, pods/binding create, pods/status patch, nodes get/list/watch,
 #: events create/patch (cluster-wide); leases in its own namespace.
 SCHEDULER_CLUSTER_RULES = {
     ("", "pods"): {"get", "list", "watch"},

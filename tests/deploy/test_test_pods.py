@@ -1,4 +1,4 @@
-"""deploy/test/fuzzy-test-pods.yaml (SPEC §6): nine pause pods for fuzzy-scheduler, small
+"""deploy/test/fuzzy-test-pods.yaml (docs/operations.md): nine pause pods for fuzzy-scheduler, small
 requests, in a namespace the webhook watches (and never a system one); valid manifests."""
 
 from __future__ import annotations

@@ -12,7 +12,7 @@ scenario (stress-ng hogs). Steps:
 1. The nine pods of deploy/test/fuzzy-test-pods.yaml, created while the exporters calibrate,
    are bound once the nodes are allowed: only to nodes allowed at bind time, each with a
    `Scheduled` event, no node over its allocatable (eight pods each, so they must spread).
-2. Once node-a's Direction is calibrated (its first 60 frictions after the freeze, SPEC §2.4)
+2. Once node-a's Direction is calibrated (its first 60 frictions after the freeze, docs/design.md#baseline)
    and node-a is allowed: hogs on every CPU. node-a's run-queue p99, Friction and score rise,
    its decision turns to deny (figure: contention start → deny, goal ≤ 5 s at a 1 s scrape),
    and two new pods are bound to node-b / node-c.

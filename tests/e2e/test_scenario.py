@@ -39,7 +39,8 @@ def test_kernel_to_bound_pods_end_to_end(tmp_path):
     figures = json.loads((out / "figures.json").read_text())
     assert (out / "timeline.csv").read_text().startswith("time,node,score,decision,binds,pending\n")
     assert figures["admission_reviews"]["creates"] == figures["admission_reviews"]["rows"] == 14
-    # Behaviour, with generous sanity bounds (the goals are reported, not asserted: TESTING.md).
+    # Behaviour, with generous sanity bounds (the goals are reported, not asserted:
+    # docs/development.md#testing-with-real-parts).
     assert figures["contention_to_deny_scorer_s"] < 15
     assert figures["failover_s"] < 3 * 4.0 + 5
     print(scenario.summary_text(report))

@@ -4,7 +4,7 @@
 - both scorer replicas' `GET /score` every 0.25 s (the decision where it is made: freshness
   figures), kept as per-replica, per-node decision changes;
 - Prometheus every 0.5 s for `max by (node) (ksense_node_score)` and `min by (node)
-  (ksense_node_admission_allowed)` — what the schedulers see (CONTRACT §1.2 aggregation) —
+  (ksense_node_admission_allowed)` — what the schedulers see (docs/metrics.md#scorer-metrics aggregation) —
   plus the API server's pods, giving one timeline row per node: time, node, score, decision,
   binds (pods bound to it so far), pending (fuzzy-scheduler pods without a node).
 

@@ -1,4 +1,4 @@
-"""CPU and PSI formulas (SPEC §2.3) and the /proc sampler's handling of missing PSI."""
+"""CPU and PSI formulas (docs/design.md#one-interval) and the /proc sampler's handling of missing PSI."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""CsvSink durability (SPEC §2.6): header, quoting, rotation, mismatch, crash repair, and errors
+"""CsvSink durability (docs/metrics.md#csv-files): header, quoting, rotation, mismatch, crash repair, and errors
 that are counted and rate-limited instead of raised, on a real full disk (a tiny tmpfs)."""
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
 """The derive state machine: warm-up on the source clock, freeze, and the order of things
-after it (SPEC §2.4)."""
+after it (docs/design.md#baseline)."""
 
 from __future__ import annotations
 

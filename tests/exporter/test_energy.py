@@ -1,4 +1,4 @@
-"""Energy, its adaptive window and the k calibration (SPEC §2.4), as named tables."""
+"""Energy, its adaptive window and the k calibration (docs/design.md#baseline), as named tables."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Feature vector and baseline acceptance (SPEC §2.4), as named tables."""
+"""Feature vector and baseline acceptance (docs/design.md#baseline), as named tables."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Baseline freeze, friction, dF/dt and direction (SPEC §2.4), as named tables."""
+"""Baseline freeze, friction, dF/dt and direction (docs/design.md#baseline), as named tables."""
 
 from __future__ import annotations
 
@@ -18,7 +18,8 @@ X_FULL[:, 1] += 0.5 * X_FULL[:, 0]
 
 
 def reference_friction(X: np.ndarray, x) -> float:
-    """The SPEC formula written out independently (explicit inverse, no Cholesky)."""
+    """The formula of docs/design.md#friction-direction-and-dfdt written out independently (explicit
+    inverse, no Cholesky)."""
     mu = X.mean(axis=0)
     cov = np.cov(X, rowvar=False, ddof=1)
     reg = 1e-9 + 1e-3 * max(np.mean(np.diag(cov)), 0.0)

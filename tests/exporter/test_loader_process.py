@@ -239,7 +239,7 @@ def test_a_bug_in_the_child_shows_its_traceback_on_stderr(need_ebpf, monkeypatch
 
 
 def test_every_store_into_a_shared_timestamp_slot_is_a_compare_and_swap():
-    """SPEC §2.1 rule 5: two CPUs inserting different pids into one slot must not both succeed
+    """docs/design.md#kernel-signals rule 5: two CPUs inserting different pids into one slot must not both succeed
     unseen. A plain `*slot = x` after reading the slot lets one CPU's store erase the other's
     sample uncounted; a compare-and-swap sees the slot change under it, and the loss is counted.
     (The race is a few nanoseconds wide: a kernel run cannot be made to hit it on demand, so the

@@ -1,4 +1,4 @@
-"""The exporter's /metrics: exact exposition (golden), CONTRACT §1.1 conformance, promtool, HTTP.
+"""The exporter's /metrics: exact exposition (golden), docs/metrics.md#exporter-metrics conformance, promtool, HTTP.
 
 The golden file pins the whole text for one hand-built, realistic snapshot; regenerate it with
 KSENSE_UPDATE_GOLDEN=1 and read the diff before committing it.
@@ -320,7 +320,7 @@ def test_server_shutdown_is_idempotent_and_frees_the_port():
         urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2)
 
 
-# --- staleness (SPEC §3.1: an old sample must not look fresh) ------------------------------------
+# --- staleness (docs/design.md#scorer-inputs: an old sample must not look fresh) ------------------------------------
 # Families that stay true while the sampler is stuck: what the exporter is and how it is doing.
 KEPT_WHEN_STALE = {names.SOURCE_INFO.name, names.BPF_PROGRAM_ATTACHED.name, "ksense_csv_rows_written",
                    "ksense_csv_write_errors"}

@@ -2,11 +2,11 @@
 
 data/reference/kernel_metrics_real.csv.gz was written by the first prototype, which computed
 Friction / Direction / Energy from unrounded raw values. Replayed through the replay source
-and derive.step (SPEC §2.4) it must show the same freeze row, the same BaselineSamples, the
+and derive.step (docs/design.md#baseline) it must show the same freeze row, the same BaselineSamples, the
 same Direction and Energy_W on every row, and Friction / Energy / Energy_Vol / k within what
 the rounding of the recorded raw columns allows. What that allows is measured, not guessed:
 SchedLat_Avg_ms is stored with 4 decimals (≈ 2.5e-3 relative at 0.02 ms), which bounds the
-recomputed friction to ≈ 2e-3 relative on the worst rows (median ≈ 2e-5, as SPEC §9 says);
+recomputed friction to ≈ 2e-3 relative on the worst rows (median ≈ 2e-5, as docs/design.md#reference-vectors says);
 `test_residual_is_the_rounding_of_the_recorded_average` shows that this, and nothing in the
 maths, is the residual.
 """
@@ -131,7 +131,7 @@ def test_df_dt_uses_the_recorded_elapsed_time(replayed, recorded):
     m = np.flatnonzero(~np.isnan(theirs))
     np.testing.assert_allclose(ours[m], (f[m] - f[m - 1]) / dt[m], rtol=1e-12)
     # The prototype divided by a nominal 1 s (its dF_dt is exactly the difference of its own
-    # Friction column, below); SPEC §2.4 asks for the real Δt, and the recorded Time jitters
+    # Friction column, below); docs/design.md#baseline asks for the real Δt, and the recorded Time jitters
     # by up to ±19 ms. Scaled back by Δt, ours matches within the two frictions' tolerances.
     bound = tolerance(column(recorded, "friction")[m]) + tolerance(column(recorded, "friction")[m - 1])
     assert np.all(np.abs(ours[m] * dt[m] - theirs[m]) <= bound)

@@ -1,4 +1,4 @@
-"""sched_switch prev_state classification and TASK_REPORT_MAX parsing (SPEC §2.1 rule 1)."""
+"""sched_switch prev_state classification and TASK_REPORT_MAX parsing (docs/design.md#kernel-signals rule 1)."""
 
 from __future__ import annotations
 

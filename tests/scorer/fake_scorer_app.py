@@ -70,7 +70,7 @@ def results(source: str = "prometheus") -> Results:
 
 
 def fake_explain(inputs: NodeInputs) -> dict:
-    """Stands in for scorer.core.inference.explain: the shape of CONTRACT §3.1."""
+    """Stands in for scorer.core.inference.explain: the shape of docs/api.md."""
     return {
         "memberships": {"cpu": {"normal": 1.0, "high": 0.0}},
         "rules": [{"cpu": "normal", "psi": "low", "friction": "under", "energy": "short", "output": "under",

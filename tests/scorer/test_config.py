@@ -1,4 +1,4 @@
-"""ScorerConfig: CONTRACT §4 defaults, flags over env, every problem reported together."""
+"""ScorerConfig: docs/configuration.md defaults, flags over env, every problem reported together."""
 
 from __future__ import annotations
 

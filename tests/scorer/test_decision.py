@@ -1,4 +1,4 @@
-"""The per-node hysteresis exactly as SPEC §3.3, with its §9 decision trace."""
+"""The per-node hysteresis exactly as docs/design.md#decisions, with its §9 decision trace."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""One evaluation of all nodes (SPEC §3.3): missing inputs, calibrating nodes, reasons, states."""
+"""One evaluation of all nodes (docs/design.md#decisions): missing inputs, calibrating nodes, reasons, states."""
 
 from __future__ import annotations
 

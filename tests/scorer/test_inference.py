@@ -1,6 +1,6 @@
-"""The fuzzy controller against SPEC §9's reference table and an independent scalar model.
+"""The fuzzy controller against docs/design.md#reference-vectors's reference table and an independent scalar model.
 
-`_scalar_score` below is written from SPEC §3.2 alone, with plain Python loops, its own
+`_scalar_score` below is written from docs/design.md#fuzzy-controller alone, with plain Python loops, its own
 membership functions and its own copy of the rule table; it imports nothing from scorer.
 """
 
@@ -14,7 +14,7 @@ import pytest
 from scorer.core.inference import explain, level, score
 from scorer.rulefile import load_rules
 
-# --- independent scalar model (SPEC §3.2) ------------------------------------------------------
+# --- independent scalar model (docs/design.md#fuzzy-controller) ------------------------------------------------------
 
 
 def _s_trap(x, a, b, c, d):
@@ -49,7 +49,7 @@ S_ENERGY = {"short": lambda x: _s_trap(x, 0, 0, 20, 40), "mod": lambda x: _s_gau
 S_OUTPUT = {"U": lambda x: _s_trap(x, 0, 0, 15, 30), "S": lambda x: _s_tri(x, 15, 40, 65),
             "M": lambda x: _s_tri(x, 40, 65, 90), "L": lambda x: _s_trap(x, 65, 90, 100, 100)}
 
-# SPEC rule table: (cpu, psi, friction) -> outputs for energy short / mod / long.
+# rule table of docs/design.md#fuzzy-controller: (cpu, psi, friction) -> outputs for energy short / mod / long.
 S_TABLE = """
 normal low under U S S
 normal low short S S M
@@ -106,7 +106,7 @@ def _scalar_score(f, e, cpu, psi):
 
 RB = load_rules()
 
-# SPEC §9: (F, E, CPU, PSI) -> (score, level)
+# docs/design.md#reference-vectors: (F, E, CPU, PSI) -> (score, level)
 REFERENCE = {
     "all zero": ((0, 0, 0, 0), 17.6442, "low"),
     "real row 602": ((0.237792, 0, 2.413911, 0.247960), 17.8860, "low"),

@@ -1,4 +1,4 @@
-"""Membership functions exactly as SPEC §3.2, edges included (named tables)."""
+"""Membership functions exactly as docs/design.md#fuzzy-controller, edges included (named tables)."""
 
 from __future__ import annotations
 

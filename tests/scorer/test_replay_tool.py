@@ -1,4 +1,5 @@
-"""`python -m scorer.replay` on the real recording and on broken input (SPEC §7, CONTRACT §2.4)."""
+"""`python -m scorer.replay` on the real recording and on broken input (docs/tools.md,
+docs/metrics.md#replay-output)."""
 
 from __future__ import annotations
 
@@ -79,7 +80,7 @@ def test_real_recording_decisions_are_plausible(real_replay):
     decisions = Counter(r["Decision"] for r in rows)
     assert decisions["deny"] >= 600  # the calibration alone
     assert decisions["allow"] > decisions["deny"]  # a mostly healthy node once calibrated
-    # SPEC §9: the first two frozen rows with inputs score 17.8860 and 18.0641.
+    # docs/design.md#reference-vectors: the first two frozen rows with inputs score 17.8860 and 18.0641.
     frozen = [r for r in rows if r["BaselineMode"] == "FROZEN" and r["Friction"]]
     assert [frozen[0]["Score"], frozen[1]["Score"]] == ["17.886", "18.064"]
     assert f"allow {decisions['allow']}, deny {decisions['deny']}" in done.stdout

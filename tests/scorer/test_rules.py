@@ -1,4 +1,4 @@
-"""Rule-base validation: the bundled default is SPEC §3.2, and every kind of bad cell is named."""
+"""Rule-base validation: the bundled default is docs/design.md#fuzzy-controller, and every kind of bad cell is named."""
 
 from __future__ import annotations
 
@@ -33,7 +33,7 @@ def test_default_is_the_spec_tables():
                                "output": (0, 100)}
     assert len(rb.rule_output) == RULE_COUNT == 72
     assert rb.universe.tolist() == list(range(101))
-    # Spot cells of the SPEC table (rows cpu/psi/friction, columns energy short/mod/long).
+    # Spot cells of the table of docs/design.md#fuzzy-controller (rows cpu/psi/friction, columns energy short/mod/long).
     cells = [rb.rule_names(r) for r in range(72)]
     lookup = {(c["cpu"], c["psi"], c["friction"], c["energy"]): c["output"] for c in cells}
     assert lookup[("normal", "low", "under", "short")] == "under"
@@ -41,7 +41,7 @@ def test_default_is_the_spec_tables():
     assert lookup[("high", "med", "short", "long")] == "mod"
     assert lookup[("high", "low", "under", "long")] == "short"
     assert lookup[("normal", "med", "mod", "long")] == "long"
-    assert sum(v == "long" for v in lookup.values()) == 36  # L cells counted in the SPEC table
+    assert sum(v == "long" for v in lookup.values()) == 36  # L cells of docs/design.md's rule table
 
 
 def _mutations() -> dict:

@@ -1,4 +1,4 @@
-"""ScorerCollector: every CONTRACT §1.2 family from a real Evaluator, promtool-clean."""
+"""ScorerCollector: every docs/metrics.md#scorer-metrics family from a real Evaluator, promtool-clean."""
 
 from __future__ import annotations
 

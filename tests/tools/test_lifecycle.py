@@ -1,4 +1,4 @@
-"""`python -m tools.lifecycle` against tests/kubeapi's API server through the official client (SPEC §7).
+"""`python -m tools.lifecycle` against tests/kubeapi's API server through the official client (docs/tools.md).
 
 Short lifetimes (1-2 s, recreated 0.5 s after deletion) stand in for 60-180 s and 15 s. The fake
 server runs no scheduler or kubelet: a helper thread binds two of the pods and marks them Running,

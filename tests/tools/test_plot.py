@@ -1,4 +1,4 @@
-"""`python -m scorer.plot`: PNGs of the exact size from replay and monitor CSVs; clear errors (SPEC §7)."""
+"""`python -m scorer.plot`: PNGs of the exact size from replay and monitor CSVs; clear errors (docs/tools.md)."""
 
 from __future__ import annotations
 
