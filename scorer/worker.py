@@ -19,9 +19,14 @@ request whole (TLS handshake, headers, body), non-blocking, before any thread se
   MAX_HEAD_BYTES, or whose framing is malformed is handed over as it is and its connection
   closed after the answer: the app answers 413 without reading, gunicorn's parser 400.
   `Expect: 100-continue` is answered by the loop, since the body is read here.
-- Request bytes held at once (being read, queued or served) are counted against `held_bytes`;
-  a connection whose bytes would go beyond is closed, so many connections cannot add up to an
-  out-of-memory kill.
+- Request bytes held at once (being read, queued or served) are bounded by `held_bytes`: when
+  the head of a request with a body over SMALL_REQUEST_BYTES is read, the body's size (its
+  Content-Length, or its path's limit when chunked) is reserved, and when it does not fit the
+  request waits, off the poller (TCP pushes back on its client), until answered requests free
+  enough, first come first served. A request is only ever read once its whole body fits, so
+  partial bodies cannot fill the budget and stall each other. Heads and small requests are
+  always read, so probes and webhook calls get through a flood of big bodies. Memory stays
+  within held_bytes + worker_connections × (MAX_HEAD_BYTES + SMALL_REQUEST_BYTES).
 - A pool thread then runs gunicorn's parser and the WSGI app over those bytes: the parser's
   source (`_Buffered`) is the request in memory followed by end-of-stream, never the socket.
   Threads only write answers, under a socket timeout (`WRITE_TIMEOUT_S`).
@@ -65,7 +70,7 @@ from gunicorn.http.parser import RequestParser
 from gunicorn.workers.gthread import TConn, ThreadWorker
 
 #: Request line plus headers; a webhook or extender call sends well under 2 KiB.
-MAX_HEAD_BYTES = 32 * 1024
+MAX_HEAD_BYTES = 16 * 1024
 #: A chunk-size line (hex size plus extensions).
 MAX_CHUNK_LINE = 1024
 #: Bytes read per recv() in the loop.
@@ -79,8 +84,10 @@ LINGER_S = 2.0
 LINGER_MAX_BYTES = 64 * 1024
 #: Closing connections drained at once; beyond, they are closed at once.
 MAX_LINGERING = 1024
-#: A connection with at least this much of a request read is "big" (see `_dispatch_order`).
-BIG_REQUEST_BYTES = 64 * 1024
+#: A body larger than this needs room in `held_bytes` before it is read, and a request with
+#: this much read is read after the small ones in each loop iteration, for
+#: BIG_READS_PER_ITERATION_S at most. A Pod's review is usually smaller.
+SMALL_REQUEST_BYTES = 32 * 1024
 #: Time per loop iteration for reading big requests; the rest wait for the next iteration.
 BIG_READS_PER_ITERATION_S = 0.02
 
@@ -128,6 +135,10 @@ class Framing:
             return self._chunks(buf)
         end = self.head_end + (self._length or 0)
         return end if len(buf) >= end else None
+
+    def body_size(self) -> int:
+        """Once the head is read: the body's size, or its path's limit when chunked."""
+        return self.max_body if self._chunk_at is not None else (self._length or 0)
 
     def _head(self, head: bytes) -> bool:
         """Read the request line and the framing headers; False when they are not understood."""
@@ -234,6 +245,7 @@ class _Conn(TConn):
         self.framing: Framing | None = None
         self.deadline = 0.0
         self.held = 0
+        self.admitted = False
         self.handshaking = False
         self.events = selectors.EVENT_READ
         self.ready = False
@@ -258,6 +270,7 @@ class ApiWorker(ThreadWorker):
 
     def init_process(self) -> None:
         self._reading: dict[_Conn, None] = {}  # insertion order is deadline order
+        self._waiting: dict[_Conn, None] = {}  # big requests waiting for room, oldest first
         self._lingering: dict[socket.socket, tuple[float, int]] = {}
         self._held = 0
         self._probe_pool = futures.ThreadPoolExecutor(max_workers=PROBE_THREADS, thread_name_prefix="probe")
@@ -353,7 +366,7 @@ class ApiWorker(ThreadWorker):
 
     def _is_big(self, callback: Any) -> bool:
         conn = self._reading_conn(callback)
-        return conn is not None and len(conn.staged) >= BIG_REQUEST_BYTES
+        return conn is not None and len(conn.staged) >= SMALL_REQUEST_BYTES
 
     def _reading_conn(self, callback: Any) -> _Conn | None:
         if isinstance(callback, partial) and callback.func == self._on_readable:
@@ -380,25 +393,37 @@ class ApiWorker(ThreadWorker):
             conn.deadline = min(conn.deadline, deadline)
 
     # --- reading a request in the loop ----------------------------------------------------------
-    def _start_reading(self, conn: _Conn) -> None:
+    def on_client_socket_readable(self, conn: _Conn, client: Any) -> None:  # type: ignore[override]
+        """A kept-alive connection's next request: read it now, and keep its registration."""
+        self.keepalived_conns.remove(conn)
+        self._start_reading(conn, registered=True)
+
+    def _start_reading(self, conn: _Conn, registered: bool = False) -> None:
+        """Read `conn`'s next request in the loop, from what is already there: a new or kept-alive
+        connection is usually readable already, so it is read at once, not one iteration later."""
         if conn.parser is not None:
-            leftover = conn.parser.unreader.take_buffered()
-            conn.staged[:0] = leftover
-            self._charge(conn, len(conn.staged))
+            conn.staged[:0] = conn.parser.unreader.take_buffered()
+            self._charge(conn, len(conn.staged) - conn.held)
         conn.framing = Framing(self.body_limits, self.probe_paths)
         conn.deadline = time.monotonic() + self.read_timeout_s
-        conn.sent_continue = conn.close_after = False
+        conn.sent_continue = conn.close_after = conn.admitted = False
+        conn.events = selectors.EVENT_READ
+        callback = partial(self._on_readable, conn)
         try:
             conn.sock.setblocking(False)
-        except OSError:
+            if registered:
+                self.poller.modify(conn.sock, conn.events, callback)
+            else:
+                self.poller.register(conn.sock, conn.events, callback)
+        except (OSError, ValueError, KeyError):
             self.nr_conns -= 1
             util.close(conn.sock)
             return
         self._reading[conn] = None
-        conn.events = selectors.EVENT_READ
-        self.poller.register(conn.sock, conn.events, partial(self._on_readable, conn))
         if conn.staged:
             self._advance(conn)
+        else:
+            self._on_readable(conn)
 
     def _on_readable(self, conn: _Conn, _fileobj: Any = None) -> None:
         """One recv() per call (and what TLS already decrypted, which needs no system call):
@@ -430,9 +455,7 @@ class ApiWorker(ThreadWorker):
             self._drop(conn)
             return
         conn.staged += chunk
-        if not self._charge(conn, len(chunk)):
-            self._drop(conn)
-            return
+        self._charge(conn, len(conn.staged) - conn.held)
         self._advance(conn)
 
     def _watch(self, conn: _Conn, events: int) -> None:
@@ -444,6 +467,9 @@ class ApiWorker(ThreadWorker):
         assert conn.framing is not None
         end = conn.framing.scan(conn.staged)
         if end is None:
+            if not conn.admitted and conn.framing.head_end is not None and not self._admit(conn):
+                self._wait(conn)
+                return
             if conn.framing.expect_continue and not conn.sent_continue:
                 conn.sent_continue = True
                 try:
@@ -468,8 +494,44 @@ class ApiWorker(ThreadWorker):
 
     def _stop_reading(self, conn: _Conn) -> None:
         del self._reading[conn]
+        if self._waiting.pop(conn, False) is None:
+            return  # not on the poller
         with contextlib.suppress(KeyError, ValueError, OSError):
             self.poller.unregister(conn.sock)
+
+    def _admit(self, conn: _Conn) -> bool:
+        """Reserve room for the body whose head was just read; False when it does not fit
+        (nor is it first in line with nothing else big held)."""
+        assert conn.framing is not None and conn.framing.head_end is not None
+        body = conn.framing.body_size()
+        if body <= SMALL_REQUEST_BYTES:
+            conn.admitted = True
+            return True
+        room = conn.framing.head_end + body - conn.held
+        if (self._waiting and next(iter(self._waiting)) is not conn) or self._held + room > self.held_bytes:
+            return False
+        conn.admitted = True
+        self._charge(conn, room)
+        return True
+
+    def _wait(self, conn: _Conn) -> None:
+        if conn not in self._waiting:
+            with contextlib.suppress(KeyError, ValueError, OSError):
+                self.poller.unregister(conn.sock)
+            self._waiting[conn] = None
+
+    def _admit_waiting(self) -> None:
+        while self._waiting:
+            conn = next(iter(self._waiting))
+            if not self._admit(conn):
+                return
+            del self._waiting[conn]
+            try:
+                self.poller.register(conn.sock, conn.events, partial(self._on_readable, conn))
+            except (OSError, ValueError, KeyError):
+                self._drop(conn)
+                continue
+            self._advance(conn)
 
     def _drop(self, conn: _Conn) -> None:
         """Close a connection that is being read: a client that is too slow, sent too much or
@@ -480,14 +542,16 @@ class ApiWorker(ThreadWorker):
         self.nr_conns -= 1
         util.close(conn.sock)
 
-    def _charge(self, conn: _Conn, size: int) -> bool:
-        conn.held += size
-        self._held += size
-        return self._held <= self.held_bytes
+    def _charge(self, conn: _Conn, size: int) -> None:
+        if size > 0:
+            conn.held += size
+            self._held += size
 
     def _release(self, conn: _Conn) -> None:
         self._held -= conn.held
         conn.held = 0
+        if self._waiting:
+            self._admit_waiting()
 
     # --- closing -----------------------------------------------------------------------------------
     def linger(self, sock: socket.socket) -> None:

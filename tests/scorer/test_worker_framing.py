@@ -130,3 +130,13 @@ def test_each_path_has_its_limit_and_others_have_none():
 def test_expect_100_continue_is_noticed_before_the_body():
     verdict, framing = scan_bytewise(post(b"", "Content-Length: 2", "Expect: 100-continue"))
     assert verdict is None and framing.expect_continue
+
+
+def test_the_body_size_is_known_from_the_head():
+    """What the worker reserves before reading a big body: its length, or the path's limit."""
+    sized = Framing(limits(1000), PROBES)
+    assert sized.scan(bytearray(post(b"", "Content-Length: 700"))) is None and sized.body_size() == 700
+    chunked = Framing(limits(1000), PROBES)
+    assert chunked.scan(bytearray(post(b"", "Transfer-Encoding: chunked"))) is None and chunked.body_size() == 1000
+    bodiless = Framing(limits(1000), PROBES)
+    assert bodiless.scan(bytearray(GET)) == len(GET) and bodiless.body_size() == 0
