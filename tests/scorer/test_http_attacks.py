@@ -405,3 +405,47 @@ def test_probes_answer_while_the_api_threads_are_busy(tmp_path, real_kernel_csv)
     print(f"/healthz under load: {probes}; {counter.stat().st_size} big /filter answered")
     assert out.strip() == "[200]", out
     assert all(status == 200 and took < ANSWER_WITHIN_S for status, took in probes), probes
+
+
+# --- what reading requests in the loop must keep working ----------------------------------------
+def test_pipelined_requests_are_answered_in_order(tmp_path):
+    body = json.dumps(review("pipelined")).encode()
+    requests = (b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"
+                + f"POST /validate HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                  f"Content-Length: {len(body)}\r\n\r\n".encode() + body
+                + b"GET /score HTTP/1.1\r\nHost: x\r\n\r\nGET /readyz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    with scorer(tmp_path) as srv:
+        sock = srv.connect(timeout=10)
+        sock.sendall(requests)  # all at once: the worker reads past the first request
+        answers = []
+        for _ in range(4):
+            response = http.client.HTTPResponse(sock)
+            response.begin()
+            answers.append((response.status, response.read()))
+        sock.close()
+    assert [status for status, _ in answers] == [200, 200, 503, 503]  # not ready: no source
+    assert json.loads(answers[1][1])["response"]["uid"] == "pipelined"
+
+
+def test_expect_100_continue_is_answered_before_the_body(tmp_path):
+    body = json.dumps(review("continued")).encode()
+    with scorer(tmp_path) as srv:
+        sock = srv.connect(timeout=5)
+        sock.sendall(f"POST /validate HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                     f"Content-Length: {len(body)}\r\nExpect: 100-continue\r\n\r\n".encode())
+        assert sock.recv(100) == b"HTTP/1.1 100 Continue\r\n\r\n"  # the client may now send the body
+        sock.sendall(body)
+        status, data = _read_answer(sock)
+        sock.close()
+    assert status == 200 and json.loads(data)["response"]["uid"] == "continued"
+
+
+def test_a_big_body_over_tls_arrives_whole(tmp_path):
+    """TLS hands the loop one record (16 KiB) per read: a body of 2 MiB takes 128 reads."""
+    e = ScorerConfig.extender_body
+    names = [f"n{i}" for i in range(e.max_values - 10)]
+    doc: dict = {"Pod": {"pad": []}, "NodeNames": names}
+    body = _padded(doc, doc["Pod"]["pad"], e.max_bytes)
+    with scorer(tmp_path, tls=True) as srv:
+        status, data = srv.request("POST", "/filter", body)
+    assert status == 200 and json.loads(data)["Error"] == "ksense scorer not ready: no evaluation yet"
