@@ -116,6 +116,30 @@ def test_score_explanations_are_built_once_per_results():
     assert calls[4:] == ["worker-1"]
 
 
+def test_every_node_explained_is_rebuilt_at_most_every_interval():
+    """/score?explain=1 costs one explanation per node: a new evaluation every second must not
+    make a client polling it cost that every second."""
+    clock, calls = [0.0], []
+
+    def explain(inputs):
+        calls.append(inputs.node)
+        return fake_explain(inputs)
+
+    views = app_module._ScoreViews(explain, lambda: clock[0], explain_all_every_s=10.0)
+    first = results()
+    built = views.body(first, None, True)
+    assert len(calls) == 4 and json.loads(built)["nodes"][0]["explain"]["node"] == "worker-1"
+    second = results()  # the next evaluation, one second later
+    clock[0] = 1.0
+    assert views.body(second, None, True) is built and len(calls) == 4  # as built, with its time
+    assert json.loads(views.body(second, "worker-1", True))["explain"]["node"] == "worker-1"
+    assert calls[4:] == ["worker-1"]  # one node's view follows every evaluation
+    clock[0] = 10.0
+    rebuilt = views.body(second, None, True)
+    assert rebuilt is not built and sorted(calls[5:]) == ["worker-2", "worker-3", "worker-4"]  # worker-1 reused
+    assert views.body(second, None, True) is rebuilt
+
+
 def test_score_unknown_node_and_not_ready():
     status, _, data = get(make(), "/score", "node=nope%2F1")
     assert (status, json.loads(data)) == (404, {"error": "unknown node", "node": "nope/1"})
