@@ -83,8 +83,9 @@ class ScorerConfig:
     extender_body: BodyLimit = BodyLimit(max_bytes=2 * MIB, max_values=20_000)
     """/filter and /prioritize. With `nodeCacheCapable: true` (what the docs configure) the body
     is the pod plus node names: 5,000 nodes (Kubernetes' supported maximum) × a 253-character
-    name is 1.3 MiB. The `Nodes` form carries whole Node objects (~10 KiB each), so it fits
-    clusters of about 150 nodes; bigger clusters must be nodeCacheCapable."""
+    name is 1.3 MiB and 5,000 values. The `Nodes` form carries whole Node objects (~10 KiB and
+    ~400 values each), so it fits clusters of about 50 nodes; bigger clusters must be
+    nodeCacheCapable. The answer grows with the names (~60 bytes each in FailedNodes)."""
     held_request_bytes: int = 48 * MIB
     """Request bytes the API worker holds at once, being read, queued or served; a connection
     whose bytes would go beyond is closed. 16 maximum-size extender requests fit; 1,000
