@@ -16,6 +16,7 @@ BENCHES = (
     ("bench.scorer_tick", "one scorer evaluation for 5,000 nodes vs a scalar implementation"),
     ("bench.scorer_replay", "scorer.replay of the 4,569-row real recording"),
     ("bench.webhook", "/validate and /score over TLS with keep-alive"),
+    ("bench.scorer_api", "/validate over TLS keep-alive: the Flask app vs a plain WSGI dispatch of its handlers"),
     ("bench.scorer_freshness", "input step change to decision change through Prometheus"),
     ("bench.scheduler_decide", "filters + choice for one pod over 5,000 nodes vs per-node loops"),
     ("bench.scheduler_binds", "bind throughput and API requests per pod vs raw binds"),

@@ -1,7 +1,7 @@
 """How fast the scorer's HTTPS API answers: /validate and /score over TLS with keep-alive.
 
-Starts the real server (scorer.server.serve: gunicorn gthread, one worker, 8 threads) in a
-subprocess on 127.0.0.1 with a trustme certificate, over fixed Results of 50 nodes and a real
+Starts the real server (scorer.server.serve: gunicorn, one ApiWorker, 8 threads) with the
+Flask app in a subprocess on 127.0.0.1 with a trustme certificate, over fixed Results of 50 nodes and a real
 Recorder writing fuzzy_score.csv to a temp dir (every review has a new uid, so every one is
 recorded). The load generator is Python: client processes, each with one persistent
 HTTPSConnection that trusts the test CA, so every request after the first reuses its TLS
@@ -11,9 +11,10 @@ Two regimes per route:
 - offered 200 req/s (2 connections at 100 req/s each, paced on a fixed schedule; latency is
   measured from the scheduled send time, so a stalled server cannot hide queueing);
 - saturated (4 connections back to back): requests/s and latency at the limit.
-The floor is GET /healthz on the same server with the same clients: TLS, HTTP parsing and the
-client's own cost, without any of our work. The prototype reference (Flask dev server, a TLS
-handshake per request, CSV re-read per request) is ~35 req/s saturated and p99 55 ms at 10 req/s.
+The floor is GET /healthz on the same server with the same clients: TLS, HTTP parsing, Flask
+and the client's own cost, without our handlers' work (it is answered on the probe thread).
+The prototype reference (Flask dev server, a TLS handshake per request, CSV re-read per
+request) is ~35 req/s saturated and p99 55 ms at 10 req/s.
 Goals: /validate p99 ≤ 5 ms at 200 req/s, ≥ 1,500 req/s saturated.
 
 Prints a table with ratios; exits 0 when a goal is missed, non-zero only when the harness fails.
@@ -92,10 +93,12 @@ ROUTES = (HEALTHZ, VALIDATE, SCORE, SCORE_NODE)
 
 
 # --- the server side (a subprocess: gunicorn needs its main thread) ------------------------------
-def _serve(port: int, cert: str, key: str, state: Path) -> int:
+def _serve(port: int, cert: str, key: str, state: Path, kind: str) -> int:
+    """Serve the API over fixed Results: `kind` "flask" is the scorer's app, "plain" the same
+    handlers through bench.scorer_api's plain WSGI dispatch."""
     from exporter.names import FUZZY_SCORE_COLUMNS
     from exporter.sinks.csvfile import CsvSink
-    from scorer.app import create_app
+    from scorer.app import ScorerApi, flask_app
     from scorer.core.model import NodeInputs, NodeReport, Results
     from scorer.recorder import Recorder
     from scorer.server import TlsFiles, serve
@@ -114,8 +117,15 @@ def _serve(port: int, cert: str, key: str, state: Path) -> int:
         )
     results = Results(time=now, source="prometheus", reports=reports)
     recorder = Recorder(CsvSink(state / "fuzzy_score.csv", FUZZY_SCORE_COLUMNS))
-    app = create_app(results=lambda: results, ready=lambda: True, explain=lambda inputs: {}, recorder=recorder)
-    return serve(app, host="127.0.0.1", port=port, tls=TlsFiles(cert, key), log_level="warning")
+    handlers = ScorerApi(results=lambda: results, ready=lambda: True, explain=lambda inputs: {}, recorder=recorder)
+    if kind == "plain":
+        from bench.scorer_api import plain_wsgi
+
+        app = plain_wsgi(handlers)
+    else:
+        app = flask_app(handlers)
+    return serve(app, host="127.0.0.1", port=port, tls=TlsFiles(cert, key), body_limits=handlers.body_limits,
+                 log_level="warning")
 
 
 # --- the client side ----------------------------------------------------------------------------------
@@ -194,9 +204,12 @@ def measure(pool: ProcessPoolExecutor, port: int, cafile: str, route: Route, *, 
 
 
 # --- orchestration ------------------------------------------------------------------------------------
-def start_server(tmp: Path) -> tuple[subprocess.Popen, int, str]:
+def start_server(tmp: Path, kind: str = "flask") -> tuple[subprocess.Popen, int, str]:
+    """The server (`kind` as in _serve) in a subprocess with its own certificate, CA file and
+    fuzzy_score.csv under `tmp`: (process, port, CA file)."""
     import trustme
 
+    tmp.mkdir(parents=True, exist_ok=True)
     ca = trustme.CA()
     leaf = ca.issue_cert("127.0.0.1")
     cert, key, cafile = tmp / "tls.crt", tmp / "tls.key", tmp / "ca.pem"
@@ -206,7 +219,7 @@ def start_server(tmp: Path) -> tuple[subprocess.Popen, int, str]:
     port = free_port()
     log = open(tmp / "server.log", "wb")  # noqa: SIM115 - the child keeps it
     proc = subprocess.Popen(
-        [sys.executable, "-m", "bench.webhook", "--serve", str(port), str(cert), str(key), str(tmp)],
+        [sys.executable, "-m", "bench.webhook", "--serve", str(port), str(cert), str(key), str(tmp), kind],
         stdout=log, stderr=subprocess.STDOUT,
     )
     deadline = time.monotonic() + 30
@@ -228,12 +241,19 @@ def ratio(a: float, b: float) -> str:
     return "-" if b <= 0 else (f"{a / b:.2f}" if a / b < 100 else f"{a / b:.0f}")
 
 
+def stop_server(proc: subprocess.Popen) -> None:
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
 
 
 def main(argv: list[str]) -> int:
     if argv[:1] == ["--serve"]:
-        port, cert, key, state = argv[1:5]
-        return _serve(int(port), cert, key, Path(state))
+        port, cert, key, state, kind = argv[1:6]
+        return _serve(int(port), cert, key, Path(state), kind)
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="2 s per figure instead of 5 s")
     args = parser.parse_args(argv)
@@ -250,17 +270,12 @@ def main(argv: list[str]) -> int:
                 saturated = {r: measure(pool, port, cafile, r, rate=None, connections=SATURATING_CONNECTIONS,
                                         duration=duration) for r in ROUTES}
         finally:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+            stop_server(proc)
         recorded = len((tmp / "fuzzy_score.csv").read_text().splitlines()) - 1
 
     floor_p, floor_s = paced[HEALTHZ], saturated[HEALTHZ]
-    print(f"webhook over TLS keep-alive, 127.0.0.1, {os.cpu_count()} CPUs; server: gunicorn gthread, 1 worker, "
-          f"8 threads; {duration:.0f} s per figure; {recorded} reviews recorded to fuzzy_score.csv")
+    print(f"webhook over TLS keep-alive, 127.0.0.1, {os.cpu_count()} CPUs; server: gunicorn, 1 ApiWorker, "
+          f"8 threads, Flask app; {duration:.0f} s per figure; {recorded} reviews recorded to fuzzy_score.csv")
     rows = []
     for route in ROUTES:
         p, s = paced[route], saturated[route]

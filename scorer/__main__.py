@@ -21,7 +21,7 @@ from exporter.envconf import ConfigError, unknown_variables
 from exporter.names import FUZZY_SCORE_COLUMNS
 from exporter.sinks.csvfile import CsvSink
 from exporter.sinks.prometheus import MetricsServer, make_registry
-from scorer.app import create_app
+from scorer.app import body_limits, create_app
 from scorer.config import ScorerConfig, build_parser, from_env
 from scorer.core.decision import params_for
 from scorer.core.evaluate import explain_node
@@ -83,6 +83,8 @@ def build(cfg: ScorerConfig):
         stale=evaluator.stale,
         explain=lambda node: explain_node(rb, params, node),
         recorder=recorder,
+        validate_body=cfg.validate_body,
+        extender_body=cfg.extender_body,
     )
     stop = threading.Event()
 
@@ -135,7 +137,8 @@ def main(argv: list[str] | None = None) -> int:
     started, main_pid = time.monotonic(), os.getpid()
     try:
         return serve(app, host=cfg.webhook_host, port=cfg.webhook_port, tls=tls, on_worker_start=on_worker_start,
-                     stop=stop)
+                     stop=stop, read_timeout_s=cfg.read_timeout_s, held_bytes=cfg.held_request_bytes,
+                     body_limits=body_limits(cfg.validate_body, cfg.extender_body))
     finally:
         recorder.close()
         if os.getpid() == main_pid:  # the forked worker unwinds through here too

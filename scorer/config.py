@@ -14,6 +14,23 @@ from pathlib import Path
 from exporter import names as n
 from exporter.envconf import EnvReader
 
+MIB = 1 << 20
+
+
+@dataclass(frozen=True)
+class BodyLimit:
+    """How large one JSON request body may be.
+
+    `max_bytes` is checked against Content-Length before a byte is read (413). `max_values` is
+    checked before parsing by counting the bytes that start a JSON value or key (`,` `:` `[`
+    `{`, an upper bound of the number of values): parsing makes about 60-100 bytes of Python
+    objects per value, so a short body of `[{},{},...]` could otherwise cost 25 times its size.
+    Together they bound what one request can make the worker hold: about
+    4 × max_bytes + 100 × max_values bytes (strings may widen to 4 bytes per character)."""
+
+    max_bytes: int
+    max_values: int
+
 
 @dataclass(frozen=True)
 class ScorerConfig:
@@ -63,6 +80,26 @@ class ScorerConfig:
     csv_max_bytes: int = 64 * 1024 * 1024
     csv_keep: int = 5
     log_format: str = "text"
+    # --- HTTP API limits (not settable: they bound the worker's memory, tests hold them) ------
+    validate_body: BodyLimit = BodyLimit(max_bytes=1 * MIB, max_values=50_000)
+    """/validate. A real Pod CREATE review is a few tens of KiB and a few thousand values; a Pod's
+    annotations may total 256 KiB (the API server's limit), so 1 MiB is four times the biggest
+    annotations plus the rest of a pod. Larger reviews are answered 413, which the webhook's
+    `failurePolicy: Ignore` turns into an admitted, unrecorded pod."""
+    extender_body: BodyLimit = BodyLimit(max_bytes=2 * MIB, max_values=20_000)
+    """/filter and /prioritize. With `nodeCacheCapable: true` (what the docs configure) the body
+    is the pod plus node names: 5,000 nodes (Kubernetes' supported maximum) × a 253-character
+    name is 1.3 MiB and 5,000 values. The `Nodes` form carries whole Node objects (~10 KiB and
+    ~400 values each), so it fits clusters of about 50 nodes; bigger clusters must be
+    nodeCacheCapable. The answer grows with the names (~60 bytes each in FailedNodes)."""
+    held_request_bytes: int = 48 * MIB
+    """Request bytes the API worker holds at once, being read, queued or served; a connection
+    whose bytes would go beyond is closed. 16 maximum-size extender requests fit; 1,000
+    connections each sending 2 MiB do not take the worker past its 512 Mi container limit."""
+    read_timeout_s: float = 10.0
+    """Deadline for a whole request to arrive (TLS handshake, headers and body), from its first
+    byte (from the connection for a new one). The API server's webhook call times out after
+    `timeoutSeconds` (at most 30 s); a healthy client sends a request in milliseconds."""
 
 
 def build_parser(prog: str = "python -m scorer") -> argparse.ArgumentParser:

@@ -1,14 +1,14 @@
-"""Serve the scorer's WSGI app in production: gunicorn's gthread worker, TLS files re-read when
-they rotate (SPEC §3.4, §8).
+"""Serve the scorer's WSGI (Flask) app in production: gunicorn with our gthread worker, TLS
+files re-read when they rotate (SPEC §3.4, §8).
 
-Why gunicorn gthread (TESTING.md): it keeps connections alive under TLS (≈ 2,300 req/s here),
-and it runs each TLS handshake in a worker thread (ThreadWorker.handle -> TConn.init), never in
-the accept loop, so one slow client cannot stall the others: the prototype's bug. Flask's dev
-server and gunicorn's sync worker close every connection (a handshake per request, ≈ 18 ms),
-waitress has no TLS, cheroot is not installed. A handshake that starts and then stalls would
-still hold its thread forever (gunicorn wraps a blocking socket without a deadline), so our
-context gives each new server socket a timeout (`handshake_timeout_s`) for the handshake and
-the first request; gunicorn clears it when the connection is reused.
+Why gunicorn gthread (TESTING.md): it keeps connections alive under TLS (≈ 2,300 req/s here)
+and parks idle kept-alive connections in its event loop, not in threads. Flask's dev server
+and gunicorn's sync worker close every connection (a handshake per request, ≈ 18 ms), waitress
+has no TLS, cheroot is not installed. Its worker still let a slow client hold a thread (a
+stalled handshake, headers or body), so the worker is scorer.worker.ApiWorker: the event loop
+reads each request whole, TLS handshake included, under one deadline (`read_timeout_s`) and a
+memory bound (`held_bytes`), before a thread runs the app; the probes have their own thread.
+Its docstring explains the design.
 
 Embedded through gunicorn.app.base.BaseApplication: one arbiter process and ONE worker process
 with `threads` threads. One worker, because the evaluator, its Results and the webhook's uid
@@ -35,13 +35,14 @@ CPython's own ssl tests use). Both read the first certificate of the file: the l
 
 from __future__ import annotations
 
+import ctypes
 import importlib.util
 import logging
 import os
 import ssl
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -49,38 +50,24 @@ from typing import Any
 
 from gunicorn.app.base import BaseApplication
 
+from scorer.config import ScorerConfig
+from scorer.worker import ApiWorker
+
 _LOG = logging.getLogger("ksense.scorer.tls")
+
+#: Liveness and readiness: answered by the worker's own probe thread, never behind API requests.
+PROBE_PATHS = ("/healthz", "/readyz")
+#: Heap blocks this big or bigger get their own mapping, returned to the system at free().
+MMAP_THRESHOLD_BYTES = 128 * 1024
+_M_MMAP_THRESHOLD = -3  # glibc's mallopt parameter
 
 #: Longer than the API server's interval between webhook calls under load, so connections are
 #: reused; idle ones are closed by gunicorn after this.
 KEEPALIVE_S = 75
-HANDSHAKE_TIMEOUT_S = 10.0
 GRACEFUL_TIMEOUT_S = 10
 #: The heartbeat file gunicorn's arbiter watches; tmpfs, since the scorer's image has a
 #: read-only root file system (SPEC §6).
 _SHM = "/dev/shm"
-
-
-class _DeadlineSocket(ssl.SSLSocket):
-    """Reports a handshake that ran out of time as the peer's EOF, which it is in effect: gunicorn
-    then closes the connection quietly instead of logging a traceback per stalled client."""
-
-    def do_handshake(self, block: bool = False) -> None:
-        try:
-            super().do_handshake(block)
-        except TimeoutError:
-            raise ssl.SSLEOFError(ssl.SSL_ERROR_EOF, "handshake timed out") from None
-
-
-class _HandshakeTimeoutContext(ssl.SSLContext):
-    """A server context whose sockets have a deadline for the handshake (see module docstring)."""
-
-    handshake_timeout_s: float = HANDSHAKE_TIMEOUT_S
-    sslsocket_class = _DeadlineSocket
-
-    def wrap_socket(self, sock: Any, *args: Any, **kwargs: Any) -> ssl.SSLSocket:
-        sock.settimeout(self.handshake_timeout_s)
-        return super().wrap_socket(sock, *args, **kwargs)
 
 
 def not_after_cryptography(certfile: str | os.PathLike[str]) -> float:
@@ -119,14 +106,12 @@ class TlsFiles:
         keyfile: str | os.PathLike[str],
         *,
         check_every_s: float = 1.0,
-        handshake_timeout_s: float = HANDSHAKE_TIMEOUT_S,
         clock: Callable[[], float] = time.monotonic,
         log: logging.Logger = _LOG,
     ):
         self.certfile = os.fspath(certfile)
         self.keyfile = os.fspath(keyfile)
         self._check_every_s = check_every_s
-        self._handshake_timeout_s = handshake_timeout_s
         self._clock = clock
         self._log = log
         self._lock = threading.Lock()
@@ -198,12 +183,11 @@ class TlsFiles:
         return tuple(v for st in (cert, key) for v in (st.st_dev, st.st_ino, st.st_mtime_ns, st.st_size))
 
     def _build(self, signature: tuple[int, ...]) -> _Loaded:
-        context = _HandshakeTimeoutContext(ssl.PROTOCOL_TLS_SERVER)
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         context.minimum_version = ssl.TLSVersion.TLSv1_2
         # TLS 1.2 renegotiation lets one connection make the server redo the expensive half
         # of a handshake again and again; TLS 1.3 has none. Nothing of ours needs it.
         context.options |= ssl.OP_NO_RENEGOTIATION
-        context.handshake_timeout_s = self._handshake_timeout_s
         context.load_cert_chain(self.certfile, self.keyfile)
         # Parsed after the load: if the files changed in between, the signature taken before
         # both differs from the new files', so the next check loads again and both agree.
@@ -235,14 +219,22 @@ def serve(
     stop: threading.Event | None = None,
     keepalive_s: int = KEEPALIVE_S,
     graceful_timeout_s: int = GRACEFUL_TIMEOUT_S,
+    read_timeout_s: float = ScorerConfig.read_timeout_s,
+    body_limits: Mapping[str, int] | None = None,
+    held_bytes: int = ScorerConfig.held_request_bytes,
+    probe_paths: Iterable[str] = PROBE_PATHS,
     log_level: str = "info",
 ) -> int:
     """Serve `app` on host:port (HTTPS when `tls` is given) until SIGTERM or SIGINT; returns the
     exit status (0 after a clean stop). Must run in the main thread (gunicorn installs signal
     handlers). `on_worker_start` runs in the serving process once it is up; `stop` is set in the
-    serving process when it stops, after in-flight requests were answered."""
+    serving process when it stops, after in-flight requests were answered. A request must arrive
+    whole within `read_timeout_s`; `body_limits` maps a path to the largest body read for it
+    (the app's limits: ScorerApi.body_limits; other paths: none); `held_bytes` bounds the request
+    bytes held at once; `probe_paths` are answered by their own thread (scorer.worker)."""
     if tls is not None:
         tls.load()
+    _fixed_mmap_threshold()
 
     def post_worker_init(worker: Any) -> None:
         if on_worker_start is not None:
@@ -255,8 +247,14 @@ def serve(
     options: dict[str, Any] = {
         "bind": [f"[{host}]:{port}" if ":" in host else f"{host}:{port}"],
         "workers": 1,
-        "worker_class": "gthread",
+        "worker_class": type("ApiWorker", (ApiWorker,), {
+            "read_timeout_s": read_timeout_s, "body_limits": dict(body_limits or {}), "held_bytes": held_bytes,
+            "probe_paths": frozenset(probe_paths),
+        }),
         "threads": threads,
+        # What ApiWorker relies on: it runs the handshake in its loop and speaks HTTP/1.1 only.
+        "do_handshake_on_connect": False,
+        "http_protocols": "h1",
         "keepalive": keepalive_s,
         "graceful_timeout": graceful_timeout_s,
         "proc_name": "ksense-scorer",
@@ -281,6 +279,20 @@ def serve(
     except SystemExit as exc:
         return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
     return 0
+
+
+def _fixed_mmap_threshold() -> None:
+    """Keep request-sized buffers out of the heap. glibc raises its mmap threshold each time a
+    mapped block is freed (up to 32 MiB), after which buffers of a request body's size come from
+    the heap and stay in the process after they are freed: rounds of maximum-size bodies
+    ratcheted the worker from +15 to +86 MiB above idle. Setting the threshold stops the
+    adjustment. The forked worker inherits it. glibc only; elsewhere nothing happens."""
+    try:
+        mallopt = ctypes.CDLL(None).mallopt
+    except (OSError, AttributeError):
+        return
+    if not mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES):
+        _LOG.warning("event=mallopt_failed parameter=M_MMAP_THRESHOLD")
 
 
 def _iso(unix: float) -> str:

@@ -11,7 +11,8 @@ can echo a valid envelope:
 
 - **400 `bad_request`**: the body is not a JSON object; `apiVersion` is not
   `admission.k8s.io/v1` or `admission.k8s.io/v1beta1`; `kind` is not `AdmissionReview`;
-  `request` is missing or not an object; `request.uid` is missing, not a string or empty.
+  `request` is missing or not an object; `request.uid` is missing, not a string, empty or
+  longer than MAX_UID.
 - **200 `ignored`** (allowed, no status, no annotations, not recorded): `request.kind` is not
   core `Pod` (group "" or absent), `operation` is not `CREATE`, or a subresource is named.
 - **200 `dry_run`**: a Pod CREATE whose `dryRun` is anything but false, null or absent (with
@@ -29,6 +30,10 @@ scheduler enforces. The target node is `spec.nodeName`, else the value of the
 knows node names, not node labels; the hostname label equals the node name on kubelet defaults,
 so this is the one selector that matches exactly one known node). A `nodeName` the scorer does
 not know is still reported, with decision `unknown` and no score.
+
+Lengths are Kubernetes' own: a value longer than a real API server can send is not a review
+(uid: 400) or not a name (namespace, name, generateName, nodeName: taken as absent), so no
+client can make the CSV, the annotations or the uid de-duplication hold long strings.
 """
 
 from __future__ import annotations
@@ -50,6 +55,12 @@ HOSTNAME_LABEL = "kubernetes.io/hostname"
 #: SPEC §3.4 caps audit annotation values; node names alone may be 253 characters long.
 MAX_ANNOTATION = 250
 OVERRIDE = " (CREATE override: allowed=true)"
+#: The API server's review uids are 36-character UUIDs; 128 leaves room for any other issuer.
+MAX_UID = 128
+#: Object names (pods, nodes) are DNS subdomains: at most 253 characters.
+MAX_NAME = 253
+#: Namespaces are DNS labels: at most 63 characters.
+MAX_NAMESPACE = 63
 TARGET_UNKNOWN = "unknown"
 
 OUTCOME_RECORDED = "recorded"
@@ -269,6 +280,8 @@ def _envelope(body: object) -> tuple[str, AdmissionRequest, str] | str:
     uid = request.get("uid")
     if not isinstance(uid, str) or not uid:
         return "request.uid is missing or not a non-empty string"
+    if len(uid) > MAX_UID:
+        return f"request.uid is longer than {MAX_UID} characters"
     return api_version, request, uid
 
 
@@ -292,7 +305,7 @@ def _target_node(pod: object, reports: Any) -> str | None:
     if not isinstance(spec, dict):
         return None
     node_name = spec.get("nodeName")
-    if isinstance(node_name, str) and node_name:
+    if isinstance(node_name, str) and 0 < len(node_name) <= MAX_NAME:
         return node_name
     selector = spec.get("nodeSelector")
     if isinstance(selector, dict):
@@ -314,11 +327,11 @@ def _identity(request: AdmissionRequest, pod: object) -> tuple[str, str]:
     meta = pod.get("metadata") if isinstance(pod, dict) else None
     meta = meta if isinstance(meta, dict) else {}
 
-    def first(*values: object) -> str:
-        return next((v for v in values if isinstance(v, str) and v), "")
+    def first(limit: int, *values: object) -> str:
+        return next((v for v in values if isinstance(v, str) and 0 < len(v) <= limit), "")
 
-    namespace = first(request.get("namespace"), meta.get("namespace"))
-    name = first(meta.get("name"), request.get("name"), meta.get("generateName"))
+    namespace = first(MAX_NAMESPACE, request.get("namespace"), meta.get("namespace"))
+    name = first(MAX_NAME, meta.get("name"), request.get("name"), meta.get("generateName"))
     return namespace, name
 
 

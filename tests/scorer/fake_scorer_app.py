@@ -6,8 +6,9 @@ the real server (gunicorn, forked worker, real sockets) in a subprocess:
     python -m tests.scorer.fake_scorer_app --port P --state-dir D [--cert C --key K]
 
 serves scorer.app over fixed Results with a real Recorder (fuzzy_score.csv in D) through
-scorer.server.serve, plus two test-only routes answered from the worker process:
-GET /test/cert-expiry (TlsFiles.expiry) and GET /test/pid. `on_worker_start` writes
+scorer.server.serve, plus test-only routes answered from the worker process:
+GET /test/cert-expiry (TlsFiles.expiry), GET /test/pid and GET /test/explain-calls (how many
+times the app asked for a node's explanation). `on_worker_start` writes
 D/worker.pid; a thread it starts writes D/stopped when `stop` is set.
 """
 
@@ -27,7 +28,8 @@ from typing import Any
 
 from exporter.names import FUZZY_SCORE_COLUMNS
 from exporter.sinks.csvfile import CsvSink
-from scorer.app import create_app
+from scorer.app import body_limits, create_app
+from scorer.config import ScorerConfig
 from scorer.core.model import NodeInputs, NodeReport, Results
 from scorer.recorder import Recorder
 from scorer.server import TlsFiles, serve
@@ -117,13 +119,15 @@ def call(
     return int(seen["status"].split()[0]), seen["headers"], data
 
 
-def _test_routes(app: Callable, tls: TlsFiles | None) -> Callable:
+def _test_routes(app: Callable, tls: TlsFiles | None, explain_calls: list[int]) -> Callable:
     def wrapped(environ: dict, start_response: Callable) -> Iterable[bytes]:
         path = environ.get("PATH_INFO", "")
         if path == "/test/cert-expiry":
             data = json.dumps({"expiry": tls.expiry() if tls else None}).encode()
         elif path == "/test/pid":
             data = json.dumps({"pid": os.getpid()}).encode()
+        elif path == "/test/explain-calls":
+            data = json.dumps({"calls": explain_calls[0]}).encode()
         else:
             return app(environ, start_response)
         start_response("200 OK", [("Content-Type", "application/json"), ("Content-Length", str(len(data)))])
@@ -140,13 +144,19 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--cert")
     parser.add_argument("--key")
     parser.add_argument("--threads", type=int, default=8)
-    parser.add_argument("--handshake-timeout", type=float, default=10.0)
+    parser.add_argument("--read-timeout", type=float, default=10.0)
     args = parser.parse_args(argv)
 
-    tls = TlsFiles(args.cert, args.key, handshake_timeout_s=args.handshake_timeout) if args.cert else None
+    tls = TlsFiles(args.cert, args.key) if args.cert else None
     recorder = Recorder(CsvSink(args.state_dir / "fuzzy_score.csv", FUZZY_SCORE_COLUMNS))
     fixed = results()
-    app = create_app(results=lambda: fixed, ready=lambda: True, explain=fake_explain, recorder=recorder)
+    explain_calls = [0]
+
+    def explain(inputs: NodeInputs) -> dict:
+        explain_calls[0] += 1
+        return fake_explain(inputs)
+
+    app = create_app(results=lambda: fixed, ready=lambda: True, explain=explain, recorder=recorder)
     stop = threading.Event()
 
     def on_worker_start() -> None:
@@ -160,8 +170,9 @@ def main(argv: list[str]) -> int:
         threading.Thread(target=on_stop, name="on-stop").start()
 
     return serve(
-        _test_routes(app, tls), host=args.host, port=args.port, tls=tls, threads=args.threads,
-        on_worker_start=on_worker_start, stop=stop,
+        _test_routes(app, tls, explain_calls), host=args.host, port=args.port, tls=tls, threads=args.threads,
+        on_worker_start=on_worker_start, stop=stop, read_timeout_s=args.read_timeout,
+        body_limits=body_limits(ScorerConfig.validate_body, ScorerConfig.extender_body),
     )
 
 

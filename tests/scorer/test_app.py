@@ -1,4 +1,4 @@
-"""The scorer's WSGI app in-process: routes, exact /score shapes (CONTRACT §3.1), body limits and
+"""The scorer's Flask app in-process: routes, exact /score shapes (CONTRACT §3.1), body limits and
 the never-5xx webhook."""
 
 from __future__ import annotations
@@ -11,12 +11,15 @@ from pathlib import Path
 import pytest
 
 from scorer import app as app_module
-from scorer.app import VALIDATE_MAX_BYTES, create_app
+from scorer.app import create_app
+from scorer.config import ScorerConfig
 from scorer.core import admission
 from scorer.core.reports import iso_time, report_json
 from scorer.recorder import Recorder
 from tests.scorer.fake_scorer_app import call, fake_explain, results
 
+VALIDATE_MAX_BYTES = ScorerConfig.validate_body.max_bytes
+VALIDATE_MAX_VALUES = ScorerConfig.validate_body.max_values
 REVIEW = (Path(__file__).parent / "fixtures" / "admission" / "v1_pod_create.request.json").read_bytes()
 REPORT_KEYS = ["node", "time", "decision", "score", "level", "medium_band", "reason", "inputs", "missing",
                "bad_count", "good_count"]
@@ -93,6 +96,50 @@ def test_score_explain():
     assert "explain" not in json.loads(get(make(), "/score", "node=worker-3&explain=0")[2])
 
 
+def test_score_explanations_are_built_once_per_results():
+    calls = []
+
+    def explain(inputs):
+        calls.append(inputs.node)
+        return fake_explain(inputs)
+
+    current = [results()]
+    app = create_app(results=lambda: current[0], ready=lambda: True, explain=explain, recorder=CountingRecorder())
+    first = get(app, "/score", "explain=1")[2]
+    for query in ("explain=1", "node=worker-2&explain=1", "explain=true", "node=worker-2&explain=1"):
+        assert get(app, "/score", query)[0] == 200
+    assert get(app, "/score", "explain=1")[2] == first
+    assert sorted(calls) == ["worker-1", "worker-2", "worker-3", "worker-4"]
+    current[0] = results()  # a new evaluation: explained again, once
+    for _ in range(3):
+        get(app, "/score", "node=worker-1&explain=1")
+    assert calls[4:] == ["worker-1"]
+
+
+def test_every_node_explained_is_rebuilt_at_most_every_interval():
+    """/score?explain=1 costs one explanation per node: a new evaluation every second must not
+    make a client polling it cost that every second."""
+    clock, calls = [0.0], []
+
+    def explain(inputs):
+        calls.append(inputs.node)
+        return fake_explain(inputs)
+
+    views = app_module._ScoreViews(explain, lambda: clock[0], explain_all_every_s=10.0)
+    first = results()
+    built = views.body(first, None, True)
+    assert len(calls) == 4 and json.loads(built)["nodes"][0]["explain"]["node"] == "worker-1"
+    second = results()  # the next evaluation, one second later
+    clock[0] = 1.0
+    assert views.body(second, None, True) is built and len(calls) == 4  # as built, with its time
+    assert json.loads(views.body(second, "worker-1", True))["explain"]["node"] == "worker-1"
+    assert calls[4:] == ["worker-1"]  # one node's view follows every evaluation
+    clock[0] = 10.0
+    rebuilt = views.body(second, None, True)
+    assert rebuilt is not built and sorted(calls[5:]) == ["worker-2", "worker-3", "worker-4"]  # worker-1 reused
+    assert views.body(second, None, True) is rebuilt
+
+
 def test_score_unknown_node_and_not_ready():
     status, _, data = get(make(), "/score", "node=nope%2F1")
     assert (status, json.loads(data)) == (404, {"error": "unknown node", "node": "nope/1"})
@@ -161,13 +208,16 @@ def test_validate_needs_a_json_content_type(content_type):
     assert status == 415 and "application/json" in json.loads(data)["error"]
 
 
+WSGI = {"SERVER_NAME": "test", "SERVER_PORT": "443", "wsgi.url_scheme": "https"}
+
+
 class Unreadable(io.RawIOBase):
     def read(self, size=-1):
         raise AssertionError("the body must not be read")
 
 
 def test_validate_refuses_a_big_content_length_without_reading():
-    environ = {"REQUEST_METHOD": "POST", "PATH_INFO": "/validate", "CONTENT_TYPE": "application/json",
+    environ = {**WSGI, "REQUEST_METHOD": "POST", "PATH_INFO": "/validate", "CONTENT_TYPE": "application/json",
                "CONTENT_LENGTH": str(VALIDATE_MAX_BYTES + 1), "wsgi.input": Unreadable()}
     seen = {}
     data = b"".join(make()(environ, lambda status, headers: seen.update(status=status)))
@@ -187,7 +237,7 @@ class CountingStream(io.BytesIO):
 
 def test_validate_reads_a_chunked_body_only_up_to_the_limit():
     stream = CountingStream(b" " * (VALIDATE_MAX_BYTES + 5000))
-    environ = {"REQUEST_METHOD": "POST", "PATH_INFO": "/validate", "CONTENT_TYPE": "application/json",
+    environ = {**WSGI, "REQUEST_METHOD": "POST", "PATH_INFO": "/validate", "CONTENT_TYPE": "application/json",
                "wsgi.input": stream, "wsgi.input_terminated": True}
     seen = {}
     b"".join(make()(environ, lambda status, headers: seen.update(status=status)))
@@ -209,14 +259,31 @@ def test_validate_chunked_body_within_the_limit_is_reviewed():
         (b"", None, "not valid JSON"),
         (b'{"a": NaN}', None, "NaN is not JSON"),
         (b"[-Infinity]", None, "not JSON"),
-        (b"[" * 100_000, None, "nested too deeply"),
+        (b"[" * (VALIDATE_MAX_VALUES - 1), None, "nested too deeply"),
+        (b"[" * VALIDATE_MAX_VALUES, None, "JSON values"),  # refused (413) before parsing
         (b"{}", "12abc", "invalid Content-Length"),
         (b"{}", "-1", "invalid Content-Length"),
     ],
 )
 def test_validate_bad_bodies(body, content_length, why):
     status, _, data = call(make(), "POST", "/validate", body, content_length=content_length)
-    assert status == 400 and why in json.loads(data)["error"]
+    assert status == (413 if why == "JSON values" else 400) and why in json.loads(data)["error"]
+
+
+@pytest.mark.parametrize("route", ["/validate", "/filter", "/prioritize"])
+def test_a_body_with_too_many_values_is_refused_before_parsing(route, monkeypatch):
+    limit = ScorerConfig.validate_body if route == "/validate" else ScorerConfig.extender_body
+    body = b"[" + b",".join([b"0"] * limit.max_values) + b"]"  # max_values + 1 values
+    with monkeypatch.context() as patched:
+        patched.setattr(app_module.json, "loads", lambda *a, **k: pytest.fail("parsed"))
+        status, _, data = call(make(), "POST", route, body)
+    assert status == 413 and f"more than {limit.max_values} JSON values" in json.loads(data)["error"]
+
+
+def test_a_body_at_the_value_cap_is_parsed():
+    values = ScorerConfig.extender_body.max_values
+    body = json.dumps({"NodeNames": [f"n{i}" for i in range(values - 3)]}).encode()  # { : [ and commas
+    assert call(make(), "POST", "/filter", body)[0] == 200
 
 
 def test_validate_a_short_body_is_a_bad_request():

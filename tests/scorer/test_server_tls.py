@@ -1,5 +1,6 @@
-"""The real server (scorer.server: gunicorn gthread, forked worker) over real TLS with trustme
-certificates: keep-alive, certificate rotation under load, stalled handshakes, SIGTERM.
+"""The real server (scorer.server: gunicorn, ApiWorker, forked worker) over real TLS with trustme
+certificates: keep-alive, certificate rotation under load, stalled handshakes, SIGTERM, and
+/score?explain=1 polled by a client (explanations built once per evaluation).
 
 Each test starts `python -m tests.scorer.fake_scorer_app` on 127.0.0.1 with a free port, polls
 it with a deadline and stops it by its PID. Clients pass their SSL context explicitly (the
@@ -222,7 +223,7 @@ def test_certificate_rotation_under_load(tmp_path, ca):
 
 
 def test_a_stalled_handshake_does_not_stall_other_clients(tmp_path, ca):
-    with running(tmp_path, ca, "--threads", "2", "--handshake-timeout", "3") as srv:
+    with running(tmp_path, ca, "--threads", "2", "--read-timeout", "3") as srv:
         stalled = socket.create_connection(("127.0.0.1", srv.port))
         stalled.sendall(b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03")  # the start of a ClientHello
         time.sleep(0.2)
@@ -256,6 +257,21 @@ def test_sigterm_stops_cleanly_after_recording(tmp_path, ca):
     assert len(rows) == 2 and rows[1].split(",")[1] == REVIEW["request"]["uid"]
 
 
+def test_explanations_are_built_once_per_evaluation(tmp_path, ca):
+    """An unauthenticated client polling /score?explain=1 must not make the worker explain
+    every node per request (issue #10 item 11): the explanations and bodies are cached with
+    the Results they show."""
+    with running(tmp_path, ca) as srv:
+        conn = srv.connect(client_context(ca))
+        first = request(conn, "GET", "/score?explain=1")[1]
+        assert [n["explain"]["node"] for n in first["nodes"]] == ["worker-1", "worker-2", "worker-3", "worker-4"]
+        for _ in range(20):
+            assert request(conn, "GET", "/score?explain=1")[1] == first
+            assert request(conn, "GET", "/score?node=worker-3&explain=true")[1]["explain"]["node"] == "worker-3"
+        assert request(conn, "GET", "/test/explain-calls")[1] == {"calls": 4}  # one per node
+        assert srv.stop() == 0
+
+
 def test_plain_http_without_certificates(tmp_path):
     with running(tmp_path, None) as srv:
         conn = srv.connect(None)
@@ -275,10 +291,10 @@ def test_tls_files_reload_at_most_once_per_interval_and_survive_bad_files(tmp_pa
     cert, key = tmp_path / "c.pem", tmp_path / "k.pem"
     write_pair(ca, cert, key, EXPIRY_1)
     now = [100.0]
-    tls = TlsFiles(cert, key, clock=lambda: now[0], handshake_timeout_s=3.0)
+    tls = TlsFiles(cert, key, clock=lambda: now[0])
     assert tls.expiry() == EXPIRY_1.timestamp()  # loads on first use
     first = tls.context()
-    assert first.handshake_timeout_s == 3.0 and first.minimum_version == ssl.TLSVersion.TLSv1_2
+    assert first.minimum_version == ssl.TLSVersion.TLSv1_2
 
     write_pair(ca, cert, key, EXPIRY_2)
     now[0] += 0.5

@@ -11,10 +11,13 @@ import json
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from scorer.app import VALIDATE_MAX_BYTES, create_app
+from scorer.app import create_app
+from scorer.config import ScorerConfig
 from scorer.recorder import Recorder
 from tests.scorer.fake_scorer_app import call, fake_explain, results
 
+VALIDATE_MAX_BYTES = ScorerConfig.validate_body.max_bytes
+VALUE_CAP = ScorerConfig.validate_body.max_values
 SETTINGS = settings(max_examples=2000, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 OK = {200, 400, 413, 415}
 
@@ -136,24 +139,25 @@ def test_deep_nesting_never_fails(depth, opener, closed):
     if closed:
         raw += "1" + ("]" if opener == "[" else "}") * depth
     status, _, data = call(APP, "POST", "/validate", raw.encode())
-    assert status == 400
+    # Deeper than the value cap, the body is refused unparsed; else parsing stops at the limit.
+    assert status == (413 if raw.count("[") + raw.count("{") + raw.count(":") >= VALUE_CAP else 400)
     check(status, data)
 
 
 @settings(max_examples=20, deadline=None)
-@given(st.integers(min_value=VALIDATE_MAX_BYTES + 1, max_value=9 << 20), st.booleans())
-def test_bodies_over_7_mib_are_413(size, chunked):
+@given(st.integers(min_value=VALIDATE_MAX_BYTES + 1, max_value=VALIDATE_MAX_BYTES * 3), st.booleans())
+def test_bodies_over_the_limit_are_413(size, chunked):
     status, _, data = call(APP, "POST", "/validate", b" " * size, chunked=chunked)
     assert status == 413
     check(status, data)
 
 
-def test_an_8_mib_review_is_413_and_a_6_mib_one_is_reviewed():
+def test_a_review_over_the_limit_is_413_and_one_just_under_it_is_reviewed():
     review = json.loads(
         '{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","request":{"uid":"big",'
         '"kind":{"group":"","version":"v1","kind":"Pod"},"operation":"CREATE","object":{}}}'
     )
-    for size, expected in ((8 << 20, 413), (6 << 20, 200)):
+    for size, expected in ((VALIDATE_MAX_BYTES, 413), (VALIDATE_MAX_BYTES - 1000, 200)):
         review["request"]["object"] = {"metadata": {"annotations": {"pad": "x" * size}}}
         status, _, data = call(APP, "POST", "/validate", json.dumps(review).encode())
         assert status == expected
