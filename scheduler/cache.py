@@ -8,7 +8,10 @@ once cannot make a hot loop; a reflector failing for `unhealthy_after_s` reports
 (readiness).
 
 - **pending**: pods with `spec.schedulerName=<ours>,spec.nodeName=` — the queue, without pods
-  being deleted (`metadata.deletionTimestamp`, as kube-scheduler);
+  being deleted (`metadata.deletionTimestamp`, as kube-scheduler) or gated (`spec.schedulingGates`,
+  kube-scheduler's PreEnqueue: no attempt, no event; the API server itself marks such a pod
+  PodScheduled=False SchedulingGated). The update that removes the last gate queues the pod and
+  wakes the loop;
 - **nodes**: every node, parsed once per change into `NodeInfo` for the core's `NodeTable`;
 - **bound**: non-terminated pods with a node (`status.phase!=Succeeded,status.phase!=Failed,
   spec.nodeName!=`) — the usage ledger (requests per node) the resource filter needs. Pods
@@ -56,6 +59,7 @@ from scheduler.core.pods import (
     TERMINATED_PHASES,
     Resources,
     being_deleted,
+    gated,
     node_name,
     pod_key,
     pod_requests,
@@ -221,7 +225,7 @@ class ClusterCache:
                 # A pod we bound that this list still shows stays off the queue.
                 self._tombstones &= {usage_key(p) for p in items}
                 self._pending = {pod_key(p): p for p in items
-                                 if usage_key(p) not in self._tombstones and not being_deleted(p)}
+                                 if usage_key(p) not in self._tombstones and not being_deleted(p) and not gated(p)}
             elif kind == NODE:
                 old, self._infos = self._infos, {}
                 for node in items:
@@ -257,7 +261,7 @@ class ClusterCache:
             self._tombstones.discard(uid)
             self._unqueue(key, uid)
             return False
-        if being_deleted(pod):
+        if being_deleted(pod) or gated(pod):
             self._unqueue(key, uid)
             return False
         if uid in self._tombstones:

@@ -2,9 +2,9 @@
 
 A **cycle** runs when the loop is woken (a watch event that may make a pod schedulable, a
 leadership change), when a pod's backoff expires, when a rate limit lifts, and at least every
-`poll_s` (resync). It takes the pending pods that are due (not backing off) in queue order
-(priority, then age), fetches every node's fuzzy decision once, and for each pod runs
-`scheduler.core` (`decide`) against the cache's NodeTable:
+`poll_s` (resync). It takes the pending pods (the cache's queue: not gated, not being deleted)
+that are due (not backing off) in queue order (priority, then age), fetches every node's fuzzy
+decision once, and for each pod runs `scheduler.core` (`decide`) against the cache's NodeTable:
 
 - a node was chosen → bind (pods/binding, uid precondition), count it on the node at once
   (assume cache; `finish_binding` once the call returns), `Scheduled` event. 409/404 → the pod

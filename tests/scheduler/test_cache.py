@@ -142,6 +142,18 @@ def test_an_assumption_never_confirmed_expires_after_its_ttl() -> None:
     assert _cpu(c, "n1") == 0 and c.assumed() == {}, "no watch ever confirmed it: released after the TTL"
 
 
+def test_gated_pods_are_queued_once_their_last_gate_is_removed() -> None:
+    c, wakes = _cache("n1")
+    gated = _pod("g", "u1")
+    gated["spec"]["schedulingGates"] = [{"name": "example.com/a"}]
+    c.replace(PENDING, [gated], 0.0)
+    woken = len(wakes)
+    c.apply(PENDING, "MODIFIED", gated)  # e.g. a label change: still gated
+    assert c.pending() == [] and len(wakes) == woken
+    c.apply(PENDING, "MODIFIED", _pod("g", "u1"))  # the last gate removed
+    assert [p["metadata"]["name"] for p in c.pending()] == ["g"] and len(wakes) == woken + 1
+
+
 def test_pods_being_deleted_are_not_queued() -> None:
     c, _ = _cache("n1")
     doomed = _pod("doomed", "u1")

@@ -21,6 +21,7 @@ from tests.scheduler.conftest import (
     add_nodes,
     add_pods,
     allow,
+    binding_requests,
     binding_successes,
     deny,
     fast_config,
@@ -99,6 +100,30 @@ def test_malformed_requests_reported_and_others_continue(kube_api: KubeAPI, star
     assert "invalid quantity 'abc'" in message and "spec.containers[main].resources.requests.cpu" in message
     assert _events(k, "bad", "FailedScheduling")[0]["message"] == message
     assert node_of(k, "bad") == ""
+
+
+def test_gated_pod_is_left_alone_until_its_last_gate_is_removed(kube_api: KubeAPI, start_scheduler) -> None:
+    """kube-scheduler's PreEnqueue (KEP-3521): no bind attempt on a gated pod and nothing written
+    about it (the API server marked it SchedulingGated); the update that removes its last gate
+    queues it at once — with the resync an hour away, only that watch event can."""
+    k = kube_api
+    add_nodes(k, "n1")
+    start_scheduler(k.url, FakeScores(allow("n1")), poll_s=3600.0)
+    add_pods(k, "gated", scheduling_gates=("example.com/a", "example.com/b"))
+    # Pods created after it come after it on the pending watch and in the queue (older first):
+    # once one is bound, the loop has passed the gated pod.
+    add_pods(k, "plain-1")
+    wait_for(lambda: node_of(k, "plain-1") == "n1", 5, "the pod behind the gated one bound")
+    k.core.patch_namespaced_pod("gated", NS, [{"op": "remove", "path": "/spec/schedulingGates/0"}])
+    add_pods(k, "plain-2")
+    wait_for(lambda: node_of(k, "plain-2") == "n1", 5, "the pod behind the still-gated one bound")
+    assert [status for name, _, status in binding_requests(k) if name == "gated"] == [], "bind attempts"
+    assert _events(k, "gated", "FailedScheduling") == [] and k.server.count("patch", "pods/status") == 0
+    assert _condition(k, "gated")["reason"] == "SchedulingGated"
+    k.core.patch_namespaced_pod("gated", NS, [{"op": "remove", "path": "/spec/schedulingGates"}])
+    wait_for(lambda: node_of(k, "gated") == "n1", 2, "bound once its last gate was removed")
+    assert [status for name, _, status in binding_requests(k) if name == "gated"] == [201]
+    assert _condition(k, "gated")["status"] == "True"
 
 
 def test_score_source_down_means_no_binds_and_pods_say_why(kube_api: KubeAPI, start_scheduler) -> None:
