@@ -10,7 +10,8 @@ decision once, and for each pod runs `scheduler.core` (`decide`) against the cac
   (assume cache; `finish_binding` once the call returns), `Scheduled` event. 409/404 → the pod
   is gone or placed by someone else: dropped and counted as `conflict`, never retried blindly.
   Other failures (5xx, timeout) → `error`, retried after the pod's backoff; after a lost answer
-  (timeout, reset) the pod stays assumed on the node, because the bind may have happened.
+  (timeout, reset) the pod stays assumed on the node, because the bind may have happened, until
+  the watches tell (cache docstring); its retry is evaluated without that assumption.
 - no node fits (or its requests do not parse) → `FailedScheduling` Warning event once per
   distinct message per pod (core.messages.dedupe_key; the event name derives from it, so other
   replicas and restarts do not repeat it either), `PodScheduled=False` patched only when it
@@ -264,7 +265,7 @@ class Scheduler:
             started = time.perf_counter()
             try:
                 view = pod_view(pod)
-                decision = decide(view, self._cache.table(), score_table)
+                decision = decide(view, self._cache.table(pod), score_table)
             except QuantityError as exc:
                 self._stats.attempt(time.perf_counter() - started)
                 self._unschedulable(pod, invalid_pod_message(exc), {RESOURCES_FIT: 1})

@@ -29,6 +29,13 @@ def _binding_requests(k: KubeAPI, name: str) -> list[int]:
     return [r.status for r in k.server.requests if r.resource == "pods/binding" and r.name == name]
 
 
+def _unschedulable(k: KubeAPI, name: str) -> str:
+    """The message of the pod's PodScheduled=False Unschedulable condition, "" without one."""
+    conds = (k.store.pod(NS, name) or {}).get("status", {}).get("conditions") or ()
+    return next((c["message"] for c in conds if c["type"] == "PodScheduled" and c.get("reason") == "Unschedulable"),
+                "")
+
+
 def test_pod_bound_by_someone_else_between_filter_and_bind(kube_api: KubeAPI, start_scheduler) -> None:
     k = kube_api
     add_nodes(k, "n1", "n2")
@@ -130,13 +137,59 @@ def test_bind_timeout_keeps_the_pod_counted_and_binds_it_once(kube_api: KubeAPI,
 
 def test_bind_connection_reset_is_retried(kube_api: KubeAPI, start_scheduler) -> None:
     k = kube_api
-    add_nodes(k, "n1")
+    add_nodes(k, "n1", cpu="1")
     inst = start_scheduler(k.url, FakeScores(allow("n1")))
     k.server.inject(resource="pods/binding", reset=True)  # no answer, and nothing bound
-    add_pods(k, "p")
+    # The node fits the pod once: the retry must not compete with the pod's own assumption.
+    add_pods(k, "p", cpu="600m")
     wait_for(lambda: node_of(k, "p") == "n1", 5, "bound on the retry")
     wait_for(lambda: inst.stats.binds() == {"bound": 1, "conflict": 0, "error": 1}, 5, "bind counters")
     assert inst.runtime.cache.assumed() in ({}, {k.store.pod(NS, "p")["metadata"]["uid"]: "n1"})
+    assert inst.stats.unschedulable_counts()["resources"] == 0
+
+
+def test_a_lost_bind_of_a_pod_then_deleted_frees_its_node(kube_api: KubeAPI, start_scheduler) -> None:
+    """The capacity a bind with a lost answer holds is released when the pending watch shows the
+    pod deleted without a node (the API never binds a pod being deleted) — not by a timer."""
+    k = kube_api
+    add_nodes(k, "n1", cpu="1")
+    inst = start_scheduler(k.url, FakeScores(allow("n1")))
+    k.server.inject(resource="pods/binding", reset=True, times=None)  # no answer, and nothing bound
+    add_pods(k, "doomed", cpu="600m")
+    wait_for(lambda: inst.stats.binds()["error"] >= 1, 5, "the lost answer")
+    k.core.delete_namespaced_pod("doomed", NS)
+    k.server.clear_faults()
+    add_pods(k, "next", cpu="600m")
+    wait_for(lambda: node_of(k, "next") == "n1", 5, "the next pod bound on the freed node")
+    assert inst.runtime.cache.assumed() in ({}, {k.store.pod(NS, "next")["metadata"]["uid"]: "n1"})
+
+
+def test_assumed_capacity_is_held_while_the_bound_watch_is_down(kube_api: KubeAPI, start_scheduler) -> None:
+    """No timer releases a bound pod's capacity before a watch or a list shows the pod: with the
+    bound-pod watch and list failing, an hour later the node is still full."""
+    k = kube_api
+    add_nodes(k, "n1", cpu="1")
+    skew = [0.0]
+    inst = start_scheduler(k.url, FakeScores(allow("n1")), clock=lambda: time.monotonic() + skew[0])
+    k.server.wait_for_watches(3)
+    bound_pods = r"fieldSelector=.*spec\.nodeName!="  # the bound-pod reflector's selector
+    watch = k.server.inject(verb="watch", resource="pods", query=bound_pods, status=500, times=None)
+    k.server.inject(verb="list", resource="pods", query=bound_pods, status=500, times=None)
+    k.server.drop_watches()  # the pending and node watches resume; the bound one cannot
+    wait_for(lambda: watch.hits, 5, "the bound-pod watch failing")
+    fill = add_pods(k, "fill", cpu="600m")[0]
+    wait_for(lambda: inst.stats.binds()["bound"] == 1, 5, "the first pod bound")
+    assert inst.runtime.cache.assumed() == {fill["metadata"]["uid"]: "n1"}
+    skew[0] = 3600.0  # the scheduler's clock an hour on: past any expiry timer
+    add_pods(k, "next", cpu="600m")
+    wait_for(lambda: node_of(k, "next") or _unschedulable(k, "next"), 10, "the next pod evaluated")
+    assert node_of(k, "next") == "", "overcommitted: 600m + 600m on a 1-cpu node"
+    assert "1 Insufficient cpu" in _unschedulable(k, "next")
+    k.server.clear_faults()  # the bound-pod reflector relists and sees the pod
+    # Its backoff doubles from 0.5 s while the faults last: up to 16 s after 15 s of failures.
+    wait_for(lambda: inst.runtime.cache.assumed() == {}, 20, "the assumption replaced by the listed pod")
+    assert inst.runtime.cache.table()["n1"].requested.cpu == 600
+    assert node_of(k, "next") == ""
 
 
 def test_watch_expiry_410_relists_and_keeps_scheduling(kube_api: KubeAPI, start_scheduler) -> None:
