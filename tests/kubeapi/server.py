@@ -1028,6 +1028,7 @@ class RequestRecord:
     status: int
     duration_s: float
     user_agent: str = ""  # the caller (which scheduler replica sent a binding)
+    received: float = 0.0  # monotonic time the request arrived: when the client sent it, give or take
 
 
 # --------------------------------------------------------------------------------------------
@@ -1173,7 +1174,8 @@ class _Handler(BaseHTTPRequestHandler):
         r, url = self._req
         self.server.api._record(RequestRecord(
             self.command, url.path, url.query, self._verb, self._res, r.namespace if r else None,
-            r.name if r else None, code, time.monotonic() - self._t0, self.headers.get("User-Agent") or ""))
+            r.name if r else None, code, time.monotonic() - self._t0, self.headers.get("User-Agent") or "",
+            self._t0))
 
     def _send_error(self, err: ApiError, headers: Iterable[tuple[str, str]] = ()) -> None:
         self._send(err.code, _dumps(err.status()), headers)

@@ -151,9 +151,10 @@ def test_process_serves_metrics_and_hands_over_on_sigterm(kube_api: KubeAPI, tmp
         wait_for(lambda: _get(metrics + "/readyz") == 200, 20, "a ready")
         add_pods(k, "first")
         wait_for(lambda: node_of(k, "first") == "n1", 10, "bound by a")
-        text = requests.get(metrics + "/metrics", timeout=2).text
-        assert 'ksense_scheduler_binds_total{result="bound"} 1.0' in text
-        assert "ksense_scheduler_leader 1.0" in text
+        # Counted once the bind's answer is back, which is after the server bound the pod.
+        wait_for(lambda: 'ksense_scheduler_binds_total{result="bound"} 1.0' in requests.get(
+            metrics + "/metrics", timeout=2).text, 5, "a's bind counted")
+        assert "ksense_scheduler_leader 1.0" in requests.get(metrics + "/metrics", timeout=2).text
         wait_for(lambda: _get(f"http://127.0.0.1:{procs['b'][1]}/readyz") == 200, 20, "b ready")
         assert "ksense_scheduler_leader 0.0" in requests.get(f"http://127.0.0.1:{procs['b'][1]}/metrics",
                                                              timeout=2).text
