@@ -107,7 +107,7 @@ def test_gated_pod_is_left_alone_until_its_last_gate_is_removed(kube_api: KubeAP
     queues it at once — with the resync an hour away, only that watch event can."""
     k = kube_api
     add_nodes(k, "n1")
-    start_scheduler(k.url, FakeScores(allow("n1")), poll_s=3600.0)
+    inst = start_scheduler(k.url, FakeScores(allow("n1")), poll_s=3600.0)
     add_pods(k, "gated", scheduling_gates=("example.com/a", "example.com/b"))
     # Pods created after it come after it on the pending watch and in the queue (older first):
     # once one is bound, the loop has passed the gated pod.
@@ -121,6 +121,7 @@ def test_gated_pod_is_left_alone_until_its_last_gate_is_removed(kube_api: KubeAP
     assert _condition(k, "gated")["reason"] == "SchedulingGated"
     k.core.patch_namespaced_pod("gated", NS, [{"op": "remove", "path": "/spec/schedulingGates"}])
     wait_for(lambda: node_of(k, "gated") == "n1", 2, "bound once its last gate was removed")
+    wait_for(lambda: inst.stats.binds()["bound"] == 3, 5, "its bind answered")  # recorded by then
     assert [status for name, _, status in binding_requests(k) if name == "gated"] == [201]
     assert _condition(k, "gated")["status"] == "True"
 
