@@ -8,7 +8,10 @@ once cannot make a hot loop; a reflector failing for `unhealthy_after_s` reports
 (readiness).
 
 - **pending**: pods with `spec.schedulerName=<ours>,spec.nodeName=` — the queue, without pods
-  being deleted (`metadata.deletionTimestamp`, as kube-scheduler);
+  being deleted (`metadata.deletionTimestamp`, as kube-scheduler) or gated (`spec.schedulingGates`,
+  kube-scheduler's PreEnqueue: no attempt, no event; the API server itself marks such a pod
+  PodScheduled=False SchedulingGated). The update that removes the last gate queues the pod and
+  wakes the loop;
 - **nodes**: every node, parsed once per change into `NodeInfo` for the core's `NodeTable`;
 - **bound**: non-terminated pods with a node (`status.phase!=Succeeded,status.phase!=Failed,
   spec.nodeName!=`) — the usage ledger (requests per node) the resource filter needs. Pods
@@ -17,20 +20,29 @@ once cannot make a hot loop; a reflector failing for `unhealthy_after_s` reports
 
 The **assume cache** (kube-scheduler's AssumePod / FinishBinding): a pod this scheduler binds
 is counted on its node at once (`assume`, before the bind call), so the next pod of the same
-cycle cannot take the same capacity. The bound watch's own event for that pod replaces the
-assumption (same ledger key, the uid) and its DELETED removes it. Nothing else releases it early:
-the bind itself moves the pod off the pending selector, whose DELETED (with the previous object)
-usually comes before the bound watch shows the pod. Once the bind call has returned
-(`finish_binding`), a relist of bound pods started after that moment and not showing the pod
-drops it (it is gone), and so does `assume_ttl_s` without any confirmation (a lost answer for a
-bind that never happened). A bound pod is also tombstoned in the queue until the pending watch
-reports it gone, so a late event from before the bind cannot queue it again.
+cycle cannot take the same capacity. The capacity stays taken until the cluster tells what
+became of the pod — never by a timer (kube-scheduler dropped its expiry too: with the bound
+watch down for longer than the timer, the next bind would overcommit the node). It is released
+or moved by:
+
+- the bound watch's event for the pod (same ledger key, the uid: it replaces the assumption, on
+  whatever node it shows) or its DELETED;
+- a relist of bound pods started after the bind call returned (`finish_binding`) and not
+  showing the pod (it is gone);
+- a pending-watch event showing the pod being deleted, still without a node: the API never
+  binds such a pod, so a bind whose answer was lost did not happen;
+- the bind call failing for sure (an API error status; 409/404: `drop`).
+
+The bind itself moves the pod off the pending selector, whose DELETED (with the previous object)
+usually comes before the bound watch shows the pod: that releases nothing. A bound pod is also
+tombstoned in the queue until the pending watch reports it gone, so a late event from before
+the bind cannot queue it again. A pod requeued after a lost answer keeps its assumption, and is
+evaluated without it (`table(pod)`), so it does not compete with itself for what it holds.
 
 Reads (`pending`, `table`) are snapshots under one lock; the NodeTable is rebuilt lazily after
-node changes and updated incrementally after usage changes; expired assumptions are dropped on
-read. `on_change` is called when something may have made a pending pod schedulable (a pod queued
-or changed, a node changed, capacity freed), to wake the loop (an expired assumption frees
-capacity without it: the loop's resync sees it).
+node changes and updated incrementally after usage changes. `on_change` is called when something
+may have made a pending pod schedulable (a pod queued or changed, a node changed, capacity
+freed), to wake the loop.
 
 **Node changes** for the loop's requeue of backed-off pods (`take_node_changes`): the names of the
 nodes that changed in a way that may let a pod fit since the loop last asked — a node added, a
@@ -56,6 +68,7 @@ from scheduler.core.pods import (
     TERMINATED_PHASES,
     Resources,
     being_deleted,
+    gated,
     node_name,
     pod_key,
     pod_requests,
@@ -84,10 +97,9 @@ class Assumed:
 class ClusterCache:
     """Pending pods, nodes and per-node usage (module docstring). Thread-safe."""
 
-    def __init__(self, *, on_change: Callable[[], None] = lambda: None, assume_ttl_s: float = 30.0,
+    def __init__(self, *, on_change: Callable[[], None] = lambda: None,
                  clock: Callable[[], float] = time.monotonic):
         self._on_change = on_change
-        self._ttl = assume_ttl_s
         self._clock = clock
         self._lock = threading.Lock()
         self._pending: dict[str, dict] = {}
@@ -111,19 +123,23 @@ class ClusterCache:
         with self._lock:
             return list(self._pending.values())
 
-    def table(self) -> NodeTable:
+    def table(self, pod: Mapping[str, Any] | None = None) -> NodeTable:
+        """Every node with what is counted on it; with `pod`, as that pod sees it: without its
+        own assumption (left by a bind whose answer was lost, now retried)."""
         with self._lock:
-            self._expire_assumed()
             if self._table is None:
                 self._table = NodeTable.build(
                     replace(info, requested=self._total(name)) for name, info in self._infos.items()
                 )
-            return self._table
+            uid = usage_key(pod) if pod is not None else ""
+            own = self._assumed.get(uid)
+            if own is None or uid in self._placed or own.node not in self._usage:
+                return self._table
+            return self._table.with_requested(own.node, self._usage[own.node].remove(uid).total)
 
     def assumed(self) -> dict[str, str]:
         """uid → node of the binds not yet seen on the bound watch (for tests and debugging)."""
         with self._lock:
-            self._expire_assumed()
             return {uid: a.node for uid, a in self._assumed.items()}
 
     def take_node_changes(self) -> tuple[frozenset[str], bool]:
@@ -151,7 +167,7 @@ class ClusterCache:
 
     def finish_binding(self, pod: Mapping[str, Any]) -> None:
         """The bind call for an assumed pod returned (whatever its answer): from now on a relist
-        or the TTL may release the assumption (module docstring)."""
+        may release the assumption (module docstring)."""
         uid = usage_key(pod)
         with self._lock:
             assumed = self._assumed.get(uid)
@@ -207,12 +223,6 @@ class ClusterCache:
             self._unuse(old.node, uid)
             self._changed.add(old.node)  # capacity freed
 
-    def _expire_assumed(self) -> None:
-        oldest = self._clock() - self._ttl
-        for uid in [u for u, a in self._assumed.items() if a.at < oldest]:
-            log.info("assumption expired uid=%s node=%s: no watch showed the pod bound", uid, self._assumed[uid].node)
-            self._forget_assumed(uid)
-
     # --- reflector sinks -----------------------------------------------------------------------
     def replace(self, kind: str, items: list[dict], listed_at: float) -> None:
         """A fresh list of `kind` (started at monotonic `listed_at`) replaces what we had."""
@@ -220,8 +230,11 @@ class ClusterCache:
             if kind == PENDING:
                 # A pod we bound that this list still shows stays off the queue.
                 self._tombstones &= {usage_key(p) for p in items}
+                for p in items:
+                    if being_deleted(p):
+                        self._forget_assumed(usage_key(p))  # never bound, and never will be
                 self._pending = {pod_key(p): p for p in items
-                                 if usage_key(p) not in self._tombstones and not being_deleted(p)}
+                                 if usage_key(p) not in self._tombstones and not being_deleted(p) and not gated(p)}
             elif kind == NODE:
                 old, self._infos = self._infos, {}
                 for node in items:
@@ -252,14 +265,19 @@ class ClusterCache:
 
     def _apply_pending(self, etype: str, pod: dict) -> bool:
         uid, key = usage_key(pod), pod_key(pod)
+        freed = False
+        if being_deleted(pod) and uid in self._assumed:
+            # Seen without a node while being deleted: the API never binds it (module docstring).
+            self._forget_assumed(uid)
+            freed = True
         if etype == "DELETED":
             # Deleted, or bound (by us: the assumption stays until the bound watch tells).
             self._tombstones.discard(uid)
             self._unqueue(key, uid)
-            return False
-        if being_deleted(pod):
+            return freed
+        if being_deleted(pod) or gated(pod):
             self._unqueue(key, uid)
-            return False
+            return freed
         if uid in self._tombstones:
             return False
         self._pending[key] = pod

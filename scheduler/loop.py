@@ -2,15 +2,16 @@
 
 A **cycle** runs when the loop is woken (a watch event that may make a pod schedulable, a
 leadership change), when a pod's backoff expires, when a rate limit lifts, and at least every
-`poll_s` (resync). It takes the pending pods that are due (not backing off) in queue order
-(priority, then age), fetches every node's fuzzy decision once, and for each pod runs
-`scheduler.core` (`decide`) against the cache's NodeTable:
+`poll_s` (resync). It takes the pending pods (the cache's queue: not gated, not being deleted)
+that are due (not backing off) in queue order (priority, then age), fetches every node's fuzzy
+decision once, and for each pod runs `scheduler.core` (`decide`) against the cache's NodeTable:
 
 - a node was chosen → bind (pods/binding, uid precondition), count it on the node at once
   (assume cache; `finish_binding` once the call returns), `Scheduled` event. 409/404 → the pod
   is gone or placed by someone else: dropped and counted as `conflict`, never retried blindly.
   Other failures (5xx, timeout) → `error`, retried after the pod's backoff; after a lost answer
-  (timeout, reset) the pod stays assumed on the node, because the bind may have happened.
+  (timeout, reset) the pod stays assumed on the node, because the bind may have happened, until
+  the watches tell (cache docstring); its retry is evaluated without that assumption.
 - no node fits (or its requests do not parse) → `FailedScheduling` Warning event once per
   distinct message per pod (core.messages.dedupe_key; the event name derives from it, so other
   replicas and restarts do not repeat it either), `PodScheduled=False` patched only when it
@@ -264,7 +265,7 @@ class Scheduler:
             started = time.perf_counter()
             try:
                 view = pod_view(pod)
-                decision = decide(view, self._cache.table(), score_table)
+                decision = decide(view, self._cache.table(pod), score_table)
             except QuantityError as exc:
                 self._stats.attempt(time.perf_counter() - started)
                 self._unschedulable(pod, invalid_pod_message(exc), {RESOURCES_FIT: 1})

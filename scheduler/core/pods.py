@@ -165,6 +165,13 @@ def being_deleted(pod: Pod) -> bool:
     return bool((pod.get("metadata") or {}).get("deletionTimestamp"))
 
 
+def gated(pod: Pod) -> bool:
+    """`spec.schedulingGates` is not empty (KEP-3521): kube-scheduler's PreEnqueue keeps the pod
+    off its queue until an update removes the last gate (gates cannot be added after creation,
+    and the API refuses to bind a gated pod)."""
+    return bool((pod.get("spec") or {}).get("schedulingGates"))
+
+
 def node_name(pod: Pod) -> str:
     """`spec.nodeName`, "" when unbound."""
     return (pod.get("spec") or {}).get("nodeName") or ""

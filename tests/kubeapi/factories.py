@@ -33,6 +33,7 @@ def pod(
     annotations: Mapping[str, str] | None = None,
     phase: str | None = None,
     image: str = PAUSE_IMAGE,
+    scheduling_gates: Sequence[str] = (),
 ) -> dict:
     """A pod; each of `containers` containers requests `cpu`, `memory` (and `ephemeral_storage`).
 
@@ -66,6 +67,8 @@ def pod(
         spec["priority"] = priority
     if priority_class_name:
         spec["priorityClassName"] = priority_class_name
+    if scheduling_gates:
+        spec["schedulingGates"] = [{"name": g} for g in scheduling_gates]
     meta: dict[str, Any] = {"name": name, "namespace": namespace, "labels": dict(labels or {"app": name})}
     if annotations:
         meta["annotations"] = dict(annotations)

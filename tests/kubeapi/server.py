@@ -7,6 +7,9 @@ scheduler relies on, so that `scheduler.kube` runs its real client code against 
 - one global resourceVersion counter (like etcd) and a bounded history of watch events;
 - core/v1 pods (+ `binding`, `status`), nodes (+ `status`), events; coordination.k8s.io/v1 leases;
   events.k8s.io/v1 events (stored apart from core events, no conversion between the two);
+- pod scheduling gates (KEP-3521): a gated pod is created with PodScheduled=False reason
+  SchedulingGated, its gates can be removed by an update but none added, and its binding is
+  refused (409, as the real pods/binding);
 - list with `fieldSelector`, `labelSelector`, `limit`/`continue`; get; create (uid,
   creationTimestamp, pod defaulting); update (PUT) with resourceVersion/uid preconditions;
   patch (strategic merge, JSON merge, JSON patch); delete with preconditions; deletecollection;
@@ -42,7 +45,7 @@ from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from itertools import islice
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, unquote, urlsplit
 
 NOT_EMULATED = (
     "authentication, authorization, admission webhooks, API priority and fairness (no 429s unless injected)",
@@ -667,6 +670,8 @@ class Store:
         if rt is PODS and not keep_status:
             obj.pop("status", None)  # the pod strategy resets status on create
         self._default_and_validate(rt, obj)
+        if rt is PODS and _gates(obj):
+            _gated_condition(obj["status"])
         key = self._key(rt, meta.get("namespace"), meta["name"])
         with self.cond:
             if key in self._objects[rt.name]:
@@ -690,6 +695,9 @@ class Store:
                 if limits:  # requests default to limits, per resource
                     res["requests"] = {**limits, **(res.get("requests") or {})}
                     c["resources"] = res
+            if spec.get("nodeName") and _gates(obj):
+                raise _invalid(rt, name, "spec.nodeName: Forbidden: cannot be set until all schedulingGates have "
+                                         "been cleared")
             spec.setdefault("schedulerName", "default-scheduler")
             spec.setdefault("restartPolicy", "Always")
             spec.setdefault("dnsPolicy", "ClusterFirst")
@@ -791,6 +799,12 @@ class Store:
                            "`spec.initContainers[*].image`,`spec.activeDeadlineSeconds`,`spec.tolerations` (only "
                            "additions to existing tolerations),`spec.terminationGracePeriodSeconds` (allow it to be "
                            "set to 1 if it was previously negative)")
+        before = set(_gates(old))
+        for i, gate in enumerate(_gates(new)):
+            if gate not in before:  # validateOnlyDeletedSchedulingGates
+                raise _invalid(PODS, old["metadata"]["name"],
+                               f"spec.schedulingGates[{i}].name: Forbidden: only deletion is allowed, but found new "
+                               f"scheduling gate '{gate}'")
 
     def patch(self, rt: str | ResourceType, namespace: str | None, name: str, patch: Any,
               content_type: str = "application/strategic-merge-patch+json", *, subresource: str | None = None) -> dict:
@@ -882,6 +896,9 @@ class Store:
             if bound:
                 raise _conflict(PODS, name, f'pod {name} is already assigned to node "{bound}"',
                                 "pods/binding", "pods/binding")
+            if _gates(cur.obj):  # "Reject binding to a scheduling un-ready Pod"
+                raise _conflict(PODS, name, f"pod {name} has non-empty .spec.schedulingGates", "pods/binding",
+                                "pods/binding")
             new = json.loads(cur.raw)
             new["spec"]["nodeName"] = node_name
             if annotations:
@@ -926,6 +943,20 @@ def _set_condition(status: dict, cond: dict) -> None:
     conds.append({**cond, "lastProbeTime": None, "lastTransitionTime": now})
 
 
+def _gates(pod: dict) -> list[str]:
+    """Names of the pod's `spec.schedulingGates` (KEP-3521): set at creation only, removable by an
+    update, never added; a pod with any is not bound (pods/binding answers 409)."""
+    return [g.get("name") or "" for g in (pod.get("spec") or {}).get("schedulingGates") or ()]
+
+
+def _gated_condition(status: dict) -> None:
+    """The pod strategy's applySchedulingGatedCondition: a gated pod is created with
+    PodScheduled=False reason SchedulingGated, unless it brings a PodScheduled condition."""
+    if not any(c.get("type") == "PodScheduled" for c in status.get("conditions") or ()):
+        _set_condition(status, {"type": "PodScheduled", "status": "False", "reason": "SchedulingGated",
+                                "message": "Scheduling is blocked due to non-empty scheduling gates"})
+
+
 def _qos_class(spec: dict) -> str:
     containers = (spec.get("containers") or []) + (spec.get("initContainers") or [])
     any_set, guaranteed = False, True
@@ -960,10 +991,11 @@ class Fault:
     times: int | None = 1  # None: until removed
     retry_after_s: int | None = None
     message: str = "injected fault"
+    query: str | None = None  # regular expression searched in the decoded query, e.g. a fieldSelector
     hits: int = 0
     _re: re.Pattern | None = field(default=None, repr=False)
 
-    def matches(self, method: str, path: str, verb: str, res: str) -> bool:
+    def matches(self, method: str, path: str, verb: str, res: str, query: str = "") -> bool:
         if self.times is not None and self.hits >= self.times:
             return False
         if self.method and self.method.upper() != method:
@@ -977,7 +1009,7 @@ class Fault:
                 self._re = re.compile(self.path)
             if not self._re.search(path):
                 return False
-        return True
+        return not self.query or re.search(self.query, query) is not None
 
     @property
     def exhausted(self) -> bool:
@@ -996,6 +1028,7 @@ class RequestRecord:
     status: int
     duration_s: float
     user_agent: str = ""  # the caller (which scheduler replica sent a binding)
+    received: float = 0.0  # monotonic time the request arrived: when the client sent it, give or take
 
 
 # --------------------------------------------------------------------------------------------
@@ -1141,7 +1174,8 @@ class _Handler(BaseHTTPRequestHandler):
         r, url = self._req
         self.server.api._record(RequestRecord(
             self.command, url.path, url.query, self._verb, self._res, r.namespace if r else None,
-            r.name if r else None, code, time.monotonic() - self._t0, self.headers.get("User-Agent") or ""))
+            r.name if r else None, code, time.monotonic() - self._t0, self.headers.get("User-Agent") or "",
+            self._t0))
 
     def _send_error(self, err: ApiError, headers: Iterable[tuple[str, str]] = ()) -> None:
         self._send(err.code, _dumps(err.status()), headers)
@@ -1166,7 +1200,7 @@ class _Handler(BaseHTTPRequestHandler):
         api._count(verb, res)
         self._req, self._verb, self._res, self._t0 = (r, url), verb, res, t0
         try:
-            fault = api._take_fault(method, url.path, verb, res)
+            fault = api._take_fault(method, url.path, verb, res, unquote(url.query))
             if fault is not None and not self._apply_fault(fault):
                 return
             if r is None:
@@ -1507,10 +1541,12 @@ class KubeAPIServer:
     def inject(self, *, method: str | None = None, path: str | None = None, verb: str | None = None,
                resource: str | None = None, status: int | None = None, delay_s: float = 0.0,
                reset: bool = False, times: int | None = 1, retry_after_s: int | None = None,
-               message: str = "injected fault") -> Fault:
+               message: str = "injected fault", query: str | None = None) -> Fault:
         """The next `times` requests matching all given criteria fail with `status`, hang `delay_s`
-        (then fail, or proceed when no status), or are reset. Returns the Fault (see `.hits`)."""
-        f = Fault(method, path, verb, resource, status, delay_s, reset, times, retry_after_s, message)
+        (then fail, or proceed when no status), or are reset. `query` is a regular expression
+        searched in the decoded query string (one watch among several on the same resource, by its
+        fieldSelector). Returns the Fault (see `.hits`)."""
+        f = Fault(method, path, verb, resource, status, delay_s, reset, times, retry_after_s, message, query)
         with self._lock:
             self._faults.append(f)
         return f
@@ -1519,10 +1555,10 @@ class KubeAPIServer:
         with self._lock:
             self._faults.clear()
 
-    def _take_fault(self, method: str, path: str, verb: str, res: str) -> Fault | None:
+    def _take_fault(self, method: str, path: str, verb: str, res: str, query: str) -> Fault | None:
         with self._lock:
             for f in self._faults:
-                if f.matches(method, path, verb, res):
+                if f.matches(method, path, verb, res, query):
                     f.hits += 1
                     if f.exhausted:
                         self._faults.remove(f)

@@ -385,6 +385,36 @@ def test_binding_without_uid_and_through_the_bindings_collection(nodes: KubeAPI)
     assert exc.value.status == 400
 
 
+def test_scheduling_gates_block_binding_and_can_only_be_removed(nodes: KubeAPI) -> None:
+    k = nodes
+    p = k.core.create_namespaced_pod(NS, f.pod("g", scheduling_gates=("example.com/a", "example.com/b")))
+    [cond] = p.status.conditions
+    assert (cond.type, cond.status, cond.reason, cond.message) == (
+        "PodScheduled", "False", "SchedulingGated", "Scheduling is blocked due to non-empty scheduling gates")
+    with pytest.raises(ApiException) as exc:
+        _bind(k, "g", "n1", p.metadata.uid)
+    assert exc.value.status == 409 and _status(exc)["message"] == (
+        'Operation cannot be fulfilled on pods/binding "g": pod g has non-empty .spec.schedulingGates')
+    with pytest.raises(ApiException) as exc:
+        k.core.patch_namespaced_pod("g", NS, {"spec": {"schedulingGates": [
+            {"name": "example.com/a"}, {"name": "example.com/c"}]}}, _content_type="application/merge-patch+json")
+    assert exc.value.status == 422 and _status(exc)["message"] == (
+        'Pod "g" is invalid: spec.schedulingGates[1].name: Forbidden: only deletion is allowed, but found new '
+        "scheduling gate 'example.com/c'")
+    k.core.patch_namespaced_pod("g", NS, [{"op": "remove", "path": "/spec/schedulingGates/0"}])
+    with pytest.raises(ApiException) as exc:
+        _bind(k, "g", "n1", p.metadata.uid)
+    assert exc.value.status == 409, "one gate left"
+    k.core.patch_namespaced_pod("g", NS, [{"op": "remove", "path": "/spec/schedulingGates"}])
+    assert _bind(k, "g", "n1", p.metadata.uid) == 201
+    with pytest.raises(ApiException) as exc:  # gates are set at creation only, and never on a bound pod
+        k.core.create_namespaced_pod(NS, f.pod("h", node_name="n1", scheduling_gates=("example.com/a",)))
+    assert exc.value.status == 422 and "spec.nodeName: Forbidden: cannot be set until all schedulingGates" in (
+        _status(exc)["message"])
+    ungated = k.core.create_namespaced_pod(NS, f.pod("u"))
+    assert not ungated.status.conditions, "an ungated pod is created without a PodScheduled condition"
+
+
 # ---- status, update, delete ------------------------------------------------------------------
 
 
@@ -573,6 +603,11 @@ def test_fault_injection_fails_then_succeeds_and_is_counted(kube_api: KubeAPI) -
     assert exc.value.status == 500 and _status(exc)["reason"] == "InternalError"
     assert kube_api.core.list_namespaced_pod(NS).items == []
     assert fault.hits == 1 and kube_api.server.count("list", "pods") == 2
+    bound = kube_api.server.inject(verb="list", resource="pods", query=r"fieldSelector=spec\.nodeName!=", status=500)
+    assert kube_api.core.list_namespaced_pod(NS, field_selector="spec.nodeName=").items == []
+    with pytest.raises(ApiException):
+        kube_api.core.list_namespaced_pod(NS, field_selector="spec.nodeName!=")
+    assert bound.hits == 1, "matched by the decoded query only"
     kube_api.server.inject(method="POST", path=r"/binding$", status=503, retry_after_s=1, times=2)
     kube_api.store.create("pods", f.pod("a"))
     for _ in range(2):

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
+import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import replace
 from typing import Any
@@ -96,13 +97,15 @@ class Instance:
 
 @pytest.fixture
 def start_scheduler() -> Iterator[Callable[..., Instance]]:
-    """start_scheduler(url, scores, **config overrides) → a started Instance, stopped at teardown."""
+    """start_scheduler(url, scores, **config overrides) → a started Instance, stopped at teardown.
+    `clock` replaces the scheduler's monotonic clock (a test moves it on instead of waiting)."""
     started: list[Instance] = []
 
-    def start(url: str, scores: Any, *, release: bool = True, wait_leader: bool = True, **overrides: Any) -> Instance:
+    def start(url: str, scores: Any, *, release: bool = True, wait_leader: bool = True,
+              clock: Callable[[], float] = time.monotonic, **overrides: Any) -> Instance:
         cfg = fast_config(**overrides)
         inst = Instance(Runtime(cfg, kube=kube_for(url, timeout_s=cfg.request_timeout_s, identity=cfg.identity),
-                                scores=scores),
+                                scores=scores, clock=clock),
                         release=release).start()
         started.append(inst)
         wait_for(inst.runtime.ready, 10, "the scheduler's first lists")

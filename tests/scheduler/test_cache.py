@@ -102,8 +102,8 @@ def test_pending_watch_delete_keeps_the_assumption_until_the_bound_watch_shows_t
     assert c.assumed() == {} and _cpu(c, "n1") == 1500
 
 
-def _timed_cache(now: list[float], **kwargs: float) -> ClusterCache:
-    c = ClusterCache(clock=lambda: now[0], **kwargs)
+def _timed_cache(now: list[float]) -> ClusterCache:
+    c = ClusterCache(clock=lambda: now[0])
     c.replace(NODE, [f.node("n1", cpu="2")], 0.0)
     c.replace(PENDING, [], 0.0)
     c.replace(BOUND, [], 0.0)
@@ -128,18 +128,54 @@ def test_relist_keeps_assumptions_whose_bind_finished_after_the_list_started() -
     assert c.assumed() == {} and _cpu(c, "n1") == 0, "a list started after the bind would show the pod"
 
 
-def test_an_assumption_never_confirmed_expires_after_its_ttl() -> None:
+def test_an_assumption_is_never_released_by_time() -> None:
     now = [10.0]
-    c = _timed_cache(now, assume_ttl_s=30.0)
+    c = _timed_cache(now)
     pod = _pod("a", "u1")
     c.assume(pod, "n1", Resources(cpu=500, pods=1))
-    now[0] = 100.0
-    assert _cpu(c, "n1") == 500, "a bind still in flight never expires"
     c.finish_binding(pod)
-    now[0] = 129.0
-    assert _cpu(c, "n1") == 500
-    now[0] = 130.5
-    assert _cpu(c, "n1") == 0 and c.assumed() == {}, "no watch ever confirmed it: released after the TTL"
+    now[0] += 86400.0
+    assert _cpu(c, "n1") == 500 and c.assumed() == {"u1": "n1"}, "no watch or list told: still counted"
+
+
+def test_a_lost_bind_is_released_when_the_pod_shows_up_being_deleted_without_a_node() -> None:
+    for etype in ("MODIFIED", "DELETED"):
+        c, wakes = _cache("n1")
+        c.take_node_changes()
+        pod = _pod("a", "u1")
+        c.apply(PENDING, "ADDED", pod)
+        c.assume(pod, "n1", Resources(cpu=500, pods=1))
+        c.finish_binding(pod)
+        c.requeue(pod, keep_assumed=True)  # no answer: it may be bound
+        deleting = _pod("a", "u1")
+        deleting["metadata"]["deletionTimestamp"] = "2024-05-01T12:00:00Z"
+        woken = len(wakes)
+        c.apply(PENDING, etype, deleting)  # the API never binds a pod being deleted
+        assert c.assumed() == {} and _cpu(c, "n1") == 0 and c.pending() == [], etype
+        assert len(wakes) == woken + 1 and c.take_node_changes() == (frozenset({"n1"}), False), etype
+
+
+def test_a_retried_pod_is_evaluated_without_its_own_assumption() -> None:
+    c, _ = _cache("n1")
+    pod, other = _pod("a", "u1"), _pod("b", "u2")
+    c.apply(PENDING, "ADDED", pod)
+    c.assume(pod, "n1", Resources(cpu=1500, pods=1))
+    c.finish_binding(pod)
+    c.requeue(pod, keep_assumed=True)  # no answer: its capacity stays taken...
+    assert _cpu(c, "n1") == 1500 and c.table(other)["n1"].requested.cpu == 1500
+    assert c.table(pod)["n1"].requested.cpu == 0, "...but not from the pod itself"
+
+
+def test_gated_pods_are_queued_once_their_last_gate_is_removed() -> None:
+    c, wakes = _cache("n1")
+    gated = _pod("g", "u1")
+    gated["spec"]["schedulingGates"] = [{"name": "example.com/a"}]
+    c.replace(PENDING, [gated], 0.0)
+    woken = len(wakes)
+    c.apply(PENDING, "MODIFIED", gated)  # e.g. a label change: still gated
+    assert c.pending() == [] and len(wakes) == woken
+    c.apply(PENDING, "MODIFIED", _pod("g", "u1"))  # the last gate removed
+    assert [p["metadata"]["name"] for p in c.pending()] == ["g"] and len(wakes) == woken + 1
 
 
 def test_pods_being_deleted_are_not_queued() -> None:

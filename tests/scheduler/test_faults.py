@@ -29,6 +29,13 @@ def _binding_requests(k: KubeAPI, name: str) -> list[int]:
     return [r.status for r in k.server.requests if r.resource == "pods/binding" and r.name == name]
 
 
+def _unschedulable(k: KubeAPI, name: str) -> str:
+    """The message of the pod's PodScheduled=False Unschedulable condition, "" without one."""
+    conds = (k.store.pod(NS, name) or {}).get("status", {}).get("conditions") or ()
+    return next((c["message"] for c in conds if c["type"] == "PodScheduled" and c.get("reason") == "Unschedulable"),
+                "")
+
+
 def test_pod_bound_by_someone_else_between_filter_and_bind(kube_api: KubeAPI, start_scheduler) -> None:
     k = kube_api
     add_nodes(k, "n1", "n2")
@@ -57,8 +64,9 @@ def test_pod_recreated_with_the_same_name_is_refused_by_the_uid_precondition(
     new = add_pods(k, "twin")[0]
     assert new["metadata"]["uid"] != old["metadata"]["uid"]
     wait_for(lambda: node_of(k, "twin") == "n1", 5, "the new pod bound")
-    assert _binding_requests(k, "twin") == [409, 201]
+    # Counted once answered; the server records a request just before its answer.
     wait_for(lambda: inst.stats.binds() == {"bound": 1, "conflict": 1, "error": 0}, 5, "bind counters")
+    assert _binding_requests(k, "twin") == [409, 201]
     assert k.store.pod(NS, "twin")["metadata"]["uid"] == new["metadata"]["uid"]
 
 
@@ -110,8 +118,8 @@ def test_bind_500s_are_errors_retried_with_backoff(kube_api: KubeAPI, start_sche
     add_pods(k, "p")
     wait_for(lambda: node_of(k, "p") == "n1", 10, "bound after two failures")
     assert time.monotonic() - started >= 2.9, "backoff 1 s then 2 s"
-    assert _binding_requests(k, "p") == [500, 500, 201]
     wait_for(lambda: inst.stats.binds() == {"bound": 1, "conflict": 0, "error": 2}, 5, "bind counters")
+    assert _binding_requests(k, "p") == [500, 500, 201]
 
 
 def test_bind_timeout_keeps_the_pod_counted_and_binds_it_once(kube_api: KubeAPI, start_scheduler) -> None:
@@ -130,13 +138,59 @@ def test_bind_timeout_keeps_the_pod_counted_and_binds_it_once(kube_api: KubeAPI,
 
 def test_bind_connection_reset_is_retried(kube_api: KubeAPI, start_scheduler) -> None:
     k = kube_api
-    add_nodes(k, "n1")
+    add_nodes(k, "n1", cpu="1")
     inst = start_scheduler(k.url, FakeScores(allow("n1")))
     k.server.inject(resource="pods/binding", reset=True)  # no answer, and nothing bound
-    add_pods(k, "p")
+    # The node fits the pod once: the retry must not compete with the pod's own assumption.
+    add_pods(k, "p", cpu="600m")
     wait_for(lambda: node_of(k, "p") == "n1", 5, "bound on the retry")
     wait_for(lambda: inst.stats.binds() == {"bound": 1, "conflict": 0, "error": 1}, 5, "bind counters")
     assert inst.runtime.cache.assumed() in ({}, {k.store.pod(NS, "p")["metadata"]["uid"]: "n1"})
+    assert inst.stats.unschedulable_counts()["resources"] == 0
+
+
+def test_a_lost_bind_of_a_pod_then_deleted_frees_its_node(kube_api: KubeAPI, start_scheduler) -> None:
+    """The capacity a bind with a lost answer holds is released when the pending watch shows the
+    pod deleted without a node (the API never binds a pod being deleted) — not by a timer."""
+    k = kube_api
+    add_nodes(k, "n1", cpu="1")
+    inst = start_scheduler(k.url, FakeScores(allow("n1")))
+    k.server.inject(resource="pods/binding", reset=True, times=None)  # no answer, and nothing bound
+    add_pods(k, "doomed", cpu="600m")
+    wait_for(lambda: inst.stats.binds()["error"] >= 1, 5, "the lost answer")
+    k.core.delete_namespaced_pod("doomed", NS)
+    k.server.clear_faults()
+    add_pods(k, "next", cpu="600m")
+    wait_for(lambda: node_of(k, "next") == "n1", 5, "the next pod bound on the freed node")
+    assert inst.runtime.cache.assumed() in ({}, {k.store.pod(NS, "next")["metadata"]["uid"]: "n1"})
+
+
+def test_assumed_capacity_is_held_while_the_bound_watch_is_down(kube_api: KubeAPI, start_scheduler) -> None:
+    """No timer releases a bound pod's capacity before a watch or a list shows the pod: with the
+    bound-pod watch and list failing, an hour later the node is still full."""
+    k = kube_api
+    add_nodes(k, "n1", cpu="1")
+    skew = [0.0]
+    inst = start_scheduler(k.url, FakeScores(allow("n1")), clock=lambda: time.monotonic() + skew[0])
+    k.server.wait_for_watches(3)
+    bound_pods = r"fieldSelector=.*spec\.nodeName!="  # the bound-pod reflector's selector
+    watch = k.server.inject(verb="watch", resource="pods", query=bound_pods, status=500, times=None)
+    k.server.inject(verb="list", resource="pods", query=bound_pods, status=500, times=None)
+    k.server.drop_watches()  # the pending and node watches resume; the bound one cannot
+    wait_for(lambda: watch.hits, 5, "the bound-pod watch failing")
+    fill = add_pods(k, "fill", cpu="600m")[0]
+    wait_for(lambda: inst.stats.binds()["bound"] == 1, 5, "the first pod bound")
+    assert inst.runtime.cache.assumed() == {fill["metadata"]["uid"]: "n1"}
+    skew[0] = 3600.0  # the scheduler's clock an hour on: past any expiry timer
+    add_pods(k, "next", cpu="600m")
+    wait_for(lambda: node_of(k, "next") or _unschedulable(k, "next"), 10, "the next pod evaluated")
+    assert node_of(k, "next") == "", "overcommitted: 600m + 600m on a 1-cpu node"
+    assert "1 Insufficient cpu" in _unschedulable(k, "next")
+    k.server.clear_faults()  # the bound-pod reflector relists and sees the pod
+    # Its backoff doubles from 0.5 s while the faults last: up to 16 s after 15 s of failures.
+    wait_for(lambda: inst.runtime.cache.assumed() == {}, 20, "the assumption replaced by the listed pod")
+    assert inst.runtime.cache.table()["n1"].requested.cpu == 600
+    assert node_of(k, "next") == ""
 
 
 def test_watch_expiry_410_relists_and_keeps_scheduling(kube_api: KubeAPI, start_scheduler) -> None:
@@ -145,8 +199,9 @@ def test_watch_expiry_410_relists_and_keeps_scheduling(kube_api: KubeAPI, start_
     inst = start_scheduler(k.url, FakeScores(allow("n1")))
     lists = k.server.count("list")
     k.server.compact(expire_open_watches=True)
-    wait_for(lambda: k.server.count("list") >= lists + 3, 5, "all three relisted")
-    assert all(r.lists == 2 for r in inst.runtime.reflectors)
+    # A reflector counts its list once the answer is in the cache, after the server counted it.
+    wait_for(lambda: all(r.lists == 2 for r in inst.runtime.reflectors), 5, "all three relisted")
+    assert k.server.count("list") == lists + 3
     add_pods(k, "after-410")
     wait_for(lambda: node_of(k, "after-410") == "n1", 5, "scheduling goes on")
 

@@ -59,11 +59,12 @@ def _failover(k: KubeAPI, start_scheduler, *, release: bool) -> float:
     takeover = time.monotonic() - stopped
     creator.join()
     wait_for(lambda: all(node_of(k, n) for n in names), 15, "every pod bound")
+    # Counted once answered; the server records a request just before its answer.
+    wait_for(lambda: a.stats.binds()["bound"] + b.stats.binds()["bound"] == PODS, 5, "bind counters")
     requests = binding_requests(k)
     assert sorted(name for name, _, _ in requests) == sorted(names), "a pod bound twice, or a bind tried twice"
     assert {status for _, _, status in requests} == {201}
     assert_one_binder_at_a_time(k, ["a", "b"])
-    wait_for(lambda: a.stats.binds()["bound"] + b.stats.binds()["bound"] == PODS, 5, "bind counters")
     assert b.stats.binds()["bound"] > 0
     assert a.stats.binds()["conflict"] + b.stats.binds()["conflict"] == 0, "the replicas raced"
     lease = k.store.lease("ksense", "fuzzy-scheduler")
@@ -151,9 +152,10 @@ def test_process_serves_metrics_and_hands_over_on_sigterm(kube_api: KubeAPI, tmp
         wait_for(lambda: _get(metrics + "/readyz") == 200, 20, "a ready")
         add_pods(k, "first")
         wait_for(lambda: node_of(k, "first") == "n1", 10, "bound by a")
-        text = requests.get(metrics + "/metrics", timeout=2).text
-        assert 'ksense_scheduler_binds_total{result="bound"} 1.0' in text
-        assert "ksense_scheduler_leader 1.0" in text
+        # Counted once the bind's answer is back, which is after the server bound the pod.
+        wait_for(lambda: 'ksense_scheduler_binds_total{result="bound"} 1.0' in requests.get(
+            metrics + "/metrics", timeout=2).text, 5, "a's bind counted")
+        assert "ksense_scheduler_leader 1.0" in requests.get(metrics + "/metrics", timeout=2).text
         wait_for(lambda: _get(f"http://127.0.0.1:{procs['b'][1]}/readyz") == 200, 20, "b ready")
         assert "ksense_scheduler_leader 0.0" in requests.get(f"http://127.0.0.1:{procs['b'][1]}/metrics",
                                                              timeout=2).text
@@ -165,6 +167,7 @@ def test_process_serves_metrics_and_hands_over_on_sigterm(kube_api: KubeAPI, tmp
         assert time.monotonic() - sent < 3.0, "handover at once, not after the 10 s lease"
         add_pods(k, "second")
         wait_for(lambda: node_of(k, "second") == "n1", 10, "bound by b")
+        wait_for(lambda: len(binding_requests(k)) == 2, 5, "the bind recorded (just before its answer)")
         assert binding_requests(k) == [("first", "a", 201), ("second", "b", 201)]
     finally:
         for proc, _ in procs.values():

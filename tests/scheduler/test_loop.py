@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import itertools
 import threading
-import time
 from typing import Any
 
 from scheduler.core import backoff
@@ -21,6 +20,7 @@ from tests.scheduler.conftest import (
     add_nodes,
     add_pods,
     allow,
+    binding_requests,
     binding_successes,
     deny,
     fast_config,
@@ -101,6 +101,31 @@ def test_malformed_requests_reported_and_others_continue(kube_api: KubeAPI, star
     assert node_of(k, "bad") == ""
 
 
+def test_gated_pod_is_left_alone_until_its_last_gate_is_removed(kube_api: KubeAPI, start_scheduler) -> None:
+    """kube-scheduler's PreEnqueue (KEP-3521): no bind attempt on a gated pod and nothing written
+    about it (the API server marked it SchedulingGated); the update that removes its last gate
+    queues it at once — with the resync an hour away, only that watch event can."""
+    k = kube_api
+    add_nodes(k, "n1")
+    inst = start_scheduler(k.url, FakeScores(allow("n1")), poll_s=3600.0)
+    add_pods(k, "gated", scheduling_gates=("example.com/a", "example.com/b"))
+    # Pods created after it come after it on the pending watch and in the queue (older first):
+    # once one is bound, the loop has passed the gated pod.
+    add_pods(k, "plain-1")
+    wait_for(lambda: node_of(k, "plain-1") == "n1", 5, "the pod behind the gated one bound")
+    k.core.patch_namespaced_pod("gated", NS, [{"op": "remove", "path": "/spec/schedulingGates/0"}])
+    add_pods(k, "plain-2")
+    wait_for(lambda: node_of(k, "plain-2") == "n1", 5, "the pod behind the still-gated one bound")
+    assert [status for name, _, status in binding_requests(k) if name == "gated"] == [], "bind attempts"
+    assert _events(k, "gated", "FailedScheduling") == [] and k.server.count("patch", "pods/status") == 0
+    assert _condition(k, "gated")["reason"] == "SchedulingGated"
+    k.core.patch_namespaced_pod("gated", NS, [{"op": "remove", "path": "/spec/schedulingGates"}])
+    wait_for(lambda: node_of(k, "gated") == "n1", 2, "bound once its last gate was removed")
+    wait_for(lambda: inst.stats.binds()["bound"] == 3, 5, "its bind answered")  # recorded by then
+    assert [status for name, _, status in binding_requests(k) if name == "gated"] == [201]
+    assert _condition(k, "gated")["status"] == "True"
+
+
 def test_score_source_down_means_no_binds_and_pods_say_why(kube_api: KubeAPI, start_scheduler) -> None:
     k = kube_api
     add_nodes(k, "n1", "n2")
@@ -123,12 +148,18 @@ def test_score_source_down_means_no_binds_and_pods_say_why(kube_api: KubeAPI, st
     wait_for(lambda: inst.stats.binds()["bound"] == 1, 5, "bind counter")
 
 
-def _bind_times(inst, count: int) -> list[float]:
-    times = []
-    for n in range(1, count + 1):
-        wait_for(lambda n=n: inst.stats.binds()["bound"] >= n, 10, f"bind {n}", poll_s=0.005)
-        times.append(time.monotonic())
-    return times
+#: A rate limit counts from a bind's answer: the next request leaves that long after the answer,
+#: so it arrives at least that long after the previous request — and later by one bind round
+#: trip and a thread wake (≤ 0.06 s measured under `stress-ng --cpu 2` on 2 cores; 0.3 s allowed).
+LATE_S = 0.3
+
+
+def _bind_gaps(k: KubeAPI, count: int) -> list[float]:
+    """Seconds between the arrivals of the first `count` binding requests at the server (measured
+    there, not by a test thread that polls counters updated after each answer)."""
+    wait_for(lambda: len(binding_requests(k)) >= count, 10, f"{count} binds")
+    times = [r.received for r in list(k.server.requests) if r.resource == "pods/binding"][:count]
+    return [b - a for a, b in itertools.pairwise(times)]
 
 
 def test_queue_order_and_max_per_cycle(kube_api: KubeAPI, start_scheduler) -> None:
@@ -137,11 +168,11 @@ def test_queue_order_and_max_per_cycle(kube_api: KubeAPI, start_scheduler) -> No
     # creationTimestamp has 1 s resolution, so the two low-priority pods tie on age: name decides.
     for name, prio in (("low-2", 0), ("high", 100), ("low-1", 0)):
         k.store.create("pods", f.pod(name, priority=prio), NS)
-    # One bind per cycle and cycles 1 s apart: one pod per second, in queue order.
-    inst = start_scheduler(k.url, FakeScores(allow("n1")), max_per_cycle=1, poll_s=1.0)
-    times = _bind_times(inst, 3)
+    # One bind per 1 s window: one pod per second, in queue order.
+    start_scheduler(k.url, FakeScores(allow("n1")), max_per_cycle=1, poll_s=1.0)
+    gaps = _bind_gaps(k, 3)
     assert [r.name for r in k.server.requests if r.resource == "pods/binding"] == ["high", "low-1", "low-2"]
-    assert [round(b - a, 1) for a, b in itertools.pairwise(times)] == [1.0, 1.0]
+    assert all(1.0 <= g <= 1.0 + LATE_S for g in gaps), gaps
 
 
 def test_placement_delay_spaces_binds(kube_api: KubeAPI, start_scheduler) -> None:
@@ -149,9 +180,8 @@ def test_placement_delay_spaces_binds(kube_api: KubeAPI, start_scheduler) -> Non
     add_nodes(k, "n1", cpu="64", pods="500")
     inst = start_scheduler(k.url, FakeScores(allow("n1")), max_per_cycle=0, poll_s=10.0, placement_delay_s=0.5)
     add_pods(k, "a", "b", "c")
-    times = _bind_times(inst, 3)
-    gaps = [b - a for a, b in itertools.pairwise(times)]
-    assert all(0.45 <= g <= 0.8 for g in gaps), gaps
+    gaps = _bind_gaps(k, 3)
+    assert all(0.5 <= g <= 0.5 + LATE_S for g in gaps), gaps
     wait_for(lambda: inst.stats.binds() == {"bound": 3, "conflict": 0, "error": 0}, 5, "bind counters")
 
 
