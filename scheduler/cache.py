@@ -2,7 +2,7 @@
 
 Three reflectors (list, then watch from the list's resourceVersion and resume from the last
 event or bookmark when the server ends the watch; relist, after a backoff of 0.5 s doubling to
-30 s, on 410 Gone, a lost connection, an API error or a bug — SPEC §4; never give up) feed one
+30 s, on 410 Gone, a lost connection, an API error or a bug — docs/design.md; never give up) feed one
 `ClusterCache`. Watches start at least `min_interval_s` apart, so a proxy that closes them at
 once cannot make a hot loop; a reflector failing for `unhealthy_after_s` reports itself unhealthy
 (readiness).
@@ -395,7 +395,7 @@ class Reflector:
             except Exception as exc:  # 410, a lost connection, an API error or a bug: the thread goes on
                 if stop.is_set():
                     return  # our own interrupt() cut the watch
-                # Events may have been missed: relist (SPEC §4), after a growing pause.
+                # Events may have been missed: relist (docs/design.md#the-fuzzy-scheduler), after a growing pause.
                 self._rv = ""
                 failures += 1
                 wait = backoff.delay(failures, self._initial, self._max)

@@ -1,4 +1,4 @@
-"""SchedulerConfig: the scheduler's whole configuration, parsed once from env + flags (CONTRACT §4).
+"""SchedulerConfig: the scheduler's whole configuration, parsed once from env + flags (docs/configuration.md).
 
 Flags override variables; every invalid value is reported in one error; unknown KSENSE_* /
 FUZZY_* variables are warned about by the entry point. Settings the contract has no variable
@@ -27,7 +27,7 @@ class SchedulerConfig:
     # --- what to schedule -----------------------------------------------------------------------
     scheduler_name: str = n.SCHEDULER_NAME_DEFAULT
     """`spec.schedulerName` of the pods this scheduler owns."""
-    # --- rate limits (SPEC §4, seed semantics; 0 disables each) ----------------------------------
+    # --- rate limits (docs/design.md#the-fuzzy-scheduler, seed semantics; 0 disables each) ---------------------
     poll_s: float = 10.0
     """Resync cadence: a cycle runs at least this often (watch events wake the loop otherwise);
     also the window of `max_per_cycle`."""
@@ -82,7 +82,7 @@ def build_parser(prog: str = "python -m scheduler") -> argparse.ArgumentParser:
         prog=prog,
         description="ksense fuzzy-scheduler: binds Pending pods (spec.schedulerName) to nodes that pass the "
         "kube-scheduler basics and whose fuzzy decision is a fresh allow.",
-        epilog="Every flag falls back to its environment variable (CONTRACT §4), then to the default.",
+        epilog="Every flag falls back to its environment variable (docs/configuration.md), then to the default.",
     )
     p.add_argument("--scheduler-name", help="spec.schedulerName to serve (FUZZY_SCHEDULER_NAME, fuzzy-scheduler)")
     p.add_argument("--poll", help="resync seconds, 0 = none (FUZZY_SCHEDULER_POLL_S, 10)")

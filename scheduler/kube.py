@@ -5,7 +5,7 @@ sees one exception type, `KubeError` (`Gone` for 410), whatever went wrong — a
 timeout, a reset connection. Tests fake the scheduler at this wrapper, never at the client.
 
 Responses are read with `_preload_content=False` and parsed with `json.loads`: the generated
-client cannot decode the binding response (ARCHITECTURE rule 9), and building model objects for
+client cannot decode the binding response (docs/development.md#rules-the-code-keeps), and building model objects for
 thousands of pods per list would cost more than the scheduling itself. Watches call the
 generated list functions with `watch=True` and read the JSON lines themselves: the client's
 `watch.Watch` does not fit — its `stop()` cannot interrupt a blocked read on a plain-HTTP

@@ -1,4 +1,4 @@
-"""The scheduler's Prometheus view (CONTRACT §1.3), served with /healthz and /readyz on port 9862.
+"""The scheduler's Prometheus view (docs/metrics.md#scheduler-metrics), served with /healthz and /readyz on port 9862.
 
 `SchedulerStats` is the loop's thread-safe tally (plain counters, no prometheus_client objects,
 nothing registered at import); `SchedulerCollector` is a stateless custom collector that builds
@@ -65,7 +65,7 @@ class SchedulerStats:
 
 
 class SchedulerCollector:
-    """Every family of CONTRACT §1.3 from `stats` and `leader()`."""
+    """Every family of docs/metrics.md#scheduler-metrics from `stats` and `leader()`."""
 
     def __init__(self, stats: SchedulerStats, leader: Callable[[], bool]):
         self._stats = stats

@@ -7,7 +7,7 @@ becomes `ScoreRecord`s (allowed, score, fresh) for the core's fuzzy filter.
 the scorers' scrape identity (`selector`, KSENSE_SCORER_SELECTOR, default
 `job="ksense-scorer",namespace="ksense"`: labels Prometheus attaches with honor_labels off, see
 exporter/names.py; by bare name any other scrape target could publish an allow for any node, or
-a deny), aggregated over scorer replicas as CONTRACT §1.2 says — `min by (node)` of
+a deny), aggregated over scorer replicas as docs/metrics.md#scorer-metrics says — `min by (node)` of
 `ksense_node_admission_allowed` (deny wins) and `max by (node)` of `ksense_node_score` — plus,
 for freshness, the newest sample time of each via `timestamp()`. The four vectors travel in one
 instant query, each tagged with a `ksense_q` label by `label_replace` so `or` keeps them apart.
@@ -16,7 +16,7 @@ clock skew between hosts does not matter; older than `FUZZY_LONG_WIN_S` → stal
 would otherwise serve a 5-minute-old sample as current). The newest time per node is used: a
 stuck replica can then add a deny (min) but never an allow.
 
-**Scorer** (`FUZZY_SCORE_SOURCE=scorer`): `GET /score` (CONTRACT §3.1) over HTTPS with
+**Scorer** (`FUZZY_SCORE_SOURCE=scorer`): `GET /score` (docs/api.md) over HTTPS with
 certificate verification on (a CA file may be given; `verify=` is passed per request because
 `REQUESTS_CA_BUNDLE` would override a session setting). Freshness: the report's `time` against
 our wall clock.
@@ -115,7 +115,7 @@ def _parse_time(text: object) -> float:
 
 
 def parse_scorer(body: Mapping[str, Any], now: float, long_win_s: float) -> dict[str, ScoreRecord]:
-    """Records from `GET /score` (CONTRACT §3.1). Raises ValueError when it is not that shape."""
+    """Records from `GET /score` (docs/api.md). Raises ValueError when it is not that shape."""
     nodes = body.get("nodes")
     if not isinstance(nodes, list):
         raise ValueError(f"no nodes list: {str(body)[:200]}")

@@ -1,4 +1,4 @@
-"""The scorer's HTTP API as a Flask app (SPEC §3.4, CONTRACT §3).
+"""The scorer's HTTP API as a Flask app (docs/api.md, docs/api.md).
 
 Flask, as the design card says: routing, methods (405 with `Allow`), HEAD and the error pages
 are Flask's; each route is a small method that returns (status, body). Everything it answers
@@ -181,7 +181,7 @@ class ScorerApi:
     `ready` says whether a first evaluation succeeded and its results are not stale; `stale`
     whether the latest results are too old to act on (/filter then answers Error; /score still
     shows them, with their time); `explain` gives the inference trace of one node's inputs
-    (CONTRACT §3.1); `recorder` records reviews and counts outcomes; `clock` times /validate;
+    (docs/api.md); `recorder` records reviews and counts outcomes; `clock` times /validate;
     `now` stamps fuzzy_score.csv rows (local wall time); the BodyLimits bound the request bodies
     (module docstring)."""
 

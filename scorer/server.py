@@ -1,7 +1,7 @@
 """Serve the scorer's WSGI (Flask) app in production: gunicorn with our gthread worker, TLS
-files re-read when they rotate (SPEC §3.4, §8).
+files re-read when they rotate (docs/api.md, docs/operations.md#what-the-prototype-did-wrong).
 
-Why gunicorn gthread (TESTING.md): it keeps connections alive under TLS (≈ 2,300 req/s here)
+Why gunicorn gthread (docs/development.md): it keeps connections alive under TLS (≈ 2,300 req/s here)
 and parks idle kept-alive connections in its event loop, not in threads. Flask's dev server
 and gunicorn's sync worker close every connection (a handshake per request, ≈ 18 ms), waitress
 has no TLS, cheroot is not installed. Its worker still let a slow client hold a thread (a
@@ -66,7 +66,7 @@ _M_MMAP_THRESHOLD = -3  # glibc's mallopt parameter
 KEEPALIVE_S = 75
 GRACEFUL_TIMEOUT_S = 10
 #: The heartbeat file gunicorn's arbiter watches; tmpfs, since the scorer's image has a
-#: read-only root file system (SPEC §6).
+#: read-only root file system (docs/operations.md).
 _SHM = "/dev/shm"
 
 

@@ -1,4 +1,4 @@
-"""Per-pod retry backoff after failed scheduling attempts (SPEC §4 feedback), pure.
+"""Per-pod retry backoff after failed scheduling attempts (docs/design.md#the-fuzzy-scheduler feedback), pure.
 
     delay(n) = min(INITIAL_S × 2^(n−1), MAX_S)   after the n-th consecutive failure (n ≥ 1)
              = 1, 2, 4, 8, 16, 32, 60, 60, … s

@@ -1,4 +1,4 @@
-"""Which feasible node gets the pod (SPEC §4 choice), pure and deterministic.
+"""Which feasible node gets the pod (docs/design.md#the-fuzzy-scheduler choice), pure and deterministic.
 
     key(node) = (score, −free_cpu_after, name)        chosen = argmin key
 

@@ -1,4 +1,4 @@
-"""Which nodes can take a pod, and why the others cannot (SPEC §4 filters), pure.
+"""Which nodes can take a pod, and why the others cannot (docs/design.md#the-fuzzy-scheduler filters), pure.
 
 Filters run in this order and a node reports only the FIRST one it fails (reason labels from
 `exporter.names.UNSCHEDULABLE_REASONS`, details in kube-scheduler's words so `kubectl describe`
@@ -21,7 +21,7 @@ reads as usual):
 Toleration matching (`Toleration.ToleratesTaint`): a set effect must equal the taint's; a set key
 must equal the taint's (empty key + Exists tolerates everything); Exists ignores the value,
 Equal (or "") compares it; other operators tolerate nothing. PreferNoSchedule taints never
-block. Ready is checked directly (SPEC §4) rather than through the `not-ready` taint.
+block. Ready is checked directly (docs/design.md#the-fuzzy-scheduler) rather than through the `not-ready` taint.
 
 Node affinity: terms are ORed, a term's matchExpressions and matchFields are ANDed; a term
 with neither matches nothing; In/NotIn need ≥ 1 value (NotIn and DoesNotExist match a node
@@ -30,7 +30,7 @@ int64s, a non-integer label or value fails; matchFields supports `metadata.name`
 exactly one value. Anything kube-scheduler would reject as an invalid requirement matches
 nothing.
 
-Fuzzy deny details are grouped by the scorer's level bands (SPEC §3.2: high ≥ 70, medium
+Fuzzy deny details are grouped by the scorer's level bands (docs/design.md#fuzzy-controller: high ≥ 70, medium
 ≥ 45, low) instead of the exact score, so the FailedScheduling message — and its dedupe key —
 stay the same while scores jitter.
 
@@ -71,7 +71,7 @@ NOT_READY, NO_SCORE = _REASON["not_ready"], _REASON["no_score"]
 HARD_EFFECTS = frozenset({"NoSchedule", "NoExecute"})
 UNSCHEDULABLE_TAINT_KEY = "node.kubernetes.io/unschedulable"
 FIELD_NODE_NAME = "metadata.name"
-HIGH_SCORE, MEDIUM_SCORE = 70.0, 45.0  # SPEC §3.2 level bands
+HIGH_SCORE, MEDIUM_SCORE = 70.0, 45.0  # docs/design.md#fuzzy-controller level bands
 
 
 @dataclass(frozen=True, slots=True)

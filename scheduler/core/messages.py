@@ -1,4 +1,4 @@
-"""What an unschedulable pod is told (SPEC §4 feedback): the FailedScheduling message, its
+"""What an unschedulable pod is told (docs/design.md#the-fuzzy-scheduler feedback): the FailedScheduling message, its
 dedupe key, and the PodScheduled=False condition, pure.
 
 Message format is kube-scheduler's `FitError.Error()`:

@@ -1,4 +1,4 @@
-"""Order of pending pods (SPEC §4): higher `spec.priority` first, then older first, pure.
+"""Order of pending pods (docs/design.md#the-fuzzy-scheduler): higher `spec.priority` first, then older first, pure.
 
     key(pod) = (−priority, creationTimestamp, namespace/name)
 

@@ -1,5 +1,5 @@
 """The admission webhook's answer: a pure function from a request body and the latest results to
-the AdmissionReview response, the CSV record and the metrics outcome (SPEC §3.4, CONTRACT §3.1).
+the AdmissionReview response, the CSV record and the metrics outcome (docs/api.md, docs/api.md).
 
 Why pure: every rule below is a table test with literal JSON, and the HTTP shell around it (body
 limits, content types, timing, recording) stays a few lines. Nothing here calls Prometheus or
@@ -52,7 +52,7 @@ API_V1BETA1 = "admission.k8s.io/v1beta1"
 API_VERSIONS = (API_V1, API_V1BETA1)
 KIND = "AdmissionReview"
 HOSTNAME_LABEL = "kubernetes.io/hostname"
-#: SPEC §3.4 caps audit annotation values; node names alone may be 253 characters long.
+#: docs/api.md caps audit annotation values; node names alone may be 253 characters long.
 MAX_ANNOTATION = 250
 OVERRIDE = " (CREATE override: allowed=true)"
 #: The API server's review uids are 36-character UUIDs; 128 leaves room for any other issuer.
@@ -117,7 +117,7 @@ class ErrorBody(TypedDict):
 # --- values ----------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class ScoreRecord:
-    """One fuzzy_score.csv row (CONTRACT §2.3) before formatting. None = empty cell."""
+    """One fuzzy_score.csv row (docs/metrics.md#fuzzy_scorecsv) before formatting. None = empty cell."""
 
     time: datetime
     uid: str
@@ -246,7 +246,7 @@ def audit_annotations(place: Placement) -> dict[str, str]:
 
 
 def csv_row(record: ScoreRecord) -> list[str]:
-    """The fuzzy_score.csv cells in CONTRACT §2.3 order; scores with 3 decimals like the monitor
+    """The fuzzy_score.csv cells in docs/metrics.md#fuzzy_scorecsv order; scores with 3 decimals like the monitor
     file's Score, empty cells for no value."""
 
     return [

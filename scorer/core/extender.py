@@ -1,4 +1,4 @@
-"""The kube-scheduler extender verbs `filter` and `prioritize`, pure (SPEC §3.4, CONTRACT §3.1).
+"""The kube-scheduler extender verbs `filter` and `prioritize`, pure (docs/api.md, docs/api.md).
 
 With these, a cluster can keep the stock kube-scheduler and add the fuzzy admission as an
 extender (`KubeSchedulerConfiguration.extenders[]` with `filterVerb: filter`,
@@ -36,7 +36,7 @@ NOT_READY = "ksense scorer not ready: no evaluation yet"
 STALE = "ksense scorer not ready: its latest evaluation is stale"
 UNKNOWN_NODE = "ksense: node unknown to the scorer (no score)"
 DENY_MISSING = "ksense fuzzy deny (missing metrics)"
-#: Inputs whose absence makes a deny (SPEC §3.3 step 1); CPU and PSI count as 0 instead.
+#: Inputs whose absence makes a deny (docs/design.md#decisions step 1); CPU and PSI count as 0 instead.
 _CRITICAL = ("friction", "energy")
 
 

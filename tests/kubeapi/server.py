@@ -1,6 +1,6 @@
 """A fake Kubernetes API server over real HTTP, for tests that drive the official `kubernetes` client.
 
-No kube-apiserver can be installed on our machines (TESTING.md), and kmock 0.8 has no selectors,
+No kube-apiserver can be installed on our machines (docs/development.md), and kmock 0.8 has no selectors,
 uids, resourceVersions or PUT. This module implements, in memory, the slice of API semantics the
 scheduler relies on, so that `scheduler.kube` runs its real client code against it:
 

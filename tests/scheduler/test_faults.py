@@ -207,7 +207,7 @@ def test_watch_expiry_410_relists_and_keeps_scheduling(kube_api: KubeAPI, start_
 
 
 def test_clean_watch_end_resumes_and_connection_loss_relists(kube_api: KubeAPI, start_scheduler) -> None:
-    """SPEC §4: relist on 410 and on connection loss (events may be lost with the connection);
+    """docs/design.md: relist on 410 and on connection loss (events may be lost with the connection);
     a watch the server ends cleanly (its timeout) resumes from the last resourceVersion."""
     k = kube_api
     add_nodes(k, "n1")

@@ -1,4 +1,4 @@
-"""The scorer's Flask app in-process: routes, exact /score shapes (CONTRACT §3.1), body limits and
+"""The scorer's Flask app in-process: routes, exact /score shapes (docs/api.md), body limits and
 the never-5xx webhook."""
 
 from __future__ import annotations
