@@ -12,9 +12,6 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import os
-import subprocess
-import sys
 import time
 import uuid
 from pathlib import Path
@@ -75,21 +72,6 @@ def _substitute(expr: str) -> str:
     return out
 
 
-def _env(extra: dict[str, str]) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("KSENSE_", "FUZZY_"))}
-    env.update(extra)
-    return env
-
-
-def _start(workdir: Path, name: str, args: list[str], port: int, ready: str, env: dict[str, str]):
-    log = workdir / f"{name}.log"
-    with open(log, "wb") as out:
-        proc = subprocess.Popen([sys.executable, *args], cwd=REPO, env=_env(env), stdout=out, stderr=subprocess.STDOUT)
-    server = promserver.Process(proc, port, log)
-    server._wait_ready(ready, 60, name)
-    return server
-
-
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory):
     require(promserver.prometheus_binary() is not None, "needs /usr/bin/prometheus (Debian package prometheus)")
@@ -111,7 +93,7 @@ def stack(tmp_path_factory):
         started += exporters
         if ebpf:
             port = promserver.free_port()
-            exporters.append(_start(work, "ebpf-exporter", [
+            exporters.append(promserver.start_module(work, "ebpf-exporter", [
                 "-m", "exporter", "--source", "ebpf", "--host", "127.0.0.1", "--port", str(port),
                 "--node", EBPF_NODE, "--csv", str(work / "ebpf.csv"), "--state-dir", str(work / "state")],
                 port, "/readyz", {"KSENSE_WARMUP_S": "5", "KSENSE_RUN_AS": "0"}))  # CSV in root's tmp
@@ -140,12 +122,12 @@ def stack(tmp_path_factory):
         assert requests.post(f"{prom.url}/-/reload", timeout=10).status_code == 200
 
         scorer_env = {"KSENSE_SCORER_INTERVAL_S": "1", "KSENSE_SCORER_REPLAY_S": "0"}
-        scorer = _start(work, "scorer", [
+        scorer = promserver.start_module(work, "scorer", [
             "-m", "scorer", "--prometheus-url", prom.url, "--host", "127.0.0.1", "--port", str(api),
             "--metrics-port", str(metrics), "--no-csv", "--tls-cert", str(cert), "--tls-key", str(key)],
             metrics, "/metrics", scorer_env)
         started.append(scorer)
-        broken = _start(work, "scorer-broken", [
+        broken = promserver.start_module(work, "scorer-broken", [
             "-m", "scorer", "--prometheus-url", f"http://127.0.0.1:{dead}", "--host", "127.0.0.1",
             "--port", str(promserver.free_port()), "--metrics-port", str(broken_metrics), "--no-csv"],
             broken_metrics, "/metrics", scorer_env)

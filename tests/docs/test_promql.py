@@ -8,13 +8,10 @@ from __future__ import annotations
 
 import copy
 import json
-import os
 import re
 import subprocess
-import sys
 import time
 import uuid
-from pathlib import Path
 
 import pytest
 import requests
@@ -40,19 +37,6 @@ NEEDS_EBPF = "runqueue_latency"
 REVIEWS = {"sa": 3, "hotel": 2}
 
 
-def _env(extra: dict[str, str]) -> dict[str, str]:
-    return {**{k: v for k, v in os.environ.items() if not k.startswith(("KSENSE_", "FUZZY_"))}, **extra}
-
-
-def _start(work: Path, name: str, args: list[str], port: int, ready: str, env: dict[str, str]) -> promserver.Process:
-    log = work / f"{name}.log"
-    with open(log, "wb") as out:
-        proc = subprocess.Popen([sys.executable, *args], cwd=REPO, env=_env(env), stdout=out, stderr=subprocess.STDOUT)
-    server = promserver.Process(proc, port, log)
-    server._wait_ready(ready, 60, name)
-    return server
-
-
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory):
     require(promserver.prometheus_binary() is not None, "needs /usr/bin/prometheus (Debian package prometheus)")
@@ -73,15 +57,15 @@ def stack(tmp_path_factory):
                                                  port=ports["replay"], env={"KSENSE_WARMUP_S": "5",
                                                                             "KSENSE_STATE_DIR": str(work / "s1")}))
         exporter = ["-m", "exporter", "--host", "127.0.0.1", "--no-csv"]
-        started.append(_start(work, "procfs", [*exporter, "--source", "procfs", "--node", "procfs-node", "--port",
-                                               str(ports["procfs"]), "--state-dir", str(work / "s2")],
-                              ports["procfs"], "/readyz", {}))
+        started.append(promserver.start_module(
+            work, "procfs", [*exporter, "--source", "procfs", "--node", "procfs-node", "--port", str(ports["procfs"]),
+                             "--state-dir", str(work / "s2")], ports["procfs"], "/readyz", {}))
         if ebpf:
-            started.append(_start(work, "ebpf", [*exporter, "--source", "ebpf", "--node", "ebpf-node", "--port",
-                                                 str(ports["ebpf"]), "--state-dir", str(work / "s3")],
-                                  ports["ebpf"], "/readyz", {"KSENSE_WARMUP_S": "5"}))
+            started.append(promserver.start_module(
+                work, "ebpf", [*exporter, "--source", "ebpf", "--node", "ebpf-node", "--port", str(ports["ebpf"]),
+                               "--state-dir", str(work / "s3")], ports["ebpf"], "/readyz", {"KSENSE_WARMUP_S": "5"}))
         csv = work / "fuzzy_score.csv"
-        started.append(_start(work, "scorer", [
+        started.append(promserver.start_module(work, "scorer", [
             "-m", "scorer", "--prometheus-url", prom.url, "--host", "127.0.0.1", "--port", str(ports["api"]),
             "--metrics-port", str(ports["scorer"]), "--score-csv", str(csv),
             "--monitor-csv", str(work / "fuzzy_monitor.csv")],

@@ -82,6 +82,37 @@ def _get_ok(url: str) -> bool:
         return False
 
 
+def stop(proc: subprocess.Popen, grace_s: float = 10.0) -> None:
+    """SIGTERM, then SIGKILL after `grace_s`; nothing when it already ended."""
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout=grace_s)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def clean_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The test's environment without its KSENSE_* / FUZZY_* variables, plus `extra`."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("KSENSE_", "FUZZY_"))}
+    env.update(extra or {})
+    return env
+
+
+def start_module(workdir: Path, name: str, args: Sequence[str], port: int, ready: str,
+                 env: Mapping[str, str] | None = None, deadline_s: float = 60.0) -> Process:
+    """`python <args>` (e.g. ["-m", "scorer", ...]) logging to workdir/<name>.log; returns once
+    `ready` (a path on `port`) answers 200."""
+    log = workdir / f"{name}.log"
+    with open(log, "wb") as out:
+        proc = subprocess.Popen([sys.executable, *args], cwd=REPO, env=clean_env(env), stdout=out,
+                                stderr=subprocess.STDOUT)
+    server = Process(proc, port, log)
+    server._wait_ready(ready, deadline_s, name)
+    return server
+
+
 @dataclass
 class Process:
     """A server we started: stop it by its PID."""
@@ -98,13 +129,7 @@ class Process:
         return self.proc.poll() is None
 
     def stop(self, grace_s: float = 10.0) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=grace_s)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop(self.proc, grace_s)
 
     def log_text(self) -> str:
         with contextlib.suppress(OSError):
@@ -260,10 +285,8 @@ def start_exporter(
         "--host", "127.0.0.1", "--port", str(port), "--node", node,
     ]
     args += ["--csv", str(csv_out)] if csv_out is not None else ["--no-csv"]
-    full_env = {k: v for k, v in os.environ.items() if not k.startswith(("KSENSE_", "FUZZY_"))}
     # The CSV goes to the test's directory, which only root (CI's user) can reach: keep root.
-    full_env["KSENSE_RUN_AS"] = "0"
-    full_env.update(env or {})
+    full_env = clean_env({"KSENSE_RUN_AS": "0", **(env or {})})
     workdir.mkdir(parents=True, exist_ok=True)
     log = workdir / f"exporter-{node}-{port}.log"
     with open(log, "wb") as out:

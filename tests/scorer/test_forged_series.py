@@ -223,13 +223,7 @@ def test_forged_series_in_a_shared_prometheus_change_no_decision(real_parts, nee
         scores = wait_for(scheduler_view, 30, "the scorer's decision for w1 in the shared Prometheus", poll_s=0.2)
         assert set(scores.records) == {NODE, LIAR}  # the intruders' allows for w1 and w9 are not read
     finally:
-        if scorer.poll() is None:
-            scorer.terminate()
-            try:
-                scorer.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                scorer.kill()
-                scorer.wait()
+        promserver.stop(scorer, 15)
         log.close()
         tenant.close()
         look_alike.close()

@@ -22,7 +22,6 @@ import contextlib
 import http.client
 import json
 import os
-import signal
 import socket
 import ssl
 import subprocess
@@ -130,13 +129,7 @@ def scorer(tmp_path: Path, *, tls: bool = False, replay_csv: Path | None = None)
             wait_for(lambda: srv.request("GET", "/readyz")[0] == 200, 60, "the scorer ready")
         yield srv
     finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        promserver.stop(proc, 20)
         if exporter is not None:
             exporter.stop()
 

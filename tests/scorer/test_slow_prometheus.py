@@ -115,12 +115,6 @@ def test_a_trickling_prometheus_never_keeps_the_api_from_answering(tmp_path):
         assert worst < QUERY_DEADLINE_S + SLACK_S, [(s.target[:60], round(s.seconds, 2)) for s in trickled]
         assert scorer.poll() is None, log_path.read_text()[-2000:]
     finally:
-        if scorer.poll() is None:
-            scorer.terminate()
-            try:
-                scorer.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                scorer.kill()
-                scorer.wait()
+        promserver.stop(scorer, 15)
         log.close()
         server.close()
