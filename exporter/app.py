@@ -27,6 +27,9 @@ from exporter.names import (
     POD_METRICS_CSV_NAME,
     SOURCE_REPLAY,
 )
+from exporter.pods.kubenames import PodNames
+from exporter.pods.kubenames import endpoint as kube_endpoint
+from exporter.pods.tracker import NameLookup
 from exporter.sampler import Sampler
 from exporter.sinks.csvfile import CsvSink, QueuedCsvWriter
 from exporter.sources import Source, SourceUnavailable, procfs, replay
@@ -39,9 +42,10 @@ log = logging.getLogger("ksense.exporter")
 STALE_AFTER_INTERVALS = 3
 
 
-def open_source(cfg: ExporterConfig, *, strict_ebpf: bool = False) -> Source:
+def open_source(cfg: ExporterConfig, *, strict_ebpf: bool = False, names: NameLookup | None = None) -> Source:
     """The configured source. `auto` tries eBPF and falls back to procfs, saying why; with
-    `strict_ebpf` (collector_only) or `ebpf` an eBPF failure is fatal."""
+    `strict_ebpf` (collector_only) or `ebpf` an eBPF failure is fatal. `names` labels pods
+    with their namespace and name."""
     if cfg.source == SOURCE_REPLAY:
         assert cfg.replay_file is not None
         return replay.open(cfg.replay_file, speed=cfg.speed)
@@ -56,7 +60,8 @@ def open_source(cfg: ExporterConfig, *, strict_ebpf: bool = False) -> Source:
         pods = None
         if cfg.pod_metrics:
             pods = ebpf.PodOptions(
-                node=cfg.node, max_pods=cfg.pod_max, top_k=cfg.pod_top_k, cgroup_root=cfg.cgroup_root
+                node=cfg.node, max_pods=cfg.pod_max, top_k=cfg.pod_top_k, cgroup_root=cfg.cgroup_root,
+                names=names,
             )
         return ebpf.open(
             proc_sampler=ProcSampler(cfg.proc_root), interval_s=cfg.interval_s, slots=cfg.bpf_map_entries,
@@ -67,6 +72,21 @@ def open_source(cfg: ExporterConfig, *, strict_ebpf: bool = False) -> Source:
             raise
         log.warning("event=ebpf_unavailable fallback=procfs reason=%r", str(exc))
         return procfs.open(proc_root=cfg.proc_root, interval_s=cfg.interval_s)
+
+
+def pod_names(cfg: ExporterConfig) -> PodNames | None:
+    """The pod name cache KSENSE_KUBE_API asks for, not started (it reads its credentials now,
+    while the process may still read root's files; its thread starts once root is given up).
+    None, with the reason logged, when there is no API to ask."""
+    if not cfg.pod_metrics or cfg.source in (SOURCE_REPLAY, "procfs"):
+        return None
+    api, why = kube_endpoint(cfg.kube_api, os.environ, cfg.kube_token_file)
+    if api is None:
+        level = logging.INFO if cfg.kube_api == "off" else logging.WARNING
+        log.log(level, "event=pod_names_unavailable reason=%r effect='pods are labelled by uid only'", why)
+        return None
+    # Four per attributable pod: the API also lists pods whose containers have not started.
+    return PodNames(api, cfg.node, max_pods=4 * cfg.pod_max)
 
 
 def deriver(cfg: ExporterConfig, source_name: str, *, persist: bool = True) -> Callable:
@@ -185,8 +205,9 @@ def run(cfg: ExporterConfig, *, http: bool, summary: bool, strict_ebpf: bool = F
     signal.signal(signal.SIGINT, on_signal)
 
     started = time.monotonic()
+    names = pod_names(cfg) if http else None
     try:
-        source = open_source(cfg, strict_ebpf=strict_ebpf)
+        source = open_source(cfg, strict_ebpf=strict_ebpf, names=names)
     except SourceUnavailable as exc:
         print(f"ksense: cannot start: {exc}", file=sys.stderr)
         return 2
@@ -214,6 +235,12 @@ def run(cfg: ExporterConfig, *, http: bool, summary: bool, strict_ebpf: bool = F
         print(f"ksense: cannot give up root: {problem}. Grant CAP_SETUID, CAP_SETGID and CAP_CHOWN, "
               "or set KSENSE_RUN_AS=0 to keep root (not recommended).", file=sys.stderr)
         return 2
+
+    if names is not None and getattr(source, "pods_on", False):
+        names.start()
+        log.info("event=pod_names_watch node=%s", cfg.node)
+    else:
+        names = None
 
     # The sampler hands rows to a writer thread: for a live source a disk that hangs costs rows,
     # never intervals; a replay (as fast as asked) waits for the disk instead, losing no row.
@@ -276,6 +303,8 @@ def run(cfg: ExporterConfig, *, http: bool, summary: bool, strict_ebpf: bool = F
         print(f"ksense: {exc}", file=sys.stderr)
         return 2
     finally:
+        if names is not None:
+            names.stop()
         source.close()
         for s in csv_sinks.values():
             s.close()

@@ -50,6 +50,11 @@ class ExporterConfig:
     """Pods exposed on /metrics by recent wait; the rest are summed under pod_uid="other"."""
     cgroup_root: Path | None = None
     """The cgroup v2 hierarchy to look for pods in; None: /sys/fs/cgroup, else /sys/fs/cgroup/unified."""
+    kube_api: str = "auto"
+    """Where pod names come from (exporter/pods/kubenames.py): `auto` (the in-cluster API in a pod,
+    none elsewhere), `off` (UID only) or an http(s) URL (kubectl proxy, tests)."""
+    kube_token_file: Path | None = None
+    """Bearer token for a KSENSE_KUBE_API URL (in a pod the service account's is used)."""
     # --- baseline -----------------------------------------------------------------------------
     warmup_s: float = 600.0
     """Warm-up before the baseline may freeze: ten minutes of normal behaviour."""
@@ -185,6 +190,10 @@ def from_env(environ: Mapping[str, str], args: argparse.Namespace | None = None)
 
     pod_metrics = r.choice("", "KSENSE_POD_METRICS", "on" if ExporterConfig.pod_metrics else "off", ("on", "off"))
     cgroup_root_text = pick("", "KSENSE_CGROUP_ROOT", None)
+    kube_api = pick("", "KSENSE_KUBE_API", ExporterConfig.kube_api) or ExporterConfig.kube_api
+    if kube_api not in ("auto", "off") and not kube_api.startswith(("http://", "https://")):
+        problems.append(f"KSENSE_KUBE_API={kube_api!r}: expected auto, off or an http(s) URL")
+    token_file_text = pick("", "KSENSE_KUBE_TOKEN_FILE", None)
 
     interval = number("interval", "KSENSE_INTERVAL_S", 1.0, minimum=0.01)
     cfg = ExporterConfig(
@@ -199,6 +208,8 @@ def from_env(environ: Mapping[str, str], args: argparse.Namespace | None = None)
         pod_max=number("", "KSENSE_POD_MAX", ExporterConfig.pod_max, minimum=1, maximum=4096, integer=True),
         pod_top_k=number("", "KSENSE_POD_TOP_K", ExporterConfig.pod_top_k, minimum=0, maximum=1000, integer=True),
         cgroup_root=Path(cgroup_root_text) if cgroup_root_text else None,
+        kube_api=kube_api,
+        kube_token_file=Path(token_file_text) if token_file_text else None,
         warmup_s=number("warmup", "KSENSE_WARMUP_S", 600.0, minimum=0.0),
         baseline_win_s=number("", "KSENSE_BASELINE_WIN_S", 300.0, minimum=interval),
         baseline_min_count=number("", "KSENSE_BASELINE_MIN_COUNT", 50, minimum=0, integer=True),

@@ -136,10 +136,15 @@ PODS_UNTRACKED = Family(
     "ksense_pods_untracked_total",
     "Pods (or pod cgroups) found but not attributed for lack of room, each counted once when refused.",
 )
+POD_NAMES_AVAILABLE = Family(
+    "ksense_pod_names_available",
+    "1 while pod names and namespaces are in step with the Kubernetes API (list + watch of this node's pods), "
+    "0 when it is unreachable, refused or not configured: new pods are then labelled by pod_uid only.",
+)
 #: Every per-pod family (docs/metrics.md#per-pod-metrics), served when per-pod accounting is on.
 POD_FAMILIES = (
     POD_RUNQUEUE_WAIT, POD_DSTATE, POD_DSTATE_EPISODES, POD_CPU, POD_PRESSURE, PODS_TRACKED, PODS_CAPACITY,
-    PODS_UNTRACKED,
+    PODS_UNTRACKED, POD_NAMES_AVAILABLE,
 )
 
 # --- label values ---------------------------------------------------------------------------

@@ -242,7 +242,8 @@ class PodSeries:
 @dataclass(frozen=True)
 class PodsReport:
     """What the pod tracker knows after one tick: the exposed series (top-K by recent wait,
-    then `other`), the CSV rows of every tracked pod, and the bound's bookkeeping."""
+    then `other`), the CSV rows of every tracked pod, the bound's bookkeeping and whether pod
+    names are in step with the Kubernetes API."""
 
     series: tuple[PodSeries, ...] = ()
     rows: tuple[tuple[str, ...], ...] = ()
@@ -251,3 +252,4 @@ class PodsReport:
     overflows: int = 0
     cgroup_entries: int = 0
     cgroup_capacity: int = 0
+    names_available: bool = False

@@ -16,10 +16,10 @@ from __future__ import annotations
 import logging
 import math
 import os
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 
@@ -36,7 +36,13 @@ log = logging.getLogger(__name__)
 #: set does not flap from one scrape to the next, short enough that today's aggressor is there.
 RANK_HALF_LIFE_S = 300.0
 
-NameLookup = Callable[[str], "tuple[str, str] | None"]
+class NameLookup(Protocol):
+    """uid -> (namespace, name) (exporter/pods/kubenames.py), and whether it is in step with the API."""
+
+    def get(self, uid: str) -> tuple[str, str] | None: ...
+
+    @property
+    def available(self) -> bool: ...
 
 
 @dataclass
@@ -78,7 +84,7 @@ class PodTracker:
         self._node = node
         self._top_k = top_k
         self._rescan_s = rescan_s
-        self._names = names or (lambda uid: None)
+        self._names = names
         self._cpus = cpus or os.cpu_count() or 1
         self._table = core.PodTable(probe.pod_keys(), probe.pods.pods, probe.pods.probes)
         self._pods: dict[str, _Pod] = {}
@@ -145,6 +151,7 @@ class PodTracker:
             overflows=self._table.overflows,
             cgroup_entries=self._table.entries(),
             cgroup_capacity=len(self._probe.pod_keys()),
+            names_available=self._names is not None and self._names.available,
         )
 
     def _cpu_and_psi(self, before, after, dt) -> tuple[float, dict[tuple[str, str], float]]:
@@ -161,7 +168,7 @@ class PodTracker:
         return cpu, psi
 
     def _label_names(self, uid: str) -> tuple[str, str]:
-        return self._names(uid) or ("", "")
+        return (self._names.get(uid) if self._names is not None else None) or ("", "")
 
     def _csv_row(self, wall: datetime, uid: str, pod: _Pod, delta: np.ndarray, cpu_util: float) -> list[str]:
         stats = core.wait_stats(

@@ -17,7 +17,7 @@ from exporter.core.pods import PodsReport
 
 _POD_LABELS = (n.LABEL_NODE, n.LABEL_POD_NAMESPACE, n.LABEL_POD_NAME, n.LABEL_POD_UID)
 
-GAUGES = (n.POD_PRESSURE, n.PODS_TRACKED, n.PODS_CAPACITY)
+GAUGES = (n.POD_PRESSURE, n.PODS_TRACKED, n.PODS_CAPACITY, n.POD_NAMES_AVAILABLE)
 COUNTERS = (n.POD_DSTATE, n.POD_DSTATE_EPISODES, n.POD_CPU, n.PODS_UNTRACKED)
 HISTOGRAMS = (n.POD_RUNQUEUE_WAIT,)
 
@@ -49,6 +49,7 @@ def families(node: str, report: PodsReport) -> Iterator[Metric]:
         (n.PODS_TRACKED, report.tracked, GaugeMetricFamily),
         (n.PODS_CAPACITY, report.capacity, GaugeMetricFamily),
         (n.PODS_UNTRACKED, report.overflows, CounterMetricFamily),
+        (n.POD_NAMES_AVAILABLE, int(report.names_available), GaugeMetricFamily),
     ):
         m = metric(family.name, family.help, labels=(n.LABEL_NODE,))
         m.add_metric((node,), value)

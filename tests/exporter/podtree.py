@@ -36,9 +36,10 @@ class PodTree:
             self._dirs.append(path)
         return path
 
-    def add_pod(self, *, driver: str = "systemd", qos: str = "burstable") -> tuple[str, Path, Path]:
-        """(uid, pod directory, container scope directory) of a new pod."""
-        uid = str(uuid.uuid4())
+    def add_pod(self, *, driver: str = "systemd", qos: str = "burstable", uid: str | None = None
+                ) -> tuple[str, Path, Path]:
+        """(uid, pod directory, container scope directory) of a new pod (`uid`, else a random one)."""
+        uid = uid or str(uuid.uuid4())
         cid = uuid.uuid4().hex * 2
         if driver == "systemd":
             kube = self._mkdir(self.root / "kubepods.slice")

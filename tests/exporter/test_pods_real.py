@@ -153,3 +153,67 @@ def _now():
     from datetime import datetime
 
     return datetime.now()
+
+
+def test_names_from_the_api_after_root_is_given_up_and_uid_only_when_it_goes(tree, out_dir, tmp_path):
+    """The fake API server lists two pods on this node whose cgroups the tree holds: their
+    namespace and name label /metrics and fill pod_metrics.csv. The token file is root's alone
+    (0600) and the exporter becomes nobody: it presents the token it read before. A pod deleted
+    in the API loses its name; the API gone, metrics go on and the gauge says names are not
+    in step."""
+    from tests.kubeapi import factories
+    from tests.kubeapi.server import KubeAPIServer
+
+    token = tmp_path / "token"
+    token.write_text("tok-root-only")
+    token.chmod(0o600)
+    with KubeAPIServer() as api:
+        made = {}
+        for ns, name in (("shop", "checkout"), ("batch", "nightly")):
+            obj = api.store.create("pods", factories.pod(name, ns, node_name="node-a", phase="Running"))
+            uid = obj["metadata"]["uid"]
+            _, _, scope = tree.add_pod(uid=uid)
+            tree.run_in(scope, IDLE)
+            made[name] = uid
+        api.store.create("pods", factories.pod("elsewhere", "shop", node_name="node-b", phase="Running"))
+        csv_path = out_dir / "kernel_metrics.csv"
+        proc = start(["--port", "0", "--host", "127.0.0.1"], {
+            "KSENSE_SOURCE": "ebpf", "KSENSE_CGROUP_ROOT": str(tree.root), "KSENSE_METRICS_CSV": str(csv_path),
+            "KSENSE_STATE_DIR": str(tmp_path / "state"), "KSENSE_NODE_NAME": "node-a",
+            "KSENSE_KUBE_API": api.url, "KSENSE_KUBE_TOKEN_FILE": str(token),
+        })
+        try:
+            port = read_port(proc)
+            # (the exposition sorts labels: pod_name, pod_namespace, pod_uid)
+            checkout = f'pod_name="checkout",pod_namespace="shop",pod_uid="{made["checkout"]}"'
+            nightly = f'pod_name="nightly",pod_namespace="batch",pod_uid="{made["nightly"]}"'
+            wait_for(lambda: checkout in (t := scrape(port)) and nightly in t, 20, "the pods' names on /metrics")
+            assert _gauge(scrape(port), "ksense_pod_names_available") == 1
+            rows = wait_for(lambda: _named_rows(csv_path.with_name(names.POD_METRICS_CSV_NAME)), 10, "named rows")
+            assert {(r["PodNamespace"], r["PodName"], r["PodUID"]) for r in rows} >= {
+                ("shop", "checkout", made["checkout"]), ("batch", "nightly", made["nightly"])}
+            sent = [r for r in api.requests if r.resource == "pods"]
+            assert sent and {r.authorization for r in sent} == {"Bearer tok-root-only"}
+            assert {r.user_agent for r in sent} == {"ksense-exporter"}
+
+            api.store.delete("pods", "batch", "nightly")
+            unnamed = f'pod_name="",pod_namespace="",pod_uid="{made["nightly"]}"'
+            wait_for(lambda: unnamed in scrape(port), 10, "the deleted pod's name to go")
+
+            api.stop()
+            wait_for(lambda: _gauge(scrape(port), "ksense_pod_names_available") == 0, 10, "names unavailable")
+            before = _value(scrape(port), "ksense_pod_runqueue_wait_seconds_count", made["checkout"])
+            wait_for(lambda: _value(scrape(port), "ksense_pod_runqueue_wait_seconds_count", made["checkout"]) > before,
+                     10, "metrics to keep flowing without the API")
+            assert checkout in scrape(port)  # a uid's name never changes: kept
+        finally:
+            stop(proc)
+    assert proc.returncode == 0
+
+
+def _named_rows(path: Path) -> list[dict[str, str]] | None:
+    if not path.exists():
+        return None
+    with open(path, newline="") as f:
+        rows = [r for r in csv.DictReader(f) if r["PodName"]]
+    return rows if len({r["PodUID"] for r in rows}) >= 2 else None

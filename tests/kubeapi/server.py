@@ -1029,6 +1029,7 @@ class RequestRecord:
     duration_s: float
     user_agent: str = ""  # the caller (which scheduler replica sent a binding)
     received: float = 0.0  # monotonic time the request arrived: when the client sent it, give or take
+    authorization: str = ""  # the Authorization header as sent (which token a client presented)
 
 
 # --------------------------------------------------------------------------------------------
@@ -1175,7 +1176,7 @@ class _Handler(BaseHTTPRequestHandler):
         self.server.api._record(RequestRecord(
             self.command, url.path, url.query, self._verb, self._res, r.namespace if r else None,
             r.name if r else None, code, time.monotonic() - self._t0, self.headers.get("User-Agent") or "",
-            self._t0))
+            self._t0, self.headers.get("Authorization") or ""))
 
     def _send_error(self, err: ApiError, headers: Iterable[tuple[str, str]] = ()) -> None:
         self._send(err.code, _dumps(err.status()), headers)
