@@ -8,6 +8,7 @@ from __future__ import annotations
 import pytest
 
 from exporter import names as n
+from exporter.config import ExporterConfig
 from tests.deploy.manifests import SHIPPED, build, containers, env, find, of_kind, pod_spec
 from tests.scorer import promserver
 
@@ -141,14 +142,32 @@ def test_scheduler_leases_only_in_its_namespace(objects):
     assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "ksense-scheduler", "namespace": "ksense"}]
 
 
-def test_only_the_scheduler_and_prometheus_get_an_api_token(objects):
+def test_only_the_scheduler_prometheus_and_the_exporter_get_an_api_token(objects):
     for workload in of_kind(objects, "Deployment", "DaemonSet"):
         name = workload["metadata"]["name"]
         spec = pod_spec(workload)
         assert spec.get("serviceAccountName", "default") != "default" or spec["automountServiceAccountToken"] is False
-        if name in ("ksense-scheduler", "ksense-prometheus"):
+        if name in ("ksense-scheduler", "ksense-prometheus", "ksense-exporter"):
             continue
         assert spec.get("automountServiceAccountToken") is False, name
+
+
+def test_the_exporter_may_only_read_pods_and_keeps_reading_its_token_once_unprivileged(objects):
+    """Pod names (exporter/pods/kubenames.py): get/list/watch pods, nothing else; the token
+    mounted, and group-readable by the gid the exporter becomes (fsGroup = KSENSE_RUN_AS's gid)."""
+    role = find(objects, "ClusterRole", "ksense-exporter")
+    assert role["rules"] == [{"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list", "watch"]}]
+    binding = find(objects, "ClusterRoleBinding", "ksense-exporter")
+    assert binding["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole",
+                                  "name": "ksense-exporter"}
+    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "ksense-exporter", "namespace": "ksense"}]
+    spec = pod_spec(find(objects, "DaemonSet", "ksense-exporter"))
+    assert spec["serviceAccountName"] == "ksense-exporter" and spec["automountServiceAccountToken"] is True
+    (c,) = spec["containers"]
+    run_as = env(c).get("KSENSE_RUN_AS", {}).get("value")
+    gid = int(run_as.split(":")[-1]) if run_as else ExporterConfig.run_as[1]
+    assert spec["securityContext"]["fsGroup"] == gid
+    assert "KSENSE_KUBE_API" not in env(c)  # auto: the in-cluster API
 
 
 def test_scheduler_lease_namespace_and_identity_come_from_the_downward_api(objects):
