@@ -119,6 +119,8 @@ HISTOGRAM_LE_EXPONENTS = tuple(range(26))
 LABEL_POD_NAMESPACE = "pod_namespace"
 LABEL_POD_NAME = "pod_name"
 LABEL_POD_UID = "pod_uid"
+#: The `pod_uid` of the series that sums every pod outside the exposed top-K.
+POD_UID_OTHER = "other"
 POD_RUNQUEUE_WAIT = Family(
     "ksense_pod_runqueue_wait_seconds",
     "Run-queue waits of the pod's tasks (wakeup or preemption to switch-in), log2 buckets; _sum is the "

@@ -23,8 +23,6 @@ HASH_MUL = 0x9E3779B97F4A7C15
 _U64 = (1 << 64) - 1
 MAX_CGROUP_ID = (1 << 48) - 1
 
-#: The `uid` of the series that sums every pod outside the top-K.
-OTHER = "other"
 
 # systemd driver: kubepods-pod<uid>.slice, kubepods-<qos>-pod<uid>.slice with `_` for `-`;
 # cgroupfs driver: pod<uid>. A uid is a (lower-case) RFC 4122 UUID.

@@ -27,7 +27,7 @@ from exporter.bpf import loader
 from exporter.core import pods as core
 from exporter.core.csvrow import format_number, format_time
 from exporter.core.psi import node_psi
-from exporter.names import LEVEL_POD
+from exporter.names import LEVEL_POD, POD_UID_OTHER
 from exporter.pods import discovery
 
 log = logging.getLogger(__name__)
@@ -212,7 +212,7 @@ class PodTracker:
     def _other_series(self) -> core.PodSeries:
         o = self._other
         return core.PodSeries(
-            uid=core.OTHER, namespace="", name="", wait_seconds=o.wait_ns / 1e9, waits=o.waits,
+            uid=POD_UID_OTHER, namespace="", name="", wait_seconds=o.wait_ns / 1e9, waits=o.waits,
             dstate_seconds=o.dstate_ns / 1e9, dstate_episodes=o.dstate, wait_buckets=core.export_buckets(o.buckets),
             cpu_seconds=o.cpu_usec / 1e6, pressure={},
         )

@@ -105,6 +105,18 @@ def _deny_reason(score: float, band: str | None, bad: int, good: int, params: De
     return f"recovering: good {good}/{params.good_threshold}"
 
 
+def pods_reason(node: NodeInputs) -> str:
+    """Who suffers and who causes it on a node, for a scored deny's reason:
+    `; victim shop/checkout (wait 0.412 s/s), aggressor batch/nightly (cpu 0.981 s/s)`, either
+    part alone, or "" when the source named no pod."""
+    parts = []
+    if node.victim is not None:
+        parts.append(f"victim {node.victim.shown} (wait {node.victim.rate:.3g} s/s)")
+    if node.aggressor is not None:
+        parts.append(f"aggressor {node.aggressor.shown} (cpu {node.aggressor.rate:.3g} s/s)")
+    return "; " + ", ".join(parts) if parts else ""
+
+
 class _Batch(NamedTuple):
     """Consecutive ticks planned and scored together, as columns over all their nodes (each
     tick's nodes in name order, `ticks[k]` = its Inputs and its slice of the columns).
@@ -181,7 +193,7 @@ def _decide(params: DecisionParams, states: Mapping[str, NodeState], batch: _Bat
         else:
             plan = plans.get(i)
             reason = (_missing_reason(plan) if plan is not None and plan.values is None
-                      else _deny_reason(score, band, bad, good, params))
+                      else _deny_reason(score, band, bad, good, params) + pods_reason(node))
             reports[node.node] = NodeReport(node.node, now, DECISION_DENY, score, level, band, reason, node, gone,
                                             bad, good)
     return after, Results(time=now, source=inputs.source, reports=MappingProxyType(reports))
@@ -199,7 +211,8 @@ def evaluate(rb: RuleBase, params: DecisionParams, states: Mapping[str, NodeStat
     - otherwise missing inputs count as 0 (CPU and PSI always; friction and energy with
       allow_on_missing), all such nodes are scored in one inference.score call, and
       decision.step decides. A denied node's reason is `score 73.3 ≥ 70`, `medium-high 2/2`,
-      `medium-mid: holding deny` or `recovering: good 1/2`; an allowed node has none.
+      `medium-mid: holding deny` or `recovering: good 1/2`, followed by the node's top victim
+      and aggressor pods when the source named them (`pods_reason`); an allowed node has none.
     Reports carry the raw inputs and every missing input (names.INPUTS order). Nodes absent
     from `inputs.nodes` are dropped from both results. `states` is not modified.
     """

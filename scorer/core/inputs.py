@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from types import MappingProxyType
 
 from exporter import names as n
-from scorer.core.model import NodeInputs
+from scorer.core.model import NodeInputs, PodRef
 
 # Signal names: what a source reads per tick, one query each on Prometheus.
 FRICTION = "friction"
@@ -73,6 +73,47 @@ def selectors(matchers: str) -> Mapping[str, str]:
         out[signal] = f"{family}{{{','.join(parts)}}}" if parts else family
     return MappingProxyType(out)
 
+# --- the pods a deny's reason names (docs/metrics.md#per-pod-metrics) ---------------------------------
+VICTIM = "victim"
+AGGRESSOR = "aggressor"
+#: Window of the per-pod rates: four scrapes at the usual 15 s, short enough to name today's pods.
+POD_RATE_WINDOW = "1m"
+_POD_SERIES = MappingProxyType({
+    VICTIM: f"{n.POD_RUNQUEUE_WAIT.name}_sum",  # run-queue wait, seconds per second
+    AGGRESSOR: n.POD_CPU.name,  # CPU, seconds per second
+})
+
+
+def pod_queries(matchers: str) -> Mapping[str, str]:
+    """One PromQL per role for all nodes: each node's pod with the highest rate (`topk by
+    (node)`), over the series `matchers` trusts; the `other` sum is nobody."""
+    parts = [matchers] if matchers else []
+    parts.append(f'{n.LABEL_POD_UID}!="{n.POD_UID_OTHER}"')
+    sel = ",".join(parts)
+    return MappingProxyType({
+        role: f"topk by ({n.LABEL_NODE}) (1, rate({family}{{{sel}}}[{POD_RATE_WINDOW}]))"
+        for role, family in _POD_SERIES.items()
+    })
+
+
+def top_pods(result: Iterable[Mapping]) -> dict[str, PodRef]:
+    """node -> its top pod from a `pod_queries` answer (Prometheus vector elements). topk may
+    return more than one series per node on ties or duplicate scrapes: the highest rate wins,
+    ties by uid. A rate of 0 names nobody (no pod waited or ran)."""
+    out: dict[str, PodRef] = {}
+    for element in result:
+        labels = element.get("metric") or {}
+        node, uid = labels.get(n.LABEL_NODE), labels.get(n.LABEL_POD_UID)
+        rate = float(element["value"][1])
+        if not node or not uid or not math.isfinite(rate) or rate <= 0:
+            continue
+        pod = PodRef(labels.get(n.LABEL_POD_NAMESPACE, ""), labels.get(n.LABEL_POD_NAME, ""), uid, rate)
+        have = out.get(node)
+        if have is None or (pod.rate, have.uid) > (have.rate, pod.uid):
+            out[node] = pod
+    return out
+
+
 # Ratios (0-1) on the wire, percent in the controller.
 _PERCENT = frozenset({CPU, PSI})
 
@@ -115,8 +156,10 @@ def node_inputs(
     *,
     now: float,
     long_win_s: float,
+    pods: Mapping[str, Mapping[str, PodRef]] | None = None,
 ) -> NodeInputs:
-    """One node's NodeInputs from the per-signal vectors (see the module docstring)."""
+    """One node's NodeInputs from the per-signal vectors (see the module docstring) and the top
+    pods by role (`top_pods` per role), when read."""
     values: dict[str, float] = {}
     why: dict[str, str] = {}
     for signal in SIGNALS:
@@ -157,6 +200,8 @@ def node_inputs(
         calibrating=calibrating,
         warmup_remaining_s=warmup,
         baseline_unavailable=no_baseline,
+        victim=(pods or {}).get(VICTIM, {}).get(node),
+        aggressor=(pods or {}).get(AGGRESSOR, {}).get(node),
     )
 
 
@@ -167,14 +212,16 @@ def build(
     now: float,
     long_win_s: float,
     known: Iterable[str] = (),
+    pods: Mapping[str, Mapping[str, PodRef]] | None = None,
 ) -> dict[str, NodeInputs]:
     """NodeInputs for every node named by any vector, plus the `known` ones (nodes seen before:
-    they stay, with their inputs missing, so their decision turns to deny instead of vanishing)."""
+    they stay, with their inputs missing, so their decision turns to deny instead of vanishing).
+    `pods` (role -> node -> PodRef) names pods only: it adds no node."""
     nodes = set(known)
     for vector in vectors.values():
         nodes.update(vector)
     return {
-        node: node_inputs(node, vectors, failed, now=now, long_win_s=long_win_s) for node in sorted(nodes)
+        node: node_inputs(node, vectors, failed, now=now, long_win_s=long_win_s, pods=pods) for node in sorted(nodes)
     }
 
 

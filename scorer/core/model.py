@@ -22,6 +22,24 @@ def _empty() -> Mapping:
 
 
 @dataclass(frozen=True)
+class PodRef:
+    """One pod of a node named in a deny's explanation: the top victim (most run-queue wait per
+    second) or the top aggressor (most CPU seconds per second), from the per-pod families
+    (docs/metrics.md#per-pod-metrics). `namespace` and `name` are empty when the exporter knows
+    the pod by UID only."""
+
+    namespace: str
+    name: str
+    uid: str
+    rate: float
+
+    @property
+    def shown(self) -> str:
+        """`shop/checkout`, or `uid 6c3c22c6-...` for a pod known by UID only."""
+        return f"{self.namespace}/{self.name}" if self.name else f"uid {self.uid}"
+
+
+@dataclass(frozen=True)
 class NodeInputs:
     """One node's four inputs as read, raw (unclamped). NaN = missing or stale.
 
@@ -31,6 +49,8 @@ class NodeInputs:
     friction and energy are missing by design and `warmup_remaining_s` says for how long.
     `baseline_unavailable` is True when that exporter runs the procfs source: without p99 no
     baseline sample is ever accepted (docs/design.md#baseline, docs/design.md#sources), so the calibration never ends.
+    `victim` and `aggressor` are the node's top pods when the source knows them (not inputs:
+    they only name who suffers and who causes it in a deny's reason).
     """
 
     node: str
@@ -44,6 +64,8 @@ class NodeInputs:
     calibrating: bool = False
     warmup_remaining_s: float = NAN
     baseline_unavailable: bool = False
+    victim: PodRef | None = None
+    aggressor: PodRef | None = None
 
     @property
     def friction_signed(self) -> float:

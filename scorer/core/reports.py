@@ -16,7 +16,14 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any, TypedDict
 
-from scorer.core.model import NodeInputs, NodeReport, Results
+from scorer.core.model import NodeInputs, NodeReport, PodRef, Results
+
+
+class PodJson(TypedDict):
+    namespace: str
+    name: str
+    uid: str
+    rate: float
 
 
 class InputsJson(TypedDict):
@@ -38,6 +45,8 @@ class ReportJson(TypedDict, total=False):
     missing: list[str]
     bad_count: int
     good_count: int
+    victim: PodJson | None
+    aggressor: PodJson | None
     explain: dict[str, Any]
 
 
@@ -67,6 +76,8 @@ def report_json(report: NodeReport, explain: Mapping[str, Any] | None = None) ->
         "missing": list(report.missing),
         "bad_count": report.bad_count,
         "good_count": report.good_count,
+        "victim": pod_json(report.inputs.victim),
+        "aggressor": pod_json(report.inputs.aggressor),
     }
     if explain is not None:
         body["explain"] = dict(explain)
@@ -81,6 +92,14 @@ def results_json(results: Results, explains: Mapping[str, Mapping[str, Any]] | N
         "source": results.source,
         "nodes": [report_json(results.reports[node], explains.get(node)) for node in sorted(results.reports)],
     }
+
+
+def pod_json(pod: PodRef | None) -> PodJson | None:
+    """A top pod of the node (`victim`: wait seconds per second; `aggressor`: CPU seconds per
+    second), null when unknown."""
+    if pod is None:
+        return None
+    return {"namespace": pod.namespace, "name": pod.name, "uid": pod.uid, "rate": round(pod.rate, 6)}
 
 
 def inputs_json(inputs: NodeInputs) -> InputsJson:

@@ -29,6 +29,10 @@ Every request has an overall deadline of `timeout_s` for its whole answer (Deadl
 a Prometheus trickling its answer a byte at a time fails the query at the deadline; requests'
 own timeout is per read and would not).
 
+Two more instant queries per tick name each node's top victim (run-queue wait per second) and
+top aggressor (CPU seconds per second) among its pods (scorer/core/inputs.py pod_queries), which
+a deny's reason shows; a node without per-pod series, or a failed query, names nobody.
+
 Failures never raise. Each failed request is counted under a short reason label
 (`unreachable`, `timeout`, `http_503`, `bad_response`, `query_error`, plus `empty` for a
 successful query that named no node: a wrong URL, a scrape config whose job or namespace labels
@@ -55,7 +59,7 @@ import requests
 from exporter import names as n
 from exporter.deadline_http import DeadlineSession
 from scorer.core import inputs as core
-from scorer.core.model import Inputs
+from scorer.core.model import Inputs, PodRef
 from scorer.sources import shown
 
 NAME = "prometheus"
@@ -165,6 +169,7 @@ class PrometheusSource:
     ):
         self.client = PromClient(url, timeout_s=timeout_s, session=session)
         self.queries = queries(selector)
+        self.pod_queries = core.pod_queries(selector)
         if not selector:
             log.warning("event=selector_unrestricted hint='every scrape target of this Prometheus can publish "
                         "inputs for any node: set KSENSE_EXPORTER_SELECTOR'")
@@ -201,10 +206,27 @@ class PrometheusSource:
                 errors["empty"] = errors.get("empty", 0) + 1
         ok = len(failed) < len(self.queries)
         self._note_outage(None if ok else next(iter(errors), "unknown"))
-        nodes = core.build(vectors, failed, now=at, long_win_s=self.long_win_s, known=self._remember(vectors))
+        pods = self._top_pods(at, errors) if abort is None else {}
+        nodes = core.build(vectors, failed, now=at, long_win_s=self.long_win_s, known=self._remember(vectors),
+                           pods=pods)
         return Inputs(
             time=now, source=NAME, nodes=MappingProxyType(nodes), errors=MappingProxyType(errors), ok=ok
         )
+
+    def _top_pods(self, at: float, errors: dict[str, int]) -> dict[str, dict[str, PodRef]]:
+        """role -> node -> its top pod (scorer/core/inputs.py pod_queries), for the reasons of
+        denies only: a failed query names no pod and is counted like any other."""
+        pods = {}
+        for role, expr in self.pod_queries.items():
+            try:
+                pods[role] = core.top_pods(self.client.query(expr, at))
+            except PromError as exc:
+                errors[exc.reason] = errors.get(exc.reason, 0) + 1
+                if exc.fatal:
+                    break
+            except (KeyError, TypeError, ValueError, IndexError):
+                errors["bad_response"] = errors.get("bad_response", 0) + 1
+        return pods
 
     def history(self, start: datetime, end: datetime, step: float) -> list[Inputs]:
         """Inputs at every `step` from `start` to `end` (range queries, ≤ MAX_POINTS per call),

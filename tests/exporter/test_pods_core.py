@@ -95,7 +95,7 @@ def _report() -> pods.PodsReport:
         dstate_episodes=2, wait_buckets=pods.export_buckets(buckets), cpu_seconds=3.0,
         pressure={("cpu", "some"): 0.25, ("io", "full"): 0.0},
     )
-    other = dataclasses.replace(series, uid=pods.OTHER, namespace="", name="", pressure={})
+    other = dataclasses.replace(series, uid=names.POD_UID_OTHER, namespace="", name="", pressure={})
     return pods.PodsReport(series=(series, other), tracked=5, capacity=256, overflows=0)
 
 

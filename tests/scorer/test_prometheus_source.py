@@ -22,7 +22,10 @@ from tests.scorer.trickle import TrickleServer, prometheus_answer
 NOW = datetime(2027, 1, 15, 12, 0, 0, tzinfo=UTC)
 AT = NOW.timestamp()
 QUERIES = queries(n.EXPORTER_SELECTOR)
-SIGNAL_OF = {expr: signal for signal, expr in QUERIES.items()}
+POD_QUERIES = core.pod_queries(n.EXPORTER_SELECTOR)
+SIGNAL_OF = {expr: signal for signal, expr in (*QUERIES.items(), *POD_QUERIES.items())}
+#: Queries per tick: one per signal, one per pod role (the top victim and aggressor).
+PER_TICK = len(core.SIGNALS) + len(POD_QUERIES)
 
 #: node -> signal -> raw value (ratios as exported)
 FLEET = {
@@ -31,7 +34,12 @@ FLEET = {
 }
 
 
-def vector_body(signal: str, fleet=FLEET, age_s: float = 1.0, at: float = AT) -> str:
+def vector_body(signal: str, fleet=FLEET, age_s: float = 1.0, at: float = AT, pods=None) -> str:
+    if signal in POD_QUERIES:  # role -> node -> (namespace, name, uid, rate)
+        result = [{"metric": {"node": node, "pod_namespace": ns, "pod_name": name, "pod_uid": uid},
+                   "value": [at, repr(rate)]}
+                  for node, (ns, name, uid, rate) in ((pods or {}).get(signal) or {}).items()]
+        return json.dumps({"status": "success", "data": {"resultType": "vector", "result": result}})
     result = []
     for node, values in fleet.items():
         if signal in values:
@@ -40,14 +48,14 @@ def vector_body(signal: str, fleet=FLEET, age_s: float = 1.0, at: float = AT) ->
     return json.dumps({"status": "success", "data": {"resultType": "vector", "result": result}})
 
 
-def answering(fleet=FLEET, age_s: float = 1.0, overrides=None):
+def answering(fleet=FLEET, age_s: float = 1.0, overrides=None, pods=None):
     overrides = overrides or {}
 
     def handler(path, params):
         signal = SIGNAL_OF[params["query"][0]]
         if signal in overrides:
             return overrides[signal]
-        return Reply(body=vector_body(signal, fleet, age_s))
+        return Reply(body=vector_body(signal, fleet, age_s, pods=pods))
 
     return handler
 
@@ -62,7 +70,7 @@ def test_one_query_per_signal_all_at_the_same_time(fake_server):
     fake_server.handler = answering()
     got = source(fake_server.url).fetch(NOW)
     assert got.ok and dict(got.errors) == {}
-    assert len(fake_server.requests) == len(core.SIGNALS)
+    assert len(fake_server.requests) == PER_TICK
     assert {p["time"][0] for _, p in fake_server.requests} == {f"{AT:.3f}"}
     assert {path for path, _ in fake_server.requests} == {"/api/v1/query"}
     a, b = got.nodes["a"], got.nodes["b"]
@@ -90,14 +98,29 @@ def test_the_source_asks_for_its_selector_only(fake_server):
     fake_server.handler = answering()
     source(fake_server.url).fetch(NOW)
     asked = [p["query"][0] for _, p in fake_server.requests]
-    assert asked == list(QUERIES.values())
+    assert asked == [*QUERIES.values(), *POD_QUERIES.values()]
     fake_server.requests.clear()
     fake_server.handler = lambda path, params: Reply(body=vector_body("friction"))
     source(fake_server.url, selector='job="mine"').fetch(NOW)
     asked = [p["query"][0] for _, p in fake_server.requests]
-    assert asked == list(queries('job="mine"').values())
+    assert asked == [*queries('job="mine"').values(), *core.pod_queries('job="mine"').values()]
     assert all('{job="mine"' in q and "ksense-exporter" not in q for q in asked)
     assert queries("")[core.FRICTION].startswith(f"{n.FRICTION.name} or ")
+
+
+def test_each_nodes_top_victim_and_aggressor_pods_are_named(fake_server):
+    """One query per role for all nodes; the `other` sum is excluded in PromQL, a rate of 0
+    names nobody, a pod known by UID only keeps its UID."""
+    pods = {core.VICTIM: {"a": ("shop", "checkout", "u-1", 0.4), "b": ("", "", "u-9", 0.0)},
+            core.AGGRESSOR: {"a": ("batch", "nightly", "u-2", 0.97), "b": ("", "", "u-8", 0.5)}}
+    fake_server.handler = answering(pods=pods)
+    got = source(fake_server.url).fetch(NOW)
+    a, b = got.nodes["a"], got.nodes["b"]
+    assert (a.victim.shown, a.victim.rate, a.aggressor.shown) == ("shop/checkout", 0.4, "batch/nightly")
+    assert b.victim is None and b.aggressor.shown == "uid u-8"
+    for role, expr in POD_QUERIES.items():
+        assert expr.startswith("topk by (node) (1, rate(") and 'pod_uid!="other"' in expr, role
+        assert n.EXPORTER_SELECTOR in expr
 
 
 def test_stale_samples_are_missing_not_fresh(fake_server):
@@ -136,7 +159,7 @@ def test_http_422_on_one_query_fails_only_that_input(fake_server):
     bad = Reply(422, json.dumps({"status": "error", "errorType": "execution", "error": "many-to-many"}))
     fake_server.handler = answering(overrides={core.PSI: bad})
     got = source(fake_server.url).fetch(NOW)
-    assert len(fake_server.requests) == len(core.SIGNALS)
+    assert len(fake_server.requests) == PER_TICK
     assert got.ok
     assert dict(got.errors) == {"http_422": 1}
     assert got.nodes["a"].missing == ("psi",)
@@ -171,7 +194,7 @@ def test_malformed_answers_are_counted_per_query(fake_server, reply, reason):
     fake_server.handler = lambda path, params: reply
     got = src.fetch(NOW)
     assert not got.ok
-    assert dict(got.errors) == {reason: len(core.SIGNALS)}
+    assert dict(got.errors) == {reason: PER_TICK}
     assert got.nodes["a"].missing == n.INPUTS
     assert got.nodes["a"].why["friction"] == shown(reason, prom.NAME)
 
