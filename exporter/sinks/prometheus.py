@@ -36,6 +36,7 @@ from prometheus_client.utils import floatToGoString
 
 from exporter import names as n
 from exporter.core.model import Derived, ExportHistogram, Reading, Snapshot, Telemetry
+from exporter.sinks import podmetrics
 from exporter.sinks.csvfile import CsvStats
 from exporter.sinks.httpserver import BoundedWsgiServer, Limits, WsgiApp
 
@@ -157,6 +158,12 @@ class ExporterCollector:
             yield CounterMetricFamily(family.name, family.help)
         for family in _HISTOGRAMS:
             yield HistogramMetricFamily(family.name, family.help)
+        for family in podmetrics.GAUGES:
+            yield GaugeMetricFamily(family.name, family.help)
+        for family in podmetrics.COUNTERS:
+            yield CounterMetricFamily(family.name, family.help)
+        for family in podmetrics.HISTOGRAMS:
+            yield HistogramMetricFamily(family.name, family.help)
 
     def collect(self) -> Iterator[Metric]:
         snap = self._snapshot()
@@ -181,6 +188,8 @@ class ExporterCollector:
                 yield from _bpf_stats_families(node, snap.reading.telemetry)
         if fresh:
             yield histogram_family(n.SAMPLE_DURATION, snap.sample_duration, node)
+        if snap.reading is not None and snap.reading.pods is not None and fresh:
+            yield from podmetrics.families(node, snap.reading.pods)
 
         csv_stats = sorted((file, sink.stats()) for file, sink in self._csv_sinks.items())
         yield _counter(
