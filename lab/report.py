@@ -16,12 +16,13 @@ import time
 from pathlib import Path
 
 from exporter.names import RQ_P99
-from lab import plots, quality
+from lab import plots, quality, tune
 from lab.commands import BUNDLED, TUNED, UsageError, _load, _ruleset, run_tune
 from lab.quality import Slo
 from scorer.core.rules import ANTECEDENTS, RuleBase
 
-GOALS = {"f1": 0.80, "precision": 0.90, "margin": 0.05, "onset_to_deny_s": 3.0, "flips_per_hour": 60.0}
+GOALS = {"f1": 0.80, "precision": tune.PRECISION_GOAL, "margin": 0.05, "onset_to_deny_s": tune.ONSET_GOAL_S,
+         "flips_per_hour": tune.FLIPS_BUDGET_PER_H}
 
 
 def rule_changes(bundled: RuleBase, tuned: RuleBase) -> tuple[int, int]:

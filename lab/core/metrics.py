@@ -138,6 +138,22 @@ def quality(deny: Bools, hurt_s: Bools, evaluated: Bools, horizon_s: int) -> Qua
     )
 
 
+def at_prior(q: Quality, prior: float) -> tuple[float, float]:
+    """(precision, F1) the policy would have where the pain share is `prior`, from its recall
+    (true-deny rate) and its false-deny rate, neither of which depends on how much of the data
+    is pain. Precision itself does: on a set that is 85 % pain, denying everything is 85 %
+    precise; at `prior` 0.5 it is 50 % precise, and a policy must tell pain from calm to score.
+    NaN when the data has no pain or no calm second."""
+    if not 0 < q.pain_share < 1:
+        return math.nan, math.nan
+    tpr = q.recall
+    fpr = max(0.0, q.deny_share - tpr * q.pain_share) / (1 - q.pain_share)
+    if tpr == 0:
+        return (math.nan if fpr == 0 else 0.0), 0.0
+    precision = prior * tpr / (prior * tpr + (1 - prior) * fpr)
+    return precision, 2 * precision * tpr / (precision + tpr)
+
+
 def pooled(parts: list[tuple[Bools, Bools, Bools]], horizon_s: int) -> Quality:
     """The figures over several recordings at once: each (deny, hurt, evaluated) is scored on
     its own clock, then counts are pooled (concatenating with a gap so no window, flip or
