@@ -10,7 +10,8 @@ import time
 from typing import Any
 
 from scheduler.cache import NODE, ClusterCache, Reflector
-from scheduler.kube import KubeError, LeaderElector
+from scheduler.kube import KubeError
+from scheduler.leader import LeaderElector
 from tests.kubeapi import factories as f
 from tests.kubeapi.fixtures import KubeAPI, running_kube_api
 from tests.scheduler.conftest import (
