@@ -60,7 +60,7 @@ class Gone(KubeError):
 
 def _status_message(exc: ApiException) -> str:
     with contextlib.suppress(ValueError, TypeError, AttributeError):
-        return json.loads(exc.body).get("message") or exc.reason or ""
+        return json.loads(exc.body or "").get("message") or exc.reason or ""
     return str(exc.reason or "")
 
 

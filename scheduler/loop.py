@@ -186,7 +186,11 @@ class Scheduler:
     # --- the loop ----------------------------------------------------------------------------
     def run(self, stop: threading.Event) -> None:
         # The loop sleeps on `wake`; relay `stop` to it so a SIGTERM ends the wait at once.
-        threading.Thread(target=lambda: (stop.wait(), self._wake.set()), name="stop-relay", daemon=True).start()
+        def relay() -> None:
+            stop.wait()
+            self._wake.set()
+
+        threading.Thread(target=relay, name="stop-relay", daemon=True).start()
         while not stop.is_set():
             now = self._clock()
             timeout = self._next_wake(now) - now
@@ -256,10 +260,10 @@ class Scheduler:
             lease_left = self._leader.remaining()
             if lease_left <= 0:
                 break
-            result = self._bind(pod, decision.node, view.requests, lease_left)
-            if result == BOUND:
+            outcome = self._bind(pod, decision.node, view.requests, lease_left)
+            if outcome == BOUND:
                 bound += 1
-            elif result == CONFLICT:
+            elif outcome == CONFLICT:
                 conflicts += 1
             else:
                 errors += 1

@@ -67,6 +67,7 @@ def need_ebpf() -> None:
 def promtool() -> str:
     path = shutil.which("promtool")
     require(path is not None, "needs promtool (Debian package prometheus)")
+    assert path is not None
     return path
 
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
@@ -30,7 +31,7 @@ OUTPUTS = SET_NAMES[OUTPUT]
 DEFAULT_CUTS = (0.2, 0.45, 0.7)
 
 
-def scale_document(doc: Mapping, scales: Mapping[str, float]) -> dict:
+def scale_document(doc: Mapping[str, Any], scales: Mapping[str, float]) -> dict[str, Any]:
     """A copy of rule-base document `doc` with each input variable's set parameters multiplied
     by its scale (gauss: mean and sigma), except parameters at the variable's range ends (the
     shoulders stay anchored), clipped to the range."""
@@ -71,7 +72,8 @@ def vote(rb: RuleBase, x: NDArray[np.float64],
     size = int(np.prod([len(rb.sets(v)) for v in ANTECEDENTS]))
     pain_w = np.bincount(flat, weights=degree * pain, minlength=size)
     calm_w = np.bincount(flat, weights=degree * ~pain, minlength=size)
-    return pain_w, calm_w
+    # Weighted bincounts are float64 (the stubs say intp): no copy is made.
+    return pain_w.astype(np.float64, copy=False), calm_w.astype(np.float64, copy=False)
 
 
 def outputs(pain_w: NDArray[np.float64], calm_w: NDArray[np.float64], fallback: NDArray[np.intp],
@@ -87,7 +89,7 @@ def outputs(pain_w: NDArray[np.float64], calm_w: NDArray[np.float64], fallback: 
     return np.where(total >= min_weight, learned, fallback).astype(np.intp)
 
 
-def rules_document(doc: Mapping, rb: RuleBase, cell_outputs: NDArray[np.intp]) -> dict:
+def rules_document(doc: Mapping[str, Any], rb: RuleBase, cell_outputs: NDArray[np.intp]) -> dict[str, Any]:
     """`doc` with its rule rows rewritten to `cell_outputs` (indexed like the rule grid; `rb`
     is `doc` parsed, for the set order)."""
     out = copy.deepcopy(dict(doc))

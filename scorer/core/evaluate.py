@@ -17,7 +17,7 @@ from bisect import bisect_right
 from collections.abc import Generator, Iterable, Iterator, Mapping, Sequence
 from operator import attrgetter
 from types import MappingProxyType
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, cast
 
 import numpy as np
 
@@ -70,7 +70,7 @@ def _plan(node: NodeInputs, params: DecisionParams) -> _Plan:
     if blocked:
         return _Plan(node, missing, blocked, None)
     values = tuple(0.0 if name in missing else value for name, value in zip(INPUTS, raw, strict=True))
-    return _Plan(node, missing, (), values)
+    return _Plan(node, missing, (), cast("tuple[float, float, float, float]", values))  # zip(INPUTS): 4
 
 
 def _missing_reason(plan: _Plan) -> str:
@@ -179,8 +179,8 @@ def _decide(params: DecisionParams, states: Mapping[str, NodeState], batch: _Bat
             reports[node.node] = NodeReport(node.node, now, DECISION_ALLOW, score, level, band, None, node, gone,
                                             bad, good)
         else:
-            plan = plans.get(i)
-            reason = (_missing_reason(plan) if plan is not None and plan.values is None
+            node_plan = plans.get(i)
+            reason = (_missing_reason(node_plan) if node_plan is not None and node_plan.values is None
                       else _deny_reason(score, band, bad, good, params))
             reports[node.node] = NodeReport(node.node, now, DECISION_DENY, score, level, band, reason, node, gone,
                                             bad, good)

@@ -100,7 +100,9 @@ _EXISTS_RE = re.compile(rf"^(!?)\s*({_KEY})$")
 
 
 def _split_top_level(text: str) -> list[str]:
-    out, depth, cur = [], 0, []
+    out: list[str] = []
+    cur: list[str] = []
+    depth = 0
     for ch in text:
         if ch == "(":
             depth += 1

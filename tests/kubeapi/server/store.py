@@ -6,6 +6,7 @@ changes that watches read.
 from __future__ import annotations
 
 import base64
+import builtins  # `list` in this class's annotations after Store.list is the method
 import json
 import threading
 import uuid
@@ -252,7 +253,7 @@ class Store:
                 for t in _DEFAULT_TOLERATIONS:
                     if not any(x.get("key") == t["key"] and x.get("effect") in (None, "", "NoExecute") for x in tols):
                         tols.append(dict(t))
-            status = obj.get("status") if isinstance(obj.get("status"), dict) else {}
+            status = obj["status"] if isinstance(obj.get("status"), dict) else {}
             status.setdefault("phase", "Pending")
             status.setdefault("qosClass", qos_class(spec))
             obj["status"] = status
@@ -322,7 +323,7 @@ class Store:
 
     @staticmethod
     def _check_pod_update(old: dict, new: dict) -> None:
-        def strip(spec: dict) -> dict:
+        def strip(spec: dict | None) -> dict:
             s = {k: v for k, v in (spec or {}).items() if k not in _POD_UPDATABLE_SPEC}
             for kind in ("containers", "initContainers"):
                 if kind in s:
@@ -401,7 +402,7 @@ class Store:
                 gone["metadata"]["deletionGracePeriodSeconds"] = 0
             return self._commit(rt, "DELETED", key, gone, cur.obj)
 
-    def delete_collection(self, rt: ResourceType, sel: Selector) -> list[str]:
+    def delete_collection(self, rt: ResourceType, sel: Selector) -> builtins.list[str]:
         with self.cond:
             keys = [k for k, e in self._objects[rt.name].items() if sel.matches(e.obj)]
             return [self.delete_raw(rt, k[0] or None, k[1], {}).raw for k in sorted(keys)]
@@ -444,7 +445,7 @@ class Store:
 
     # ---- watch support ------------------------------------------------------------------
 
-    def events_after(self, rv: int) -> list[WatchEvent]:
+    def events_after(self, rv: int) -> builtins.list[WatchEvent]:
         """Retained events with resourceVersion > rv. Holds the lock (caller)."""
         if not self._history or rv >= self._rv:
             return []
@@ -462,6 +463,6 @@ class Store:
             self.cond.notify_all()
             return self._rv
 
-    def current(self, rt: ResourceType) -> tuple[int, list[Entry]]:
+    def current(self, rt: ResourceType) -> tuple[int, builtins.list[Entry]]:
         with self.cond:
             return self._rv, [e for _, e in sorted(self._objects[rt.name].items())]
