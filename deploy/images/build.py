@@ -13,7 +13,8 @@ configuration named by KSENSE_PIP_CONF (secret pip_conf), and, on the local base
 apt sources of its own), the machine's apt sources.
 
 An image is rebuilt only when its inputs change: their hash (Dockerfile, base image id, the files
-the build copies) is stored as the image's `ksense.inputs` label and compared first; buildah's
+the build copies) is a second tag of the image (`<name>:inputs-<hash>`) and looked up first (a
+label would not do: buildah's layer cache reuses a cached image with the old label); buildah's
 layer cache covers partial changes. The engine's settings come from deploy/images/containers.conf
 (CONTAINERS_CONF) unless CONTAINERS_CONF is set.
 """
@@ -56,6 +57,10 @@ class Image:
     def ref(self) -> str:
         return f"localhost/{self.name}:{version()}"
 
+    def inputs_ref(self, inputs: str) -> str:
+        """The same image tagged with its inputs' hash: present = up to date."""
+        return f"localhost/{self.name}:inputs-{inputs}"
+
 
 IMAGES = (
     Image("ksense-exporter", "Dockerfile", "exporter", "debian:12.12-slim"),
@@ -74,11 +79,6 @@ def podman(*args: str, check: bool = True) -> subprocess.CompletedProcess:
 
 def image_id(ref: str) -> str | None:
     done = podman("image", "inspect", "--format", "{{.Id}}", ref, check=False)
-    return done.stdout.strip() if done.returncode == 0 else None
-
-
-def label(ref: str, key: str) -> str | None:
-    done = podman("image", "inspect", "--format", f'{{{{index .Labels "{key}"}}}}', ref, check=False)
     return done.stdout.strip() if done.returncode == 0 else None
 
 
@@ -123,18 +123,15 @@ def inputs_hash(image: Image, base_id: str) -> str:
     return h.hexdigest()[:16]
 
 
-def build_args(image: Image, base: str, is_local: bool, inputs: str, secrets_dir: Path) -> list[str]:
+def build_args(image: Image, base: str, is_local: bool) -> list[str]:
     args = ["buildah", "bud", "--isolation", "chroot", "--layers", "--quiet", "-f", image.dockerfile,
-            "--build-arg", f"BASE_IMAGE={base}", "--label", f"ksense.inputs={inputs}",
-            "--label", f"org.opencontainers.image.version={version()}", "-t", image.ref]
+            "--build-arg", f"BASE_IMAGE={base}", "--label", f"org.opencontainers.image.version={version()}",
+            "-t", image.ref]
     if image.target:
         args += ["--target", image.target]
     ca = os.environ.get("PIP_CERT") or next((c for c in CA_BUNDLES if Path(c).is_file()), None)
     if ca:
-        # A copy: buildah refuses a secret file it cannot read as the build user, and the copy
-        # is removed with the directory after the build.
-        shutil.copy(ca, secrets_dir / "ca_bundle")
-        args += ["--secret", f"id=ca_bundle,src={secrets_dir / 'ca_bundle'}"]
+        args += ["--secret", f"id=ca_bundle,src={ca}"]
     if os.environ.get("KSENSE_PIP_CONF"):
         args += ["--secret", f"id=pip_conf,src={os.environ['KSENSE_PIP_CONF']}"]
     if is_local:
@@ -142,17 +139,21 @@ def build_args(image: Image, base: str, is_local: bool, inputs: str, secrets_dir
     return [*args, "."]
 
 
-def build(image: Image, wanted_base: str | None, secrets_dir: Path) -> dict:
+def build(image: Image, wanted_base: str | None) -> dict:
     base, is_local = resolve_base(image.default_base, wanted_base)
     inputs = inputs_hash(image, image_id(base) or base)
     started = time.monotonic()
-    fresh = label(image.ref, "ksense.inputs") != inputs
+    fresh = image_id(image.ref) is None or image_id(image.ref) != image_id(image.inputs_ref(inputs))
     if fresh:
         print(f"images: building {image.ref} on {base}", file=sys.stderr)
-        done = subprocess.run(build_args(image, base, is_local, inputs, secrets_dir), cwd=REPO, env=engine_env(),
+        done = subprocess.run(build_args(image, base, is_local), cwd=REPO, env=engine_env(),
                               stdout=subprocess.DEVNULL)
         if done.returncode != 0:
             sys.exit(f"images: building {image.ref} failed")
+        for old in podman("images", "--format", "{{.Repository}}:{{.Tag}}", f"localhost/{image.name}").stdout.split():
+            if ":inputs-" in old:
+                podman("untag", old, old, check=False)
+        podman("tag", image.ref, image.inputs_ref(inputs))
     size, layers = size_and_layers(image.ref)
     return {"ref": image.ref, "base": base, "size": size, "layers": layers, "built": fresh,
             "seconds": time.monotonic() - started}
@@ -177,12 +178,7 @@ def main(argv: list[str] | None = None) -> int:
     for tool in ("podman", "buildah"):
         if shutil.which(tool) is None:
             sys.exit(f"images: {tool} is missing (scripts/setup.sh installs podman, buildah, runc, debootstrap)")
-    secrets_dir = Path(os.environ.get("TMPDIR", "/tmp")) / f"ksense-build-{os.getpid()}"
-    secrets_dir.mkdir(mode=0o700)
-    try:
-        results = [build(image, args.base, secrets_dir) for image in IMAGES]
-    finally:
-        shutil.rmtree(secrets_dir)
+    results = [build(image, args.base) for image in IMAGES]
     print(f"{'image':36} {'size':>9} {'layers':>6}  {'':8} base")
     for r in results:
         state = f"{r['seconds']:.0f} s" if r["built"] else "cached"

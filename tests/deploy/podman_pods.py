@@ -28,9 +28,11 @@ NOT_PLAYED = {
                        "the test's clients are on the host), so the listening ports are moved to free ones",
     "pod.securityContext.fsGroup": "no fsGroup in podman: the test creates the Secret's files with the "
                                    "kubelet's ownership (group = fsGroup, defaultMode)",
-    "pod.securityContext.seccompProfile": "RuntimeDefault is podman's default profile (containers-common), "
-                                          "not containerd's or CRI-O's: both allow bpf() and perf_event_open() "
-                                          "with CAP_BPF/CAP_PERFMON, older containerd profiles do not",
+    "pod.securityContext.seccompProfile": "RuntimeDefault: podman's default profile (containers-common 0.50) "
+                                          "allows bpf() and perf_event_open() only with CAP_SYS_ADMIN, so the "
+                                          "exporter falls back to procfs under it; the eBPF test plays "
+                                          "RuntimeDefault as that profile plus containerd's rule for the two "
+                                          "(allowed with CAP_BPF / CAP_PERFMON)",
     "container.securityContext.seccompProfile": "as pod.securityContext.seccompProfile",
     "container.securityContext.runAsNonRoot": "checked by the translator as the kubelet does (the uid must not be 0)",
     "container.ports": "host network: nothing to publish; the port variables are set to free ports",
@@ -45,6 +47,33 @@ NOT_PLAYED = {
     "capability.unavailable": "a capability this machine's own bounding set lacks cannot be granted "
                               "(sandboxes without CAP_SYS_RESOURCE): it is left out and the test says so",
 }
+
+#: podman's RuntimeDefault profile (Debian's containers-common).
+PODMAN_SECCOMP = Path("/usr/share/containers/seccomp.json")
+#: What containerd's and moby's default profiles add for these two system calls (and podman's lacks).
+CONTAINERD_BPF_RULES = (
+    {"names": ["bpf"], "action": "SCMP_ACT_ALLOW", "includes": {"caps": ["CAP_BPF"]}},
+    {"names": ["perf_event_open"], "action": "SCMP_ACT_ALLOW", "includes": {"caps": ["CAP_PERFMON"]}},
+)
+
+
+def containerd_like_seccomp(dest: Path) -> Path:
+    """podman's default profile with bpf() and perf_event_open() handled as containerd's default
+    profile does: allowed to a holder of CAP_BPF / CAP_PERFMON (podman's allows them only with
+    CAP_SYS_ADMIN and answers EPERM otherwise)."""
+    profile = json.loads(PODMAN_SECCOMP.read_text())
+    bpf = {"bpf", "perf_event_open"}
+    rules = []
+    for rule in profile["syscalls"]:
+        if bpf & set(rule["names"]) and rule.get("action") == "SCMP_ACT_ERRNO":
+            rule = {**rule, "names": [n for n in rule["names"] if n not in bpf]}
+            if not rule["names"]:
+                continue
+        rules.append(rule)
+    profile["syscalls"] = rules + [dict(r) for r in CONTAINERD_BPF_RULES]
+    dest.write_text(json.dumps(profile))
+    return dest
+
 
 _POD_FIELDS = {"containers", "volumes", "hostPID", "securityContext", "terminationGracePeriodSeconds",
                "serviceAccountName", "automountServiceAccountToken", "tolerations", "affinity", "hostNetwork"}
@@ -82,7 +111,7 @@ def image_ref(image: str) -> str:
 def play(pod: dict, objects: tuple[dict, ...], *, name: str, field_refs: Mapping[str, str],
          env: Mapping[str, str] = {}, secrets: Mapping[str, Path] = {}, host_paths: Mapping[str, Path] = {},
          caps_available: frozenset[str] | None = None, drop_caps: tuple[str, ...] = (),
-         extra_mounts: Mapping[str, Path] = {}) -> Played:
+         extra_mounts: Mapping[str, Path] = {}, runtime_default: Path | None = None) -> Played:
     """`podman run` arguments for the single container of `pod` (a pod template's spec).
 
     env: variables the test overrides (ports moved for the host network, in-cluster URLs), each
@@ -90,7 +119,8 @@ def play(pod: dict, objects: tuple[dict, ...], *, name: str, field_refs: Mapping
     host_paths: hostPath volume name -> a directory standing in for it. caps_available: the
     capabilities this machine can grant (None: all). drop_caps: capabilities the test removes
     from the manifest's list (to see the failure). extra_mounts: container path -> host file or
-    directory mounted read-only (a kubeconfig).
+    directory mounted read-only (a kubeconfig). runtime_default: the seccomp profile that plays
+    RuntimeDefault (None: podman's own).
     """
     unknown = set(pod) - _POD_FIELDS
     assert not unknown, f"pod fields nobody translated: {sorted(unknown)}"
@@ -120,9 +150,13 @@ def play(pod: dict, objects: tuple[dict, ...], *, name: str, field_refs: Mapping
     for where, ctx in (("pod", pod_sc), ("container", c_sc)):
         profile = ctx.get("seccompProfile", {}).get("type")
         if profile == "RuntimeDefault":
-            played.note(f"{where}.securityContext.seccompProfile")
+            played.note(f"{where}.securityContext.seccompProfile",
+                        f"RuntimeDefault = {runtime_default or 'podman default'}")
         elif profile is not None:
             raise AssertionError(f"seccomp profile {profile} not translated")
+    if runtime_default is not None and any(
+            ctx.get("seccompProfile", {}).get("type") == "RuntimeDefault" for ctx in (pod_sc, c_sc)):
+        args += ["--security-opt", f"seccomp={runtime_default}"]
     if "runAsUser" in sc:
         args += ["--user", f"{sc['runAsUser']}:{sc.get('runAsGroup', sc['runAsUser'])}"]
     if sc.get("runAsNonRoot"):
