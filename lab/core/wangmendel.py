@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
@@ -39,7 +40,7 @@ DEFAULT_CUTS = (0.2, 0.45, 0.7)
 RQ_RANGE = (0.0, 100.0)
 
 
-def with_rq(doc: Mapping, breakpoints: Sequence[float]) -> dict:
+def with_rq(doc: Mapping[str, Any], breakpoints: Sequence[float]) -> dict[str, Any]:
     """A copy of four-input document `doc` with the rq_p99_ms input: breakpoints a < b < c (ms)
     give low = trap(0, 0, a, b), med = tri(a, b, c), high = trap(b, c, top, top), and every
     rule row is copied for each rq_p99_ms set with its outputs unchanged."""
@@ -57,7 +58,7 @@ def with_rq(doc: Mapping, breakpoints: Sequence[float]) -> dict:
     return out
 
 
-def scale_document(doc: Mapping, scales: Mapping[str, float]) -> dict:
+def scale_document(doc: Mapping[str, Any], scales: Mapping[str, float]) -> dict[str, Any]:
     """A copy of rule-base document `doc` with each input variable's set parameters multiplied
     by its scale (gauss: mean and sigma), except parameters at the variable's range ends (the
     shoulders stay anchored), clipped to the range."""
@@ -109,7 +110,8 @@ def vote(rb: RuleBase, x: NDArray[np.float64], pain: NDArray[np.bool_],
         w_calm = len(pain) / (2 * n_calm) if n_calm else 0.0
     pain_w = np.bincount(flat, weights=degree * pain * w_pain, minlength=size)
     calm_w = np.bincount(flat, weights=degree * ~pain * w_calm, minlength=size)
-    return pain_w, calm_w
+    # Weighted bincounts are float64 (the stubs say intp): no copy is made.
+    return pain_w.astype(np.float64, copy=False), calm_w.astype(np.float64, copy=False)
 
 
 def outputs(pain_w: NDArray[np.float64], calm_w: NDArray[np.float64], fallback: NDArray[np.intp],
@@ -125,7 +127,7 @@ def outputs(pain_w: NDArray[np.float64], calm_w: NDArray[np.float64], fallback: 
     return np.where(total >= min_weight, learned, fallback).astype(np.intp)
 
 
-def rules_document(doc: Mapping, rb: RuleBase, cell_outputs: NDArray[np.intp]) -> dict:
+def rules_document(doc: Mapping[str, Any], rb: RuleBase, cell_outputs: NDArray[np.intp]) -> dict[str, Any]:
     """`doc` with its rule rows rewritten to `cell_outputs` (indexed like the rule grid; `rb`
     is `doc` parsed, for the set order)."""
     out = copy.deepcopy(dict(doc))
