@@ -7,7 +7,7 @@ these constants; nobody retypes a metric name.
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import Final, NamedTuple
 
 
 class Family(NamedTuple):
@@ -38,6 +38,11 @@ RUNQUEUE_LATENCY_MAX = Family(
     "ksense_runqueue_latency_max_seconds",
     "Max run-queue latency in the last interval (upper bound of the highest non-empty "
     "log-linear bucket, within 1/16 of the true max). Absent for the procfs source.",
+)
+RUNQUEUE_LATENCY_P99 = Family(
+    "ksense_runqueue_latency_p99_seconds",
+    "99th percentile of run-queue latency in the last interval, from the exporter's log-linear "
+    "histogram (the CSV's SchedLat_P99_ms / 1000). Absent for the procfs source.",
 )
 RUNQUEUE_LATENCY_DROPPED = Family(
     "ksense_runqueue_latency_dropped_total",
@@ -225,6 +230,10 @@ LABEL_INPUT = "input"
 LABEL_TO = "to"
 LABEL_OUTCOME = "outcome"
 INPUTS = ("friction", "energy", "cpu", "psi")
+#: The optional controller input a rule file may declare (scorer/core/rules.py): the node's
+#: run-queue p99 in ms (ksense_runqueue_latency_p99_seconds × 1000, the CSV's SchedLat_P99_ms).
+RQ_P99: Final = "rq_p99_ms"  # Final: a literal, so TypedDicts keyed by it type-check
+OPTIONAL_INPUTS = (RQ_P99,)
 DECISION_ALLOW = "allow"
 DECISION_DENY = "deny"
 ADMISSION_OUTCOMES = ("recorded", "dry_run", "duplicate", "ignored", "bad_request")

@@ -42,6 +42,7 @@ from exporter.sinks.httpserver import BoundedWsgiServer, Limits, WsgiApp
 
 _GAUGES = (
     n.RUNQUEUE_LATENCY_MAX,
+    n.RUNQUEUE_LATENCY_P99,
     n.CPU_UTILIZATION,
     n.PRESSURE,
     n.PRESSURE_WORST,
@@ -206,6 +207,7 @@ def _kernel_families(node: str, reading: Reading) -> Iterator[Metric]:
     raw, tel = reading.raw, reading.telemetry
     yield histogram_family(n.RUNQUEUE_LATENCY, tel.histograms.get(n.RUNQUEUE_LATENCY.name), node)
     yield _gauge(n.RUNQUEUE_LATENCY_MAX, (), node, [((), tel.runqueue_max_seconds)])
+    yield _gauge(n.RUNQUEUE_LATENCY_P99, (), node, [((), raw.sched_p99_ms / 1000)])
     yield _counter(n.RUNQUEUE_LATENCY_DROPPED, (), node, [((), tel.runqueue_dropped_total)])
     yield histogram_family(n.DSTATE_DURATION, tel.histograms.get(n.DSTATE_DURATION.name), node)
     yield histogram_family(n.SOFTIRQ_NET_RX_DURATION, tel.histograms.get(n.SOFTIRQ_NET_RX_DURATION.name), node)

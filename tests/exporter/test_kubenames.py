@@ -9,9 +9,9 @@ import logging
 import pytest
 
 from exporter.pods import kubenames
-from tests.conftest import wait_for
 from tests.kubeapi import factories
 from tests.kubeapi.server import KubeAPIServer
+from tests.support import wait_for
 
 NODE = "node-a"
 

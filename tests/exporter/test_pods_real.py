@@ -20,9 +20,10 @@ import pytest
 
 from exporter import names
 from exporter.core import pods as core
-from tests.conftest import wait_for
 from tests.exporter.podtree import PodTree
-from tests.exporter.test_exporter_process import read_port, scrape, start, stop
+from tests.exporter.test_exporter_process import read_port, scrape, start
+from tests.exporter.test_exporter_process import stop as _stop
+from tests.support import wait_for
 
 pytestmark = pytest.mark.real
 
@@ -38,6 +39,15 @@ def tree(need_ebpf):
     t = PodTree()
     yield t
     t.close()
+
+
+def stop(proc) -> None:
+    """SIGTERM, wait, and close the pipes start() opened (an unclosed pipe is an error)."""
+    try:
+        _stop(proc)
+    finally:
+        proc.stdout.close()
+        proc.stderr.close()
 
 
 def _value(text: str, family: str, uid: str) -> float | None:

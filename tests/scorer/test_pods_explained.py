@@ -25,6 +25,7 @@ from scorer.evaluator import Evaluator, monitor_sink
 from scorer.rulefile import load_rules
 from scorer.sources.prometheus import PrometheusSource
 from tests.scorer import promserver
+from tests.support import wait_for
 
 pytestmark = pytest.mark.real
 
@@ -96,7 +97,8 @@ def prometheus(tmp_path, exporters):
 def test_a_denied_nodes_reason_names_its_top_victim_and_aggressor(prometheus, tmp_path):
     source = PrometheusSource(prometheus.url)
     csv_path = tmp_path / n.FUZZY_MONITOR_CSV_NAME
-    evaluator = Evaluator(source, load_rules(), DecisionParams(), monitor_csv=monitor_sink(csv_path))
+    sink = monitor_sink(csv_path)
+    evaluator = Evaluator(source, load_rules(), DecisionParams(), monitor_csv=sink)
 
     def named():
         results = evaluator.tick()
@@ -104,7 +106,10 @@ def test_a_denied_nodes_reason_names_its_top_victim_and_aggressor(prometheus, tm
         return results if hot is not None and hot.inputs.victim and hot.inputs.aggressor else None
 
     # Two scrapes inside the rate window: a couple of seconds at the 1 s scrape interval.
-    results = promserver.wait_for(named, 20, "the top pods of node hot")
+    try:
+        results = wait_for(named, 20, "the top pods of node hot")
+    finally:
+        sink.close()
     hot, calm = results.reports["hot"], results.reports["calm"]
     assert hot.decision == n.DECISION_DENY and calm.decision == n.DECISION_ALLOW and calm.reason is None
     assert hot.reason.startswith("score ")
