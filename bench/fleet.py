@@ -197,6 +197,7 @@ class Exposition:
         self._cum = [np.cumsum(a, axis=0) for a in (runq, dstate, softirq)]
         self._sums = np.cumsum(sums, axis=0)
         self._cache: dict[int, str] = {}
+        self._push_cache: dict[int, str] = {}
         self._lock = threading.Lock()
 
     def _snapshot(self, i: int) -> Snapshot:
@@ -233,6 +234,12 @@ class Exposition:
             got = generate_latest(registry).decode()
             with self._lock:
                 self._cache[i] = got
+        return got
+
+    def push_text(self, i: int) -> str:
+        got = self._push_cache.get(i)
+        if got is None:
+            got = self._push_cache[i] = push_template(self.text(i))
         return got
 
 
@@ -278,6 +285,9 @@ class Fleet:
     def text(self, i: int, k: int) -> str:
         return self.expo.text(self.row(i, k))
 
+    def push_text(self, i: int, k: int) -> str:
+        return self.expo.push_text(self.row(i, k))
+
 
 def make_fleet(names: Sequence[str], *, stressed_share: float, stepped: int) -> Fleet:
     rows = load_rows()
@@ -297,11 +307,31 @@ def scrape_labels(node: str, job: str = n.JOB_EXPORTER) -> str:
     return f'{n.LABEL_NODE}="{node}",instance="{node}:9860",{n.LABEL_JOB}="{job}",{n.LABEL_NAMESPACE}="{n.NAMESPACE}"'
 
 
-def push_body(fleet: Fleet, indices: Sequence[int], k: int) -> bytes:
+LABELS_MARK = "@@labels@@"
+
+
+def push_template(text: str) -> str:
+    """`text` with the scrape's labels (LABELS_MARK) on every sample line: in place of the
+    exposition's own `node` (a scrape with honor_labels off drops it for the target's), and
+    added to the lines without one (process_*, python_info)."""
+    own = f'{n.LABEL_NODE}="{NODE_MARK}"'
     out = []
-    for i in indices:
-        out.append(fleet.text(i, k).replace(f'{n.LABEL_NODE}="{NODE_MARK}"', scrape_labels(fleet.names[i])))
-    return "".join(out).encode()
+    for line in text.splitlines(keepends=True):
+        if not line.startswith("#") and line.strip():
+            if own in line:
+                line = line.replace(own, LABELS_MARK)
+            elif "{" in line:
+                line = line.replace("{", "{" + LABELS_MARK + ",", 1)
+            else:
+                name, rest = line.split(" ", 1)
+                line = f"{name}{{{LABELS_MARK}}} {rest}"
+        out.append(line)
+    return "".join(out)
+
+
+def push_body(fleet: Fleet, indices: Sequence[int], k: int) -> bytes:
+    return "".join(fleet.push_text(i, k).replace(LABELS_MARK, scrape_labels(fleet.names[i]))
+                   for i in indices).encode()
 
 
 class Pusher:
