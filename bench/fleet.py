@@ -289,11 +289,20 @@ class Fleet:
         return self.expo.push_text(self.row(i, k))
 
 
-def make_fleet(names: Sequence[str], *, stressed_share: float, stepped: int) -> Fleet:
+def make_fleet(names: Sequence[str], *, stressed_share: float, stepped: int, rows_per_pool: int | None = None) -> Fleet:
+    """The fleet over the real recording; `rows_per_pool` keeps only that many rows of each
+    pool, evenly spread (fewer renderings: a test's server then answers at once), and renders
+    them now."""
     rows = load_rows()
     quiet, stressed = pools(row_scores(rows))
+    if rows_per_pool is not None:
+        quiet, stressed = (p[::max(1, len(p) // rows_per_pool)][:rows_per_pool] for p in (quiet, stressed))
     count = round(len(names) * stressed_share)
-    return Fleet(names, Exposition(rows), quiet, stressed, stressed=count, stepped=min(stepped, len(names) - count))
+    fleet = Fleet(names, Exposition(rows), quiet, stressed, stressed=count, stepped=min(stepped, len(names) - count))
+    if rows_per_pool is not None:
+        for i in (*quiet, *stressed):
+            fleet.expo.text(i)
+    return fleet
 
 
 def node_names(count: int) -> list[str]:
@@ -453,12 +462,15 @@ def scorer_scrape_job(port: int, path: str = "/scorer/metrics") -> dict:
                                 "labels": {n.LABEL_NAMESPACE: n.NAMESPACE, "instance": SCORER_INSTANCE}}]}
 
 
-def scrape_config(jobs: Sequence[Mapping], interval_s: float) -> str:
-    return yaml.safe_dump({
-        "global": {"scrape_interval": f"{interval_s:g}s", "scrape_timeout": f"{interval_s:g}s",
-                   "evaluation_interval": f"{interval_s:g}s"},
-        "scrape_configs": [dict(j) for j in jobs],
-    }, sort_keys=False)
+def scrape_config(jobs: Sequence[Mapping], interval_s: float, rule_files: Sequence[Path] = ()) -> str:
+    """A scrape config both databases read (VictoriaMetrics refuses unknown fields, so
+    `evaluation_interval` and `rule_files`, Prometheus-only, only come with `rule_files`)."""
+    config: dict = {"global": {"scrape_interval": f"{interval_s:g}s", "scrape_timeout": f"{interval_s:g}s"},
+                    "scrape_configs": [dict(j) for j in jobs]}
+    if rule_files:
+        config["global"]["evaluation_interval"] = f"{interval_s:g}s"
+        config["rule_files"] = [str(p) for p in rule_files]
+    return yaml.safe_dump(config, sort_keys=False)
 
 
 # --- databases -------------------------------------------------------------------------------
