@@ -25,7 +25,7 @@ wanted_items() {
     arch=$(dpkg --print-architecture)
     printf '%s\n' bpfcc-tools python3-bpfcc \
         "linux-headers-$KERNEL|linux-headers-$arch|linux-headers-generic" \
-        prometheus openssl stress-ng rt-tests "linux-perf|linux-tools-$KERNEL|linux-tools-generic" \
+        prometheus victoria-metrics openssl stress-ng rt-tests "linux-perf|linux-tools-$KERNEL|linux-tools-generic" \
         redis-server redis-tools iperf3
 }
 
