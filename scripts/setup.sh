@@ -25,8 +25,8 @@ wanted_items() {
     arch=$(dpkg --print-architecture)
     printf '%s\n' bpfcc-tools python3-bpfcc \
         "linux-headers-$KERNEL|linux-headers-$arch|linux-headers-generic" \
-        prometheus victoria-metrics openssl stress-ng rt-tests "linux-perf|linux-tools-$KERNEL|linux-tools-generic" \
-        redis-server redis-tools iperf3
+        prometheus openssl stress-ng rt-tests "linux-perf|linux-tools-$KERNEL|linux-tools-generic" \
+        redis-server redis-tools iperf3 victoria-metrics
 }
 
 # The interpreter for the venv: $PYTHON, else the first python3 / python3.12 / python3.11 that is
