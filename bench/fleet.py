@@ -59,6 +59,7 @@ import gzip
 import http.server
 import json
 import math
+import multiprocessing
 import os
 import random
 import re
@@ -76,7 +77,7 @@ from pathlib import Path
 import numpy as np
 import requests
 import yaml
-from prometheus_client import generate_latest
+from prometheus_client import generate_latest, start_http_server
 from prometheus_client.parser import text_string_to_metric_families
 
 from bench._util import HarnessError, free_port, print_table, run_main
@@ -755,21 +756,116 @@ class Result:
     broke: str = ""
 
 
+class FeederProcess:
+    """The feeding side (push rounds, or the scrape server) in a forked child process, so that
+    rendering and pushing never hold the GIL the measured scorer and scheduler need. The
+    parent steps the fleet through `step()`; the child reports back the step's arrival time
+    (monotonic, shared by both processes), the rounds pushed and their duration, or an error."""
+
+    def __init__(self, fleet: Fleet, *, mode: str, interval_s: float, push_url: str | None):
+        ctx = multiprocessing.get_context("fork")
+        self.fleet, self.mode, self.interval_s, self.push_url = fleet, mode, interval_s, push_url
+        self.port = free_port() if mode == "scrape" else None
+        self._step_round = ctx.Value("l", -1)
+        self._stepped_at = ctx.Value("d", math.nan)
+        self._round = ctx.Value("l", 0)
+        self._push_s = ctx.Value("d", 0.0)
+        self._pushes = ctx.Value("l", 0)
+        self._errors = ctx.Queue()
+        self._stop = ctx.Event()
+        self._proc = ctx.Process(target=self._run, name="fleet-feeder", daemon=True)
+
+    def start(self) -> None:
+        self._proc.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._proc.join(timeout=30)
+        if self._proc.is_alive():
+            self._proc.kill()
+            self._proc.join()
+
+    def step(self) -> None:
+        """Stepped nodes show stressed rows from the next round on."""
+        self._step_round.value = self._round.value + 1
+
+    @property
+    def stepped_at(self) -> float | None:
+        v = self._stepped_at.value
+        return None if math.isnan(v) else v
+
+    @property
+    def push_s(self) -> float:
+        return self._push_s.value / self._pushes.value if self._pushes.value else math.nan
+
+    def check(self) -> None:
+        if not self._errors.empty():
+            raise HarnessError(f"feeder: {self._errors.get()}")
+        if self._proc.exitcode not in (None, 0):
+            raise HarnessError(f"feeder exited {self._proc.exitcode}")
+
+    def _sync(self) -> None:
+        v = self._step_round.value
+        self.fleet.step_round = v if v >= 0 else None
+
+    def _run(self) -> None:
+        try:
+            if self.mode == "scrape":
+                self._serve()
+            else:
+                self._push()
+        except Exception as exc:  # reported to the parent, which fails the measurement
+            self._errors.put(f"{type(exc).__name__}: {exc}")
+
+    def _serve(self) -> None:
+        feeder = self
+
+        class Server(ScrapeServer):
+            def body(self, i: int) -> bytes:
+                feeder._sync()
+                feeder._round.value = self.round()
+                out = super().body(i)
+                if self.stepped_at is not None and feeder.stepped_at is None:
+                    feeder._stepped_at.value = self.stepped_at
+                return out
+
+        server = Server(self.fleet, self.interval_s, port=self.port)
+        server.start()
+        self._stop.wait()
+        server.stop()
+
+    def _push(self) -> None:
+        pusher = Pusher(self.push_url, self.fleet)
+        next_at = time.monotonic()
+        k = 0
+        while not self._stop.is_set():
+            self._sync()
+            t = time.monotonic()
+            at = pusher.push(k)
+            self._push_s.value += time.monotonic() - t
+            self._pushes.value += 1
+            if self.fleet.step_round is not None and k >= self.fleet.step_round and self.stepped_at is None:
+                self._stepped_at.value = at
+            k += 1
+            self._round.value = k
+            next_at += self.interval_s
+            self._stop.wait(max(0.0, next_at - time.monotonic()))
+
+
 def measure(backend: str, size: int, args: argparse.Namespace, workdir: Path) -> Result:
     """One backend at one size: start, feed, tick, step, read figures, stop."""
     result = Result(backend, size, args.mode)
     fleet = make_fleet(node_names(size), stressed_share=args.stressed, stepped=args.stepped)
     started: list[Server] = []
-    scrape: ScrapeServer | None = None
+    feeder: FeederProcess | None = None
+    scorer_http = None
     stop = threading.Event()
     try:
-        scorer_holder: list[ScorerOnDb] = []
         if args.mode == "scrape":
-            scorer_metrics = lambda: scorer_holder[0].metrics() if scorer_holder else b""  # noqa: E731
-            scrape = ScrapeServer(fleet, args.interval, extra={"/scorer/metrics": scorer_metrics})
-            scrape.start()
-            config = scrape_config([exporter_scrape_job(fleet, scrape.port), scorer_scrape_job(scrape.port)],
-                                   args.interval)
+            feeder = FeederProcess(fleet, mode="scrape", interval_s=args.interval, push_url=None)
+            scorer_port = free_port()
+            config = scrape_config([exporter_scrape_job(fleet, feeder.port),
+                                    scorer_scrape_job(scorer_port, "/metrics")], args.interval)
         else:
             config = scrape_config([], args.interval)
         if backend == PROMETHEUS:
@@ -782,40 +878,22 @@ def measure(backend: str, size: int, args: argparse.Namespace, workdir: Path) ->
             db = start_victoria(workdir / "vm", config)
             started.append(db)
             agent, push_url = None, db.url
-        check = lambda: [s.check() for s in started]  # noqa: E731
+        if feeder is None:
+            feeder = FeederProcess(fleet, mode="push", interval_s=args.interval, push_url=push_url)
+        feeder.start()
 
-        pusher = Pusher(push_url, fleet) if args.mode == "push" else None
-        rounds = {"k": 0, "stepped_at": None, "push_s": []}
-        pushing_failed: list[str] = []
+        def check() -> None:
+            for server in started:
+                server.check()
+            feeder.check()
 
-        def feed() -> None:
-            next_at = time.monotonic()
-            while not stop.is_set():
-                t = time.monotonic()
-                try:
-                    at = pusher.push(rounds["k"])
-                except (HarnessError, requests.RequestException) as exc:
-                    pushing_failed.append(str(exc))
-                    return
-                rounds["push_s"].append(time.monotonic() - t)
-                if fleet.step_round is not None and rounds["k"] >= fleet.step_round and rounds["stepped_at"] is None:
-                    rounds["stepped_at"] = at
-                rounds["k"] += 1
-                next_at += args.interval
-                stop.wait(max(0.0, next_at - time.monotonic()))
-
-        feeder = threading.Thread(target=feed, name="fleet-feed", daemon=True)
-        if pusher is not None:
-            feeder.start()
+        scorer = ScorerOnDb(db.url, push_url if args.mode == "push" else None,
+                            long_win_s=max(60.0, 3 * args.interval), interval_s=args.tick)
+        if args.mode == "scrape":
+            scorer_http, _ = start_http_server(scorer_port, "127.0.0.1", registry=scorer.registry)
         selector = f'{n.FRICTION.name}{{{n.EXPORTER_SELECTOR}}}'
         wait_until(lambda: count_of(db.url, selector) >= size, args.settle, f"{size} nodes in {backend}",
                    check)
-        if pushing_failed:
-            raise HarnessError(pushing_failed[0])
-
-        scorer = ScorerOnDb(db.url, push_url if pusher is not None else None,
-                            long_win_s=max(60.0, 3 * args.interval), interval_s=args.tick)
-        scorer_holder.append(scorer)
         scheduler = SchedulerOnDb(db.url, fleet.names, long_win_s=max(60.0, 3 * args.tick))
         stats0, t_stats0 = db_stats(backend, db.url), time.monotonic()
         agent0 = agent_stats(agent.url) if agent else None
@@ -827,7 +905,6 @@ def measure(backend: str, size: int, args: argparse.Namespace, workdir: Path) ->
                 stop.wait(args.scheduler_every)
 
         sched_thread = threading.Thread(target=scheduler_loop, name="fleet-scheduler", daemon=True)
-        step_wall: float | None = None
         tick_no = 0
         # Tick at least --ticks times; after that, until the scorer denied every stepped node
         # (at most 6 more ticks: a miss then shows as "-").
@@ -839,13 +916,8 @@ def measure(backend: str, size: int, args: argparse.Namespace, workdir: Path) ->
             if tick_no == 1:
                 sched_thread.start()
             if tick_no == args.ticks // 3 and fleet.stepped:
-                # The step: stepped nodes show stressed rows from the next round on.
-                fleet.step_round = (scrape.round() if scrape is not None else rounds["k"]) + 1
-            if step_wall is None:
-                step_wall = scrape.stepped_at if scrape is not None else rounds["stepped_at"]
+                feeder.step()
             check()
-            if pushing_failed:
-                raise HarnessError(pushing_failed[0])
             tick_no += 1
             stop.wait(max(0.0, args.tick - (time.monotonic() - t)))
         # Wait for the scheduler to see the stepped nodes (bounded), then stop everything.
@@ -865,7 +937,8 @@ def measure(backend: str, size: int, args: argparse.Namespace, workdir: Path) ->
         if agent0 and agent1:
             result.agent_rss_mib = agent1.rss / 2**20
             result.agent_cpu_pct = 100 * (agent1.cpu_s - agent0.cpu_s) / elapsed
-        result.push_s = statistics.median(rounds["push_s"]) if rounds["push_s"] else math.nan
+        result.push_s = feeder.push_s
+        step_wall = feeder.stepped_at
         ticks = scorer.durations[2:] or scorer.durations
         result.tick_p50_s, result.tick_p99_s = pct(ticks, 50), pct(ticks, 99)
         result.evaluate_ms = in_process_evaluate_ms(scorer)
@@ -888,8 +961,10 @@ def measure(backend: str, size: int, args: argparse.Namespace, workdir: Path) ->
         result.broke = str(exc).splitlines()[0][:160]
     finally:
         stop.set()
-        if scrape is not None:
-            scrape.stop()
+        if feeder is not None:
+            feeder.stop()
+        if scorer_http is not None:
+            scorer_http.shutdown()
         for server in reversed(started):
             server.stop()
     return result
