@@ -55,6 +55,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import csv
+import dataclasses
 import gzip
 import http.server
 import json
@@ -96,6 +97,7 @@ from exporter.core.model import (
     Telemetry,
 )
 from exporter.sampler import DurationHistogram
+from exporter.sinks.csvfile import CsvStats
 from exporter.sinks.prometheus import ExporterCollector, make_registry
 from scheduler.core.choose import decide
 from scheduler.core.filters import NodeTable, ScoreTable, node_info, pod_view
@@ -174,6 +176,16 @@ def _spread(count: int, avg_ms: float, points_ms: Sequence[tuple[float, float]])
     return keys
 
 
+@dataclass(frozen=True)
+class _CsvRows:
+    """A CSV sink's health as the collector reads it."""
+
+    value: CsvStats
+
+    def stats(self) -> CsvStats:
+        return self.value
+
+
 class Exposition:
     """Each recorded row as the exporter's /metrics text (see the module docstring), rendered
     once by ExporterCollector and cached; `NODE_MARK` stands for the node."""
@@ -224,6 +236,8 @@ class Exposition:
             durations.observe(0.0008)
         sample = ExportHistogram(buckets=tuple((le, c * (i + 1) // min(i + 1, 3)) for le, c
                                                in durations.snapshot().buckets), sum_seconds=0.0008 * (i + 1))
+        # A recording keeps no warm-up column; a live exporter exports 0 once frozen.
+        derived = dataclasses.replace(derived, warmup_remaining_s=0.0 if derived.frozen else 300.0)
         return Snapshot(node=NODE_MARK, source=n.SOURCE_EBPF, reading=Reading(raw, telemetry), derived=derived,
                         sample_duration=sample)
 
@@ -231,7 +245,9 @@ class Exposition:
         got = self._cache.get(i)
         if got is None:
             snap = self._snapshot(i)
-            registry = make_registry(ExporterCollector(lambda: snap))
+            # The CSV sink is on by default: its rows counter is one more series.
+            csv = {n.KERNEL_METRICS_CSV_NAME: _CsvRows(CsvStats(rows_written=i + 1, errors={}))}
+            registry = make_registry(ExporterCollector(lambda: snap, csv_sinks=csv))
             got = generate_latest(registry).decode()
             with self._lock:
                 self._cache[i] = got
