@@ -3,7 +3,7 @@
 PY := .venv/bin/python
 PYTEST_ARGS ?=
 
-.PHONY: setup run test lint bench generate e2e lab-report clean
+.PHONY: setup run test lint bench generate e2e lab-report images clean
 
 setup:
 	@bash scripts/setup.sh
@@ -36,6 +36,12 @@ generate: setup
 # lab/report/*.png and lab/rules_tuned.json (a few minutes; no root needed).
 lab-report: setup
 	$(PY) -m lab report
+
+# The three container images (exporter, scorer, scheduler) with podman/buildah, from each Dockerfile's
+# public base or, where no registry answers, a local Debian base (deploy/images/base.sh, cached);
+# prints each image's size and layer count. Pushing: ARGS="--push registry.example.com/ksense".
+images: setup
+	$(PY) deploy/images/build.py $(ARGS)
 
 clean:
 	rm -rf .venv .pytest_cache .ruff_cache

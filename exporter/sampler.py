@@ -57,12 +57,14 @@ class Sampler:
         source: Source,
         derive: Callable[[RawInterval], Derived],
         write_row: Callable[[list[str]], None] | None = None,
+        write_pod_row: Callable[[tuple[str, ...]], None] | None = None,
         on_snapshot: Callable[[Snapshot], None] | None = None,
         clock: Callable[[], float] = time.monotonic,
     ):
         self._source = source
         self._derive = derive
         self._write_row = write_row
+        self._write_pod_row = write_pod_row
         self._on_snapshot = on_snapshot
         self._clock = clock
         self._durations = DurationHistogram()
@@ -88,6 +90,9 @@ class Sampler:
         self._latest = snap
         if self._write_row is not None:
             self._write_row(format_row(reading.raw, derived))
+        if self._write_pod_row is not None and reading.pods is not None:
+            for row in reading.pods.rows:
+                self._write_pod_row(row)
         if self._on_snapshot is not None:
             self._on_snapshot(snap)
         return snap

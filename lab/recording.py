@@ -20,6 +20,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from exporter.core.csvrow import RowError, parse_time, time_seconds
+from exporter.names import RQ_P99
 from exporter.sources.replay import open_text
 from lab.core.schedule import CALM
 from lab.tenant import CLIENT_COLUMNS
@@ -155,7 +156,7 @@ def load(directory: Path) -> Recording:
     features = {
         "cpu": np.array([r.cpu_util for r in raws]),
         "psi": np.array([r.psi for r in raws]),
-        "rq_p99_ms": np.array([r.sched_p99_ms for r in raws]),
+        RQ_P99: np.array([r.sched_p99_ms for r in raws]),
         "dstate_ms": np.array([r.dstate_total_ms for r in raws]),
         "softirq_ms": np.array([r.softirq_total_ms for r in raws]),
         "friction": np.array([d.friction for d in derived]),

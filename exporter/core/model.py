@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from types import MappingProxyType
 
+from exporter.core.pods import PodsReport
 from exporter.names import SOURCE_REPLAY
 
 NAN = math.nan
@@ -107,6 +108,8 @@ class Reading:
 
     raw: RawInterval
     telemetry: Telemetry = field(default_factory=Telemetry)
+    pods: PodsReport | None = None
+    """Per-pod attribution of the interval (eBPF source with per-pod accounting on), else None."""
 
 
 @dataclass(frozen=True)

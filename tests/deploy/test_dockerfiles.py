@@ -29,11 +29,14 @@ def _instructions(path):
 
 def _base_images(path):
     args = dict(re.findall(r"^ARG (\w+)=(\S+)$", path.read_text(), re.M))
-    images = []
+    images, stages = [], set()
     for word, rest in _instructions(path):
         if word == "FROM":
-            image = rest.split()[0]
-            images.append(re.sub(r"\$\{(\w+)\}", lambda m: args[m.group(1)], image))
+            image, *alias = rest.split()
+            if image not in stages:  # FROM <an earlier stage> is no base image
+                images.append(re.sub(r"\$\{(\w+)\}", lambda m: args[m.group(1)], image))
+            if alias:
+                stages.add(alias[-1])
     return images
 
 
@@ -97,7 +100,7 @@ def test_manifest_commands_match_the_images():
             "ksense-scorer": ("Deployment", "python3 -m scorer")}
     for name, (kind, command) in node.items():
         (c,) = pod_spec(find(objects, kind, name))["containers"]
-        assert c["image"].startswith("ksense-node:") and " ".join(c["command"]) == command
+        assert c["image"].startswith(f"{name}:") and " ".join(c["command"]) == command
     (c,) = pod_spec(find(objects, "Deployment", "ksense-scheduler"))["containers"]
     assert c["image"].startswith("ksense-scheduler:") and " ".join(c["command"]) == "python3 -m scheduler"
     # The images' non-root user is the one the restricted pods run as.
@@ -126,13 +129,14 @@ def _dockerignore_excludes(path: str) -> bool:
 
 
 def test_dockerignore_keeps_the_context_to_what_the_images_copy():
-    for path in (".venv/bin/python", "tests/deploy/test_dockerfiles.py", ".git/HEAD", ".pytest_cache/v",
+    for path in (".venv/bin/python", "collector_only.py", "data/lab/split.json", "tests/deploy/test_dockerfiles.py",
+                 ".git/HEAD", ".pytest_cache/v",
                  ".ruff_cache/x", ".hypothesis/x", "bench/x.py", "deploy/base/kustomization.yaml",
                  "exporter/__pycache__/names.cpython-311.pyc", "scorer/tls.key", "out/kernel_metrics.csv",
                  "server.pem"):
         assert _dockerignore_excludes(path), path
     for path in ("exporter/names.py", "exporter/bpf/sched.bpf.c", "scorer/rules_default.json",
-                 "scheduler/__main__.py", "collector_only.py", "requirements/scorer.txt"):
+                 "scheduler/__main__.py", "requirements/scorer.txt"):
         assert not _dockerignore_excludes(path), path
     # Every path the Dockerfiles COPY from the context is in it.
     for dockerfile in (REPO / "Dockerfile", REPO / "Dockerfile.scheduler"):

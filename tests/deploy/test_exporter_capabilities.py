@@ -109,6 +109,8 @@ def test_the_manifest_capabilities_let_the_exporter_give_root_up(restricted_root
         creds = parse_status(Path(f"/proc/{proc.pid}/status").read_text())
         assert set(creds.uids) == {65534} and not any(creds.caps.values()), creds
         assert os.stat(base / "state").st_uid == 65534
+        # ... and usable: no CAP_DAC_OVERRIDE, so root must hand it over before it cannot enter it.
+        assert "state_dir_rejected" not in (tmp_path / "exporter.log").read_text()
     finally:
         proc.terminate()
         proc.wait(timeout=15)

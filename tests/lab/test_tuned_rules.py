@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from exporter.names import RQ_P99
 from scorer.core import inference
 from scorer.core.decision import DecisionParams, params_for
 from scorer.core.rules import RulesError
@@ -116,7 +117,9 @@ def test_python_m_scorer_scores_with_it(tuned, tmp_path):
 
         report = promserver.wait_for(scored, 60, "a node scored with the tuned rules")
         i = report["inputs"]
-        expected = inference.score(rb, [i["friction_signed"]], [i["energy"]], [i["cpu_pct"]], [i["psi_pct"]])[0]
+        rq = [i[RQ_P99]] if rb.inputs else None  # shown in the inputs when the rules use it
+        expected = inference.score(rb, [i["friction_signed"]], [i["energy"]], [i["cpu_pct"]], [i["psi_pct"]],
+                                   rq_p99_ms=rq)[0]
         assert report["score"] == pytest.approx(expected, abs=0.05)
         names = {r["psi"] for r in report["explain"]["rules"]} | {"low"}
         assert names <= {"low", "med", "high"}
