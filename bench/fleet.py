@@ -1111,8 +1111,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 print(f"measuring {backend} at {size} nodes ({args.mode}) ...", flush=True)
                 r = measure(backend, size, args, work)
                 results.append(r)
-                print(f"  tick p99 {_f(r.tick_p99_s, '.3f')} s, DB RSS {_f(r.db_rss_mib, '.0f')} MiB"
-                      + (f", BROKE: {r.broke}" if r.broke else ""), flush=True)
+                print("  " + json.dumps(r.__dict__), flush=True)  # every figure, as soon as it is known
     report(results, args)
     return 0
 
