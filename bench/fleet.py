@@ -760,6 +760,7 @@ class Result:
     push_s: float = math.nan
     tick_p50_s: float = math.nan
     tick_p99_s: float = math.nan
+    tick_quiet_s: float = math.nan  # median tick with the feeding paused
     evaluate_ms: float = math.nan
     step_scorer_s: float = math.nan
     step_scheduler_s: float = math.nan
@@ -787,6 +788,7 @@ class FeederProcess:
         self._round = ctx.Value("l", 0)
         self._push_s = ctx.Value("d", 0.0)
         self._pushes = ctx.Value("l", 0)
+        self._paused = ctx.Value("l", 0)
         self._errors = ctx.Queue()
         self._stop = ctx.Event()
         self._proc = ctx.Process(target=self._run, name="fleet-feeder", daemon=True)
@@ -800,6 +802,10 @@ class FeederProcess:
         if self._proc.is_alive():
             self._proc.kill()
             self._proc.join()
+
+    def pause(self) -> None:
+        """Stop feeding (push: no more rounds; scrape: the server keeps answering)."""
+        self._paused.value = 1
 
     def step(self) -> None:
         """Stepped nodes show stressed rows from the next round on."""
@@ -856,6 +862,9 @@ class FeederProcess:
         k = 0
         while not self._stop.is_set():
             self._sync()
+            if self._paused.value:
+                self._stop.wait(0.1)
+                continue
             t = time.monotonic()
             at = pusher.push(k)
             self._push_s.value += time.monotonic() - t
@@ -936,6 +945,15 @@ def measure(backend: str, size: int, args: argparse.Namespace, workdir: Path) ->
             check()
             tick_no += 1
             stop.wait(max(0.0, args.tick - (time.monotonic() - t)))
+        # The same tick with the feeding paused (the inputs stay fresh for long_win_s): the
+        # query cost without this machine's ingest competing for its two cores.
+        feeder.pause()
+        quiet = []
+        for _ in range(3):
+            t = time.monotonic()
+            scorer.tick()
+            quiet.append(time.monotonic() - t)
+        result.tick_quiet_s = statistics.median(quiet)
         # Wait for the scheduler to see the stepped nodes (bounded), then stop everything.
         with contextlib.suppress(HarnessError):
             wait_until(lambda: all(x in scheduler.denied_at for x in fleet.stepped_names), 2 * args.tick,
@@ -945,7 +963,10 @@ def measure(backend: str, size: int, args: argparse.Namespace, workdir: Path) ->
         stop.set()
 
         elapsed = t_stats1 - t_stats0
-        series = count_of(db.url, f'{{{n.EXPORTER_SELECTOR}}}')
+        # count() over every exporter series; VictoriaMetrics refuses it past
+        # -search.maxUniqueTimeseries (300,000 by default): then the database's own count of
+        # active series, the scorer's 8 per node included.
+        series = count_of(db.url, f'{{{n.EXPORTER_SELECTOR}}}') or stats1.series
         result.series_per_node = series / size
         result.samples_per_node_s = (stats1.samples - stats0.samples) / elapsed / size
         result.db_rss_mib = stats1.rss / 2**20
@@ -1018,15 +1039,15 @@ def report(results: Sequence[Result], args: argparse.Namespace) -> None:
     print(f"\nfleet: mode {args.mode}, feed every {args.interval:g} s, scorer tick {args.tick:g} s, "
           f"{args.stressed:.0%} stressed, {args.stepped} stepped; machine: {os.cpu_count()} cores, shared")
     header = ["backend / nodes", "series/node", "samples/s/node", "DB RSS MiB", "DB CPU %", "agent RSS/CPU",
-              "tick p50 s", "tick p99 s", "evaluate ms", "tick/evaluate", "step→scorer s", "step→sched s",
-              "fetch p99 ms", "decide p99 ms", "decisions/s", "scored"]
+              "tick p50 s", "tick p99 s", "tick fed paused s", "evaluate ms", "tick/evaluate", "step→scorer s",
+              "step→sched s", "fetch p99 ms", "decide p99 ms", "decisions/s", "scored"]
     rows = []
     for r in results:
         rows.append([
             f"{r.backend} {r.nodes}", _f(r.series_per_node, ".1f"), _f(r.samples_per_node_s, ".1f"),
             _f(r.db_rss_mib, ".0f"), _f(r.db_cpu_pct, ".0f"),
             "-" if not math.isfinite(r.agent_rss_mib) else f"{r.agent_rss_mib:.0f}/{r.agent_cpu_pct:.0f}%",
-            _f(r.tick_p50_s, ".3f"), _f(r.tick_p99_s, ".3f"), _f(r.evaluate_ms, ".1f"),
+            _f(r.tick_p50_s, ".3f"), _f(r.tick_p99_s, ".3f"), _f(r.tick_quiet_s, ".3f"), _f(r.evaluate_ms, ".1f"),
             _f(r.tick_p99_s * 1e3 / r.evaluate_ms if r.evaluate_ms else math.nan, ".0f") + "×",
             _f(r.step_scorer_s, ".1f"), _f(r.step_scheduler_s, ".1f"), _f(r.fetch_p99_ms, ".1f"),
             _f(r.decide_p99_ms, ".2f"), _f(r.decisions_per_s, ".0f"), f"{r.scored}/{r.nodes}",
