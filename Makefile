@@ -14,9 +14,11 @@ run: setup
 test: setup
 	$(PY) -m pytest $(PYTEST_ARGS)
 
+# Style, layering (import contracts) and types (mypy: strict on the */core packages, pyproject).
 lint: setup
 	$(PY) -m ruff check .
 	.venv/bin/lint-imports
+	$(PY) -m mypy
 
 bench: setup
 	$(PY) -m bench
@@ -44,5 +46,5 @@ images: setup
 	$(PY) deploy/images/build.py $(ARGS)
 
 clean:
-	rm -rf .venv .pytest_cache .ruff_cache
+	rm -rf .venv .pytest_cache .ruff_cache .mypy_cache
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +

@@ -7,7 +7,7 @@ these constants; nobody retypes a metric name.
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import Final, NamedTuple
 
 
 class Family(NamedTuple):
@@ -225,7 +225,7 @@ LABEL_OUTCOME = "outcome"
 INPUTS = ("friction", "energy", "cpu", "psi")
 #: The optional controller input a rule file may declare (scorer/core/rules.py): the node's
 #: run-queue p99 in ms (ksense_runqueue_latency_p99_seconds × 1000, the CSV's SchedLat_P99_ms).
-RQ_P99 = "rq_p99_ms"
+RQ_P99: Final = "rq_p99_ms"  # Final: a literal, so TypedDicts keyed by it type-check
 OPTIONAL_INPUTS = (RQ_P99,)
 DECISION_ALLOW = "allow"
 DECISION_DENY = "deny"

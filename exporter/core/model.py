@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from types import MappingProxyType
+from typing import Any
 
 from exporter.core.pods import PodsReport
 from exporter.names import SOURCE_REPLAY
@@ -19,7 +20,7 @@ from exporter.names import SOURCE_REPLAY
 NAN = math.nan
 
 
-def _empty() -> Mapping:
+def _empty() -> Mapping[Any, Any]:
     return MappingProxyType({})
 
 

@@ -4,8 +4,10 @@ Wang and Mendel's method (1992) builds a fuzzy rule table from examples: each ex
 in the cell of the sets it belongs to most, and votes for that cell's conclusion with its
 degree (the product of those memberships); conflicting votes are settled by degree. Here an
 example is one recorded second, its inputs (cpu, psi, signed friction, energy and, for a rule
-base with that input, the run-queue p99) and whether the tenant was in pain. A cell's pain
-share of the votes picks its output set (`cuts`: below the
+base with that input, the run-queue p99) and whether the tenant was in pain. Each class's
+votes are weighted by the inverse of its frequency (class-balanced voting, `vote`), so the
+table follows what the inputs say about pain rather than how much pain the training schedule
+happened to contain. A cell's pain share of the votes picks its output set (`cuts`: below the
 first → under, … above the last → long), so a cell where pain and calm seconds mix gets a
 middle output and the decision state machine's medium bands handle it. A cell no example
 reached keeps the rule it had.
@@ -21,6 +23,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
@@ -37,7 +40,7 @@ DEFAULT_CUTS = (0.2, 0.45, 0.7)
 RQ_RANGE = (0.0, 100.0)
 
 
-def with_rq(doc: Mapping, breakpoints: Sequence[float]) -> dict:
+def with_rq(doc: Mapping[str, Any], breakpoints: Sequence[float]) -> dict[str, Any]:
     """A copy of four-input document `doc` with the rq_p99_ms input: breakpoints a < b < c (ms)
     give low = trap(0, 0, a, b), med = tri(a, b, c), high = trap(b, c, top, top), and every
     rule row is copied for each rq_p99_ms set with its outputs unchanged."""
@@ -55,7 +58,7 @@ def with_rq(doc: Mapping, breakpoints: Sequence[float]) -> dict:
     return out
 
 
-def scale_document(doc: Mapping, scales: Mapping[str, float]) -> dict:
+def scale_document(doc: Mapping[str, Any], scales: Mapping[str, float]) -> dict[str, Any]:
     """A copy of rule-base document `doc` with each input variable's set parameters multiplied
     by its scale (gauss: mean and sigma), except parameters at the variable's range ends (the
     shoulders stay anchored), clipped to the range."""
@@ -88,15 +91,27 @@ def cells(rb: RuleBase, x: NDArray[np.float64]) -> tuple[NDArray[np.intp], NDArr
     return np.ravel_multi_index(tuple(idx), dims), degree
 
 
-def vote(rb: RuleBase, x: NDArray[np.float64],
-         pain: NDArray[np.bool_]) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+def vote(rb: RuleBase, x: NDArray[np.float64], pain: NDArray[np.bool_],
+         balanced: bool = True) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
     """Per rule-grid cell (flat, in rule-table order): the summed degree of pain seconds and
-    of calm seconds."""
+    of calm seconds. `balanced` weighs each vote by the inverse of its class's share of the
+    examples, so both classes cast the same total weight: a cell's pain share of the votes is
+    then how much likelier its inputs are under pain than under calm, not how common pain was
+    in the data (a training set that is 85 % pain would otherwise push every cell where
+    calm and pain meet towards a deny, whatever its inputs say)."""
     flat, degree = cells(rb, x)
     size = int(np.prod([len(rb.sets(v)) for v in rb.antecedents]))
-    pain_w = np.bincount(flat, weights=degree * pain, minlength=size)
-    calm_w = np.bincount(flat, weights=degree * ~pain, minlength=size)
-    return pain_w, calm_w
+    pain = np.asarray(pain, dtype=bool)
+    w_pain = w_calm = 1.0
+    if balanced:
+        n_pain = int(pain.sum())
+        n_calm = len(pain) - n_pain
+        w_pain = len(pain) / (2 * n_pain) if n_pain else 0.0
+        w_calm = len(pain) / (2 * n_calm) if n_calm else 0.0
+    pain_w = np.bincount(flat, weights=degree * pain * w_pain, minlength=size)
+    calm_w = np.bincount(flat, weights=degree * ~pain * w_calm, minlength=size)
+    # Weighted bincounts are float64 (the stubs say intp): no copy is made.
+    return pain_w.astype(np.float64, copy=False), calm_w.astype(np.float64, copy=False)
 
 
 def outputs(pain_w: NDArray[np.float64], calm_w: NDArray[np.float64], fallback: NDArray[np.intp],
@@ -112,7 +127,7 @@ def outputs(pain_w: NDArray[np.float64], calm_w: NDArray[np.float64], fallback: 
     return np.where(total >= min_weight, learned, fallback).astype(np.intp)
 
 
-def rules_document(doc: Mapping, rb: RuleBase, cell_outputs: NDArray[np.intp]) -> dict:
+def rules_document(doc: Mapping[str, Any], rb: RuleBase, cell_outputs: NDArray[np.intp]) -> dict[str, Any]:
     """`doc` with its rule rows rewritten to `cell_outputs` (indexed like the rule grid; `rb`
     is `doc` parsed, for the set order)."""
     out = copy.deepcopy(dict(doc))

@@ -188,8 +188,8 @@ def _decide(params: DecisionParams, states: Mapping[str, NodeState], batch: _Bat
             reports[node.node] = NodeReport(node.node, now, DECISION_ALLOW, score, level, band, None, node, gone,
                                             bad, good)
         else:
-            plan = plans.get(i)
-            reason = (_missing_reason(plan) if plan is not None and plan.values is None
+            node_plan = plans.get(i)
+            reason = (_missing_reason(node_plan) if node_plan is not None and node_plan.values is None
                       else _deny_reason(score, band, bad, good, params))
             reports[node.node] = NodeReport(node.node, now, DECISION_DENY, score, level, band, reason, node, gone,
                                             bad, good)

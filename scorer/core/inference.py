@@ -58,7 +58,8 @@ def _memberships(rb: RuleBase, x: NDArray[np.float64], variable: str) -> NDArray
 def _rule_cells(rb: RuleBase, rules: NDArray[np.intp]) -> NDArray[np.intp]:
     """Flat indices of the given rules' cells in the set grid of rb.antecedents."""
     dims = tuple(len(rb.sets(v)) for v in rb.antecedents)
-    return np.ravel_multi_index(tuple(rb.rule_sets[rules].T), dims)
+    cells: NDArray[np.intp] = np.ravel_multi_index(tuple(rb.rule_sets[rules].T), dims)
+    return cells
 
 
 def _rule_strengths(memberships: list[NDArray[np.float64]], cells: NDArray[np.intp], grid: NDArray[np.float64],

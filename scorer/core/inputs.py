@@ -31,6 +31,7 @@ import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
+from typing import Any
 
 from exporter import names as n
 from scorer.core.model import NodeInputs
@@ -167,7 +168,7 @@ def node_inputs(
         cpu_pct=values[CPU],
         psi_pct=values[PSI],
         missing=missing,
-        why=MappingProxyType({name: input_reasons[name] for name in missing}),
+        why=MappingProxyType({name: reason for name in missing if (reason := input_reasons[name]) is not None}),
         calibrating=calibrating,
         warmup_remaining_s=warmup,
         baseline_unavailable=no_baseline,
@@ -197,7 +198,11 @@ def build(
     }
 
 
-def _series_key(labels: Mapping[str, str], ts_label: str) -> frozenset:
+#: The labels that identify a series (every one but the name and the timestamp tag).
+SeriesKey = frozenset[tuple[str, str]]
+
+
+def _series_key(labels: Mapping[str, str], ts_label: str) -> SeriesKey:
     """What a value series and its `timestamp()` twin share: every label but the metric name
     (timestamp() drops it) and the tag."""
     return frozenset((k, v) for k, v in labels.items() if k not in ("__name__", ts_label))
@@ -211,7 +216,7 @@ def _keep_newest(into: dict[str, Sample], node: str, sample: Sample) -> None:
         into[node] = sample
 
 
-def split_timestamped(result: Iterable[Mapping], ts_label: str) -> dict[str, Sample]:
+def split_timestamped(result: Iterable[Mapping[str, Any]], ts_label: str) -> dict[str, Sample]:
     """node -> Sample from one instant-vector `result` holding every series of a signal and,
     tagged with `ts_label`, each series' `timestamp()` (see scorer/sources/prometheus.py for the
     query). Value and timestamp are paired per series (full label set), never per node: a node
@@ -219,8 +224,8 @@ def split_timestamped(result: Iterable[Mapping], ts_label: str) -> dict[str, Sam
     remote-write) keeps its newest series whole, so a stale value cannot borrow a fresh
     timestamp. A series without its value or timestamp, or without `node`, is left out.
     Raises ValueError (KeyError, TypeError) on a malformed element."""
-    values: dict[frozenset, float] = {}
-    stamps: dict[frozenset, float] = {}
+    values: dict[SeriesKey, float] = {}
+    stamps: dict[SeriesKey, float] = {}
     for element in result:
         labels = element["metric"]
         if n.LABEL_NODE not in labels:
@@ -234,7 +239,7 @@ def split_timestamped(result: Iterable[Mapping], ts_label: str) -> dict[str, Sam
     return out
 
 
-def vectors_from_exposition(samples: Iterable, now: float) -> dict[str, dict[str, Sample]]:
+def vectors_from_exposition(samples: Iterable[Any], now: float) -> dict[str, dict[str, Sample]]:
     """Signal -> node -> Sample from parsed exposition samples (objects with `name`, `labels`,
     `value`, as prometheus_client's text parser yields them). The exposition has no
     timestamps: every sample is as old as the scrape, `now`, so of duplicate series the largest
@@ -252,13 +257,13 @@ def vectors_from_exposition(samples: Iterable, now: float) -> dict[str, dict[str
     return vectors
 
 
-def split_timestamped_matrix(result: Iterable[Mapping], ts_label: str) -> dict[float, dict[str, Sample]]:
+def split_timestamped_matrix(result: Iterable[Mapping[str, Any]], ts_label: str) -> dict[float, dict[str, Sample]]:
     """The range-query form of `split_timestamped`: step time -> node -> Sample, from a matrix
     `result` (`values: [[t, "v"], ...]`), paired per series and step, the newest series per
     node and step kept. Step times are rounded to the millisecond, the resolution Prometheus
     evaluates at."""
-    values: dict[frozenset, dict[float, float]] = {}
-    stamps: dict[frozenset, dict[float, float]] = {}
+    values: dict[SeriesKey, dict[float, float]] = {}
+    stamps: dict[SeriesKey, dict[float, float]] = {}
     for element in result:
         labels = element["metric"]
         if n.LABEL_NODE not in labels:

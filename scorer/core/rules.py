@@ -131,7 +131,8 @@ class RuleBase:
 
     def sets(self, variable: str) -> Mapping[str, SetDef]:
         """The sets of `variable` (one of VARIABLES), in order."""
-        return getattr(self, variable)
+        sets: Mapping[str, SetDef] = getattr(self, variable)
+        return sets
 
     def rule_names(self, r: int) -> dict[str, str]:
         """Rule r by set names: {"cpu": .., "psi": .., "friction": .., "energy": ..[, "rq_p99_ms": ..],
@@ -145,7 +146,7 @@ def _is_number(value: Any) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 
 
-def _mapping(value: Any, where: str) -> Mapping:
+def _mapping(value: Any, where: str) -> Mapping[str, Any]:
     if not isinstance(value, Mapping):
         raise RulesError(f"{where}: expected an object, got {type(value).__name__}")
     return value
@@ -269,7 +270,7 @@ def _parse_decision(value: Any) -> Mapping[str, float]:
     return MappingProxyType(out)
 
 
-def parse_rulebase(data: Mapping) -> RuleBase:
+def parse_rulebase(data: Mapping[str, Any]) -> RuleBase:
     """Validate a rule-base document (layout in the module docstring) into a RuleBase.
 
     Checked: every variable and every documented set present and no unknown one; function kinds

@@ -18,10 +18,9 @@ from pathlib import Path
 import pytest
 
 from exporter.privilege import parse_status
-from tests.conftest import REPO, wait_for
 from tests.deploy.manifests import build, find, pod_spec
 from tests.exporter.test_metrics_flood import clean_env
-from tests.scorer.promserver import free_port
+from tests.support import REPO, free_port, wait_for
 
 LOAD = textwrap.dedent("""
     import json

@@ -38,10 +38,10 @@ import pytest
 import trustme
 
 from exporter.privilege import parse_status
-from tests.conftest import REPO, require, wait_for
+from tests.conftest import require
 from tests.deploy.manifests import build, find, pod_spec
 from tests.deploy.podman_pods import NOT_PLAYED, Played, containerd_like_seccomp, play
-from tests.scorer.promserver import free_port
+from tests.support import REPO, free_port, wait_for
 
 BUILD = REPO / "deploy" / "images" / "build.py"
 ENGINE_ENV = {**os.environ, "CONTAINERS_CONF": str(REPO / "deploy" / "images" / "containers.conf")}
@@ -247,7 +247,9 @@ def _pair(ca: trustme.CA) -> tuple[dict[str, bytes], bytes]:
 def _served_der(port: int, ctx: ssl.SSLContext) -> bytes:
     with socket.create_connection(("127.0.0.1", port), timeout=5) as raw, \
             ctx.wrap_socket(raw, server_hostname="127.0.0.1") as tls:
-        return tls.getpeercert(binary_form=True)
+        der = tls.getpeercert(binary_form=True)
+    assert der is not None, "the server sent no certificate"
+    return der
 
 
 def test_scorer_container_serves_validate_over_tls_as_non_root_and_reloads_its_certificate(images, tmp_path):

@@ -9,8 +9,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from exporter import names
 from exporter.envconf import KNOWN_ENV
-from tests.conftest import REPO
 from tests.docs import markdown
+from tests.support import REPO
 
 METRICS = (REPO / "docs" / "metrics.md").read_text()
 CONFIGURATION = (REPO / "docs" / "configuration.md").read_text()

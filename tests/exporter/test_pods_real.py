@@ -20,9 +20,9 @@ import pytest
 
 from exporter import names
 from exporter.core import pods as core
-from tests.conftest import wait_for
 from tests.exporter.podtree import PodTree
 from tests.exporter.test_exporter_process import read_port, scrape, start, stop
+from tests.support import wait_for
 
 pytestmark = pytest.mark.real
 

@@ -14,7 +14,7 @@ from exporter.core.model import Derived, RawInterval, Reading, Snapshot, Telemet
 from exporter.sinks.prometheus import ExporterCollector, make_registry
 from scorer.sources.local import LocalSource
 from tests.scorer.conftest import Reply
-from tests.scorer.promserver import free_port
+from tests.support import free_port
 
 NOW = datetime(2027, 1, 15, 12, 0, 0, tzinfo=UTC)
 TEXT = "text/plain; version=0.0.4; charset=utf-8"

@@ -25,7 +25,6 @@ from scorer.core.reports import inputs_json
 from scorer.core.rules import RulesError, parse_rulebase
 from scorer.sources import require
 from scorer.sources.prometheus import queries
-from tests.conftest import REPO
 from tests.scorer.test_inference import (
     S_CPU,
     S_ENERGY,
@@ -37,6 +36,7 @@ from tests.scorer.test_inference import (
     _s_trap,
     _s_tri,
 )
+from tests.support import REPO
 
 DEFAULT = json.loads((REPO / "scorer" / "rules_default.json").read_text())
 # Breakpoints a, b, c (ms) of the rq sets in these tests.

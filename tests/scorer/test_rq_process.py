@@ -12,9 +12,10 @@ import sys
 import urllib.request
 
 from exporter.names import RQ_P99
-from tests.conftest import REPO
+from tests import support
 from tests.scorer import promserver
 from tests.scorer.test_rq_input import LONG, rq_document
+from tests.support import REPO
 
 LAB_RECORDING = REPO / "data" / "lab" / "rec-105" / "kernel_metrics.csv.gz"
 
@@ -35,8 +36,8 @@ def test_scorer_process_scores_and_explains_the_rq_input(tmp_path, real_kernel_c
     rules.write_text(json.dumps(_always_high_document()))
     exporter = promserver.start_exporter(tmp_path, real_kernel_csv, node="rq-node", speed=20.0,
                                          env={"KSENSE_WARMUP_S": "5"})
-    api, metrics = promserver.free_port(), promserver.free_port()
-    scorer = promserver.start_module(
+    api, metrics = support.free_port(), support.free_port()
+    scorer = support.start_module(
         tmp_path, "scorer", ["-m", "scorer", "--exporter-url", exporter.url + "/metrics", "--host", "127.0.0.1",
                              "--port", str(api), "--metrics-port", str(metrics), "--rules", str(rules)],
         api, "/healthz", env={"KSENSE_SCORER_INTERVAL_S": "0.2"})
@@ -49,7 +50,7 @@ def test_scorer_process_scores_and_explains_the_rq_input(tmp_path, real_kernel_c
                 return None
             return report if "explain" in report else None
 
-        report = promserver.wait_for(scored, 60, "a scored node with an explain trace")
+        report = support.wait_for(scored, 60, "a scored node with an explain trace")
         assert report["inputs"][RQ_P99] > 0 and report["missing"] == []
         trace = report["explain"]
         assert trace["memberships"][RQ_P99] == {"low": 0.0, "med": 0.0, "high": 1.0}
@@ -65,7 +66,7 @@ def test_scorer_process_scores_and_explains_the_rq_input(tmp_path, real_kernel_c
 def _replay(tmp_path, recording, rules=None) -> subprocess.CompletedProcess:
     args = [sys.executable, "-m", "scorer.replay", str(recording), "-o", str(tmp_path / "out.csv"), "--node", "n"]
     args += ["--rules", str(rules)] if rules else []
-    return subprocess.run(args, cwd=REPO, env=promserver.clean_env({}), capture_output=True, text=True, timeout=120)
+    return subprocess.run(args, cwd=REPO, env=support.clean_env({}), capture_output=True, text=True, timeout=120)
 
 
 def _decisions(tmp_path) -> list[str]:
