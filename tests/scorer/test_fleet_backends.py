@@ -26,8 +26,8 @@ from exporter import names as n
 from scheduler.core.choose import decide
 from scheduler.core.filters import NodeTable, ScoreTable, node_info, pod_view
 from scheduler.scores import PrometheusScores
-from tests.conftest import REPO, require, wait_for
-from tests.scorer import promserver
+from tests.conftest import require
+from tests.support import REPO, free_port, wait_for
 
 pytestmark = pytest.mark.real
 
@@ -69,7 +69,7 @@ def stack(tmp_path_factory) -> Iterator[dict]:
         started.append(prom)
         vm = f.start_victoria(work / "vm", f.scrape_config(jobs(f.VICTORIA), SCRAPE_S))
         started.append(vm)
-        port = promserver.free_port()
+        port = free_port()
         vmalert = f._spawn("vmalert", [
             f.binary("vmalert"), f"-rule={rules_file}", f"-datasource.url={vm.url}", f"-remoteWrite.url={vm.url}",
             # vmalert 1.79 insists on a notifier when a file has alerts; none is needed here
