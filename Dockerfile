@@ -17,6 +17,7 @@ COPY requirements/exporter.txt requirements/scorer.txt /tmp/requirements/
 RUN python3 -m venv /opt/ksense \
  && /opt/ksense/bin/pip install --no-cache-dir --disable-pip-version-check \
       -r /tmp/requirements/exporter.txt -r /tmp/requirements/scorer.txt
+COPY common/ /app/common/
 COPY exporter/ /app/exporter/
 COPY scorer/ /app/scorer/
 COPY collector_only.py /app/

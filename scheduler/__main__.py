@@ -13,9 +13,9 @@ import signal
 import sys
 import threading
 
-from exporter import logs
-from exporter.envconf import ConfigError, unknown_variables
-from exporter.sinks.prometheus import MetricsServer, make_registry
+from common import logs
+from common.envconf import ConfigError, unknown_variables
+from common.metrics import MetricsServer, make_registry
 from scheduler import config
 from scheduler.kube import Kube
 from scheduler.loop import Runtime

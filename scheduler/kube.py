@@ -40,7 +40,7 @@ from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 from kubernetes.config.config_exception import ConfigException
 
-from exporter import names as n
+from common import names as n
 
 log = logging.getLogger(__name__)
 

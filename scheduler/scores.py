@@ -6,7 +6,7 @@ becomes `ScoreRecord`s (allowed, score, fresh) for the core's fuzzy filter.
 **Prometheus** (`FUZZY_SCORE_SOURCE=prometheus`): the series the scorer exports, only those with
 the scorers' scrape identity (`selector`, KSENSE_SCORER_SELECTOR, default
 `job="ksense-scorer",namespace="ksense"`: labels Prometheus attaches with honor_labels off, see
-exporter/names.py; by bare name any other scrape target could publish an allow for any node, or
+common/names.py; by bare name any other scrape target could publish an allow for any node, or
 a deny), aggregated over scorer replicas as docs/metrics.md#scorer-metrics says — `min by (node)` of
 `ksense_node_admission_allowed` (deny wins) and `max by (node)` of `ksense_node_score` — plus,
 for freshness, the newest sample time of each via `timestamp()`. The four vectors travel in one
@@ -40,8 +40,8 @@ from typing import Any, Protocol
 
 import requests
 
-from exporter import names as n
-from exporter.deadline_http import DeadlineSession
+from common import names as n
+from common.deadline_http import DeadlineSession
 from scheduler.core.filters import ScoreRecord
 
 log = logging.getLogger(__name__)

@@ -23,10 +23,10 @@ import time
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 
-from exporter.core.csvrow import RowError, check_header, format_number, format_time, parse_row
-from exporter.core.model import Derived, RawInterval
-from exporter.names import DECISION_ALLOW, DECISION_DENY, INPUTS, REPLAY_COLUMNS, SOURCE_REPLAY
-from exporter.sources.replay import open_text
+from common.core.csvrow import RowError, check_header, format_number, format_time, parse_row
+from common.core.model import Derived, RawInterval
+from common.csvfile import open_text
+from common.names import DECISION_ALLOW, DECISION_DENY, INPUTS, REPLAY_COLUMNS, SOURCE_REPLAY
 from scorer.core.decision import DecisionParams, params_for
 from scorer.core.evaluate import evaluate_series
 from scorer.core.model import Inputs, NodeInputs, NodeReport

@@ -42,8 +42,8 @@ from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 from urllib3.exceptions import HTTPError
 
-from exporter.core.csvrow import format_time
-from exporter.sinks.csvfile import MIB, CsvSink
+from common.core.csvrow import format_time
+from common.csvfile import MIB, CsvSink
 
 LOG = logging.getLogger("ksense.lifecycle")
 

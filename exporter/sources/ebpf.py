@@ -17,11 +17,12 @@ from collections.abc import Callable, Iterator, Mapping
 from datetime import datetime
 from typing import Protocol
 
-from exporter import names
+from common import names
+from common.core.model import RawInterval
+from common.ticker import ticks
 from exporter.bpf import loader
 from exporter.core import histogram
-from exporter.core.model import MapStats, ProgramStats, RawInterval, Reading, Telemetry
-from exporter.ticker import ticks
+from exporter.core.model import MapStats, ProgramStats, Reading, Telemetry
 
 log = logging.getLogger(__name__)
 

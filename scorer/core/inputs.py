@@ -28,7 +28,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
 
-from exporter import names as n
+from common import names as n
 from scorer.core.model import NodeInputs
 
 # Signal names: what a source reads per tick, one query each on Prometheus.
@@ -64,7 +64,7 @@ for _signal, (_family, _) in _SERIES.items():
 def selectors(matchers: str) -> Mapping[str, str]:
     """The PromQL series selector of each signal: its family, restricted to the label
     `matchers` (`job="ksense-exporter",namespace="ksense"`: whose series to trust, see
-    exporter/names.py) and, for PROCFS, to the procfs source. "" trusts every series."""
+    common/names.py) and, for PROCFS, to the procfs source. "" trusts every series."""
     out = {}
     for signal, (family, label) in _SERIES.items():
         parts = [matchers] if matchers else []

@@ -21,11 +21,12 @@ from types import MappingProxyType
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
+from common import names as n
 from scorer.core import inputs as core
 from scorer.core.model import Inputs
 from scorer.sources import shown
 
-NAME = "local"
+NAME = n.SCORER_SOURCE_LOCAL
 DEFAULT_URL = "http://127.0.0.1:9860/metrics"
 
 log = logging.getLogger(__name__)

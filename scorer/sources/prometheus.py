@@ -4,7 +4,7 @@ Per tick, one instant query per signal for all nodes (never one per node), all e
 the same `time=` so the inputs of a tick are consistent.
 
 Whose series: only those carrying the scrape identity of `selector` (KSENSE_EXPORTER_SELECTOR,
-default `job="ksense-exporter",namespace="ksense"`, exporter/names.py), labels Prometheus
+default `job="ksense-exporter",namespace="ksense"`, common/names.py), labels Prometheus
 attaches itself when honor_labels is off, with `node` relabelled from the exporter pod's node.
 Any other scrape target of a shared Prometheus can publish `ksense_friction{node="w1"} 0`;
 selected by bare name, that series could win for w1 (the newest series wins, below) and allow it,
@@ -52,13 +52,13 @@ from types import MappingProxyType
 
 import requests
 
-from exporter import names as n
-from exporter.deadline_http import DeadlineSession
+from common import names as n
+from common.deadline_http import DeadlineSession
 from scorer.core import inputs as core
 from scorer.core.model import Inputs
 from scorer.sources import shown
 
-NAME = "prometheus"
+NAME = n.SCORER_SOURCE_PROMETHEUS
 TS_LABEL = "ksense_ts"
 #: Prometheus refuses a range query of more than 11,000 points per series.
 MAX_POINTS = 11_000

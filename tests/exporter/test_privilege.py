@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from exporter import names
+from common import names
 from exporter.privilege import parse_status
 from tests.conftest import wait_for
 from tests.exporter.test_metrics_flood import clean_env, spawn

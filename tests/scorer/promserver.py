@@ -30,7 +30,7 @@ from pathlib import Path
 import requests
 import yaml
 
-from exporter import names as n
+from common import names as n
 from tests.conftest import REPO, wait_for  # noqa: F401  (wait_for: re-exported for the stack tests)
 
 PROMETHEUS = "/usr/bin/prometheus"

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from exporter.names import KERNEL_METRICS_COLUMNS, REPLAY_COLUMNS
+from common.names import KERNEL_METRICS_COLUMNS, REPLAY_COLUMNS
 from scorer.replay import main
 
 REPO = Path(__file__).resolve().parents[2]

@@ -13,10 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from exporter.core.csvrow import format_row, parse_row
-from exporter.core.model import Derived, RawInterval
-from exporter.names import KERNEL_METRICS_COLUMNS, KERNEL_METRICS_CSV_NAME
-from exporter.sinks.csvfile import (
+from common.core.csvrow import format_row, parse_row
+from common.core.model import Derived, RawInterval
+from common.csvfile import (
     LOG_EVERY_S,
     REASON_ENOSPC,
     REASON_OSERROR,
@@ -26,12 +25,13 @@ from exporter.sinks.csvfile import (
     CsvSink,
     QueuedCsvWriter,
 )
+from common.names import KERNEL_METRICS_COLUMNS, KERNEL_METRICS_CSV_NAME
 from tests.conftest import require
 
 GOLDEN_ROW = Path(__file__).resolve().parent.parent / "golden" / "kernel_metrics_row.csv"
 COLUMNS = ("seq", "value", "note")
 HEADER = "seq,value,note\n"
-LOGGER = "exporter.sinks.csvfile"
+LOGGER = "common.csvfile"
 
 
 class FakeClock:

@@ -1,7 +1,9 @@
 """A durable, size-rotated CSV file that never takes its writer down (docs/metrics.md#csv-files).
 
-Generic over its columns: the exporter writes kernel_metrics.csv with it, the scorer
-fuzzy_monitor.csv and fuzzy_score.csv. What durable means here:
+Why here: every ksense CSV is written through it, whichever component writes it, so the
+guarantees below hold for all of them. Generic over its columns: the exporter writes
+kernel_metrics.csv with it, the scorer fuzzy_monitor.csv and fuzzy_score.csv; `open_text`
+reads a recording back (plain or gzip). What durable means here:
 
 - whole lines only: a row is encoded first and handed to the kernel in one unbuffered write,
   so there is no user-space buffer that a crash could leave half-flushed; a partial last line
@@ -37,6 +39,7 @@ from __future__ import annotations
 import contextlib
 import csv
 import errno
+import gzip
 import io
 import logging
 import os
@@ -48,6 +51,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
+from typing import TextIO
 
 MIB = 1 << 20
 
@@ -388,3 +392,11 @@ def _end_of_last_line(f: io.BufferedRandom, size: int) -> int:
             return start + i + 1
         pos = start
     return 0
+
+
+def open_text(path: Path) -> TextIO:
+    """A recording opened as text; `.gz` files are decompressed on the fly (the repository's
+    recordings are stored so)."""
+    if path.suffix == ".gz":
+        return gzip.open(path, "rt", encoding="utf-8", newline="")
+    return path.open(encoding="utf-8", newline="")
