@@ -180,14 +180,14 @@ class ErrorLog:
         text = f"{type(exc).__name__}: {exc}"
         if text != self._last or now - self._logged_at >= self._every:
             self._last, self._logged_at = text, now
-            log.warning("%s failing, retrying in %.1fs: %s", self._what, retry_in_s, text,
+            log.warning("event=api_failing what=%r retry_in_s=%.1f error=%r", self._what, retry_in_s, text,
                         exc_info=not isinstance(exc, KubeError))
         else:
-            log.debug("%s failing, retrying in %.1fs: %s", self._what, retry_in_s, text)
+            log.debug("event=api_failing what=%r retry_in_s=%.1f error=%r", self._what, retry_in_s, text)
 
     def ok(self) -> None:
         if self._failing_since is not None:
-            log.info("%s recovered", self._what)
+            log.info("event=api_recovered what=%r", self._what)
         self._failing_since, self._last = None, None
 
     def failing_for(self) -> float:
@@ -388,7 +388,8 @@ class LeaderElector:
         leading = self.is_leader()
         if leading != self._announced:
             self._announced = leading
-            log.info("leader=%s lease=%s/%s identity=%s", int(leading), self.namespace, self.name, self.identity)
+            log.info("event=leadership leader=%d lease=%s/%s identity=%s", int(leading), self.namespace, self.name,
+                     self.identity)
             self._on_change(leading)
 
     def _spec(self, now_wall: float, old: Mapping[str, Any] | None) -> dict[str, Any]:
@@ -473,7 +474,7 @@ class LeaderElector:
             released = {**spec, "holderIdentity": None, "leaseDurationSeconds": 1, "renewTime": now,
                         "acquireTime": now}
             self._kube.replace_lease(self.namespace, self.name, {**lease, "spec": released})
-            log.info("released lease %s/%s", self.namespace, self.name)
+            log.info("event=lease_released lease=%s/%s", self.namespace, self.name)
         except KubeError as exc:
-            log.warning("could not release lease %s/%s (the other replica waits for expiry): %s",
-                        self.namespace, self.name, exc)
+            log.warning("event=lease_release_failed lease=%s/%s error=%r effect='the other replica waits for expiry'",
+                        self.namespace, self.name, str(exc))

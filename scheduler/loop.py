@@ -199,7 +199,7 @@ class Scheduler:
             try:
                 self.cycle()
             except Exception:  # a bug must not end scheduling: log it, back off, carry on
-                log.exception("scheduling cycle failed")
+                log.exception("event=cycle_failed")
                 stop.wait(1.0)
 
     def _next_wake(self, now: float) -> float:
@@ -293,7 +293,7 @@ class Scheduler:
                 errors += 1
         result = CycleResult(len(due), bound, unschedulable, conflicts, errors, fetched.error)
         if bound or conflicts or errors:
-            log.debug("cycle %s", result)
+            log.debug("event=cycle result=%r", result)
         return result
 
     def _due(self, pending: list[dict], now: float) -> list[dict]:
@@ -329,7 +329,7 @@ class Scheduler:
         for uid in woken:
             del self._node_blocked[uid]
         if woken:
-            log.debug("node changes woke %d pod(s)", len(woken))
+            log.debug("event=pods_woken cause=node_change pods=%d", len(woken))
         self._wake_pods(woken, now)
 
     def _wake_score_blocked(self, allowed: frozenset[str], now: float) -> int:
@@ -338,7 +338,7 @@ class Scheduler:
         for uid in woken:
             del self._score_blocked[uid]
         if woken:
-            log.debug("score refresh woke %d pod(s)", len(woken))
+            log.debug("event=pods_woken cause=score_refresh pods=%d", len(woken))
         self._wake_pods(woken, now)
         return len(woken)
 
@@ -347,10 +347,10 @@ class Scheduler:
         fetched = self._scores.fetch()
         if fetched.error != self._score_error:  # one line per change of state, not per cycle
             if fetched.error:
-                log.warning("score source %s failing: %s (no binds until it recovers)", self._scores.name,
-                            fetched.error)
+                log.warning("event=score_source_failing source=%s reason=%s effect='no binds until it recovers'",
+                            self._scores.name, fetched.error)
             else:
-                log.info("score source %s ok nodes=%d", self._scores.name, len(fetched.records))
+                log.info("event=score_source_recovered source=%s nodes=%d", self._scores.name, len(fetched.records))
             self._score_error = fetched.error
         return fetched
 
@@ -374,15 +374,15 @@ class Scheduler:
         if result == BOUND:
             self._recent_binds.append(self._clock())
             self._backoff.pop(uid, None)
-            log.debug("bound pod=%s/%s node=%s", namespace, name, node)
+            log.debug("event=bound pod=%s/%s node=%s", namespace, name, node)
             self._event(pod, SCHEDULED_REASON, "Normal", f"Successfully assigned {namespace}/{name} to {node}",
                         f"{uid}/{SCHEDULED_REASON}")
         elif result == CONFLICT:
             # Bound elsewhere, deleted, or replaced: off the queue until the watch says it left.
-            log.info("bind conflict pod=%s/%s node=%s: %s", namespace, name, node, detail)
+            log.info("event=bind_conflict pod=%s/%s node=%s detail=%r", namespace, name, node, detail)
             self._cache.drop(pod)
         else:
-            log.warning("bind failed pod=%s/%s node=%s: %s", namespace, name, node, detail)
+            log.warning("event=bind_failed pod=%s/%s node=%s detail=%r", namespace, name, node, detail)
             self._cache.requeue(pod, keep_assumed=outcome.status is None)
             self._backoff[uid] = backoff.step(self._backoff.get(uid, backoff.READY), self._clock(), failed=True)
         return result
@@ -402,7 +402,7 @@ class Scheduler:
                                             condition)
                 self._conditions[uid] = message
             except KubeError as exc:
-                log.debug("condition not written pod=%s: %s", pod_key(pod), exc)
+                log.debug("event=condition_not_written pod=%s error=%r", pod_key(pod), str(exc))
 
     def _event(self, pod: Mapping[str, Any], reason: str, kind: str, message: str, key: str) -> bool:
         body = event_body(pod, reason=reason, kind=kind, message=message, key=key,
@@ -411,7 +411,7 @@ class Scheduler:
             self._kube.create_event(body["metadata"]["namespace"], body)
             return True
         except KubeError as exc:
-            log.debug("event not written pod=%s reason=%s: %s", pod_key(pod), reason, exc)
+            log.debug("event=event_not_written pod=%s reason=%s error=%r", pod_key(pod), reason, str(exc))
             return False
 
 
