@@ -3,7 +3,7 @@
 PY := .venv/bin/python
 PYTEST_ARGS ?=
 
-.PHONY: setup run test lint bench generate e2e lab-report clean
+.PHONY: setup run test lint bench generate e2e lab-report images clean
 
 setup:
 	@bash scripts/setup.sh
@@ -14,9 +14,11 @@ run: setup
 test: setup
 	$(PY) -m pytest $(PYTEST_ARGS)
 
+# Style, layering (import contracts) and types (mypy: strict on the */core packages, pyproject).
 lint: setup
 	$(PY) -m ruff check .
 	.venv/bin/lint-imports
+	$(PY) -m mypy
 
 bench: setup
 	$(PY) -m bench
@@ -37,6 +39,12 @@ generate: setup
 lab-report: setup
 	$(PY) -m lab report
 
+# The three container images (exporter, scorer, scheduler) with podman/buildah, from each Dockerfile's
+# public base or, where no registry answers, a local Debian base (deploy/images/base.sh, cached);
+# prints each image's size and layer count. Pushing: ARGS="--push registry.example.com/ksense".
+images: setup
+	$(PY) deploy/images/build.py $(ARGS)
+
 clean:
-	rm -rf .venv .pytest_cache .ruff_cache
+	rm -rf .venv .pytest_cache .ruff_cache .mypy_cache
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +

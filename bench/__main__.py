@@ -11,6 +11,7 @@ import time
 BENCHES = (
     ("bench.bpf_cost", "kernel cost per event (BPF run time per program)"),
     ("bench.pipe_slowdown", "workload slowdown: pinned pipe ping-pong with/without the exporter"),
+    ("bench.pod_cost", "per-pod attribution: pipe ping-pong on/off, ns/run, RSS with 200 pods"),
     ("bench.exporter_cost", "exporter CPU, RSS and start to first CSV row"),
     ("bench.scrape_latency", "/metrics scrape latency and payload"),
     ("bench.scorer_tick", "one scorer evaluation for 5,000 nodes vs a scalar implementation"),

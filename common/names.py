@@ -7,7 +7,7 @@ these constants; nobody retypes a metric name.
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import Final, NamedTuple
 
 
 class Family(NamedTuple):
@@ -38,6 +38,11 @@ RUNQUEUE_LATENCY_MAX = Family(
     "ksense_runqueue_latency_max_seconds",
     "Max run-queue latency in the last interval (upper bound of the highest non-empty "
     "log-linear bucket, within 1/16 of the true max). Absent for the procfs source.",
+)
+RUNQUEUE_LATENCY_P99 = Family(
+    "ksense_runqueue_latency_p99_seconds",
+    "99th percentile of run-queue latency in the last interval, from the exporter's log-linear "
+    "histogram (the CSV's SchedLat_P99_ms / 1000). Absent for the procfs source.",
 )
 RUNQUEUE_LATENCY_DROPPED = Family(
     "ksense_runqueue_latency_dropped_total",
@@ -112,6 +117,36 @@ EXPORTER_FAMILIES = tuple(v for v in tuple(globals().values()) if isinstance(v, 
 # Histogram buckets of the exported latency families: le = 2^i µs, i = 0..25, then +Inf.
 HISTOGRAM_LE_EXPONENTS = tuple(range(26))
 
+# --- per-pod families (docs/metrics.md#per-pod-metrics) ------------------------------------------
+# The pod's namespace, name and uid are not labelled `namespace` and `pod`: every deploy/ scrape
+# config attaches those as target labels (the scrape identity below, the ServiceMonitor's pod),
+# and with honor_labels off Prometheus would rename ours to exported_namespace/exported_pod.
+LABEL_POD_NAMESPACE = "pod_namespace"
+LABEL_POD_NAME = "pod_name"
+LABEL_POD_UID = "pod_uid"
+POD_RUNQUEUE_WAIT = Family(
+    "ksense_pod_runqueue_wait_seconds",
+    "Run-queue waits of the pod's tasks (wakeup or preemption to switch-in), log2 buckets; _sum is the "
+    "wait in seconds, _count the waits. Top-K pods by recent wait, the rest summed under pod_uid=\"other\".",
+)
+POD_DSTATE = Family("ksense_pod_dstate_seconds_total", "Time the pod's tasks spent in D-state (ended episodes).")
+POD_DSTATE_EPISODES = Family("ksense_pod_dstate_episodes_total", "Ended D-state episodes of the pod's tasks.")
+POD_CPU = Family("ksense_pod_cpu_seconds_total", "CPU time of the pod's cgroup (cpu.stat usage_usec).")
+POD_PRESSURE = Family(
+    "ksense_pod_pressure_ratio", "PSI share of the last interval of the pod's cgroup per resource and kind, 0-1."
+)
+PODS_TRACKED = Family("ksense_pods_tracked", "Pod cgroups found on the node and attributed.")
+PODS_CAPACITY = Family("ksense_pods_capacity", "Pods the kernel maps can attribute (KSENSE_POD_MAX).")
+PODS_UNTRACKED = Family(
+    "ksense_pods_untracked_total",
+    "Pods (or pod cgroups) found but not attributed for lack of room, each counted once when refused.",
+)
+#: Every per-pod family (docs/metrics.md#per-pod-metrics), served when per-pod accounting is on.
+POD_FAMILIES = (
+    POD_RUNQUEUE_WAIT, POD_DSTATE, POD_DSTATE_EPISODES, POD_CPU, POD_PRESSURE, PODS_TRACKED, PODS_CAPACITY,
+    PODS_UNTRACKED,
+)
+
 # --- label values ---------------------------------------------------------------------------
 SOURCE_EBPF = "ebpf"
 SOURCE_PROCFS = "procfs"
@@ -150,6 +185,16 @@ MODE_CALIBRATING = "CALIBRATING"
 MODE_FROZEN = "FROZEN"
 KERNEL_METRICS_CSV_NAME = "kernel_metrics.csv"
 
+# --- pod_metrics.csv (docs/metrics.md#pod_metricscsv): one row per tracked pod per interval ----------
+POD_METRICS_COLUMNS = (
+    "Level", "Time", "NodeName", "PodNamespace", "PodName", "PodUID", "CgroupID",
+    "SchedLat_Total_ms", "SchedLat_Avg_ms", "SchedLat_P95_ms", "SchedLat_P99_ms", "SchedLat_Max_ms",
+    "SchedLat_Count", "SchedLat_Dropped", "DState_Total_ms", "DState_Count", "SoftIRQ_Total_ms",
+    "SoftIRQ_Count", "CPUUtil", "PSI",
+)
+LEVEL_POD = "pod"
+POD_METRICS_CSV_NAME = "pod_metrics.csv"
+
 # --- scorer families (docs/metrics.md#scorer-metrics) ---------------------------------------------------------
 NODE_SCORE = Family("ksense_node_score", "Fuzzy score 0-100 of the last evaluation (100 when inputs are missing).")
 NODE_ADMISSION_ALLOWED = Family("ksense_node_admission_allowed", "1 allow, 0 deny (after hysteresis).")
@@ -178,6 +223,10 @@ LABEL_INPUT = "input"
 LABEL_TO = "to"
 LABEL_OUTCOME = "outcome"
 INPUTS = ("friction", "energy", "cpu", "psi")
+#: The optional controller input a rule file may declare (scorer/core/rules.py): the node's
+#: run-queue p99 in ms (ksense_runqueue_latency_p99_seconds × 1000, the CSV's SchedLat_P99_ms).
+RQ_P99: Final = "rq_p99_ms"  # Final: a literal, so TypedDicts keyed by it type-check
+OPTIONAL_INPUTS = (RQ_P99,)
 DECISION_ALLOW = "allow"
 DECISION_DENY = "deny"
 #: The scorer's input sources: values of `source` on ksense_scorer_source_errors_total.

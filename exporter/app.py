@@ -17,7 +17,13 @@ from collections.abc import Callable
 from datetime import datetime
 
 from common.csvfile import CsvSink, QueuedCsvWriter
-from common.names import KERNEL_METRICS_COLUMNS, KERNEL_METRICS_CSV_NAME, SOURCE_REPLAY
+from common.names import (
+    KERNEL_METRICS_COLUMNS,
+    KERNEL_METRICS_CSV_NAME,
+    POD_METRICS_COLUMNS,
+    POD_METRICS_CSV_NAME,
+    SOURCE_REPLAY,
+)
 from exporter import baseline_store, preflight, privilege, statedir
 from exporter.config import ExporterConfig
 from exporter.core import derive
@@ -47,8 +53,14 @@ def open_source(cfg: ExporterConfig, *, strict_ebpf: bool = False) -> Source:
             raise SourceUnavailable("; ".join(p.what for p in problems))
         from exporter.sources import ebpf
 
+        pods = None
+        if cfg.pod_metrics:
+            pods = ebpf.PodOptions(
+                node=cfg.node, max_pods=cfg.pod_max, top_k=cfg.pod_top_k, cgroup_root=cfg.cgroup_root
+            )
         return ebpf.open(
-            proc_sampler=ProcSampler(cfg.proc_root), interval_s=cfg.interval_s, slots=cfg.bpf_map_entries
+            proc_sampler=ProcSampler(cfg.proc_root), interval_s=cfg.interval_s, slots=cfg.bpf_map_entries,
+            pods=pods,
         )
     except SourceUnavailable as exc:
         if cfg.source == "ebpf" or strict_ebpf:
@@ -213,19 +225,30 @@ def run(cfg: ExporterConfig, *, http: bool, summary: bool, strict_ebpf: bool = F
             drop_when_full=is_live(source.name),
         )
 
+    pod_sink = None
+    if cfg.pod_csv_path is not None and getattr(source, "pods_on", False):
+        pod_sink = QueuedCsvWriter(
+            CsvSink(cfg.pod_csv_path, POD_METRICS_COLUMNS, max_bytes=cfg.csv_max_bytes, keep=cfg.csv_keep),
+            max_rows=60 * cfg.pod_max,
+        )
+    csv_sinks = {KERNEL_METRICS_CSV_NAME: sink} if sink is not None else {}
+    if pod_sink is not None:
+        csv_sinks[POD_METRICS_CSV_NAME] = pod_sink
+
     show = (lambda snap: print(summary_line(snap), file=sys.stderr, flush=True)) if summary else None
     sampler = Sampler(
         node=cfg.node,
         source=source,
         derive=deriver(cfg, source.name, persist=persist),
         write_row=sink.write if sink is not None else None,
+        write_pod_row=pod_sink.write if pod_sink is not None else None,
         on_snapshot=show,
     )
     server = None
     if http:
         collector = prometheus.ExporterCollector(
             sampler.latest,
-            csv_sinks={KERNEL_METRICS_CSV_NAME: sink} if sink is not None else {},
+            csv_sinks=csv_sinks,
             max_age_s=STALE_AFTER_INTERVALS * cfg.interval_s,
         )
         server = metrics.MetricsServer(
@@ -236,8 +259,8 @@ def run(cfg: ExporterConfig, *, http: bool, summary: bool, strict_ebpf: bool = F
             server.start()
         except OSError as exc:
             source.close()
-            if sink is not None:
-                sink.close()
+            for s in csv_sinks.values():
+                s.close()
             print(f"ksense: cannot listen on {cfg.host}:{cfg.port}: {exc}", file=sys.stderr)
             return 2
         shown_host = "127.0.0.1" if cfg.host in ("0.0.0.0", "::") else cfg.host
@@ -245,6 +268,9 @@ def run(cfg: ExporterConfig, *, http: bool, summary: bool, strict_ebpf: bool = F
     if sink is not None:
         sink.start()
         print(f"ksense: writing {cfg.csv_path}", file=sys.stderr, flush=True)
+    if pod_sink is not None:
+        pod_sink.start()
+        print(f"ksense: writing {cfg.pod_csv_path}", file=sys.stderr, flush=True)
     try:
         sampler.run(stop)
     except SourceUnavailable as exc:  # a malformed replay file is found while reading
@@ -252,8 +278,8 @@ def run(cfg: ExporterConfig, *, http: bool, summary: bool, strict_ebpf: bool = F
         return 2
     finally:
         source.close()
-        if sink is not None:
-            sink.close()
+        for s in csv_sinks.values():
+            s.close()
         if server is not None:
             server.shutdown()
     log.info("event=stopped pid=%d", os.getpid())

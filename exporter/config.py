@@ -15,6 +15,7 @@ from pathlib import Path
 
 from common.envconf import ConfigError, EnvReader, unknown_variables
 from common.httpserver import Limits
+from common.names import POD_METRICS_CSV_NAME
 
 __all__ = ["ConfigError", "ExporterConfig", "build_parser", "from_env", "unknown_variables"]
 
@@ -38,6 +39,17 @@ class ExporterConfig:
     """Sampling interval, seconds. 1 s matches the recordings and the scorer's tick."""
     bpf_map_entries: int = 65536
     """Slots per timestamp table (power of two): bounds kernel memory at 512 KiB per table."""
+    # --- per-pod attribution (docs/design.md#per-pod-attribution) --------------------------------
+    pod_metrics: bool = True
+    """Per-pod run-queue wait and D-state in the kernel, pod_metrics.csv and the per-pod families
+    (KSENSE_POD_METRICS=on|off). On by default: it costs ~1 % on a switch-heavy benchmark
+    (docs/performance.md); off leaves the per-pod code out of the compiled program."""
+    pod_max: int = 256
+    """Pods the kernel maps can attribute; more are counted (ksense_pods_untracked_total), not attributed."""
+    pod_top_k: int = 20
+    """Pods exposed on /metrics by recent wait; the rest are summed under pod_uid="other"."""
+    cgroup_root: Path | None = None
+    """The cgroup v2 hierarchy to look for pods in; None: /sys/fs/cgroup, else /sys/fs/cgroup/unified."""
     # --- baseline -----------------------------------------------------------------------------
     warmup_s: float = 600.0
     """Warm-up before the baseline may freeze: ten minutes of normal behaviour."""
@@ -70,6 +82,13 @@ class ExporterConfig:
     foreground tool with no listener, stays the user it was started as."""
     log_format: str = "text"
     """text (key=value) or json."""
+
+    @property
+    def pod_csv_path(self) -> Path | None:
+        """pod_metrics.csv, beside kernel_metrics.csv (None with --no-csv or per-pod off)."""
+        if self.csv_path is None or not self.pod_metrics:
+            return None
+        return self.csv_path.with_name(POD_METRICS_CSV_NAME)
 
     @property
     def baseline_win(self) -> int:
@@ -164,6 +183,9 @@ def from_env(environ: Mapping[str, str], args: argparse.Namespace | None = None)
         else:
             run_as = ids
 
+    pod_metrics = r.choice("", "KSENSE_POD_METRICS", "on" if ExporterConfig.pod_metrics else "off", ("on", "off"))
+    cgroup_root_text = pick("", "KSENSE_CGROUP_ROOT", None)
+
     interval = number("interval", "KSENSE_INTERVAL_S", 1.0, minimum=0.01)
     cfg = ExporterConfig(
         node=a.get("node") or default_node_name(environ),
@@ -173,6 +195,10 @@ def from_env(environ: Mapping[str, str], args: argparse.Namespace | None = None)
         proc_root=Path(pick("proc_root", "KSENSE_PROC_ROOT", "/proc") or "/proc"),
         interval_s=interval,
         bpf_map_entries=entries,
+        pod_metrics=pod_metrics == "on",
+        pod_max=number("", "KSENSE_POD_MAX", ExporterConfig.pod_max, minimum=1, maximum=4096, integer=True),
+        pod_top_k=number("", "KSENSE_POD_TOP_K", ExporterConfig.pod_top_k, minimum=0, maximum=1000, integer=True),
+        cgroup_root=Path(cgroup_root_text) if cgroup_root_text else None,
         warmup_s=number("warmup", "KSENSE_WARMUP_S", 600.0, minimum=0.0),
         baseline_win_s=number("", "KSENSE_BASELINE_WIN_S", 300.0, minimum=interval),
         baseline_min_count=number("", "KSENSE_BASELINE_MIN_COUNT", 50, minimum=0, integer=True),

@@ -2,7 +2,7 @@
 
 The Prometheus collector only ever reads `latest()` (a reference swap is atomic in CPython),
 so a scrape never waits for a kernel read or a CSV write; the exporter hands `write_row` to a
-writer thread (sinks/csvfile.QueuedCsvWriter), so a hung disk cannot stall the tick either.
+writer thread (common/csvfile.QueuedCsvWriter), so a hung disk cannot stall the tick either.
 The loop runs in the caller's thread via `run(stop)`; setting `stop` (SIGTERM) ends it within
 one interval's wait.
 """
@@ -35,12 +35,14 @@ class Sampler:
         source: Source,
         derive: Callable[[RawInterval], Derived],
         write_row: Callable[[list[str]], None] | None = None,
+        write_pod_row: Callable[[tuple[str, ...]], None] | None = None,
         on_snapshot: Callable[[Snapshot], None] | None = None,
         clock: Callable[[], float] = time.monotonic,
     ):
         self._source = source
         self._derive = derive
         self._write_row = write_row
+        self._write_pod_row = write_pod_row
         self._on_snapshot = on_snapshot
         self._clock = clock
         self._durations = DurationHistogram(SAMPLE_DURATION_BOUNDS)
@@ -66,6 +68,9 @@ class Sampler:
         self._latest = snap
         if self._write_row is not None:
             self._write_row(format_row(reading.raw, derived))
+        if self._write_pod_row is not None and reading.pods is not None:
+            for row in reading.pods.rows:
+                self._write_pod_row(row)
         if self._on_snapshot is not None:
             self._on_snapshot(snap)
         return snap

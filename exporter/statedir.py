@@ -79,14 +79,16 @@ def prepare(directory: str | os.PathLike[str], uid: int, gid: int, *, hand_over:
         st = os.lstat(path)
         me = os.geteuid()
         if me == 0 and uid != 0 and st.st_uid == 0 and stat.S_ISDIR(st.st_mode):
-            # Made just now, or left by an exporter that ran as root: ours to give.
+            # Made just now, or left by an exporter that ran as root: ours to give. The files
+            # first: once the directory (0700) is uid's, root without CAP_DAC_OVERRIDE (the
+            # DaemonSet's) cannot look inside it any more.
             os.chmod(path, DIR_MODE)
-            os.chown(path, uid, gid)
             for name in hand_over:
                 with contextlib.suppress(FileNotFoundError):
                     entry = os.lstat(path / name)
                     if stat.S_ISREG(entry.st_mode) and entry.st_uid == 0:
                         os.chown(path / name, uid, gid, follow_symlinks=False)
+            os.chown(path, uid, gid)
             st = os.lstat(path)
         if why := own_problem(st.st_uid, st.st_mode, us=uid, kind="directory"):
             return f"{path} is {why}"

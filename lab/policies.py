@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 from numpy.typing import NDArray
 
-from common.names import DECISION_DENY
+from common.names import DECISION_DENY, RQ_P99
 from lab.recording import Recording
 from scorer.core import decision, inference
 from scorer.core.decision import DecisionParams, NodeState
@@ -20,7 +20,7 @@ from scorer.core.rules import RuleBase
 from scorer.replay import replay
 
 #: Signals a single-threshold policy can use: recording feature -> label.
-THRESHOLD_SIGNALS = {"cpu": "CPU %", "psi": "PSI %", "rq_p99_ms": "run-queue p99 ms"}
+THRESHOLD_SIGNALS = {"cpu": "CPU %", "psi": "PSI %", RQ_P99: "run-queue p99 ms"}
 
 
 def ksense(rec: Recording, rb: RuleBase, params: DecisionParams) -> tuple[NDArray[np.bool_], NDArray[np.float64]]:
@@ -33,10 +33,12 @@ def ksense(rec: Recording, rb: RuleBase, params: DecisionParams) -> tuple[NDArra
 def scorable(rec: Recording) -> tuple[NDArray[np.bool_], NDArray[np.float64]]:
     """(scored, inputs) as the scorer plans them (allow_on_missing off): a second is scored when
     its baseline is frozen and friction and energy are finite; inputs are the columns
-    (friction_signed, energy, cpu, psi) with a missing CPU/PSI counted as 0."""
+    (friction_signed, energy, cpu, psi, rq_p99_ms) with a missing CPU, PSI or run-queue p99
+    counted as 0 (the last column is used only by a rule base with that input)."""
     f = rec.features
     scored = rec.frozen & np.isfinite(f["friction_signed"]) & np.isfinite(f["energy"])
-    cols = np.stack([f["friction_signed"], f["energy"], np.nan_to_num(f["cpu"]), np.nan_to_num(f["psi"])], axis=1)
+    cols = np.stack([f["friction_signed"], f["energy"], np.nan_to_num(f["cpu"]), np.nan_to_num(f["psi"]),
+                     np.nan_to_num(f[RQ_P99])], axis=1)
     return scored, np.where(scored[:, None], cols, 0.0)
 
 
@@ -55,7 +57,8 @@ def fast_ksense(rb: RuleBase, params: DecisionParams, scored: NDArray[np.bool_],
     """`ksense`'s deny from `scorable`'s columns, without reports."""
     scores = np.full(len(scored), 100.0)
     if scored.any():
-        scores[scored] = inference.score(rb, *cols[scored].T)
+        x = cols[scored]
+        scores[scored] = inference.score(rb, *x[:, :4].T, rq_p99_ms=x[:, 4] if rb.inputs else None)
     return decide(scores, scored, params)
 
 

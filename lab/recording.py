@@ -21,6 +21,7 @@ from numpy.typing import NDArray
 
 from common.core.csvrow import RowError, parse_time, time_seconds
 from common.csvfile import open_text
+from common.names import RQ_P99
 from lab.core.schedule import CALM
 from lab.tenant import CLIENT_COLUMNS
 from scorer.core.model import Inputs
@@ -155,7 +156,7 @@ def load(directory: Path) -> Recording:
     features = {
         "cpu": np.array([r.cpu_util for r in raws]),
         "psi": np.array([r.psi for r in raws]),
-        "rq_p99_ms": np.array([r.sched_p99_ms for r in raws]),
+        RQ_P99: np.array([r.sched_p99_ms for r in raws]),
         "dstate_ms": np.array([r.dstate_total_ms for r in raws]),
         "softirq_ms": np.array([r.softirq_total_ms for r in raws]),
         "friction": np.array([d.friction for d in derived]),

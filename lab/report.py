@@ -15,14 +15,23 @@ import math
 import time
 from pathlib import Path
 
-import numpy as np
-
+from common.names import RQ_P99
 from lab import plots, quality
 from lab.commands import BUNDLED, TUNED, UsageError, _load, _ruleset, run_tune
 from lab.quality import Slo
+from scorer.core.rules import ANTECEDENTS, RuleBase
 
 GOALS = {"f1": 0.80, "precision": 0.90, "margin": 0.05, "onset_to_deny_s": 3.0, "flips_per_hour": 60.0}
 
+
+def rule_changes(bundled: RuleBase, tuned: RuleBase) -> tuple[int, int]:
+    """(rules of `tuned` whose output differs from the bundled rule of the same four-input
+    cell, rules of `tuned`)."""
+    four = len(ANTECEDENTS)
+    bundled_out = {tuple(k): o for k, o in zip(bundled.rule_sets.tolist(), bundled.rule_output.tolist(), strict=True)}
+    changed = sum(bundled_out[tuple(k[:four])] != o
+                  for k, o in zip(tuned.rule_sets.tolist(), tuned.rule_output.tolist(), strict=True))
+    return int(changed), len(tuned.rule_output)
 
 def _split(data: Path) -> tuple[list[Path], list[Path]]:
     try:
@@ -192,8 +201,14 @@ def write(args) -> int:
         lines.append(f"| {key} | {getattr(bundled_params, key):g} | {chosen[key]:g} |")
     lines.append(f"| pain-share cuts (under / short / mod / long) | – | "
                  f"{' / '.join(f'{c:.2f}' for c in chosen['cuts'])} |")
-    changed = int(np.sum(rules[BUNDLED][0].rule_output != rules[TUNED][0].rule_output))
-    lines += ["", f"{changed} of 72 rule outputs differ from the bundled table. The tuned rule file is "
+    rq = chosen.get("rq")
+    lines.append(f"| {RQ_P99} input: sets low / med / high at a, b, c ms | – | "
+                 + (f"{rq[0]:g} / {rq[1]:g} / {rq[2]:g} |" if rq else "not used |"))
+    tuned_rb = rules[TUNED][0]
+    changed, count = rule_changes(rules[BUNDLED][0], tuned_rb)
+    lines += ["", f"{changed} of {count} rule outputs differ from the bundled table"
+              + (f" (each {RQ_P99} row compared with the bundled rule of its other four sets)" if tuned_rb.inputs
+                 else "") + ". The tuned rule file is "
               f"`{rel(args.rules_out)}`; load it with `FUZZY_RULES_FILE` (its `decision` section sets G, B, lo "
               "and mid unless FUZZY_* variables override them).", "",
               "## Pictures (held out)", ""]

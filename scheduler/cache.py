@@ -237,8 +237,8 @@ class ClusterCache:
                                  if usage_key(p) not in self._tombstones and not being_deleted(p) and not gated(p)}
             elif kind == NODE:
                 old, self._infos = self._infos, {}
-                for node in items:
-                    self._put_node(node, old)
+                for node_obj in items:
+                    self._put_node(node_obj, old)
                 self._table = None
             else:
                 listed = {usage_key(p): (node_name(p), _requests(p)) for p in items}

@@ -60,16 +60,14 @@ import logging
 import math
 import threading
 import time
-from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 from scheduler.cache import ClusterCache, Reflector, reflectors
 from scheduler.config import SchedulerConfig
-from scheduler.core import backoff
 from scheduler.core.choose import decide
-from scheduler.core.filters import FUZZY_DENY, NO_SCORE, RESOURCES_FIT, Failure, ScoreTable, pod_view
+from scheduler.core.filters import RESOURCES_FIT, ScoreTable, pod_view
 from scheduler.core.messages import (
     EVENT_REASON,
     condition_update,
@@ -81,8 +79,23 @@ from scheduler.core.messages import (
 )
 from scheduler.core.pods import pod_key
 from scheduler.core.quantity import QuantityError
-from scheduler.core.queue import queue_key
-from scheduler.kube import BOUND, CONFLICT, Kube, KubeError, LeaderElector
+from scheduler.core.queue import (
+    Action,
+    Attempting,
+    BindFailed,
+    Bound,
+    Limits,
+    NodesChanged,
+    Reported,
+    Schedulable,
+    SchedulingQueue,
+    ScoresFetched,
+    Synced,
+    Unschedulable,
+    pod_uid,
+)
+from scheduler.kube import BOUND, CONFLICT, Kube, KubeError
+from scheduler.leader import LeaderElector
 from scheduler.metrics import SchedulerStats
 from scheduler.scores import Scores, ScoreSource
 
@@ -101,10 +114,6 @@ class Leader(Protocol):
 
 def _meta(pod: Mapping[str, Any]) -> Mapping[str, Any]:
     return pod.get("metadata") or {}
-
-
-def _uid(pod: Mapping[str, Any]) -> str:
-    return _meta(pod).get("uid") or ""
 
 
 def event_body(pod: Mapping[str, Any], *, reason: str, kind: str, message: str, key: str, component: str,
@@ -147,7 +156,8 @@ class CycleResult:
 
 
 class Scheduler:
-    """The loop of the module docstring."""
+    """The loop of the module docstring: the shell around `scheduler.core.queue`, which decides
+    when; this class fetches, decides per pod (`scheduler.core.choose`), binds and reports."""
 
     def __init__(
         self,
@@ -170,24 +180,17 @@ class Scheduler:
         self._stats = stats
         self._wake = wake
         self._clock, self._wall = clock, wall
-        self._backoff: dict[str, backoff.BackoffState] = {}
-        self._event_keys: dict[str, str] = {}  # uid -> dedupe key of the last FailedScheduling written
-        self._conditions: dict[str, str] = {}  # uid -> message of the last condition written
-        # Monotonic times of the last binds: as many as the window limit needs (the last one for the delay).
-        self._recent_binds: deque[float] = deque(maxlen=max(1, cfg.max_per_cycle))
-        self._held: set[str] = set()  # uids found schedulable but held by a rate limit
-        self._score_error: str | None = None
-        # uid -> nodes its last (failed) attempt found failing only the fuzzy filter (module docstring).
-        self._score_blocked: dict[str, frozenset[str]] = {}
-        # uid -> nodes its last (failed) attempt found failing another filter (may be empty).
-        self._node_blocked: dict[str, frozenset[str]] = {}
-        self._blocked_sets: dict[frozenset[str], frozenset[str]] = {}  # interned: pods share a few sets
-        self._last_fetch = -math.inf  # monotonic time of the last score fetch
+        self._queue = SchedulingQueue(Limits(cfg.max_per_cycle, cfg.poll_s, cfg.placement_delay_s))
+        self._score_error: str | None = None  # the last state logged (one line per change)
 
     # --- the loop ----------------------------------------------------------------------------
     def run(self, stop: threading.Event) -> None:
         # The loop sleeps on `wake`; relay `stop` to it so a SIGTERM ends the wait at once.
-        threading.Thread(target=lambda: (stop.wait(), self._wake.set()), name="stop-relay", daemon=True).start()
+        def relay() -> None:
+            stop.wait()
+            self._wake.set()
+
+        threading.Thread(target=relay, name="stop-relay", daemon=True).start()
         while not stop.is_set():
             now = self._clock()
             timeout = self._next_wake(now) - now
@@ -204,90 +207,63 @@ class Scheduler:
 
     def _next_wake(self, now: float) -> float:
         """When the next cycle is due if no event wakes the loop earlier."""
-        resync = now + self._cfg.poll_s if self._cfg.poll_s else math.inf
-        if not (self._cache.synced() and self._leader.is_leader()):
-            return resync  # sync and leadership changes wake the loop themselves
-        pending = {_uid(p) for p in self._cache.pending()}
-        if not pending:
-            return resync
-        states = {uid: self._backoff.get(uid, backoff.READY) for uid in pending}
-        later = [s.not_before for s in states.values() if s.not_before > now]
-        times = [resync, min(later)] if later else [resync]
-        if any(uid in self._score_blocked for uid in pending):
-            times.append(self._last_fetch + self._refresh_s())
-        due = [uid for uid, s in states.items() if s.not_before <= now]
-        if due:
-            # Held by a rate limit: retry when it lifts; a pod not evaluated yet: now.
-            times.append(max(self._bind_not_before(), now) if self._held.issuperset(due) else now)
-        return min(times)
-
-    def _bind_not_before(self) -> float:
-        """Earliest time of the next bind: `placement_delay_s` after the last bind, and `poll_s`
-        after the `max_per_cycle`-th last one."""
-        recent, cfg = self._recent_binds, self._cfg
-        times = [-math.inf]
-        if recent and cfg.placement_delay_s:
-            times.append(recent[-1] + cfg.placement_delay_s)
-        if cfg.max_per_cycle and cfg.poll_s and len(recent) == cfg.max_per_cycle:
-            times.append(recent[0] + cfg.poll_s)
-        return max(times)
-
-    def _refresh_s(self) -> float:
-        """Longest time without a score fetch while a pod waits for a node to turn allow."""
-        return self._cfg.poll_s or backoff.INITIAL_S
+        active = self._cache.synced() and self._leader.is_leader()
+        pending = {pod_uid(p) for p in self._cache.pending()} if active else set()
+        return self._queue.next_wake(pending, now, active=active)
 
     # --- one cycle -----------------------------------------------------------------------------
     def cycle(self) -> CycleResult:
+        queue = self._queue
         now = self._clock()
         pending = self._cache.pending()
         self._stats.pending(len(pending))
-        self._prune({_uid(p) for p in pending})
-        self._wake_node_blocked(*self._cache.take_node_changes(), now)
+        queue.apply(Synced(frozenset(pod_uid(p) for p in pending)), now)
+        changed, added = self._cache.take_node_changes()
+        if woken := queue.apply(NodesChanged(changed, added), now).woken:
+            log.debug("event=pods_woken cause=node_change pods=%d", len(woken))
         if not pending or not self._cache.synced() or not self._leader.is_leader():
             return CycleResult()
-        due = self._due(pending, now)
-        refresh = bool(self._score_blocked) and now >= self._last_fetch + self._refresh_s()
-        if not self._to_evaluate(due, now) and not refresh:
+        due = queue.due(pending, now)
+        if not queue.wants_scores([pod_uid(p) for p in due], now):
             return CycleResult()
-        fetched = self._fetch_scores(now)
+        fetched = self._fetch_scores()
         score_table = ScoreTable(fetched.records)
-        if self._wake_score_blocked(score_table.allowed, now):
-            due = self._due(pending, now)
-        if not self._to_evaluate(due, now):
+        if woken := queue.apply(ScoresFetched(score_table.allowed), now).woken:
+            log.debug("event=pods_woken cause=score_refresh pods=%d", len(woken))
+            due = queue.due(pending, now)
+        if not queue.to_evaluate([pod_uid(p) for p in due], now):
             return CycleResult(score_error=fetched.error)
         bound = unschedulable = conflicts = errors = 0
         for pod in due:
             if not self._leader.is_leader():
                 break
-            self._held.discard(_uid(pod))
-            self._score_blocked.pop(_uid(pod), None)
-            self._node_blocked.pop(_uid(pod), None)
+            uid = pod_uid(pod)
+            queue.apply(Attempting(uid), now)
             started = time.perf_counter()
             try:
                 view = pod_view(pod)
                 decision = decide(view, self._cache.table(pod), score_table)
             except QuantityError as exc:
                 self._stats.attempt(time.perf_counter() - started)
-                self._unschedulable(pod, invalid_pod_message(exc), {RESOURCES_FIT: 1})
+                self._unschedulable(pod, invalid_pod_message(exc), {RESOURCES_FIT: 1}, None)
                 unschedulable += 1
                 continue
             self._stats.attempt(time.perf_counter() - started)
             if decision.node is None:
                 message = failed_scheduling_message(decision.total, decision.failures)
-                self._unschedulable(pod, message, reason_counts(decision.failures))
-                self._remember_blocked(_uid(pod), decision.failures)
+                self._unschedulable(pod, message, reason_counts(decision.failures),
+                                    {node: failure.reason for node, failure in decision.failures.items()})
                 unschedulable += 1
                 continue
-            if self._clock() < self._bind_not_before():
-                self._held.add(_uid(pod))  # schedulable but rate-limited: stays queued, no backoff
-                continue
+            if queue.apply(Schedulable(uid), self._clock()).action is Action.HOLD:
+                continue  # schedulable but rate-limited: stays queued, no backoff
             lease_left = self._leader.remaining()
             if lease_left <= 0:
                 break
-            result = self._bind(pod, decision.node, view.requests, lease_left)
-            if result == BOUND:
+            outcome = self._bind(pod, decision.node, view.requests, lease_left)
+            if outcome == BOUND:
                 bound += 1
-            elif result == CONFLICT:
+            elif outcome == CONFLICT:
                 conflicts += 1
             else:
                 errors += 1
@@ -296,54 +272,7 @@ class Scheduler:
             log.debug("event=cycle result=%r", result)
         return result
 
-    def _due(self, pending: list[dict], now: float) -> list[dict]:
-        """The pending pods not backing off, in queue order."""
-        return sorted((p for p in pending if backoff.due(self._backoff.get(_uid(p), backoff.READY), now)),
-                      key=queue_key)
-
-    def _to_evaluate(self, due: list[dict], now: float) -> bool:
-        """Is any due pod to be evaluated now? Not when all are held by a rate limit still in force."""
-        return bool(due) and not (now < self._bind_not_before() and self._held.issuperset(_uid(p) for p in due))
-
-    def _remember_blocked(self, uid: str, failures: Mapping[str, Failure]) -> None:
-        fuzzy = frozenset(name for name, failure in failures.items() if failure.reason in (FUZZY_DENY, NO_SCORE))
-        if fuzzy:
-            self._score_blocked[uid] = self._blocked_sets.setdefault(fuzzy, fuzzy)
-        other = frozenset(failures.keys() - fuzzy)
-        self._node_blocked[uid] = self._blocked_sets.setdefault(other, other)
-
-    def _wake_pods(self, woken: list[str], now: float) -> None:
-        for uid in woken:
-            state = self._backoff.get(uid)
-            if state is not None:
-                self._backoff[uid] = backoff.wake(state, now)
-        live = {*self._score_blocked.values(), *self._node_blocked.values()}
-        self._blocked_sets = {s: s for s in self._blocked_sets if s in live}
-
-    def _wake_node_blocked(self, changed: frozenset[str], added: bool, now: float) -> None:
-        """Make due the pods that failed on a node now changed through a filter other than the
-        fuzzy one — every unschedulable pod when a node was added (module docstring)."""
-        if not changed or not self._node_blocked:
-            return
-        woken = [uid for uid, nodes in self._node_blocked.items() if added or not nodes.isdisjoint(changed)]
-        for uid in woken:
-            del self._node_blocked[uid]
-        if woken:
-            log.debug("event=pods_woken cause=node_change pods=%d", len(woken))
-        self._wake_pods(woken, now)
-
-    def _wake_score_blocked(self, allowed: frozenset[str], now: float) -> int:
-        """Make due the pods that failed only through the fuzzy filter on a node now allowed."""
-        woken = [uid for uid, nodes in self._score_blocked.items() if not nodes.isdisjoint(allowed)]
-        for uid in woken:
-            del self._score_blocked[uid]
-        if woken:
-            log.debug("event=pods_woken cause=score_refresh pods=%d", len(woken))
-        self._wake_pods(woken, now)
-        return len(woken)
-
-    def _fetch_scores(self, now: float) -> Scores:
-        self._last_fetch = now
+    def _fetch_scores(self) -> Scores:
         fetched = self._scores.fetch()
         if fetched.error != self._score_error:  # one line per change of state, not per cycle
             if fetched.error:
@@ -354,17 +283,10 @@ class Scheduler:
             self._score_error = fetched.error
         return fetched
 
-    def _prune(self, pending_uids: set[str]) -> None:
-        """Forget per-pod state of pods no longer pending (bound, deleted)."""
-        for table in (self._backoff, self._event_keys, self._conditions, self._score_blocked, self._node_blocked):
-            for uid in [u for u in table if u not in pending_uids]:
-                del table[uid]
-        self._held &= pending_uids
-
     # --- outcomes ------------------------------------------------------------------------------
     def _bind(self, pod: Mapping[str, Any], node: str, requests: Any, lease_left: float) -> str:
         meta = _meta(pod)
-        uid, namespace, name = _uid(pod), meta.get("namespace") or "default", meta.get("name") or ""
+        uid, namespace, name = pod_uid(pod), meta.get("namespace") or "default", meta.get("name") or ""
         # Assumed before the call: the answer may be lost after the API bound the pod.
         self._cache.assume(pod, node, requests)
         outcome = self._kube.bind(namespace, name, uid, node, timeout_s=lease_left)
@@ -372,8 +294,7 @@ class Scheduler:
         result, detail = outcome.result, outcome.detail
         self._stats.bind(result)
         if result == BOUND:
-            self._recent_binds.append(self._clock())
-            self._backoff.pop(uid, None)
+            self._queue.apply(Bound(uid), self._clock())
             log.debug("event=bound pod=%s/%s node=%s", namespace, name, node)
             self._event(pod, SCHEDULED_REASON, "Normal", f"Successfully assigned {namespace}/{name} to {node}",
                         f"{uid}/{SCHEDULED_REASON}")
@@ -384,23 +305,26 @@ class Scheduler:
         else:
             log.warning("event=bind_failed pod=%s/%s node=%s detail=%r", namespace, name, node, detail)
             self._cache.requeue(pod, keep_assumed=outcome.status is None)
-            self._backoff[uid] = backoff.step(self._backoff.get(uid, backoff.READY), self._clock(), failed=True)
+            self._queue.apply(BindFailed(uid), self._clock())
         return result
 
-    def _unschedulable(self, pod: Mapping[str, Any], message: str, reasons: Mapping[str, int]) -> None:
+    def _unschedulable(self, pod: Mapping[str, Any], message: str, reasons: Mapping[str, int],
+                       failures: Mapping[str, str] | None) -> None:
+        """Count it, back it off, and tell why: the event and the condition, each once per message.
+        `failures` (node → reason) is None for an invalid pod, which no change wakes."""
         meta = _meta(pod)
-        uid = _uid(pod)
+        uid = pod_uid(pod)
         self._stats.unschedulable(reasons)
-        self._backoff[uid] = backoff.step(self._backoff.get(uid, backoff.READY), self._clock(), failed=True)
         key = dedupe_key(uid, message)
-        if self._event_keys.get(uid) != key and self._event(pod, EVENT_REASON, "Warning", message, key):
-            self._event_keys[uid] = key
+        effect = self._queue.apply(Unschedulable(uid, failures, key), self._clock())
+        if effect.action is Action.REPORT and self._event(pod, EVENT_REASON, "Warning", message, key):
+            self._queue.apply(Reported(uid, event_key=key), self._clock())
         condition = condition_update(pod, message, self._wall())
-        if condition is not None and self._conditions.get(uid) != message:
+        if condition is not None and self._queue.pod(uid).condition != message:
             try:
                 self._kube.patch_pod_status(meta.get("namespace") or "default", meta.get("name") or "", uid,
                                             condition)
-                self._conditions[uid] = message
+                self._queue.apply(Reported(uid, condition=message), self._clock())
             except KubeError as exc:
                 log.debug("event=condition_not_written pod=%s error=%r", pod_key(pod), str(exc))
 

@@ -32,6 +32,7 @@ from scorer.metrics import ScorerCollector
 from scorer.recorder import Recorder
 from scorer.rulefile import load_rules
 from scorer.server import TlsFiles, serve
+from scorer.sources import require
 from scorer.sources.local import LocalSource
 from scorer.sources.prometheus import PrometheusSource
 
@@ -69,9 +70,10 @@ def build(cfg: ScorerConfig):
     })
     if cfg.prometheus_url:
         source = PrometheusSource(cfg.prometheus_url, selector=cfg.exporter_selector, long_win_s=cfg.long_win_s,
-                                  timeout_s=cfg.query_timeout_s)
+                                  timeout_s=cfg.query_timeout_s, inputs=rb.inputs)
     else:
-        source = LocalSource(cfg.exporter_url)
+        source = LocalSource(cfg.exporter_url, inputs=rb.inputs)
+    require(rb.inputs, source.name, source.provides)
     csv_opts = {"max_bytes": cfg.csv_max_bytes, "keep": cfg.csv_keep}
     monitor = monitor_sink(cfg.monitor_csv, **csv_opts) if cfg.monitor_csv else None
     recorder = Recorder(CsvSink(cfg.score_csv, FUZZY_SCORE_COLUMNS, **csv_opts) if cfg.score_csv else None)

@@ -27,13 +27,14 @@ from common.core.csvrow import RowError, check_header, format_number, format_tim
 from common.core.model import Derived, RawInterval
 from common.csvfile import open_text
 from common.envconf import EnvReader
-from common.names import DECISION_ALLOW, DECISION_DENY, INPUTS, REPLAY_COLUMNS, SOURCE_REPLAY
+from common.names import DECISION_ALLOW, DECISION_DENY, INPUTS, REPLAY_COLUMNS, RQ_P99, SOURCE_REPLAY
 from scorer.config import read_decision
 from scorer.core.decision import DecisionParams, params_for
 from scorer.core.evaluate import evaluate_series
 from scorer.core.model import Inputs, NodeInputs, NodeReport
 from scorer.core.rules import RuleBase, RulesError
 from scorer.rulefile import load_rules
+from scorer.sources import require
 
 DEFAULT_INPUT = "/tmp/ksense/kernel_metrics.csv"
 
@@ -64,16 +65,24 @@ def read_rows(path: Path) -> list[tuple[RawInterval, Derived]]:
 
 def row_inputs(raw: RawInterval, derived: Derived, node: str) -> Inputs:
     """The scorer's Inputs (source "replay", one node) of one recorded row: its recorded
-    Friction, Direction, Energy, CPUUtil and PSI; a CALIBRATING row is a calibrating node
+    Friction, Direction, Energy, CPUUtil, PSI and SchedLat_P99_ms (the optional rq_p99_ms
+    input, used by a rule base that declares it); a CALIBRATING row is a calibrating node
     (its friction and energy are missing by design)."""
     values = {"friction": derived.friction, "energy": derived.energy, "cpu": raw.cpu_util, "psi": raw.psi}
     inputs = NodeInputs(
         node=node, friction=derived.friction, direction=derived.direction, energy=derived.energy,
         cpu_pct=raw.cpu_util, psi_pct=raw.psi,
         missing=tuple(name for name in INPUTS if math.isnan(values[name])),
-        calibrating=not derived.frozen,
+        calibrating=not derived.frozen, rq_p99_ms=raw.sched_p99_ms,
     )
     return Inputs(time=raw.time, source=SOURCE_REPLAY, nodes={node: inputs})
+
+
+def provided(series: Sequence[Inputs]) -> frozenset[str]:
+    """The optional inputs a recording holds: the run-queue p99 when any row has it (a procfs
+    recording leaves SchedLat_P99_ms empty)."""
+    has_rq = any(math.isfinite(node.rq_p99_ms) for inputs in series for node in inputs.nodes.values())
+    return frozenset({RQ_P99}) if has_rq else frozenset()
 
 
 def read_recording(path: Path, node: str) -> list[Inputs]:
@@ -205,6 +214,10 @@ def run(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = N
         raise ReplayError(f"{args.input}: {exc}") from None
     except OSError as exc:
         raise ReplayError(f"{args.input}: cannot read: {exc.strerror or exc}") from None
+    try:
+        require(rb.inputs, f"recording {args.input}", provided(series))
+    except RulesError as exc:
+        raise ReplayError(f"invalid configuration: {exc}") from None
     try:
         counts = _write(args.output, replay(rb, params, series))
     except OSError as exc:

@@ -19,14 +19,16 @@ log() { printf 'setup: %s\n' "$*" >&2; }
 # installs the first one the distribution offers: kernel headers for the running kernel where
 # they are packaged (Ubuntu, stock Debian kernels), else the distribution's generic headers
 # (Debian's linux-headers-<arch>, Ubuntu's linux-headers-generic), which scripts/setup.sh links
-# under /lib/modules; perf is linux-perf on Debian and linux-tools-* on Ubuntu.
+# under /lib/modules; perf is linux-perf on Debian and linux-tools-* on Ubuntu. podman, buildah,
+# runc and debootstrap build and run the images (`make images`, tests/deploy/test_images.py).
 wanted_items() {
     local arch
     arch=$(dpkg --print-architecture)
     printf '%s\n' bpfcc-tools python3-bpfcc \
         "linux-headers-$KERNEL|linux-headers-$arch|linux-headers-generic" \
         prometheus openssl stress-ng rt-tests "linux-perf|linux-tools-$KERNEL|linux-tools-generic" \
-        redis-server redis-tools iperf3
+        redis-server redis-tools iperf3 \
+        podman buildah runc debootstrap
 }
 
 # The interpreter for the venv: $PYTHON, else the first python3 / python3.12 / python3.11 that is

@@ -11,30 +11,16 @@ import gzip
 import importlib.util
 import os
 import shutil
-import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
 
 import pytest
 
+from tests.support import REPO
+
 T = TypeVar("T")
-REPO = Path(__file__).resolve().parent.parent
 #: The reference recording of a cluster node, vendored in the repository (data/reference/README.md).
 REAL_KERNEL_CSV = REPO / "data" / "reference" / "kernel_metrics_real.csv.gz"
-
-
-def wait_for(predicate: Callable[[], T], deadline_s: float, what: str, *, poll_s: float = 0.05) -> T:
-    """Poll `predicate` until it returns a truthy value (returned) or fail after `deadline_s`:
-    servers and watches are waited for with a deadline, never with a bare sleep."""
-    end = time.monotonic() + deadline_s
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > end:
-            raise AssertionError(f"timed out after {deadline_s:g}s waiting for {what}")
-        time.sleep(poll_s)
 
 
 def real_parts_required() -> bool:
@@ -67,6 +53,7 @@ def need_ebpf() -> None:
 def promtool() -> str:
     path = shutil.which("promtool")
     require(path is not None, "needs promtool (Debian package prometheus)")
+    assert path is not None
     return path
 
 

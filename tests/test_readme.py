@@ -4,8 +4,8 @@ checked by tests/docs/.)"""
 
 from __future__ import annotations
 
-from tests.conftest import REPO
 from tests.docs import markdown
+from tests.support import REPO
 
 README = (REPO / "README.md").read_text()
 

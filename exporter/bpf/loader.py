@@ -83,6 +83,31 @@ BUCKETS = 3
 
 #: The maps user space reads (all u64 arrays).
 MAPS = ("hists", "runq_ts", "dstate_ts")
+#: The per-pod maps, present when `load` is given a PodMaps (struct pod_row in the C source).
+POD_MAPS = ("pod_keys", "pod_stats", "task_pod")
+POD_RUNQ_SUM_NS, POD_RUNQ_COUNT, POD_DSTATE_SUM_NS, POD_DSTATE_COUNT = 0, 1, 2, 3
+POD_BUCKETS = 4
+POD_NBUCKETS = 24
+POD_ROW = POD_BUCKETS + POD_NBUCKETS
+
+
+@dataclass(frozen=True)
+class PodMaps:
+    """Sizes of the per-pod maps (sched.bpf.c, per-pod accounting): `pods` rows of counters,
+    `cgroup_slots` entries of the cgroup -> pod table (a power of two) probed at most `probes`
+    times per lookup."""
+
+    pods: int
+    cgroup_slots: int
+    probes: int = 4
+
+    def __post_init__(self):
+        if not 1 <= self.pods <= 0xFFFE:
+            raise ValueError(f"pods must be 1..65534, got {self.pods}")
+        if self.cgroup_slots <= 0 or self.cgroup_slots & (self.cgroup_slots - 1):
+            raise ValueError(f"cgroup_slots must be a power of two, got {self.cgroup_slots}")
+        if not 1 <= self.probes <= 16:
+            raise ValueError(f"probes must be 1..16, got {self.probes}")
 
 
 def _read_text(path: Path) -> str | None:
@@ -104,12 +129,13 @@ def bpf_stats_enabled() -> bool:
 
 
 class _MappedArray:
-    """A read-only numpy view of a BPF_F_MMAPABLE array map (u64 values)."""
+    """A numpy view of a BPF_F_MMAPABLE array map (u64 values), read-only unless `writable`."""
 
-    def __init__(self, map_fd: int, entries: int):
+    def __init__(self, map_fd: int, entries: int, *, writable: bool = False):
         import numpy as np
 
-        self._mm = mmap.mmap(map_fd, entries * 8, mmap.MAP_SHARED, mmap.PROT_READ)
+        prot = mmap.PROT_READ | (mmap.PROT_WRITE if writable else 0)
+        self._mm = mmap.mmap(map_fd, entries * 8, mmap.MAP_SHARED, prot)
         self.array: np.ndarray | None = np.frombuffer(self._mm, dtype=np.uint64, count=entries)
 
     def close(self) -> None:
@@ -161,8 +187,10 @@ class Probe:
         map_fds: Mapping[str, int],
         prog_fds: Mapping[str, int],
         link_fds: Mapping[str, int],
+        pods: PodMaps | None = None,
     ):
         self.slots = slots
+        self.pods = pods
         self.attached: Mapping[str, bool] = attached
         #: tracepoint -> why it did not attach, for the start-up log line.
         self.errors: Mapping[str, str] = errors
@@ -176,12 +204,16 @@ class Probe:
             self._hists = self._map("hists", NHIST * self._row)
             self._runq = self._map("runq_ts", slots)
             self._dstate = self._map("dstate_ts", slots)
+            if pods is not None:
+                self._pod_keys = self._map("pod_keys", pods.cgroup_slots, writable=True)
+                self._pod_stats = self._map("pod_stats", pods.pods * POD_ROW, writable=True)
+                self._task_pod = self._map("task_pod", slots)
         except BaseException:
             self.close()
             raise
 
-    def _map(self, name: str, entries: int) -> _MappedArray:
-        mapped = _MappedArray(self._map_fds[name], entries)
+    def _map(self, name: str, entries: int, *, writable: bool = False) -> _MappedArray:
+        mapped = _MappedArray(self._map_fds[name], entries, writable=writable)
         self._mapped.append(mapped)
         return mapped
 
@@ -196,6 +228,31 @@ class Probe:
             runq_entries=int(np.count_nonzero(self._runq.array)),
             dstate_entries=int(np.count_nonzero(self._dstate.array)),
         )
+
+    def pod_keys(self) -> np.ndarray:
+        """The cgroup -> pod table, writable: user space owns it (exporter/pods/table.py)."""
+        if self._closed or self.pods is None:
+            raise RuntimeError("probe is closed or has no per-pod maps")
+        return self._pod_keys.array
+
+    def read_pods(self) -> np.ndarray:
+        """A copy of the per-pod counters, shape (pods, POD_ROW) (memory reads only)."""
+        if self._closed or self.pods is None:
+            raise RuntimeError("probe is closed or has no per-pod maps")
+        return self._pod_stats.array.reshape(self.pods.pods, POD_ROW).copy()
+
+    def clear_pod_row(self, slot: int) -> None:
+        """Zero one pod's counters (the pod is gone and its cgroups are out of `pod_keys`, so
+        the kernel no longer adds to the row; its slot may be reused)."""
+        if self._closed or self.pods is None:
+            raise RuntimeError("probe is closed or has no per-pod maps")
+        self._pod_stats.array[slot * POD_ROW : (slot + 1) * POD_ROW] = 0
+
+    def task_pod_entries(self) -> int:
+        """Live entries of the per-task pod table."""
+        import numpy as np
+
+        return 0 if self.pods is None else int(np.count_nonzero(self._task_pod.array))
 
     def program_stats(self) -> dict[str, tuple[int, int]]:
         """program label -> (run_time_ns, run_cnt) of each attached program; empty while
@@ -239,13 +296,15 @@ def load(
     report_max: int | None = None,
     attach_as: Mapping[str, str] | None = None,
     timeout_s: float = CHILD_TIMEOUT_S,
+    pods: PodMaps | None = None,
 ) -> Probe:
     """Compile sched.bpf.c and attach every tracepoint of PROGRAMS, in a child process.
 
     `slots` is the size of each timestamp table (a power of two); `report_max` overrides the
     TASK_REPORT_MAX read from tracefs; `attach_as` maps a tracepoint to the name actually
     attached (tests use it to make one attach fail); `timeout_s` bounds the wait for the child,
-    which is killed when it runs out. Raises SourceUnavailable with the reason when bcc is
+    which is killed when it runs out; `pods` compiles the per-pod accounting in (None: left
+    out of the program entirely). Raises SourceUnavailable with the reason when bcc is
     missing, the program does not compile or load, or nothing attaches.
     """
     from exporter.core import histogram
@@ -265,17 +324,26 @@ def load(
         ],
         "maps": list(MAPS),
     }
+    if pods is not None:
+        request["cflags"] += [
+            f"-DPOD_SLOTS={pods.pods}", f"-DPOD_CG_SLOTS={pods.cgroup_slots}", f"-DPOD_CG_PROBES={pods.probes}",
+        ]
+        request["maps"] += list(POD_MAPS)
     answer, fds = _run_child(request, timeout_s)
     try:
-        return _probe(answer, fds, slots)
+        return _probe(answer, fds, slots, pods)
     except BaseException:
         _close_all(fds)
         raise
 
 
-def _probe(answer: dict[str, Any], fds: list[int], slots: int) -> Probe:
+def _probe(answer: dict[str, Any], fds: list[int], slots: int, pods: PodMaps | None = None) -> Probe:
     """The Probe described by the child's answer, owning the received `fds`."""
     want_bytes = {"hists": NHIST * _row() * 8, "runq_ts": slots * 8, "dstate_ts": slots * 8}
+    if pods is not None:
+        want_bytes.update(
+            pod_keys=pods.cgroup_slots * 8, pod_stats=pods.pods * POD_ROW * 8, task_pod=slots * 8
+        )
     for name, want in want_bytes.items():
         got = answer["maps"][name]["bytes"]
         if got != want:  # sched.bpf.c and this module disagree on the layout
@@ -288,6 +356,7 @@ def _probe(answer: dict[str, Any], fds: list[int], slots: int) -> Probe:
             map_fds={name: fds[spec["fd"]] for name, spec in answer["maps"].items()},
             prog_fds={label: fds[i] for label, i in answer["programs"].items()},
             link_fds={tracepoint: fds[i] for tracepoint, i in answer["links"].items()},
+            pods=pods,
         )
     except OSError as exc:  # kernels before 5.5 cannot mmap array maps
         raise SourceUnavailable(f"mapping the BPF counters failed: {exc}") from exc

@@ -18,6 +18,23 @@
 //
 // Compile-time parameters (cflags from loader.py): TS_SLOTS (power of two), TASK_REPORT_MAX
 // (parsed from the sched_switch format), HIST_NKEYS (must match exporter/core/histogram.py).
+// With POD_SLOTS defined (per-pod accounting on; KSENSE_POD_METRICS) also POD_CG_SLOTS and
+// POD_CG_PROBES, and the per-pod code below is compiled in; without it none of it exists, so
+// "off" costs nothing on the hot path.
+//
+// Per-pod accounting (docs/design.md#per-pod-attribution), without reading task_struct:
+// - At switch-out the task leaving the CPU is `current`, so bpf_get_current_cgroup_id() is its
+//   cgroup v2 id (the directory's inode number). User space keeps `pod_keys`, an open-addressed
+//   table of the cgroups of the pods it found (every directory of a pod's subtree), each entry
+//   `(cgroup_id << 16) | pod_slot`, 0 = empty, POD_TOMBSTONE = deleted; the program probes at
+//   most POD_CG_PROBES entries. A hit is remembered per task in `task_pod` (same slot index as
+//   the timestamp tables: `(pid << 32) | (pod_slot + 1)`).
+// - Every task that waits was switched out before (preempted, or asleep until woken), so when a
+//   run-queue wait ends (switch-in) or a D-state episode ends (wakeup) its pod is in `task_pod`;
+//   the delta goes to that pod's row of `pod_stats` too. A task never switched out yet (a new
+//   task's first wait) is not attributed.
+// - The kernel never allocates: user space owns the table, writes it through the mmap, frees a
+//   removed pod's entries and zeroes its row. More pods than POD_SLOTS is user space's overflow.
 
 #define BPF_F_MMAPABLE_FLAG (1U << 10)
 
@@ -138,18 +155,23 @@ static __always_inline void ts_insert(u64 *slot, struct hist *h, u32 pid, u64 pa
 // Finish the episode stored in `slot` for `pid` at `now` (same units as the slot), if any:
 // delta (mod 2^42) times `unit_ns` into the histogram, then clear the slot unless another task
 // took it in the meantime (compare-and-swap).
-static __always_inline void ts_finish(u64 *slot, struct hist *h, u32 pid, u64 now, u32 unit_shift)
+// Returns the recorded delta in ns plus one, 0 when nothing was recorded.
+static __always_inline u64 ts_finish(u64 *slot, struct hist *h, u32 pid, u64 now, u32 unit_shift)
 {
     u64 val = *slot;
+    u64 done = 0;
 
     if (!val || (u32)(val >> TS_BITS) != pid)
-        return;
+        return 0;
     u64 delta = (now - val) & TS_MASK;
-    if (delta >= TS_HALF)
+    if (delta >= TS_HALF) {
         __sync_fetch_and_add(&h->dropped, 1);
-    else
+    } else {
         record(h, delta << unit_shift);
+        done = (delta << unit_shift) + 1;
+    }
     __sync_val_compare_and_swap(slot, val, 0);
+    return done;
 }
 
 // Clear `slot` if it still holds `pid` (the task is gone or no longer waits for a CPU).
@@ -161,6 +183,113 @@ static __always_inline void ts_forget(u64 *slot, u32 pid)
         __sync_val_compare_and_swap(slot, val, 0);
 }
 
+#ifdef POD_SLOTS
+#define POD_NBUCKETS 24
+#define POD_TOMBSTONE 0xFFFFULL
+#define POD_HASH_MUL 0x9E3779B97F4A7C15ULL
+
+// One row per pod slot; loader.py reads the same layout as a (POD_SLOTS, 4 + POD_NBUCKETS) u64
+// array. Bucket 0: < 1 µs; bucket k: [2^(k-1), 2^k) µs; the last bucket is open-ended.
+struct pod_row {
+    u64 runq_sum_ns;
+    u64 runq_count;
+    u64 dstate_sum_ns;
+    u64 dstate_count;
+    u64 runq_buckets[POD_NBUCKETS];
+};
+
+BPF_F_TABLE("array", u32, u64, pod_keys, POD_CG_SLOTS, BPF_F_MMAPABLE_FLAG);
+BPF_F_TABLE("array", u32, struct pod_row, pod_stats, POD_SLOTS, BPF_F_MMAPABLE_FLAG);
+BPF_F_TABLE("array", u32, u64, task_pod, TS_SLOTS, BPF_F_MMAPABLE_FLAG);
+
+// pod_slot + 1 of the current task's cgroup, 0 when it is not a registered pod cgroup.
+static __always_inline u32 current_pod(void)
+{
+    u64 cg = bpf_get_current_cgroup_id();
+    u32 h = (u32)((cg * POD_HASH_MUL) >> 32);
+
+#pragma unroll
+    for (u32 i = 0; i < POD_CG_PROBES; i++) {
+        u32 idx = (h + i) & (POD_CG_SLOTS - 1);
+        u64 *e = pod_keys.lookup(&idx);
+        if (!e)
+            return 0;
+        u64 v = *e;
+        if (!v)
+            return 0;
+        if ((v >> 16) == cg)
+            return (u32)(v & 0xFFFF) + 1;
+    }
+    return 0;
+}
+
+// Remember (or forget) the pod of `pid`, which is `current` (switch-out).
+static __always_inline void note_pod(u32 pid, u32 idx)
+{
+    u64 *tp = task_pod.lookup(&idx);
+    if (!tp)
+        return;
+    u32 pod = current_pod();
+    u64 old = *tp;
+    if (pod) {
+        u64 want = ((u64)pid << 32) | pod;
+        if (old != want)
+            *tp = want;
+    } else if (old && (u32)(old >> 32) == pid) {
+        *tp = 0;
+    }
+}
+
+static __always_inline struct pod_row *pod_row_of(u32 pid, u32 idx)
+{
+    u64 *tp = task_pod.lookup(&idx);
+    if (!tp)
+        return 0;
+    u64 v = *tp;
+    if (!v || (u32)(v >> 32) != pid)
+        return 0;
+    u32 slot = (u32)v - 1;
+    return pod_stats.lookup(&slot);
+}
+
+static __always_inline void pod_runq(u32 pid, u32 idx, u64 delta_ns)
+{
+    struct pod_row *r = pod_row_of(pid, idx);
+    if (!r)
+        return;
+    u64 us = delta_ns / 1000;
+    u64 key = 0;
+    if (us >> 32)
+        key = POD_NBUCKETS - 1;
+    else if (us)
+        key = floor_log2_u32((u32)us) + 1;
+    if (key > POD_NBUCKETS - 1)
+        key = POD_NBUCKETS - 1;
+    asm volatile("" : "+r"(key));
+    if (key > POD_NBUCKETS - 1)
+        return;
+    __sync_fetch_and_add(&r->runq_buckets[key], 1);
+    __sync_fetch_and_add(&r->runq_sum_ns, delta_ns);
+    __sync_fetch_and_add(&r->runq_count, 1);
+}
+
+static __always_inline void pod_dstate(u32 pid, u32 idx, u64 delta_ns)
+{
+    struct pod_row *r = pod_row_of(pid, idx);
+    if (!r)
+        return;
+    __sync_fetch_and_add(&r->dstate_sum_ns, delta_ns);
+    __sync_fetch_and_add(&r->dstate_count, 1);
+}
+
+static __always_inline void pod_forget(u32 pid, u32 idx)
+{
+    u64 *tp = task_pod.lookup(&idx);
+    if (tp && *tp && (u32)(*tp >> 32) == pid)
+        *tp = 0;
+}
+#endif
+
 static __always_inline void on_wakeup(u32 pid)
 {
     if (!pid)
@@ -170,8 +299,14 @@ static __always_inline void on_wakeup(u32 pid)
 
     u64 *dslot = dstate_ts.lookup(&idx);
     struct hist *dh = hist_of(HIST_DSTATE);
-    if (dslot && dh)
-        ts_finish(dslot, dh, pid, now >> DSTATE_SHIFT, DSTATE_SHIFT);
+    if (dslot && dh) {
+        u64 done = ts_finish(dslot, dh, pid, now >> DSTATE_SHIFT, DSTATE_SHIFT);
+#ifdef POD_SLOTS
+        if (done)
+            pod_dstate(pid, idx, done - 1);
+#endif
+        (void)done;
+    }
 
     u64 *rslot = runq_ts.lookup(&idx);
     struct hist *rh = hist_of(HIST_RUNQ);
@@ -204,12 +339,21 @@ int on_sched_switch(struct tracepoint__sched__sched_switch *args)
     if (next) {
         u32 idx = slot_of(next);
         u64 *slot = runq_ts.lookup(&idx);
-        if (slot)
-            ts_finish(slot, rh, next, now, 0);
+        if (slot) {
+            u64 done = ts_finish(slot, rh, next, now, 0);
+#ifdef POD_SLOTS
+            if (done)
+                pod_runq(next, idx, done - 1);
+#endif
+            (void)done;
+        }
     }
     if (!prev)
         return 0;
     u32 idx = slot_of(prev);
+#ifdef POD_SLOTS
+    note_pod(prev, idx);
+#endif
     u64 *slot = runq_ts.lookup(&idx);
     if (!slot)
         return 0;
@@ -244,6 +388,9 @@ int on_sched_process_exit(struct tracepoint__sched__sched_process_exit *args)
     u64 *dslot = dstate_ts.lookup(&idx);
     if (dslot)
         ts_forget(dslot, pid);
+#ifdef POD_SLOTS
+    pod_forget(pid, idx);
+#endif
     return 0;
 }
 

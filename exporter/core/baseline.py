@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 from exporter.core.features import D
 
@@ -83,7 +84,7 @@ def _readonly(a: np.ndarray) -> np.ndarray:
     return a
 
 
-def freeze(samples, min_samples: int = 20) -> FrozenBaseline:
+def freeze(samples: ArrayLike, min_samples: int = 20) -> FrozenBaseline:
     """Fix the baseline matrix X (n × d) and compute, once:
 
     - `μ = mean of the columns of X`

@@ -13,14 +13,16 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
+from typing import Any
 
 from common.core.model import Derived, ExportHistogram, RawInterval
 from common.names import SOURCE_REPLAY
+from exporter.core.pods import PodsReport
 
 NAN = math.nan
 
 
-def _empty() -> Mapping:
+def _empty() -> Mapping[Any, Any]:
     return MappingProxyType({})
 
 
@@ -67,6 +69,8 @@ class Reading:
 
     raw: RawInterval
     telemetry: Telemetry = field(default_factory=Telemetry)
+    pods: PodsReport | None = None
+    """Per-pod attribution of the interval (eBPF source with per-pod accounting on), else None."""
 
 
 

@@ -34,9 +34,11 @@ from common.core.model import Derived
 from common.csvfile import CsvStats
 from common.metrics import histogram_family
 from exporter.core.model import Reading, Snapshot, Telemetry
+from exporter.sinks import podmetrics
 
 _GAUGES = (
     n.RUNQUEUE_LATENCY_MAX,
+    n.RUNQUEUE_LATENCY_P99,
     n.CPU_UTILIZATION,
     n.PRESSURE,
     n.PRESSURE_WORST,
@@ -140,6 +142,12 @@ class ExporterCollector:
             yield CounterMetricFamily(family.name, family.help)
         for family in _HISTOGRAMS:
             yield HistogramMetricFamily(family.name, family.help)
+        for family in podmetrics.GAUGES:
+            yield GaugeMetricFamily(family.name, family.help)
+        for family in podmetrics.COUNTERS:
+            yield CounterMetricFamily(family.name, family.help)
+        for family in podmetrics.HISTOGRAMS:
+            yield HistogramMetricFamily(family.name, family.help)
 
     def collect(self) -> Iterator[Metric]:
         snap = self._snapshot()
@@ -164,6 +172,8 @@ class ExporterCollector:
                 yield from _bpf_stats_families(node, snap.reading.telemetry)
         if fresh:
             yield histogram_family(n.SAMPLE_DURATION, snap.sample_duration, node)
+        if snap.reading is not None and snap.reading.pods is not None and fresh:
+            yield from podmetrics.families(node, snap.reading.pods)
 
         csv_stats = sorted((file, sink.stats()) for file, sink in self._csv_sinks.items())
         yield _counter(
@@ -181,6 +191,7 @@ def _kernel_families(node: str, reading: Reading) -> Iterator[Metric]:
     raw, tel = reading.raw, reading.telemetry
     yield histogram_family(n.RUNQUEUE_LATENCY, tel.histograms.get(n.RUNQUEUE_LATENCY.name), node)
     yield _gauge(n.RUNQUEUE_LATENCY_MAX, (), node, [((), tel.runqueue_max_seconds)])
+    yield _gauge(n.RUNQUEUE_LATENCY_P99, (), node, [((), raw.sched_p99_ms / 1000)])
     yield _counter(n.RUNQUEUE_LATENCY_DROPPED, (), node, [((), tel.runqueue_dropped_total)])
     yield histogram_family(n.DSTATE_DURATION, tel.histograms.get(n.DSTATE_DURATION.name), node)
     yield histogram_family(n.SOFTIRQ_NET_RX_DURATION, tel.histograms.get(n.SOFTIRQ_NET_RX_DURATION.name), node)

@@ -14,7 +14,9 @@ import math
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
 from datetime import datetime
+from pathlib import Path
 from typing import Protocol
 
 from common import names
@@ -23,6 +25,9 @@ from common.ticker import ticks
 from exporter.bpf import loader
 from exporter.core import histogram
 from exporter.core.model import MapStats, ProgramStats, Reading, Telemetry
+from exporter.core.pods import PodsReport
+from exporter.pods import discovery
+from exporter.pods.tracker import NameLookup, PodTracker
 
 log = logging.getLogger(__name__)
 
@@ -64,12 +69,19 @@ class EbpfSource:
         interval_s: float,
         clock: Callable[[], float],
         wall: Callable[[], datetime],
+        pods: PodTracker | None = None,
     ):
         self._probe = probe
+        self._pods = pods
         self._proc = proc_sampler
         self._interval_s = interval_s
         self._clock = clock
         self._wall = wall
+
+    @property
+    def pods_on(self) -> bool:
+        """Whether per-pod accounting runs (asked for, and a cgroup v2 hierarchy was found)."""
+        return self._pods is not None
 
     @property
     def attached(self) -> Mapping[str, bool]:
@@ -126,10 +138,28 @@ class EbpfSource:
             cpu_util=proc.cpu_util,
             psi=proc.psi,
         )
-        return Reading(raw=raw, telemetry=self._telemetry(current, runq.max_ms, proc))
+        report = self._pods.tick(now, raw.time) if self._pods is not None else None
+        return Reading(raw=raw, telemetry=self._telemetry(current, runq.max_ms, proc, report), pods=report)
 
-    def _telemetry(self, current: loader.Counters, max_ms: float, proc: ProcSample) -> Telemetry:
+    def _telemetry(
+        self, current: loader.Counters, max_ms: float, proc: ProcSample, pods: PodsReport | None
+    ) -> Telemetry:
         hists = current.hists
+        maps = {
+            "runq_ts": MapStats(
+                entries=current.runq_entries,
+                capacity=self._probe.slots,
+                update_failures=int(hists[loader.HIST_RUNQ, loader.UPDATE_FAILURES]),
+            ),
+            "dstate_ts": MapStats(
+                entries=current.dstate_entries,
+                capacity=self._probe.slots,
+                update_failures=int(hists[loader.HIST_DSTATE, loader.UPDATE_FAILURES]),
+            ),
+        }
+        if pods is not None:
+            # The cgroup -> pod table: its refusals are ksense_pods_untracked_total.
+            maps["pod_keys"] = MapStats(entries=pods.cgroup_entries, capacity=pods.cgroup_capacity, update_failures=0)
         return Telemetry(
             histograms={
                 family: histogram.to_export(hists[row, loader.BUCKETS :], int(hists[row, loader.SUM_NS]))
@@ -144,22 +174,14 @@ class EbpfSource:
                 label: ProgramStats(run_seconds=run_ns / 1e9, runs=runs)
                 for label, (run_ns, runs) in self._probe.program_stats().items()
             },
-            maps={
-                "runq_ts": MapStats(
-                    entries=current.runq_entries,
-                    capacity=self._probe.slots,
-                    update_failures=int(hists[loader.HIST_RUNQ, loader.UPDATE_FAILURES]),
-                ),
-                "dstate_ts": MapStats(
-                    entries=current.dstate_entries,
-                    capacity=self._probe.slots,
-                    update_failures=int(hists[loader.HIST_DSTATE, loader.UPDATE_FAILURES]),
-                ),
-            },
+            maps=maps,
         )
 
     def close(self) -> None:
         """Detach the programs and unmap the counters; idempotent."""
+        if self._pods is not None:
+            self._pods.close()
+            self._pods = None
         self._probe.close()
 
 
@@ -172,13 +194,45 @@ def open(
     clock: Callable[[], float] = time.monotonic,
     wall: Callable[[], datetime] = datetime.now,
     attach_as: Mapping[str, str] | None = None,
+    pods: PodOptions | None = None,
 ) -> EbpfSource:
     """Compile and attach the programs; raises SourceUnavailable with the reason.
 
     `slots` sizes each timestamp table (power of two); `attach_as` is the loader's test hook
-    (attach a tracepoint under another name to make it fail).
+    (attach a tracepoint under another name to make it fail); `pods` turns per-pod accounting
+    on (left off, with a warning, when no cgroup v2 hierarchy is found).
     """
-    probe = loader.load(slots=slots, attach_as=attach_as)
+    root = None
+    if pods is not None:
+        root = pods.cgroup_root or discovery.find_root()
+        if root is None:
+            log.warning("event=pod_metrics_off reason='no cgroup v2 hierarchy at %s'",
+                        " or ".join(str(p) for p in discovery.CGROUP2_CANDIDATES))
+    maps = loader.PodMaps(pods=pods.max_pods, cgroup_slots=pods.cgroup_slots) if root is not None else None
+    probe = loader.load(slots=slots, attach_as=attach_as, pods=maps)
     for tracepoint, reason in probe.errors.items():
         log.warning("event=bpf_attach_failed tracepoint=%s reason=%r", tracepoint, reason)
-    return EbpfSource(probe, proc_sampler, interval_s, clock, wall)
+    tracker = None
+    if root is not None:
+        tracker = PodTracker(probe, root, node=pods.node, top_k=pods.top_k, names=pods.names)
+        log.info("event=pod_metrics_on root=%s max_pods=%d top_k=%d", root, pods.max_pods, pods.top_k)
+    return EbpfSource(probe, proc_sampler, interval_s, clock, wall, pods=tracker)
+
+
+@dataclass(frozen=True)
+class PodOptions:
+    """Per-pod accounting's settings (exporter/config.py): the bound, the exposed top-K, where
+    the cgroup v2 hierarchy is (None: found), the node label and the optional name lookup."""
+
+    node: str
+    max_pods: int
+    top_k: int
+    cgroup_root: Path | None = None
+    names: NameLookup | None = None
+
+    @property
+    def cgroup_slots(self) -> int:
+        """Entries of the cgroup -> pod table: room for 8 cgroups per pod at most half full, so
+        that a lookup's few probes find a free entry."""
+        want = 16 * self.max_pods
+        return 1 << (want - 1).bit_length()

@@ -48,7 +48,8 @@ def rolling_median(values: NDArray[np.float64], window_s: int) -> NDArray[np.flo
     windows = np.lib.stride_tricks.sliding_window_view(padded, window_s)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN windows stay NaN
-        return np.nanmedian(windows, axis=1)
+        smoothed: NDArray[np.float64] = np.nanmedian(windows, axis=1)
+    return smoothed
 
 
 def pain(hurt_s: Bools, horizon_s: int) -> Bools:
@@ -56,7 +57,8 @@ def pain(hurt_s: Bools, horizon_s: int) -> Bools:
     n = len(hurt_s)
     counts = np.concatenate([[0], np.cumsum(hurt_s, dtype=np.int64)])
     ends = np.minimum(np.arange(n) + horizon_s + 1, n)
-    return (counts[ends] - counts[:n]) > 0
+    hurt: Bools = (counts[ends] - counts[:n]) > 0
+    return hurt
 
 
 def episodes(hurt_s: Bools, merge_gap_s: int) -> list[tuple[int, int]]:

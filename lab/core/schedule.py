@@ -73,7 +73,7 @@ def make_schedule(seed: int, seconds: float, warmup_s: float, min_phase_s: float
     t, last = float(warmup_s), WARMUP
     names, weights = list(STRESSORS), list(STRESSORS.values())
     while seconds - t > 1e-9:
-        length = round(rng.uniform(min_phase_s, max_phase_s))
+        length: float = round(rng.uniform(min_phase_s, max_phase_s))
         if seconds - (t + length) < min_phase_s / 2:
             length = seconds - t
         name = last

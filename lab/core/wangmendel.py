@@ -3,14 +3,17 @@
 Wang and Mendel's method (1992) builds a fuzzy rule table from examples: each example falls
 in the cell of the sets it belongs to most, and votes for that cell's conclusion with its
 degree (the product of those memberships); conflicting votes are settled by degree. Here an
-example is one recorded second, its inputs (cpu, psi, signed friction, energy) and whether the
-tenant was in pain. A cell's pain share of the votes picks its output set (`cuts`: below the
+example is one recorded second, its inputs (cpu, psi, signed friction, energy and, for a rule
+base with that input, the run-queue p99) and whether the tenant was in pain. A cell's pain
+share of the votes picks its output set (`cuts`: below the
 first → under, … above the last → long), so a cell where pain and calm seconds mix gets a
 middle output and the decision state machine's medium bands handle it. A cell no example
 reached keeps the rule it had.
 
 The membership sets are the bundled ones scaled per input (`scale_document`): the shapes and
-the names the explanations use stay, only where they sit moves. Pure: documents in,
+the names the explanations use stay, only where they sit moves. The run-queue p99 input has no
+bundled sets: `with_rq` adds its three sets at given breakpoints and copies every bundled rule
+across them, so a cell no example reaches keeps the four-input rule it refines. Pure: documents in,
 documents out; `scorer.core.rules.parse_rulebase` validates the result like any rule file.
 """
 
@@ -18,19 +21,42 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
 
+from common.names import RQ_P99
 from scorer.core.membership import evaluate
-from scorer.core.rules import ANTECEDENTS, OUTPUT, SET_NAMES, RuleBase
+from scorer.core.rules import OUTPUT, SET_NAMES, RuleBase
 
 #: Output sets by rising severity, for the pain-share cuts.
 OUTPUTS = SET_NAMES[OUTPUT]
 DEFAULT_CUTS = (0.2, 0.45, 0.7)
+#: The run-queue p99 input's clamp range, ms: above the worst p99 of the committed recordings
+#: (~70 ms under hackbench), where every set is flat anyway.
+RQ_RANGE = (0.0, 100.0)
 
 
-def scale_document(doc: Mapping, scales: Mapping[str, float]) -> dict:
+def with_rq(doc: Mapping[str, Any], breakpoints: Sequence[float]) -> dict[str, Any]:
+    """A copy of four-input document `doc` with the rq_p99_ms input: breakpoints a < b < c (ms)
+    give low = trap(0, 0, a, b), med = tri(a, b, c), high = trap(b, c, top, top), and every
+    rule row is copied for each rq_p99_ms set with its outputs unchanged."""
+    a, b, c = (round(float(v), 4) for v in breakpoints)
+    lo, top = RQ_RANGE
+    if not lo < a < b < c < top:
+        raise ValueError(f"{RQ_P99} breakpoints must rise inside {RQ_RANGE}, got {list(breakpoints)}")
+    out = copy.deepcopy(dict(doc))
+    out["variables"] = {**out["variables"], RQ_P99: {"range": [lo, top], "sets": {
+        "low": {"fn": "trap", "params": [lo, lo, a, b]},
+        "med": {"fn": "tri", "params": [a, b, c]},
+        "high": {"fn": "trap", "params": [b, c, top, top]},
+    }}}
+    out["rules"] = [{**row, RQ_P99: r} for row in out["rules"] for r in SET_NAMES[RQ_P99]]
+    return out
+
+
+def scale_document(doc: Mapping[str, Any], scales: Mapping[str, float]) -> dict[str, Any]:
     """A copy of rule-base document `doc` with each input variable's set parameters multiplied
     by its scale (gauss: mean and sigma), except parameters at the variable's range ends (the
     shoulders stay anchored), clipped to the range."""
@@ -50,16 +76,16 @@ def scale_document(doc: Mapping, scales: Mapping[str, float]) -> dict:
 
 
 def cells(rb: RuleBase, x: NDArray[np.float64]) -> tuple[NDArray[np.intp], NDArray[np.float64]]:
-    """For rows of x (columns cpu, psi, friction_signed, energy, clamped here), the flat index
-    of each row's highest-membership cell in the rule grid and its degree (the product of the
-    four winning memberships)."""
+    """For rows of x (columns cpu, psi, friction_signed, energy[, rq_p99_ms]: rb.antecedents,
+    further columns ignored; clamped here), the flat index of each row's highest-membership
+    cell in the rule grid and its degree (the product of the winning memberships)."""
     idx, degree = [], np.ones(len(x))
-    for j, var in enumerate(ANTECEDENTS):
+    for j, var in enumerate(rb.antecedents):
         v = np.clip(x[:, j], *rb.ranges[var])
         mu = np.stack([evaluate(s.kind, s.params, v) for s in rb.sets(var).values()], axis=1)
         idx.append(mu.argmax(axis=1))
         degree *= mu.max(axis=1)
-    dims = tuple(len(rb.sets(v)) for v in ANTECEDENTS)
+    dims = tuple(len(rb.sets(v)) for v in rb.antecedents)
     return np.ravel_multi_index(tuple(idx), dims), degree
 
 
@@ -68,10 +94,11 @@ def vote(rb: RuleBase, x: NDArray[np.float64],
     """Per rule-grid cell (flat, in rule-table order): the summed degree of pain seconds and
     of calm seconds."""
     flat, degree = cells(rb, x)
-    size = int(np.prod([len(rb.sets(v)) for v in ANTECEDENTS]))
+    size = int(np.prod([len(rb.sets(v)) for v in rb.antecedents]))
     pain_w = np.bincount(flat, weights=degree * pain, minlength=size)
     calm_w = np.bincount(flat, weights=degree * ~pain, minlength=size)
-    return pain_w, calm_w
+    # Weighted bincounts are float64 (the stubs say intp): no copy is made.
+    return pain_w.astype(np.float64, copy=False), calm_w.astype(np.float64, copy=False)
 
 
 def outputs(pain_w: NDArray[np.float64], calm_w: NDArray[np.float64], fallback: NDArray[np.intp],
@@ -87,24 +114,24 @@ def outputs(pain_w: NDArray[np.float64], calm_w: NDArray[np.float64], fallback: 
     return np.where(total >= min_weight, learned, fallback).astype(np.intp)
 
 
-def rules_document(doc: Mapping, rb: RuleBase, cell_outputs: NDArray[np.intp]) -> dict:
+def rules_document(doc: Mapping[str, Any], rb: RuleBase, cell_outputs: NDArray[np.intp]) -> dict[str, Any]:
     """`doc` with its rule rows rewritten to `cell_outputs` (indexed like the rule grid; `rb`
     is `doc` parsed, for the set order)."""
     out = copy.deepcopy(dict(doc))
-    names = {v: tuple(rb.sets(v)) for v in ANTECEDENTS}
-    dims = tuple(len(names[v]) for v in ANTECEDENTS)
-    rows: dict[tuple[str, str, str], dict[str, str]] = {}
+    names = {v: tuple(rb.sets(v)) for v in rb.antecedents}
+    dims = tuple(len(names[v]) for v in rb.antecedents)
+    row_keys = tuple(v for v in rb.antecedents if v != "energy")
+    rows: dict[tuple[str, ...], dict[str, str]] = {}
     for flat, o in enumerate(cell_outputs.tolist()):
-        c, p, f, e = np.unravel_index(flat, dims)
-        key = (names["cpu"][c], names["psi"][p], names["friction"][f])
-        rows.setdefault(key, {})[names["energy"][e]] = OUTPUTS[o]
-    out["rules"] = [{"cpu": c, "psi": p, "friction": f, "energy": energy} for (c, p, f), energy in rows.items()]
+        chosen = {v: names[v][int(i)] for v, i in zip(rb.antecedents, np.unravel_index(flat, dims), strict=True)}
+        rows.setdefault(tuple(chosen[v] for v in row_keys), {})[chosen["energy"]] = OUTPUTS[o]
+    out["rules"] = [{**dict(zip(row_keys, key, strict=True)), "energy": energy} for key, energy in rows.items()]
     return out
 
 
 def grid_outputs(rb: RuleBase) -> NDArray[np.intp]:
     """The rule base's output-set index per cell of the rule grid (flat, rule-table order)."""
-    dims = tuple(len(rb.sets(v)) for v in ANTECEDENTS)
+    dims = tuple(len(rb.sets(v)) for v in rb.antecedents)
     out = np.empty(int(np.prod(dims)), dtype=np.intp)
     out[np.ravel_multi_index(tuple(rb.rule_sets.T), dims)] = rb.rule_output
     return out

@@ -72,7 +72,8 @@ class Resources:
 
     def get(self, resource: str) -> int:
         """Value by Kubernetes resource name ("cpu", "memory", "ephemeral-storage", "pods")."""
-        return getattr(self, _ATTR[resource])
+        value: int = getattr(self, _ATTR[resource])
+        return value
 
     def nonnegative(self) -> bool:
         return self.cpu >= 0 and self.memory >= 0 and self.ephemeral_storage >= 0 and self.pods >= 0

@@ -60,7 +60,7 @@ def _parse_text(text: str) -> Fraction | str:
         return "too many digits"
     mantissa = Fraction(int(whole + frac or "0"), 10 ** len(frac))
     if suffix in _BINARY:
-        value = mantissa * (2 ** _BINARY[suffix])
+        value = mantissa * (1 << _BINARY[suffix])
     else:
         if suffix in _DECIMAL:
             exponent = _DECIMAL[suffix]

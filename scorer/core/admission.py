@@ -41,7 +41,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, TypedDict
+from typing import Any, TypedDict, cast
 
 from common.core.csvrow import format_number, format_time
 from common.names import DECISION_ALLOW, DECISION_DENY
@@ -282,7 +282,7 @@ def _envelope(body: object) -> tuple[str, AdmissionRequest, str] | str:
         return "request.uid is missing or not a non-empty string"
     if len(uid) > MAX_UID:
         return f"request.uid is longer than {MAX_UID} characters"
-    return api_version, request, uid
+    return api_version, cast(AdmissionRequest, request), uid
 
 
 def _bad_request(why: str) -> Outcome:

@@ -17,7 +17,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import numpy as np
 from numpy.typing import NDArray
@@ -70,7 +70,7 @@ def params_for(from_rules: Mapping[str, float], configured: Mapping[str, object]
     """The decision knobs in force: DecisionParams' defaults, replaced by a rule file's
     `decision` section, replaced by explicitly configured values (None = not configured).
     ValueError, as DecisionParams, when the result is inconsistent."""
-    chosen = {**from_rules, **{k: v for k, v in configured.items() if v is not None}}
+    chosen: dict[str, Any] = {**from_rules, **{k: v for k, v in configured.items() if v is not None}}
     return DecisionParams(**chosen)
 
 

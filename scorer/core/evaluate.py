@@ -44,33 +44,41 @@ _Evaluated = tuple[States, Results]
 
 class _Plan(NamedTuple):
     """What one node's inputs allow: `blocked` lists the missing critical inputs that deny it
-    outright; otherwise `values` are the inference inputs (friction_signed, energy, cpu, psi)
-    with missing ones counted as 0."""
+    outright; otherwise `values` are the inference inputs (friction_signed, energy, cpu, psi,
+    then the rule base's optional inputs) with missing ones counted as 0."""
 
     node: NodeInputs
     missing: tuple[str, ...]
     blocked: tuple[str, ...]
-    values: tuple[float, float, float, float] | None
+    values: tuple[float, ...] | None
 
 
-def _plan(node: NodeInputs, params: DecisionParams) -> _Plan:
-    """Missing inputs of a node, in names.INPUTS order, and what to do about them.
+def _raw(node: NodeInputs, optional: tuple[str, ...]) -> tuple[float, ...]:
+    """The inference inputs of a node as read: the four, then `optional` (RuleBase.inputs)."""
+    four = (node.friction_signed, node.energy, node.cpu_pct, node.psi_pct)
+    return (*four, node.rq_p99_ms) if optional else four
+
+
+def _plan(node: NodeInputs, params: DecisionParams, optional: tuple[str, ...] = ()) -> _Plan:
+    """Missing inputs of a node, in names.INPUTS order then `optional`'s, and what to do about them.
 
     An input is missing when the source says so, when its value is not finite, and, for
     friction and energy, while the node's baseline is calibrating (docs/design.md#decisions).
+    An optional input (run-queue p99) counts as 0 when missing, like CPU and PSI.
     """
-    raw = (node.friction_signed, node.energy, node.cpu_pct, node.psi_pct)
+    raw = _raw(node, optional)
     # The common case, tested first because a big cluster runs this for every node every tick.
     if not (node.missing or node.calibrating) and all(map(math.isfinite, raw)):
         return _Plan(node, (), (), raw)
+    names = (*INPUTS, *optional)
     missing = tuple(
-        name for name, value in zip(INPUTS, raw, strict=True)
+        name for name, value in zip(names, raw, strict=True)
         if not math.isfinite(value) or name in node.missing or (node.calibrating and name in CRITICAL)
     )
     blocked = () if params.allow_on_missing else tuple(name for name in missing if name in CRITICAL)
     if blocked:
         return _Plan(node, missing, blocked, None)
-    values = tuple(0.0 if name in missing else value for name, value in zip(INPUTS, raw, strict=True))
+    values = tuple(0.0 if name in missing else value for name, value in zip(names, raw, strict=True))
     return _Plan(node, missing, (), values)
 
 
@@ -123,7 +131,7 @@ class _Batch(NamedTuple):
     plans: list[dict[int, _Plan]]
 
 
-_RAW = attrgetter("friction", "direction", "energy", "cpu_pct", "psi_pct")
+_RAW = attrgetter("friction", "direction", "energy", "cpu_pct", "psi_pct", "rq_p99_ms")
 
 
 def _batch(rb: RuleBase, params: DecisionParams, series: Sequence[Inputs]) -> _Batch:
@@ -135,19 +143,20 @@ def _batch(rb: RuleBase, params: DecisionParams, series: Sequence[Inputs]) -> _B
         start = len(nodes)
         nodes.extend(inputs.nodes[name] for name in sorted(inputs.nodes))
         ticks.append((inputs, slice(start, len(nodes))))
-    raw = np.array([_RAW(node) for node in nodes], dtype=np.float64).reshape(len(nodes), 5)
-    friction, direction, energy, cpu, psi = raw.T
+    raw = np.array([_RAW(node) for node in nodes], dtype=np.float64).reshape(len(nodes), 6)
+    friction, direction, energy, cpu, psi, rq = raw.T
     # NodeInputs.friction_signed, for every node at once (inf × 0 is NaN, a missing input, quietly).
     with np.errstate(invalid="ignore"):
         signed = np.where(np.isnan(direction), friction, friction * direction)
-    values = np.stack([signed, energy, cpu, psi], axis=1)
+    optional = rb.inputs
+    values = np.stack([signed, energy, cpu, psi, rq] if optional else [signed, energy, cpu, psi], axis=1)
     scored = np.isfinite(values).all(axis=1)
     odd = {i for i, node in enumerate(nodes) if node.missing or node.calibrating}
     odd.update(np.flatnonzero(~scored).tolist())
     plans: list[dict[int, _Plan]] = [{} for _ in ticks]
     starts = [sl.start for _, sl in ticks]
     for i in sorted(odd):
-        plan = _plan(nodes[i], params)
+        plan = _plan(nodes[i], params, optional)
         k = bisect_right(starts, i) - 1
         plans[k][i - starts[k]] = plan
         scored[i] = plan.values is not None
@@ -180,8 +189,8 @@ def _decide(params: DecisionParams, states: Mapping[str, NodeState], batch: _Bat
             reports[node.node] = NodeReport(node.node, now, DECISION_ALLOW, score, level, band, None, node, gone,
                                             bad, good)
         else:
-            plan = plans.get(i)
-            reason = (_missing_reason(plan) if plan is not None and plan.values is None
+            node_plan = plans.get(i)
+            reason = (_missing_reason(node_plan) if node_plan is not None and node_plan.values is None
                       else _deny_reason(score, band, bad, good, params))
             reports[node.node] = NodeReport(node.node, now, DECISION_DENY, score, level, band, reason, node, gone,
                                             bad, good)
@@ -238,6 +247,7 @@ def _run_batch(rb: RuleBase, params: DecisionParams, states: Mapping[str, NodeSt
 
 def explain_node(rb: RuleBase, params: DecisionParams, node: NodeInputs) -> dict[str, Any] | None:
     """inference.explain for one node with the inputs `evaluate` scored it with (missing ones
-    as 0), or None when the node was not scored (denied for missing friction/energy)."""
-    plan = _plan(node, params)
+    as 0, rq_p99_ms when rb uses it), or None when the node was not scored (denied for missing
+    friction/energy)."""
+    plan = _plan(node, params, rb.inputs)
     return None if plan.values is None else inference.explain(rb, *plan.values)

@@ -26,7 +26,7 @@ so a lower score is a higher priority; unknown nodes and non-finite scores get 0
 from __future__ import annotations
 
 import math
-from typing import Any, TypedDict
+from typing import Any, TypedDict, cast
 
 from common.names import DECISION_ALLOW
 from scorer.core.model import NodeReport, Results
@@ -141,7 +141,7 @@ def _candidates(args: object) -> tuple[list[str], NodeList | None]:
     names = [_item_name(item) for item in node_list["items"]]
     if not all(isinstance(n, str) for n in names):
         raise BadArgs("every Nodes.items[] needs metadata.name")
-    return names, node_list
+    return names, cast(NodeList, node_list)
 
 
 def _item_name(item: object) -> str | None:

@@ -16,7 +16,11 @@ failed. This module then applies, per node:
   freezes, reason `baseline unavailable (procfs source has no p99)`;
 - units: CPU % = 100 × ksense_cpu_utilization_ratio; PSI % = 100 × ksense_pressure_worst_ratio
   (docs/design.md#one-interval: the node's PSI is the worst resource's `some` share, which every exporter source,
-  replay included, exports as that one series);
+  replay included, exports as that one series); run-queue p99 ms = 1000 ×
+  ksense_runqueue_latency_p99_seconds (the CSV's SchedLat_P99_ms);
+- optional inputs (OPTIONAL_SIGNALS, the run-queue p99): read, and reported missing, only when
+  the caller asks for them (`optional`: the rule base's RuleBase.inputs), so a scorer whose
+  rules do not use them neither queries them nor shows them;
 - signed friction is left to `NodeInputs.friction_signed` (Friction × Direction, unsigned when
   Direction is missing), so a missing Direction never makes friction missing.
 """
@@ -27,6 +31,7 @@ import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
+from typing import Any
 
 from common import names as n
 from scorer.core.model import NodeInputs
@@ -41,6 +46,8 @@ FROZEN = "frozen"
 WARMUP = "warmup"
 PROCFS = "procfs"  # 1 when the node's exporter runs the procfs source
 SIGNALS = (FRICTION, DIRECTION, ENERGY, CPU, PSI, FROZEN, WARMUP, PROCFS)
+#: Signals read only for a rule base that uses them, named like its input (names.OPTIONAL_INPUTS).
+OPTIONAL_SIGNALS = n.OPTIONAL_INPUTS
 
 #: The exporter family behind each signal, and the label value a series must carry, if any.
 _SERIES: Mapping[str, tuple[str, tuple[str, str] | None]] = MappingProxyType(
@@ -53,6 +60,7 @@ _SERIES: Mapping[str, tuple[str, tuple[str, str] | None]] = MappingProxyType(
         FROZEN: (n.BASELINE_FROZEN.name, None),
         WARMUP: (n.BASELINE_WARMUP_REMAINING.name, None),
         PROCFS: (n.SOURCE_INFO.name, (n.LABEL_SOURCE, n.SOURCE_PROCFS)),
+        n.RQ_P99: (n.RUNQUEUE_LATENCY_P99.name, None),
     }
 )
 _SIGNALS_OF_FAMILY: dict[str, list[str]] = {}
@@ -61,20 +69,23 @@ for _signal, (_family, _) in _SERIES.items():
 
 
 
-def selectors(matchers: str) -> Mapping[str, str]:
-    """The PromQL series selector of each signal: its family, restricted to the label
-    `matchers` (`job="ksense-exporter",namespace="ksense"`: whose series to trust, see
-    common/names.py) and, for PROCFS, to the procfs source. "" trusts every series."""
+def selectors(matchers: str, optional: Iterable[str] = ()) -> Mapping[str, str]:
+    """The PromQL series selector of each signal (SIGNALS, then the `optional` ones): its
+    family, restricted to the label `matchers` (`job="ksense-exporter",namespace="ksense"`:
+    whose series to trust, see common/names.py) and, for PROCFS, to the procfs source. ""
+    trusts every series."""
     out = {}
-    for signal, (family, label) in _SERIES.items():
+    wanted = (*SIGNALS, *(s for s in OPTIONAL_SIGNALS if s in set(optional)))
+    for signal in wanted:
+        family, label = _SERIES[signal]
         parts = [matchers] if matchers else []
         if label is not None:
             parts.append(f'{label[0]}="{label[1]}"')
         out[signal] = f"{family}{{{','.join(parts)}}}" if parts else family
     return MappingProxyType(out)
 
-# Ratios (0-1) on the wire, percent in the controller.
-_PERCENT = frozenset({CPU, PSI})
+# Ratios (0-1) on the wire, percent in the controller; seconds on the wire, ms in the controller.
+_SCALE = MappingProxyType({CPU: 100.0, PSI: 100.0, n.RQ_P99: 1000.0})
 
 REASON_ABSENT = "absent"
 REASON_CALIBRATING = "calibrating"
@@ -115,16 +126,19 @@ def node_inputs(
     *,
     now: float,
     long_win_s: float,
+    optional: Iterable[str] = (),
 ) -> NodeInputs:
-    """One node's NodeInputs from the per-signal vectors (see the module docstring)."""
+    """One node's NodeInputs from the per-signal vectors (see the module docstring); the
+    `optional` signals (names.OPTIONAL_INPUTS) are read only when named."""
     values: dict[str, float] = {}
     why: dict[str, str] = {}
-    for signal in SIGNALS:
+    asked = tuple(s for s in OPTIONAL_SIGNALS if s in set(optional))
+    for signal in (*SIGNALS, *asked):
         if signal in failed:
             values[signal], why[signal] = math.nan, failed[signal]
             continue
         value, reason = _fresh(vectors.get(signal, {}).get(node), now, long_win_s)
-        values[signal] = value * 100.0 if signal in _PERCENT else value
+        values[signal] = value * _SCALE.get(signal, 1.0)
         if reason is not None:
             why[signal] = reason
 
@@ -144,7 +158,8 @@ def node_inputs(
         "cpu": why.get(CPU),
         "psi": why.get(PSI),
     }
-    missing = tuple(name for name in n.INPUTS if input_reasons[name] is not None)
+    input_reasons.update({name: why.get(name) for name in asked})
+    missing = tuple(name for name in (*n.INPUTS, *asked) if input_reasons[name] is not None)
     return NodeInputs(
         node=node,
         friction=values[FRICTION],
@@ -153,10 +168,11 @@ def node_inputs(
         cpu_pct=values[CPU],
         psi_pct=values[PSI],
         missing=missing,
-        why=MappingProxyType({name: input_reasons[name] for name in missing}),
+        why=MappingProxyType({name: reason for name in missing if (reason := input_reasons[name]) is not None}),
         calibrating=calibrating,
         warmup_remaining_s=warmup,
         baseline_unavailable=no_baseline,
+        rq_p99_ms=values.get(n.RQ_P99, math.nan),
     )
 
 
@@ -167,18 +183,26 @@ def build(
     now: float,
     long_win_s: float,
     known: Iterable[str] = (),
+    optional: Iterable[str] = (),
 ) -> dict[str, NodeInputs]:
     """NodeInputs for every node named by any vector, plus the `known` ones (nodes seen before:
-    they stay, with their inputs missing, so their decision turns to deny instead of vanishing)."""
+    they stay, with their inputs missing, so their decision turns to deny instead of vanishing);
+    `optional` as in `node_inputs`."""
     nodes = set(known)
     for vector in vectors.values():
         nodes.update(vector)
+    optional = tuple(optional)
     return {
-        node: node_inputs(node, vectors, failed, now=now, long_win_s=long_win_s) for node in sorted(nodes)
+        node: node_inputs(node, vectors, failed, now=now, long_win_s=long_win_s, optional=optional)
+        for node in sorted(nodes)
     }
 
 
-def _series_key(labels: Mapping[str, str], ts_label: str) -> frozenset:
+#: The labels that identify a series (every one but the name and the timestamp tag).
+SeriesKey = frozenset[tuple[str, str]]
+
+
+def _series_key(labels: Mapping[str, str], ts_label: str) -> SeriesKey:
     """What a value series and its `timestamp()` twin share: every label but the metric name
     (timestamp() drops it) and the tag."""
     return frozenset((k, v) for k, v in labels.items() if k not in ("__name__", ts_label))
@@ -192,7 +216,7 @@ def _keep_newest(into: dict[str, Sample], node: str, sample: Sample) -> None:
         into[node] = sample
 
 
-def split_timestamped(result: Iterable[Mapping], ts_label: str) -> dict[str, Sample]:
+def split_timestamped(result: Iterable[Mapping[str, Any]], ts_label: str) -> dict[str, Sample]:
     """node -> Sample from one instant-vector `result` holding every series of a signal and,
     tagged with `ts_label`, each series' `timestamp()` (see scorer/sources/prometheus.py for the
     query). Value and timestamp are paired per series (full label set), never per node: a node
@@ -200,8 +224,8 @@ def split_timestamped(result: Iterable[Mapping], ts_label: str) -> dict[str, Sam
     remote-write) keeps its newest series whole, so a stale value cannot borrow a fresh
     timestamp. A series without its value or timestamp, or without `node`, is left out.
     Raises ValueError (KeyError, TypeError) on a malformed element."""
-    values: dict[frozenset, float] = {}
-    stamps: dict[frozenset, float] = {}
+    values: dict[SeriesKey, float] = {}
+    stamps: dict[SeriesKey, float] = {}
     for element in result:
         labels = element["metric"]
         if n.LABEL_NODE not in labels:
@@ -215,12 +239,12 @@ def split_timestamped(result: Iterable[Mapping], ts_label: str) -> dict[str, Sam
     return out
 
 
-def vectors_from_exposition(samples: Iterable, now: float) -> dict[str, dict[str, Sample]]:
+def vectors_from_exposition(samples: Iterable[Any], now: float) -> dict[str, dict[str, Sample]]:
     """Signal -> node -> Sample from parsed exposition samples (objects with `name`, `labels`,
     `value`, as prometheus_client's text parser yields them). The exposition has no
     timestamps: every sample is as old as the scrape, `now`, so of duplicate series the largest
     value is kept, by the Prometheus source's rule (newest series, then the larger value)."""
-    vectors: dict[str, dict[str, Sample]] = {signal: {} for signal in SIGNALS}
+    vectors: dict[str, dict[str, Sample]] = {signal: {} for signal in (*SIGNALS, *OPTIONAL_SIGNALS)}
     for sample in samples:
         node = sample.labels.get(n.LABEL_NODE)
         value = float(sample.value)
@@ -233,13 +257,13 @@ def vectors_from_exposition(samples: Iterable, now: float) -> dict[str, dict[str
     return vectors
 
 
-def split_timestamped_matrix(result: Iterable[Mapping], ts_label: str) -> dict[float, dict[str, Sample]]:
+def split_timestamped_matrix(result: Iterable[Mapping[str, Any]], ts_label: str) -> dict[float, dict[str, Sample]]:
     """The range-query form of `split_timestamped`: step time -> node -> Sample, from a matrix
     `result` (`values: [[t, "v"], ...]`), paired per series and step, the newest series per
     node and step kept. Step times are rounded to the millisecond, the resolution Prometheus
     evaluates at."""
-    values: dict[frozenset, dict[float, float]] = {}
-    stamps: dict[frozenset, dict[float, float]] = {}
+    values: dict[SeriesKey, dict[float, float]] = {}
+    stamps: dict[SeriesKey, dict[float, float]] = {}
     for element in result:
         labels = element["metric"]
         if n.LABEL_NODE not in labels:

@@ -7,7 +7,7 @@ the inference evaluates every set of every variable through `evaluate`, over all
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
@@ -60,7 +60,7 @@ def gauss(x: ArrayLike, m: float, sigma: float) -> NDArray[np.float64]:
     return np.exp(-((x - m) ** 2) / (2.0 * sigma * sigma))
 
 
-_FUNCTIONS = {"trap": trap, "tri": tri, "gauss": gauss}
+_FUNCTIONS: dict[str, Callable[..., NDArray[np.float64]]] = {"trap": trap, "tri": tri, "gauss": gauss}
 
 
 def evaluate(kind: str, params: Sequence[float], x: ArrayLike) -> NDArray[np.float64]:

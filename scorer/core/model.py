@@ -12,12 +12,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from types import MappingProxyType
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 NAN = math.nan
 
 
-def _empty() -> Mapping:
+def _empty() -> Mapping[Any, Any]:
     return MappingProxyType({})
 
 
@@ -25,8 +25,10 @@ def _empty() -> Mapping:
 class NodeInputs:
     """One node's four inputs as read, raw (unclamped). NaN = missing or stale.
 
-    `missing` names the inputs (from names.INPUTS: friction, energy, cpu, psi) that are
-    missing or stale and `why` says why per input ("absent", "stale 75s", "query failed: 503").
+    `missing` names the inputs (from names.INPUTS: friction, energy, cpu, psi, then
+    names.OPTIONAL_INPUTS the source was asked for) that are missing or stale and `why` says
+    why per input ("absent", "stale 75s", "query failed: 503"). `rq_p99_ms` (run-queue p99,
+    ms) is read only for a rule base that uses it; NaN otherwise.
     `calibrating` is True while the node's exporter reports its baseline not frozen; then
     friction and energy are missing by design and `warmup_remaining_s` says for how long.
     `baseline_unavailable` is True when that exporter runs the procfs source: without p99 no
@@ -44,6 +46,7 @@ class NodeInputs:
     calibrating: bool = False
     warmup_remaining_s: float = NAN
     baseline_unavailable: bool = False
+    rq_p99_ms: float = NAN
 
     @property
     def friction_signed(self) -> float:

@@ -16,14 +16,16 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any, TypedDict
 
+from common.names import RQ_P99
 from scorer.core.model import NodeInputs, NodeReport, Results
 
 
-class InputsJson(TypedDict):
+class InputsJson(TypedDict, total=False):
     friction_signed: float | None
     energy: float | None
     cpu_pct: float | None
     psi_pct: float | None
+    rq_p99_ms: float | None  # only for a rule base with the run-queue p99 input
 
 
 class ReportJson(TypedDict, total=False):
@@ -87,9 +89,13 @@ def inputs_json(inputs: NodeInputs) -> InputsJson:
     def raw(v: float) -> float | None:
         return v if math.isfinite(v) else None
 
-    return {
+    out: InputsJson = {
         "friction_signed": raw(inputs.friction_signed),
         "energy": raw(inputs.energy),
         "cpu_pct": raw(inputs.cpu_pct),
         "psi_pct": raw(inputs.psi_pct),
     }
+    # Read only when the rule base uses it (scorer.core.inputs): present, or missing and said so.
+    if math.isfinite(inputs.rq_p99_ms) or RQ_P99 in inputs.missing:
+        out[RQ_P99] = raw(inputs.rq_p99_ms)
+    return out

@@ -3,11 +3,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Collection, Iterable
 from datetime import datetime
 from typing import Protocol
 
 from common.http_reason import UNREACHABLE
 from scorer.core.model import Inputs
+from scorer.core.rules import RulesError
 
 
 def shown(reason: str, peer: str) -> str:
@@ -22,5 +24,16 @@ class InputSource(Protocol):
     backend (errors are counted in Inputs.errors and the affected inputs are missing)."""
 
     name: str  # "prometheus" | "local"
+    provides: frozenset[str]  # the optional inputs (names.OPTIONAL_INPUTS) it can read
 
     def fetch(self, now: datetime) -> Inputs: ...
+
+
+def require(inputs: Iterable[str], source: str, provides: Collection[str]) -> None:
+    """Refuse, at start, a rule base whose optional `inputs` (RuleBase.inputs) the `source`
+    cannot read: scoring it would silently count them as 0 on every tick."""
+    lacking = [name for name in inputs if name not in provides]
+    if lacking:
+        offered = ", ".join(sorted(provides)) or "none"
+        raise RulesError(f"the rule file uses input {', '.join(lacking)}, which the {source} source cannot provide "
+                         f"(optional inputs it provides: {offered}); use a rule file without it")

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Iterable
 from datetime import datetime
 from types import MappingProxyType
 
@@ -62,9 +63,11 @@ def parse(text: str) -> list:
 
 
 class LocalSource:
-    """`InputSource` over one exporter's /metrics; see the module docstring."""
+    """`InputSource` over one exporter's /metrics; see the module docstring. `inputs`: the
+    optional inputs to read (RuleBase.inputs); the scrape carries them anyway."""
 
     name = NAME
+    provides = frozenset(n.OPTIONAL_INPUTS)
 
     def __init__(
         self,
@@ -72,8 +75,10 @@ class LocalSource:
         *,
         timeout_s: float = 1.0,
         session: requests.Session | None = None,
+        inputs: Iterable[str] = (),
     ):
         self.url = url
+        self._optional = tuple(inputs)
         self._timeout = timeout_s
         self._session = session if session is not None else requests.Session()
         self._known: set[str] = set()
@@ -86,14 +91,14 @@ class LocalSource:
         except ScrapeError as exc:
             self._note_outage(exc.reason)
             reason = shown(exc.reason, "exporter")
-            failed = dict.fromkeys(core.SIGNALS, reason)
-            nodes = core.build({}, failed, now=at, long_win_s=_NEVER_STALE, known=self._known)
+            failed = dict.fromkeys((*core.SIGNALS, *self._optional), reason)
+            nodes = core.build({}, failed, now=at, long_win_s=_NEVER_STALE, known=self._known, optional=self._optional)
             errors = MappingProxyType({exc.reason: 1})
             return Inputs(time=now, source=NAME, nodes=MappingProxyType(nodes), errors=errors, ok=False)
         self._note_outage(None)
         for vector in vectors.values():
             self._known.update(vector)
-        nodes = core.build(vectors, {}, now=at, long_win_s=_NEVER_STALE, known=self._known)
+        nodes = core.build(vectors, {}, now=at, long_win_s=_NEVER_STALE, known=self._known, optional=self._optional)
         return Inputs(time=now, source=NAME, nodes=MappingProxyType(nodes))
 
     def _note_outage(self, reason: str | None) -> None:

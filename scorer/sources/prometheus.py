@@ -46,7 +46,7 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from datetime import UTC, datetime
 from types import MappingProxyType
 
@@ -81,10 +81,12 @@ def timestamped_query(selector: str) -> str:
     return f'{selector} or label_replace(timestamp({selector}), "{TS_LABEL}", "1", "", "")'
 
 
-def queries(selector: str) -> Mapping[str, str]:
+def queries(selector: str, optional: Iterable[str] = ()) -> Mapping[str, str]:
     """signal -> the PromQL of its query, reading only series matched by `selector` (label
-    matchers; "" reads every series of the family, whoever published it)."""
-    return MappingProxyType({signal: timestamped_query(sel) for signal, sel in core.selectors(selector).items()})
+    matchers; "" reads every series of the family, whoever published it); the `optional`
+    signals (the rule base's optional inputs) only when named."""
+    return MappingProxyType({signal: timestamped_query(sel)
+                             for signal, sel in core.selectors(selector, optional).items()})
 
 
 def chunks(start: float, end: float, step: float, max_points: int = MAX_POINTS) -> Iterator[tuple[float, float]]:
@@ -147,9 +149,11 @@ class PromClient:
 
 class PrometheusSource:
     """`InputSource` over Prometheus; see the module docstring. `clock` is the wall clock (Unix
-    seconds) used to age known nodes; sample ages are measured against `fetch(now)`."""
+    seconds) used to age known nodes; sample ages are measured against `fetch(now)`. `inputs`:
+    the optional inputs to read (RuleBase.inputs), one more query each per tick."""
 
     name = NAME
+    provides = frozenset(n.OPTIONAL_INPUTS)
 
     def __init__(
         self,
@@ -161,9 +165,11 @@ class PrometheusSource:
         forget_after_s: float = 3600.0,
         session: requests.Session | None = None,
         clock: Callable[[], float] = time.time,
+        inputs: Iterable[str] = (),
     ):
         self.client = PromClient(url, timeout_s=timeout_s, session=session)
-        self.queries = queries(selector)
+        self._optional = tuple(inputs)
+        self.queries = queries(selector, self._optional)
         if not selector:
             log.warning("event=selector_unrestricted hint='every scrape target of this Prometheus can publish "
                         "inputs for any node: set KSENSE_EXPORTER_SELECTOR'")
@@ -200,7 +206,8 @@ class PrometheusSource:
                 errors["empty"] = errors.get("empty", 0) + 1
         ok = len(failed) < len(self.queries)
         self._note_outage(None if ok else next(iter(errors), "unknown"))
-        nodes = core.build(vectors, failed, now=at, long_win_s=self.long_win_s, known=self._remember(vectors))
+        nodes = core.build(vectors, failed, now=at, long_win_s=self.long_win_s, known=self._remember(vectors),
+                           optional=self._optional)
         return Inputs(
             time=now, source=NAME, nodes=MappingProxyType(nodes), errors=MappingProxyType(errors), ok=ok
         )
@@ -228,7 +235,7 @@ class PrometheusSource:
             vectors = per_step.get(t, {})
             for vector in vectors.values():
                 seen.update(vector)
-            nodes = core.build(vectors, {}, now=t, long_win_s=self.long_win_s, known=seen)
+            nodes = core.build(vectors, {}, now=t, long_win_s=self.long_win_s, known=seen, optional=self._optional)
             out.append(Inputs(time=datetime.fromtimestamp(t, UTC), source=NAME, nodes=MappingProxyType(nodes)))
         wall = self._clock()
         for node in seen:

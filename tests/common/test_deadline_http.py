@@ -14,8 +14,8 @@ import requests
 import trustme
 
 from common.deadline_http import DeadlineSession
-from tests.conftest import wait_for
 from tests.scorer.trickle import TrickleServer, http_response
+from tests.support import wait_for
 
 DEADLINE_S = 0.6
 #: What "a little" over the deadline may be: thread wake-up and the socket shutdown, on a busy

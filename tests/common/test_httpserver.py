@@ -12,7 +12,7 @@ from collections.abc import Iterator
 import pytest
 
 from common.httpserver import BoundedWsgiServer, Limits
-from tests.conftest import wait_for
+from tests.support import wait_for
 
 BIG = b"x" * (64 << 20)  # far more than loopback socket buffers hold
 

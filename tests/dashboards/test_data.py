@@ -22,8 +22,10 @@ import requests
 from common import names as n
 from dashboards import build, config, rules
 from dashboards import queries as q
-from tests.conftest import REAL_KERNEL_CSV, REPO, bcc_available, real_parts_required, require
+from tests import support
+from tests.conftest import REAL_KERNEL_CSV, bcc_available, real_parts_required, require
 from tests.scorer import promserver
+from tests.support import REPO
 
 pytestmark = pytest.mark.real
 
@@ -82,7 +84,7 @@ def stack(tmp_path_factory):
     if not ebpf and real_parts_required():
         pytest.fail("real part missing in CI: the eBPF exporter needs root, bcc and tracefs")
     work = tmp_path_factory.mktemp("dashboards-data")
-    started: list[promserver.Process] = []
+    started: list[support.Process] = []
     old_stats = BPF_STATS.read_text() if ebpf else None
     try:
         if ebpf:
@@ -92,8 +94,8 @@ def stack(tmp_path_factory):
                                                csv_out=work / "replay.csv")]
         started += exporters
         if ebpf:
-            port = promserver.free_port()
-            exporters.append(promserver.start_module(work, "ebpf-exporter", [
+            port = support.free_port()
+            exporters.append(support.start_module(work, "ebpf-exporter", [
                 "-m", "exporter", "--source", "ebpf", "--host", "127.0.0.1", "--port", str(port),
                 "--node", EBPF_NODE, "--csv", str(work / "ebpf.csv"), "--state-dir", str(work / "state")],
                 port, "/readyz", {"KSENSE_WARMUP_S": "5", "KSENSE_RUN_AS": "0"}))  # CSV in root's tmp
@@ -109,8 +111,8 @@ def stack(tmp_path_factory):
         leaf.cert_chain_pems[0].write_to_path(str(cert))
         leaf.private_key_pem.write_to_path(str(key))
         ca.cert_pem.write_to_path(str(ca_pem))
-        api, metrics, broken_metrics = (promserver.free_port() for _ in range(3))
-        dead = promserver.free_port()  # nothing listens: the second scorer's queries fail
+        api, metrics, broken_metrics = (support.free_port() for _ in range(3))
+        dead = support.free_port()  # nothing listens: the second scorer's queries fail
 
         # Our job names, then reload: the fixture's own config has one job for everything.
         nodes = [REPLAY_NODE, EBPF_NODE][:len(exporters)]
@@ -122,19 +124,19 @@ def stack(tmp_path_factory):
         assert requests.post(f"{prom.url}/-/reload", timeout=10).status_code == 200
 
         scorer_env = {"KSENSE_SCORER_INTERVAL_S": "1", "KSENSE_SCORER_REPLAY_S": "0"}
-        scorer = promserver.start_module(work, "scorer", [
+        scorer = support.start_module(work, "scorer", [
             "-m", "scorer", "--prometheus-url", prom.url, "--host", "127.0.0.1", "--port", str(api),
             "--metrics-port", str(metrics), "--no-csv", "--tls-cert", str(cert), "--tls-key", str(key)],
             metrics, "/metrics", scorer_env)
         started.append(scorer)
-        broken = promserver.start_module(work, "scorer-broken", [
+        broken = support.start_module(work, "scorer-broken", [
             "-m", "scorer", "--prometheus-url", f"http://127.0.0.1:{dead}", "--host", "127.0.0.1",
-            "--port", str(promserver.free_port()), "--metrics-port", str(broken_metrics), "--no-csv"],
+            "--port", str(support.free_port()), "--metrics-port", str(broken_metrics), "--no-csv"],
             broken_metrics, "/metrics", scorer_env)
         started.append(broken)
 
         # A scored node through Prometheus, then a few real admission reviews.
-        promserver.wait_for(lambda: promserver.instant(prom.url, q.per_node(q.SCORE).replace(
+        support.wait_for(lambda: promserver.instant(prom.url, q.per_node(q.SCORE).replace(
             f"${config.NODE_VAR}", REPLAY_NODE)), 60, "a recorded score for the replayed node")
         review = json.loads(ADMISSION_REQUEST.read_text())
         for _ in range(5):
@@ -216,16 +218,16 @@ def test_the_data_is_what_the_panels_claim(stack):
     decision; the second scorer's failed queries are counted under source=prometheus; the
     certificate's expiry is in the future."""
     url = stack["url"]
-    promserver.wait_for(lambda: promserver.instant(url, f'{q.FROZEN.record}{{node="{REPLAY_NODE}"}} == 1'),
+    support.wait_for(lambda: promserver.instant(url, f'{q.FROZEN.record}{{node="{REPLAY_NODE}"}} == 1'),
                         DEADLINE_S, "the replayed node's frozen baseline")
     score = promserver.instant(url, f'{q.SCORE.record}{{node="{REPLAY_NODE}"}}')
     assert score and 0.0 <= float(score[0]["value"][1]) <= 100.0
     allowed = promserver.instant(url, f'{q.ALLOWED.record}{{node="{REPLAY_NODE}"}}')
     assert allowed and float(allowed[0]["value"][1]) in (0.0, 1.0)
-    errors = promserver.wait_for(lambda: promserver.instant(url, q.prometheus_query_errors_rate("10s") + " > 0"),
+    errors = support.wait_for(lambda: promserver.instant(url, q.prometheus_query_errors_rate("10s") + " > 0"),
                                  DEADLINE_S, "failed Prometheus queries of the broken scorer")
     assert {e["metric"]["reason"] for e in errors} >= {"unreachable"}
     left = promserver.instant(url, rules.CERT_LEFT)
     assert left and float(left[0]["value"][1]) > 0
     reviews = f'sum({n.ADMISSION_REVIEWS.name}{{{n.LABEL_OUTCOME}="recorded"}}) >= 5'
-    promserver.wait_for(lambda: promserver.instant(url, reviews), DEADLINE_S, "the 5 recorded admission reviews")
+    support.wait_for(lambda: promserver.instant(url, reviews), DEADLINE_S, "the 5 recorded admission reviews")

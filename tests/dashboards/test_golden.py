@@ -7,7 +7,7 @@ import subprocess
 import sys
 
 from dashboards import build, config
-from tests.conftest import REPO
+from tests.support import REPO
 
 
 def test_a_fresh_build_equals_the_committed_files(tmp_path):

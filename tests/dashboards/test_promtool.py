@@ -7,7 +7,7 @@ import subprocess
 import yaml
 
 from dashboards import build, config, rules
-from tests.conftest import REPO
+from tests.support import REPO
 
 
 def _run(*args: str) -> subprocess.CompletedProcess:

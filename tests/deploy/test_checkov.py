@@ -9,7 +9,8 @@ import subprocess
 
 import pytest
 
-from tests.conftest import REPO, require
+from tests.conftest import require
+from tests.support import REPO
 
 CHECKOV = REPO / ".venv" / "opt" / "checkov" / "bin" / "checkov"
 

@@ -5,8 +5,8 @@ manifests set documents each of them, and docs/operations.md walks the install s
 from __future__ import annotations
 
 from common.envconf import KNOWN_ENV
-from tests.conftest import REPO
 from tests.deploy.manifests import SHIPPED, build, containers, of_kind
+from tests.support import REPO
 
 CONFIGURATION = REPO / "docs" / "configuration.md"
 OPERATIONS = REPO / "docs" / "operations.md"

@@ -29,11 +29,14 @@ def _instructions(path):
 
 def _base_images(path):
     args = dict(re.findall(r"^ARG (\w+)=(\S+)$", path.read_text(), re.M))
-    images = []
+    images, stages = [], set()
     for word, rest in _instructions(path):
         if word == "FROM":
-            image = rest.split()[0]
-            images.append(re.sub(r"\$\{(\w+)\}", lambda m: args[m.group(1)], image))
+            image, *alias = rest.split()
+            if image not in stages:  # FROM <an earlier stage> is no base image
+                images.append(re.sub(r"\$\{(\w+)\}", lambda m: args[m.group(1)], image))
+            if alias:
+                stages.add(alias[-1])
     return images
 
 
@@ -88,6 +91,16 @@ def test_scheduler_image_ships_common_and_no_exporter():
     assert "exporter" not in SCHEDULER.read_text()
 
 
+def test_scorer_image_ships_common_and_no_exporter():
+    """Likewise the scorer: its build stage copies common/ and scorer/, not the exporter."""
+    instructions = _instructions(NODE)
+    start = next(i for i, (w, rest) in enumerate(instructions) if w == "FROM" and rest.endswith("AS build-scorer"))
+    end = next((i for i in range(start + 1, len(instructions)) if instructions[i][0] == "FROM"), len(instructions))
+    sources = {src.rstrip("/") for w, rest in instructions[start:end] if w == "COPY" and "--from" not in rest
+               for src in rest.split()[:-1]}
+    assert {"common", "scorer"} <= sources and "exporter" not in sources
+
+
 def test_scheduler_imports_no_numpy_or_bcc():
     """What makes the slim scheduler image possible, checked in a fresh interpreter."""
     import subprocess
@@ -106,7 +119,7 @@ def test_manifest_commands_match_the_images():
             "ksense-scorer": ("Deployment", "python3 -m scorer")}
     for name, (kind, command) in node.items():
         (c,) = pod_spec(find(objects, kind, name))["containers"]
-        assert c["image"].startswith("ksense-node:") and " ".join(c["command"]) == command
+        assert c["image"].startswith(f"{name}:") and " ".join(c["command"]) == command
     (c,) = pod_spec(find(objects, "Deployment", "ksense-scheduler"))["containers"]
     assert c["image"].startswith("ksense-scheduler:") and " ".join(c["command"]) == "python3 -m scheduler"
     # The images' non-root user is the one the restricted pods run as.
@@ -135,13 +148,14 @@ def _dockerignore_excludes(path: str) -> bool:
 
 
 def test_dockerignore_keeps_the_context_to_what_the_images_copy():
-    for path in (".venv/bin/python", "tests/deploy/test_dockerfiles.py", ".git/HEAD", ".pytest_cache/v",
+    for path in (".venv/bin/python", "collector_only.py", "data/lab/split.json", "tests/deploy/test_dockerfiles.py",
+                 ".git/HEAD", ".pytest_cache/v",
                  ".ruff_cache/x", ".hypothesis/x", "bench/x.py", "deploy/base/kustomization.yaml",
                  "exporter/__pycache__/names.cpython-311.pyc", "scorer/tls.key", "out/kernel_metrics.csv",
                  "server.pem"):
         assert _dockerignore_excludes(path), path
     for path in ("common/names.py", "exporter/bpf/sched.bpf.c", "scorer/rules_default.json",
-                 "scheduler/__main__.py", "collector_only.py", "requirements/scorer.txt"):
+                 "scheduler/__main__.py", "requirements/scorer.txt"):
         assert not _dockerignore_excludes(path), path
     # Every path the Dockerfiles COPY from the context is in it.
     for dockerfile in (REPO / "Dockerfile", REPO / "Dockerfile.scheduler"):

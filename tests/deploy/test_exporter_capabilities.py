@@ -18,10 +18,9 @@ from pathlib import Path
 import pytest
 
 from exporter.privilege import parse_status
-from tests.conftest import REPO, wait_for
 from tests.deploy.manifests import build, find, pod_spec
 from tests.exporter.test_metrics_flood import clean_env
-from tests.scorer.promserver import free_port
+from tests.support import REPO, free_port, wait_for
 
 LOAD = textwrap.dedent("""
     import json
@@ -109,6 +108,8 @@ def test_the_manifest_capabilities_let_the_exporter_give_root_up(restricted_root
         creds = parse_status(Path(f"/proc/{proc.pid}/status").read_text())
         assert set(creds.uids) == {65534} and not any(creds.caps.values()), creds
         assert os.stat(base / "state").st_uid == 65534
+        # ... and usable: no CAP_DAC_OVERRIDE, so root must hand it over before it cannot enter it.
+        assert "state_dir_rejected" not in (tmp_path / "exporter.log").read_text()
     finally:
         proc.terminate()
         proc.wait(timeout=15)

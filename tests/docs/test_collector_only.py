@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO, wait_for
+from tests.support import REPO, wait_for
 
 REQUIREMENTS = REPO / "requirements"
 
@@ -73,7 +73,8 @@ def test_the_blocker_blocks_what_the_collector_must_not_need():
 
 def test_collector_only_replays_with_only_its_requirements(tmp_path, real_kernel_csv):
     recording = tmp_path / "short.csv"
-    recording.write_text("".join(real_kernel_csv.open().readlines()[:80]))
+    with real_kernel_csv.open() as f:
+        recording.write_text("".join(f.readlines()[:80]))
     out = tmp_path / "kernel_metrics.csv"
     done = subprocess.run(_command("--source", f"replay:{recording}", "--speed", "0", "--csv", str(out),
                                    "--state-dir", str(tmp_path / "state")),

@@ -11,8 +11,8 @@ import pytest
 from scorer.core import decision
 from scorer.core.inference import level, score
 from scorer.rulefile import load_rules
-from tests.conftest import REPO
 from tests.docs import markdown
+from tests.support import REPO
 
 DESIGN = (REPO / "docs" / "design.md").read_text()
 RB = load_rules()

@@ -17,8 +17,10 @@ import pytest
 import urllib3
 import yaml
 
-from tests.conftest import REPO, require, wait_for
+from tests import support
+from tests.conftest import require
 from tests.scorer import promserver
+from tests.support import REPO, wait_for
 
 EXAMPLE = REPO / "docs" / "examples" / "kube-scheduler-extender.yaml"
 SERVICE = REPO / "deploy" / "base" / "scorer-service.yaml"
@@ -89,7 +91,7 @@ def scorer(tmp_path_factory, real_kernel_csv):
     ca.cert_pem.write_to_path(str(ca_file))
     exporter = promserver.start_exporter(work, real_kernel_csv, node=NODE, speed=20.0,
                                          env={"KSENSE_WARMUP_S": "5", "KSENSE_STATE_DIR": str(work / "state")})
-    api, metrics = promserver.free_port(), promserver.free_port()
+    api, metrics = support.free_port(), support.free_port()
     log = work / "scorer.log"
     with open(log, "wb") as out:
         proc = subprocess.Popen(
@@ -97,7 +99,7 @@ def scorer(tmp_path_factory, real_kernel_csv):
              "--port", str(api), "--metrics-port", str(metrics), "--no-csv", "--tls-cert", str(cert),
              "--tls-key", str(key)],
             cwd=REPO, env={**_env(), "KSENSE_SCORER_INTERVAL_S": "1"}, stdout=out, stderr=subprocess.STDOUT)
-    server = promserver.Process(proc, api, log)
+    server = support.Process(proc, api, log)
     pool = urllib3.HTTPSConnectionPool("127.0.0.1", api, server_hostname=server_name, assert_hostname=server_name,
                                        ca_certs=str(ca_file), cert_reqs="CERT_REQUIRED", timeout=5.0, retries=False)
     try:

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO
 from tests.docs import markdown
+from tests.support import REPO
 
 DOCS = REPO / "docs"
 PAGES = sorted([REPO / "README.md", REPO / "CHANGELOG.md", *DOCS.glob("*.md"), *(REPO / "data").rglob("README.md")])

@@ -18,9 +18,11 @@ import requests
 
 from common.names import JOB_SCORER
 from dashboards import config
-from tests.conftest import REAL_KERNEL_CSV, REPO, bcc_available, real_parts_required, require
+from tests import support
+from tests.conftest import REAL_KERNEL_CSV, bcc_available, real_parts_required, require
 from tests.docs import markdown
 from tests.scorer import promserver
+from tests.support import REPO
 
 pytestmark = pytest.mark.real
 
@@ -45,11 +47,11 @@ def stack(tmp_path_factory):
     if not ebpf and real_parts_required():
         pytest.fail("real part missing in CI: the eBPF exporter needs root, bcc and tracefs")
     work = tmp_path_factory.mktemp("promql")
-    ports = {name: promserver.free_port() for name in ("replay", "procfs", "ebpf", "api", "scorer")}
+    ports = {name: support.free_port() for name in ("replay", "procfs", "ebpf", "api", "scorer")}
     nodes = {"replay-node": f"127.0.0.1:{ports['replay']}", "procfs-node": f"127.0.0.1:{ports['procfs']}"}
     nodes |= {"ebpf-node": f"127.0.0.1:{ports['ebpf']}"} if ebpf else {}
     jobs = [promserver.exporter_job(nodes), promserver.component_job(JOB_SCORER, [f"127.0.0.1:{ports['scorer']}"])]
-    started: list[promserver.Process] = []
+    started: list[support.Process] = []
     try:
         prom = promserver.start_prometheus(work / "prom", jobs, rule_files=[REPO / config.RULES_FILE])
         started.append(prom)
@@ -57,20 +59,20 @@ def stack(tmp_path_factory):
                                                  port=ports["replay"], env={"KSENSE_WARMUP_S": "5",
                                                                             "KSENSE_STATE_DIR": str(work / "s1")}))
         exporter = ["-m", "exporter", "--host", "127.0.0.1", "--no-csv"]
-        started.append(promserver.start_module(
+        started.append(support.start_module(
             work, "procfs", [*exporter, "--source", "procfs", "--node", "procfs-node", "--port", str(ports["procfs"]),
                              "--state-dir", str(work / "s2")], ports["procfs"], "/readyz", {}))
         if ebpf:
-            started.append(promserver.start_module(
+            started.append(support.start_module(
                 work, "ebpf", [*exporter, "--source", "ebpf", "--node", "ebpf-node", "--port", str(ports["ebpf"]),
                                "--state-dir", str(work / "s3")], ports["ebpf"], "/readyz", {"KSENSE_WARMUP_S": "5"}))
         csv = work / "fuzzy_score.csv"
-        started.append(promserver.start_module(work, "scorer", [
+        started.append(support.start_module(work, "scorer", [
             "-m", "scorer", "--prometheus-url", prom.url, "--host", "127.0.0.1", "--port", str(ports["api"]),
             "--metrics-port", str(ports["scorer"]), "--score-csv", str(csv),
             "--monitor-csv", str(work / "fuzzy_monitor.csv")],
             ports["scorer"], "/metrics", {"KSENSE_SCORER_INTERVAL_S": "1", "KSENSE_SCORER_REPLAY_S": "0"}))
-        promserver.wait_for(lambda: promserver.instant(prom.url, 'node:ksense_node_score:max{node="replay-node"}'),
+        support.wait_for(lambda: promserver.instant(prom.url, 'node:ksense_node_score:max{node="replay-node"}'),
                             DEADLINE_S, "a recorded score for the replayed node")
         review = json.loads(REVIEW.read_text())
         for namespace, count in REVIEWS.items():
@@ -124,7 +126,7 @@ def test_every_cookbook_query_parses_and_returns_data(stack):
 def test_the_per_namespace_count_counts_the_scorers_csv(stack):
     (definition,) = re.findall(r"^count_by_namespace\(\) \{.*\}$", COOKBOOK, re.M)
     csv = stack["score_csv"]
-    promserver.wait_for(lambda: csv.exists() and len(csv.read_text().splitlines()) > sum(REVIEWS.values()),
+    support.wait_for(lambda: csv.exists() and len(csv.read_text().splitlines()) > sum(REVIEWS.values()),
                         DEADLINE_S, "every review in fuzzy_score.csv")
     done = subprocess.run(["bash", "-c", f'{definition}\ncat "$1" "$1" | count_by_namespace', "bash", str(csv)],
                           capture_output=True, text=True, timeout=30, check=True)

@@ -9,8 +9,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from common import names
 from common.envconf import KNOWN_ENV
-from tests.conftest import REPO
 from tests.docs import markdown
+from tests.support import REPO
 
 METRICS = (REPO / "docs" / "metrics.md").read_text()
 CONFIGURATION = (REPO / "docs" / "configuration.md").read_text()
@@ -27,10 +27,11 @@ def _metric_rows(heading: str) -> dict[str, tuple[str, set[str]]]:
 def test_every_family_is_in_its_components_table():
     for heading, families in (("## Exporter metrics", names.EXPORTER_FAMILIES),
                               ("## Scorer metrics", names.SCORER_FAMILIES),
-                              ("## Scheduler metrics", names.SCHEDULER_FAMILIES)):
+                              ("## Scheduler metrics", names.SCHEDULER_FAMILIES),
+                              ("## Per-pod metrics", names.POD_FAMILIES)):
         assert sorted(_metric_rows(heading)) == sorted(f.name for f in families), heading
     everything = [v for v in vars(names).values() if isinstance(v, names.Family)]
-    listed = [*names.EXPORTER_FAMILIES, *names.SCORER_FAMILIES, *names.SCHEDULER_FAMILIES]
+    listed = [*names.EXPORTER_FAMILIES, *names.SCORER_FAMILIES, *names.SCHEDULER_FAMILIES, *names.POD_FAMILIES]
     assert sorted(f.name for f in everything) == sorted(f.name for f in listed)
 
 
@@ -52,7 +53,7 @@ def test_exporter_types_and_labels_match_the_exposition():
 
 def test_label_names_are_the_names_modules():
     known = {v for k, v in vars(names).items() if k.startswith("LABEL_")}
-    for heading in ("## Exporter metrics", "## Scorer metrics", "## Scheduler metrics"):
+    for heading in ("## Exporter metrics", "## Scorer metrics", "## Scheduler metrics", "## Per-pod metrics"):
         for name, (_, labels) in _metric_rows(heading).items():
             assert labels <= known, name
 
@@ -63,7 +64,8 @@ def test_csv_columns_are_documented_in_order():
     assert documented == list(names.KERNEL_METRICS_COLUMNS)
     for heading, columns in (("### fuzzy_monitor.csv", names.FUZZY_MONITOR_COLUMNS),
                              ("### fuzzy_score.csv", names.FUZZY_SCORE_COLUMNS),
-                             ("### Replay output", names.REPLAY_COLUMNS)):
+                             ("### Replay output", names.REPLAY_COLUMNS),
+                             ("### pod_metrics.csv", names.POD_METRICS_COLUMNS)):
         text = " ".join(markdown.section(METRICS, heading).split())
         assert ", ".join(columns) in text, heading
 

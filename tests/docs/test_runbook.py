@@ -11,8 +11,8 @@ import pytest
 import yaml
 
 from dashboards import config, rules
-from tests.conftest import REPO
 from tests.docs import markdown
+from tests.support import REPO
 
 RUNBOOK = (REPO / config.RUNBOOK_DOC).read_text()
 RULE_FILES = (config.RULES_FILE, config.PROMETHEUS_RULE_FILE)

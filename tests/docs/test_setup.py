@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO
+from tests.support import REPO
 
 SCRIPT = REPO / "scripts" / "setup.sh"
 #: Real tools the plan needs; everything else on PATH is fake.

@@ -18,8 +18,9 @@ import sys
 import time
 from pathlib import Path
 
-from tests.conftest import REAL_KERNEL_CSV, REPO, bcc_available
+from tests.conftest import REAL_KERNEL_CSV, bcc_available
 from tests.scorer import promserver
+from tests.support import REPO
 
 
 def missing_parts() -> list[str]:

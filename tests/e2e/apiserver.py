@@ -32,8 +32,8 @@ from typing import Any
 import requests
 import yaml
 
-from tests.conftest import REPO
 from tests.kubeapi.server import PODS, ApiError, KubeAPIServer, ResourceType, Store
+from tests.support import REPO
 
 WEBHOOK_MANIFEST = REPO / "deploy" / "base" / "scorer-validatingwebhookconfiguration.yaml"
 NAMESPACE_LABEL = "kubernetes.io/metadata.name"

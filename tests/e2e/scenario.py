@@ -52,6 +52,7 @@ from kubernetes.utils import parse_quantity
 from dashboards import build as dash_build
 from dashboards import config as dash
 from scorer.core.decision import DecisionParams
+from tests import support
 from tests.e2e import recordings
 from tests.e2e.stack import NODES, REAL_NODE, REPLAY_NODES, TEST_NAMESPACE, Settings, Stack, fuzzy_test_pods
 from tests.e2e.timeline import Observer, write_outputs
@@ -131,7 +132,7 @@ class Scenario:
             s.seconds = time.monotonic() - started
 
     def wait(self, predicate: Callable[[], Any], deadline_s: float, what: str, poll_s: float = 0.1) -> Any:
-        return promserver.wait_for(predicate, max(deadline_s, 0.5), what, poll_s=poll_s)
+        return support.wait_for(predicate, max(deadline_s, 0.5), what, poll_s=poll_s)
 
     def store(self):
         assert self.stack.api is not None

@@ -45,12 +45,14 @@ import yaml
 from kubernetes import client as k8s
 
 from dashboards import config as dash
-from tests.conftest import REAL_KERNEL_CSV, REPO
+from tests import support
+from tests.conftest import REAL_KERNEL_CSV
 from tests.e2e import recordings
 from tests.e2e.apiserver import AdmittingAPIServer, Webhook, WebhookConfig
 from tests.kubeapi import factories
 from tests.kubeapi.client import make_api_client
 from tests.scorer import promserver
+from tests.support import REPO
 
 NODES = ("node-a", "node-b", "node-c")
 REAL_NODE = "node-a"
@@ -163,8 +165,8 @@ class Stack:
         self.settings = settings or Settings()
         self.logs = out / "logs"
         self.csv = out / "csv"
-        self.procs: dict[str, promserver.Process] = {}
-        self.prometheus: promserver.Process | None = None
+        self.procs: dict[str, support.Process] = {}
+        self.prometheus: support.Process | None = None
         self.api: AdmittingAPIServer | None = None
         self.webhook: Webhook | None = None
         self.core: k8s.CoreV1Api | None = None
@@ -195,7 +197,7 @@ class Stack:
             d.mkdir(parents=True, exist_ok=True)
         names = ["prometheus", *(f"exporter-{n}" for n in NODES), "scorer-1", "scorer-1-metrics", "scorer-2",
                  "scorer-2-metrics", "scheduler-1", "scheduler-2"]
-        self.ports = {name: promserver.free_port() for name in names if name != "prometheus"}
+        self.ports = {name: support.free_port() for name in names if name != "prometheus"}
         self._enable_bpf_stats()
         self._start_prometheus()
         recordings.node_b_recording(REAL_KERNEL_CSV, self.node_b_input, datetime.now().replace(microsecond=0))
@@ -250,7 +252,7 @@ class Stack:
         resp = requests.post(f"{self.prometheus.url}/-/reload", timeout=10)
         if resp.status_code != 200:
             raise AssertionError(f"prometheus reload failed: {resp.status_code} {resp.text}")
-        promserver.wait_for(lambda: len(self.prom_targets()) == 7, 15, "prometheus to load the 7 scrape targets")
+        support.wait_for(lambda: len(self.prom_targets()) == 7, 15, "prometheus to load the 7 scrape targets")
 
     def prom_targets(self) -> list[dict]:
         try:
@@ -265,12 +267,12 @@ class Stack:
         return self.prometheus.url
 
     def _spawn(self, name: str, args: list[str], env: Mapping[str, str], port: int, ready: str, *,
-               verify: str | bool = True, scheme: str = "http") -> promserver.Process:
+               verify: str | bool = True, scheme: str = "http") -> support.Process:
         log = self.logs / f"{name}.log"
         with open(log, "wb") as out:
             proc = subprocess.Popen([sys.executable, *args], cwd=REPO, env=clean_env(env), stdout=out,
                                     stderr=subprocess.STDOUT)
-        server = promserver.Process(proc, port, log)
+        server = support.Process(proc, port, log)
         self.procs[name] = server
         url = f"{scheme}://127.0.0.1:{port}{ready}"
         end = time.monotonic() + self.settings.start_deadline_s
@@ -379,7 +381,7 @@ class Stack:
                 "--renew-deadline", f"{s.renew_deadline_s:g}", "--retry-period", f"{s.retry_period_s:g}"],
                 {"FUZZY_SCORE_SOURCE": "prometheus"}, port, "/readyz")
             if i == 1:  # a deterministic first leader
-                promserver.wait_for(lambda: self.lease_holder() == self.scheduler_identity(1),
+                support.wait_for(lambda: self.lease_holder() == self.scheduler_identity(1),
                                     s.start_deadline_s, "scheduler-1 to lead")
 
     # --- views ------------------------------------------------------------------------------------
@@ -388,7 +390,7 @@ class Stack:
         lease = self.api.store.lease(LEASE_NAMESPACE, LEASE_NAME) or {}
         return (lease.get("spec") or {}).get("holderIdentity") or ""
 
-    def scheduler_process(self, identity: str) -> promserver.Process:
+    def scheduler_process(self, identity: str) -> support.Process:
         return self.procs[identity]
 
     def describe(self) -> dict[str, Any]:

@@ -29,7 +29,6 @@ from pathlib import Path
 import requests
 
 from tests.e2e.stack import NODES, Stack
-from tests.scorer import promserver
 
 SCORE_QUERY = "max by (node) (ksense_node_score)"
 ALLOWED_QUERY = "min by (node) (ksense_node_admission_allowed)"
@@ -317,8 +316,3 @@ def plot(obs: Observer, path: Path) -> Path | None:
     fig.savefig(path)
     plt.close(fig)
     return path
-
-
-def wait_until(predicate, deadline_s: float, what: str, poll_s: float = 0.1):
-    """promserver.wait_for, re-exported so scenario code has one name for polling."""
-    return promserver.wait_for(predicate, deadline_s, what, poll_s=poll_s)

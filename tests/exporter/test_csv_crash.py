@@ -15,7 +15,7 @@ from pathlib import Path
 
 from common.core.csvrow import parse_row
 from common.names import KERNEL_METRICS_COLUMNS, KERNEL_METRICS_CSV_NAME
-from tests.conftest import REPO
+from tests.support import REPO
 
 KEEP = 3
 MAX_BYTES = 256 * 1024

@@ -20,7 +20,7 @@ import pytest
 import collector_only
 from common.names import KERNEL_METRICS_COLUMNS
 from exporter import app, config, preflight
-from tests.conftest import REPO
+from tests.support import REPO, wait_for
 
 PY = sys.executable
 
@@ -56,16 +56,6 @@ def scrape(port: int, path="/metrics") -> str:
         return r.read().decode()
 
 
-def wait_for(predicate, deadline_s=20.0, what="condition"):
-    end = time.monotonic() + deadline_s
-    while time.monotonic() < end:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
 def rows_of(path: Path) -> list[list[str]]:
     with open(path, newline="") as f:
         return list(csv.reader(f))
@@ -99,7 +89,7 @@ def test_sigterm_exits_within_2s_with_the_csv_intact(tmp_path, need_ebpf):
     out = tmp_path / "k.csv"
     proc = start(["--port", "0", "--csv", str(out), "--state-dir", str(tmp_path / "state")], KEEP_ROOT)
     port = read_port(proc)
-    wait_for(lambda: out.exists() and len(rows_of(out)) >= 3, what="two CSV rows")
+    wait_for(lambda: out.exists() and len(rows_of(out)) >= 3, 20, "two CSV rows")
     assert "ksense_exporter_source_info" in scrape(port)
     took = stop(proc)
     assert proc.returncode == 0, proc.stderr.read()
@@ -126,7 +116,7 @@ def test_unwritable_csv_is_counted_and_metrics_keep_serving(tmp_path, real_kerne
             text = scrape(port)
             return text if counted.search(text) else None
 
-        text = wait_for(errors_counted, what="a counted CSV error")
+        text = wait_for(errors_counted, 20, "a counted CSV error")
         assert 'ksense_exporter_source_info{node=' in text and 'source="replay"' in text
         assert "ksense_baseline_samples{" in text
         assert scrape(port, "/healthz").strip() == "ok"
@@ -213,7 +203,7 @@ def test_collector_only_writes_the_23_column_csv_and_serves_no_http(tmp_path, ne
     proc = start([], {"KSENSE_METRICS_CSV": str(out), "KSENSE_STATE_DIR": str(tmp_path / "s")},
                  module=("collector_only.py",))
     try:
-        wait_for(lambda: out.exists() and len(rows_of(out)) >= 3, deadline_s=30, what="collector rows")
+        wait_for(lambda: out.exists() and len(rows_of(out)) >= 3, 30, "collector rows")
         sockets = [os.readlink(f"/proc/{proc.pid}/fd/{fd}") for fd in os.listdir(f"/proc/{proc.pid}/fd")]
         assert not any(s.startswith("socket:") for s in sockets), sockets
     finally:

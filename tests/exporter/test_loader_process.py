@@ -23,7 +23,7 @@ import pytest
 from exporter.bpf import loader
 from exporter.core.fdinfo import parse_fdinfo
 from exporter.sources import SourceUnavailable
-from tests.conftest import REPO
+from tests.support import REPO
 
 BCC_LIBRARIES = ("libbcc", "libLLVM", "libclang")
 BPF_STATS = Path("/proc/sys/kernel/bpf_stats_enabled")

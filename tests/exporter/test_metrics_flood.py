@@ -24,8 +24,7 @@ from pathlib import Path
 import pytest
 
 from common.httpserver import Limits
-from tests.conftest import REPO, wait_for
-from tests.scorer.promserver import free_port
+from tests.support import REPO, free_port, wait_for
 
 IDLE = 2000
 #: What a scrape may take while the idle connections are held.

@@ -20,9 +20,8 @@ import pytest
 
 from common import names
 from exporter.privilege import parse_status
-from tests.conftest import wait_for
 from tests.exporter.test_metrics_flood import clean_env, spawn
-from tests.scorer.promserver import free_port
+from tests.support import free_port, wait_for
 
 NOBODY = 65534
 BPF_STATS = Path("/proc/sys/kernel/bpf_stats_enabled")

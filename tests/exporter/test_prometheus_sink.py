@@ -169,7 +169,7 @@ def test_every_family_is_exposed_except_the_undefined_ones():
 def test_describe_names_every_family_of_the_contract():
     collector = ExporterCollector(lambda: None)
     described = {m.name for m in collector.describe()}
-    assert described == {f.name.removesuffix("_total") for f in ALL_FAMILIES}
+    assert described == {f.name.removesuffix("_total") for f in (*ALL_FAMILIES, *names.POD_FAMILIES)}
 
 
 def test_nan_is_omitted_and_every_series_has_the_node_label():

@@ -22,10 +22,10 @@ from exporter.baseline_store import FILE_NAME, MAX_FILE_BYTES, BaselineStore
 from exporter.core.baseline import freeze
 from exporter.core.derive import Calibration, DeriveParams
 from exporter.core.ownership import ancestor_problem, own_problem, writable_by
-from tests.conftest import require, wait_for
+from tests.conftest import require
 from tests.exporter.test_baseline_store import Clock, X
 from tests.exporter.test_metrics_flood import clean_env, spawn
-from tests.scorer.promserver import free_port
+from tests.support import free_port, wait_for
 
 OTHER = 65534  # `nobody`: another local user, as far as a root test is concerned
 

@@ -1,6 +1,6 @@
 """A fake Kubernetes API server over real HTTP for tests that run the official client.
 
-`KubeAPIServer` (server.py) holds the semantics, `factories` builds realistic objects,
+`KubeAPIServer` (the server package, one module per concern) holds the semantics, `factories` builds realistic objects,
 `make_api_client` (client.py) points the official client at it, and fixtures.py has the pytest
 fixtures `kube_api` and `kube_server`.
 """

@@ -93,28 +93,29 @@ def test_a_short_recording_is_well_formed_and_sees_cpu_pain(tmp_path, need_lab_t
 def test_ctrl_c_stops_everything_and_keeps_the_files(tmp_path, need_lab_tools):
     out = tmp_path / "rec"
     before = _lab_processes(out)
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "lab", "record", "--out", str(out), "--seed", "1", "--warmup", "3",
-         "--schedule", "mix:cpu+memory:0.5:120"],
-        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        deadline = time.monotonic() + 90
-        lines = []
-        while time.monotonic() < deadline:
-            line = proc.stderr.readline()
-            lines.append(line)
-            if "[2/2]" in line:
-                break
-        assert any("[2/2]" in line for line in lines), "".join(lines)
-        time.sleep(3)  # the stressors are running
-        started = time.monotonic()
-        proc.send_signal(signal.SIGINT)
-        assert proc.wait(30) == 130
-        assert time.monotonic() - started < 20
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+    # As a context manager, so its pipes are closed (pytest turns the ResourceWarning into an error).
+    with subprocess.Popen(
+            [sys.executable, "-m", "lab", "record", "--out", str(out), "--seed", "1", "--warmup", "3",
+             "--schedule", "mix:cpu+memory:0.5:120"],
+            cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) as proc:
+        try:
+            deadline = time.monotonic() + 90
+            lines = []
+            while time.monotonic() < deadline:
+                line = proc.stderr.readline()
+                lines.append(line)
+                if "[2/2]" in line:
+                    break
+            assert any("[2/2]" in line for line in lines), "".join(lines)
+            time.sleep(3)  # the stressors are running
+            started = time.monotonic()
+            proc.send_signal(signal.SIGINT)
+            assert proc.wait(30) == 130
+            assert time.monotonic() - started < 20
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
     meta = json.loads((out / "meta.json").read_text())
     assert meta["complete"] is False and meta["interrupted"] == "SIGINT"
     assert (out / "kernel_metrics.csv").stat().st_size > 0 and (out / "client_latency.csv").exists()

@@ -14,10 +14,12 @@ from pathlib import Path
 
 import pytest
 
+from common.names import RQ_P99
 from scorer.core import inference
 from scorer.core.decision import DecisionParams, params_for
 from scorer.core.rules import RulesError
 from scorer.rulefile import load_rules
+from tests import support
 from tests.lab.conftest import write_recording
 from tests.lab.test_recording import REPO, lab
 from tests.scorer import promserver
@@ -97,7 +99,7 @@ def test_python_m_scorer_scores_with_it(tuned, tmp_path):
     rb = load_rules(rules)
     exporter = promserver.start_exporter(tmp_path, test / "kernel_metrics.csv", node="lab", speed=10.0,
                                          env={"KSENSE_WARMUP_S": "10"})
-    api, metrics = promserver.free_port(), promserver.free_port()
+    api, metrics = support.free_port(), support.free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("KSENSE_", "FUZZY_"))}
     env["KSENSE_SCORER_INTERVAL_S"] = "0.2"
     log = (tmp_path / "scorer.log").open("wb")
@@ -114,9 +116,11 @@ def test_python_m_scorer_scores_with_it(tuned, tmp_path):
                 return None
             return report if report.get("explain") else None
 
-        report = promserver.wait_for(scored, 60, "a node scored with the tuned rules")
+        report = support.wait_for(scored, 60, "a node scored with the tuned rules")
         i = report["inputs"]
-        expected = inference.score(rb, [i["friction_signed"]], [i["energy"]], [i["cpu_pct"]], [i["psi_pct"]])[0]
+        rq = [i[RQ_P99]] if rb.inputs else None  # shown in the inputs when the rules use it
+        expected = inference.score(rb, [i["friction_signed"]], [i["energy"]], [i["cpu_pct"]], [i["psi_pct"]],
+                                   rq_p99_ms=rq)[0]
         assert report["score"] == pytest.approx(expected, abs=0.05)
         names = {r["psi"] for r in report["explain"]["rules"]} | {"low"}
         assert names <= {"low", "med", "high"}

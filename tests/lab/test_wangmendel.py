@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from common.names import INPUTS, SOURCE_REPLAY
+from common.names import INPUTS, RQ_P99, SOURCE_REPLAY
 from lab import commands, policies, tune
 from lab.core import wangmendel
 from lab.quality import Labelled
@@ -135,3 +135,68 @@ def test_search_learns_a_controller_that_matches_the_generator():
 def _bundled():
     rb, params = commands._ruleset(None)
     return rb, params
+
+
+# --- the run-queue p99 input ---------------------------------------------------------------------
+
+RQ_BREAKPOINTS = (0.1, 0.2, 1.0)
+
+
+def known_rq_document() -> dict:
+    """A known five-input rule base: deny (long) when the run-queue p99 is high or CPU is high,
+    else under."""
+    doc = wangmendel.with_rq(commands.bundled_document(), RQ_BREAKPOINTS)
+    for row in doc["rules"]:
+        bad = row[RQ_P99] == "high" or row["cpu"] == "high"
+        row["energy"] = {e: ("long" if bad else "under") for e in SET_NAMES["energy"]}
+    return doc
+
+
+def test_with_rq_adds_three_sets_and_copies_every_rule():
+    doc = wangmendel.with_rq(commands.bundled_document(), RQ_BREAKPOINTS)
+    rb = parse_rulebase(doc)
+    assert rb.inputs == (RQ_P99,) and len(rb.rule_output) == 216
+    assert doc["variables"][RQ_P99]["sets"]["med"] == {"fn": "tri", "params": [0.1, 0.2, 1.0]}
+    bundled = parse_rulebase(commands.bundled_document())
+    assert (wangmendel.grid_outputs(rb).reshape(72, 3) == wangmendel.grid_outputs(bundled)[:, None]).all()
+    with pytest.raises(ValueError, match="must rise"):
+        wangmendel.with_rq(commands.bundled_document(), (0.2, 0.1, 1.0))
+
+
+def test_recovers_a_five_input_rule_base_from_its_own_data():
+    known = parse_rulebase(known_rq_document())
+    rng = np.random.default_rng(17)
+    n = 60_000
+    x = np.stack([rng.uniform(0, 100, n), rng.uniform(0, 100, n), rng.uniform(-150, 150, n), rng.uniform(0, 100, n),
+                  np.exp(rng.uniform(np.log(0.01), np.log(50), n))], axis=1)
+    pain = inference.score(known, x[:, 2], x[:, 3], x[:, 0], x[:, 1], rq_p99_ms=x[:, 4]) >= 50
+    pain_w, calm_w = wangmendel.vote(known, x, pain)
+    assert (pain_w + calm_w > 0).all(), "every one of the 216 cells reached"
+    learned = wangmendel.outputs(pain_w, calm_w, np.zeros(216, dtype=np.intp))
+    assert ((learned >= 2) == (wangmendel.grid_outputs(known) == 3)).all()
+    relearnt = parse_rulebase(wangmendel.rules_document(known_rq_document(), known, learned))
+    assert relearnt.inputs == (RQ_P99,)
+    agree = (inference.score(relearnt, x[:, 2], x[:, 3], x[:, 0], x[:, 1], rq_p99_ms=x[:, 4]) >= 50) == pain
+    assert agree.mean() > 0.97
+
+
+def rq_recording(name: str, rng: np.random.Generator, seconds: int) -> Recording:
+    """Synthetic seconds where the tenant hurts exactly when the run-queue p99 is ≥ 0.5 ms, and
+    CPU, PSI and friction carry nothing about it (they wander on their own)."""
+    rec = synthetic_recording(name, rng, seconds, parse_rulebase(known_document()))
+    rq = np.repeat(np.exp(rng.uniform(np.log(0.02), np.log(20), seconds // 30 + 1)), 30)[:seconds]
+    rec.features[RQ_P99] = rq
+    rec.p99_ms[:] = np.where(rq >= 0.5, 10.0, 1.0)
+    return rec
+
+
+def test_search_chooses_the_rq_input_when_only_it_explains_the_pain():
+    rng = np.random.default_rng(4)
+    train = [Labelled.of(rq_recording(f"r{i}", rng, 600), commands.Slo(ms=5.0), 0) for i in range(2)]
+    res = tune.search(commands.bundled_document(), train, horizon_s=0, seed=2, candidates=24, progress=lambda s: None)
+    assert res.candidate.rq is not None, res.candidate
+    assert res.cv.f1 > 0.9 and res.cv.precision > 0.9, res.cv
+    rb = parse_rulebase(res.document)
+    assert rb.inputs == (RQ_P99,)
+    deny = policies.fast_ksense(rb, commands.params_for(rb.decision, {}), *policies.scorable(train[0].rec))
+    assert (deny == train[0].pain).mean() > 0.9

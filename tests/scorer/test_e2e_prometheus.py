@@ -40,8 +40,9 @@ from scorer.evaluator import Evaluator
 from scorer.rulefile import load_rules
 from scorer.sources.local import LocalSource
 from scorer.sources.prometheus import PrometheusSource
-from tests.conftest import REPO
+from tests import support
 from tests.scorer import promserver
+from tests.support import REPO
 
 pytestmark = pytest.mark.real
 
@@ -104,11 +105,11 @@ def test_scores_and_decisions_agree_across_sources_and_with_replay(real_parts, n
     recording = tmp_path / "recording.csv"
     write_recording(real_kernel_csv, recording)
     exporter_csv = tmp_path / "exporter_kernel_metrics.csv"
-    port = promserver.free_port()
+    port = support.free_port()
 
     # Prometheus first, so that it scrapes from the exporter's first second on.
     prom = real_parts.prometheus([promserver.exporter_job({NODE: f"127.0.0.1:{port}"})])
-    promserver.wait_for(lambda: promserver.instant(prom.url, f'up{{job="{JOB_EXPORTER}"}}'), 30,
+    support.wait_for(lambda: promserver.instant(prom.url, f'up{{job="{JOB_EXPORTER}"}}'), 30,
                         "Prometheus' first scrape")
     exporter = real_parts.exporter(
         recording, node=NODE, speed=SPEED, port=port, csv_out=exporter_csv, env={"KSENSE_WARMUP_S": str(WARMUP_S)}
@@ -181,7 +182,7 @@ def test_scores_and_decisions_agree_across_sources_and_with_replay(real_parts, n
     # failed scrape, so the node's inputs turn missing (not the 5-minute lookback's old values).
     exporter.stop()
     via_prom.pinned = None
-    report = promserver.wait_for(
+    report = support.wait_for(
         lambda: (r := prom_ev.tick().reports[NODE]).missing == INPUTS and r, LONG_WIN_S, "inputs missing"
     )
     assert report.decision == "deny" and report.reason.startswith("missing metrics: friction, energy (")

@@ -23,9 +23,10 @@ from scorer.evaluator import Evaluator
 from scorer.metrics import ScorerCollector
 from scorer.rulefile import load_rules
 from scorer.sources.local import LocalSource
-from tests.conftest import REPO
+from tests import support
 from tests.scorer import promserver
 from tests.scorer.conftest import Reply
+from tests.support import REPO
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess:
@@ -66,7 +67,7 @@ def test_bad_arguments_exit_2_without_traceback(tmp_path, args, message):
 
 
 def test_unreachable_prometheus_exits_2_and_leaves_no_file(tmp_path):
-    url = f"http://127.0.0.1:{promserver.free_port()}"
+    url = f"http://127.0.0.1:{support.free_port()}"
     done = run_cli("--prometheus-url", url, "--node", "a", "--start", "now-1m", "--end", "now",
                    "--output-dir", str(tmp_path))
     assert done.returncode == 2
@@ -130,7 +131,7 @@ def test_long_ranges_are_chunked_with_progress(fake_server, tmp_path):
 def test_export_from_a_real_prometheus(real_parts, need_prometheus, real_kernel_csv, tmp_path):
     """A replaying exporter and a scorer (LocalSource evaluator + its /metrics) scraped by a real
     Prometheus; the export's rows are the exporter's own rows and the scorer's scores."""
-    exporter_port = promserver.free_port()
+    exporter_port = support.free_port()
     own_csv = tmp_path / "own_kernel_metrics.csv"
     ev = Evaluator(LocalSource(f"http://127.0.0.1:{exporter_port}/metrics"), load_rules(), DecisionParams())
     collector = ScorerCollector(ev)
@@ -141,12 +142,12 @@ def test_export_from_a_real_prometheus(real_parts, need_prometheus, real_kernel_
     try:
         prom = real_parts.prometheus([promserver.exporter_job({"x1": f"127.0.0.1:{exporter_port}"}),
                                       promserver.component_job(n.JOB_SCORER, [f"127.0.0.1:{scorer_server.port}"])])
-        promserver.wait_for(lambda: len(promserver.instant(prom.url, "up")) == 2, 30, "first scrapes")
+        support.wait_for(lambda: len(promserver.instant(prom.url, "up")) == 2, 30, "first scrapes")
         start = datetime.now().timestamp()
         real_parts.exporter(real_kernel_csv, node="x1", speed=10, port=exporter_port, csv_out=own_csv,
                             env={"KSENSE_WARMUP_S": "30"})
         ticking.start()
-        promserver.wait_for(
+        support.wait_for(
             lambda: len(promserver.instant(prom.url, "count_over_time(ksense_node_score[1m]) > 8"))
             and promserver.instant(prom.url, "ksense_friction"),
             40, "scores and frictions in Prometheus",

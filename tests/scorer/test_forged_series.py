@@ -52,9 +52,10 @@ from scorer.core.evaluate import evaluate
 from scorer.rulefile import load_rules
 from scorer.sources.local import LocalSource
 from scorer.sources.prometheus import PrometheusSource
-from tests.conftest import REPO, wait_for
+from tests import support
 from tests.scorer import promserver
 from tests.scorer.trickle import TrickleServer, http_response
+from tests.support import REPO, wait_for
 
 pytestmark = pytest.mark.real
 
@@ -128,7 +129,7 @@ def test_forged_series_in_a_shared_prometheus_change_no_decision(real_parts, nee
     tenant = serving(exposition((NODE, INVENTED), f'job="{n.JOB_EXPORTER}",namespace="{n.NAMESPACE}"',
                                 f'job="{n.JOB_SCORER}",namespace="{n.NAMESPACE}"'))
     look_alike = serving(exposition((NODE,)))
-    exporter_port, api, metrics = (promserver.free_port() for _ in range(3))
+    exporter_port, api, metrics = (support.free_port() for _ in range(3))
     exporter_address = f"127.0.0.1:{exporter_port}"
     ours = promserver.sd_target(exporter_address, service=n.JOB_EXPORTER, pod="ksense-exporter-a", node=NODE)
     sd_alone, sd_shared = tmp_path / "alone.json", tmp_path / "shared.json"
@@ -223,7 +224,7 @@ def test_forged_series_in_a_shared_prometheus_change_no_decision(real_parts, nee
         scores = wait_for(scheduler_view, 30, "the scorer's decision for w1 in the shared Prometheus", poll_s=0.2)
         assert set(scores.records) == {NODE, LIAR}  # the intruders' allows for w1 and w9 are not read
     finally:
-        promserver.stop(scorer, 15)
+        support.stop(scorer, 15)
         log.close()
         tenant.close()
         look_alike.close()

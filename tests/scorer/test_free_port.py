@@ -6,7 +6,7 @@ from __future__ import annotations
 import random
 import socket
 
-from tests.scorer.promserver import PORT_RANGE, free_port
+from tests.support import PORT_RANGE, free_port
 
 
 def _ephemeral_range() -> tuple[int, int]:

@@ -37,9 +37,9 @@ import trustme
 
 from scorer.config import ScorerConfig
 from scorer.core.admission import MAX_NAME, MAX_NAMESPACE, MAX_UID
-from tests.conftest import REPO, wait_for
+from tests import support
 from tests.scorer import promserver
-from tests.scorer.promserver import free_port
+from tests.support import REPO, free_port, wait_for
 
 REVIEW = json.loads((Path(__file__).parent / "fixtures" / "admission" / "v1_pod_create.request.json").read_text())
 MIB = 1 << 20
@@ -129,7 +129,7 @@ def scorer(tmp_path: Path, *, tls: bool = False, replay_csv: Path | None = None)
             wait_for(lambda: srv.request("GET", "/readyz")[0] == 200, 60, "the scorer ready")
         yield srv
     finally:
-        promserver.stop(proc, 20)
+        support.stop(proc, 20)
         if exporter is not None:
             exporter.stop()
 

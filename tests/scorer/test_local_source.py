@@ -16,7 +16,7 @@ from exporter.core.model import Reading, Snapshot, Telemetry
 from exporter.sinks.prometheus import ExporterCollector
 from scorer.sources.local import LocalSource
 from tests.scorer.conftest import Reply
-from tests.scorer.promserver import free_port
+from tests.support import free_port
 
 NOW = datetime(2027, 1, 15, 12, 0, 0, tzinfo=UTC)
 TEXT = "text/plain; version=0.0.4; charset=utf-8"

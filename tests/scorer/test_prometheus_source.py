@@ -16,8 +16,8 @@ from scorer.sources import prometheus as prom
 from scorer.sources import shown
 from scorer.sources.prometheus import TS_LABEL, PrometheusSource, chunks, queries
 from tests.scorer.conftest import Reply
-from tests.scorer.promserver import free_port
 from tests.scorer.trickle import TrickleServer, prometheus_answer
+from tests.support import free_port
 
 NOW = datetime(2027, 1, 15, 12, 0, 0, tzinfo=UTC)
 AT = NOW.timestamp()

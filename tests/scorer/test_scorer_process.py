@@ -12,8 +12,9 @@ import sys
 import time
 import urllib.request
 
-from tests.conftest import REPO
+from tests import support
 from tests.scorer import promserver
+from tests.support import REPO
 
 
 def _env(extra):
@@ -30,7 +31,7 @@ def _get(url):
 def test_scores_a_local_exporter_and_stops_on_sigterm(tmp_path, real_kernel_csv):
     exporter = promserver.start_exporter(tmp_path, real_kernel_csv, node="proc-node", speed=20.0,
                                          env={"KSENSE_WARMUP_S": "5"})
-    api, metrics = promserver.free_port(), promserver.free_port()
+    api, metrics = support.free_port(), support.free_port()
     log = (tmp_path / "scorer.log").open("wb")
     scorer = subprocess.Popen(
         [sys.executable, "-m", "scorer", "--exporter-url", exporter.url + "/metrics", "--host", "127.0.0.1",
@@ -47,7 +48,7 @@ def test_scores_a_local_exporter_and_stops_on_sigterm(tmp_path, real_kernel_csv)
             report = json.loads(body)
             return report if status == 200 and "explain" in report else None
 
-        report = promserver.wait_for(scored, 60, "a scored node with an explain trace")
+        report = support.wait_for(scored, 60, "a scored node with an explain trace")
         assert report["node"] == "proc-node" and report["decision"] in ("allow", "deny")
         assert report["level"] in ("low", "medium", "high") and report["missing"] == []
         status, text = _get(f"http://127.0.0.1:{metrics}/metrics")

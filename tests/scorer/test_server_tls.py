@@ -31,7 +31,7 @@ import trustme
 
 from scorer import server
 from scorer.server import TlsFiles, not_after_cryptography, not_after_stdlib
-from tests.scorer.promserver import free_port
+from tests.support import free_port
 
 REPO = Path(__file__).resolve().parents[2]
 REVIEW = json.loads((Path(__file__).parent / "fixtures" / "admission" / "v1_pod_create.request.json").read_text())

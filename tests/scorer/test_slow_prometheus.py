@@ -25,9 +25,9 @@ import urllib.request
 
 from common import names as n
 from scorer.core.inputs import SIGNALS
-from tests.conftest import REPO, wait_for
-from tests.scorer import promserver
+from tests import support
 from tests.scorer.trickle import TrickleServer, prometheus_answer
+from tests.support import REPO, wait_for
 
 NODE = "w1"
 QUERY_DEADLINE_S = 2.0  # ScorerConfig.query_timeout_s
@@ -57,7 +57,7 @@ def get(url: str) -> tuple[int, dict | str, float]:
 def test_a_trickling_prometheus_never_keeps_the_api_from_answering(tmp_path):
     server = TrickleServer(prometheus_answer((NODE,)), trickle=lambda target: "query_range" not in target,
                            hold_s=RANGE_QUERY_S)
-    api, metrics = promserver.free_port(), promserver.free_port()
+    api, metrics = support.free_port(), support.free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("KSENSE_", "FUZZY_"))}
     log_path = tmp_path / "scorer.log"
     log = log_path.open("wb")
@@ -115,6 +115,6 @@ def test_a_trickling_prometheus_never_keeps_the_api_from_answering(tmp_path):
         assert worst < QUERY_DEADLINE_S + SLACK_S, [(s.target[:60], round(s.seconds, 2)) for s in trickled]
         assert scorer.poll() is None, log_path.read_text()[-2000:]
     finally:
-        promserver.stop(scorer, 15)
+        support.stop(scorer, 15)
         log.close()
         server.close()

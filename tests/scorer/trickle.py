@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-from tests.conftest import wait_for
+from tests.support import wait_for
 
 
 @dataclass
