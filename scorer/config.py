@@ -10,6 +10,7 @@ import argparse
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypedDict
 
 from common import names as n
 from common.envconf import EnvReader
@@ -126,7 +127,17 @@ def build_parser(prog: str = "python -m scorer") -> argparse.ArgumentParser:
     return p
 
 
-def read_decision(r: EnvReader) -> dict[str, object]:
+class DecisionSettings(TypedDict):
+    """The decision knobs as ScorerConfig holds them (None: not set)."""
+
+    allow_on_missing: bool
+    good_threshold: int | None
+    medium_low_upper: float | None
+    medium_mid_upper: float | None
+    medium_bad_threshold: int | None
+
+
+def read_decision(r: EnvReader) -> DecisionSettings:
     """The decision knobs (FUZZY_ALLOW_ON_MISSING and the four thresholds) as ScorerConfig holds
     them; problems go to `r`. The scorer and `python -m scorer.replay` both read them here, so a
     replay refuses what the scorer refuses, with the same words."""
@@ -134,13 +145,13 @@ def read_decision(r: EnvReader) -> dict[str, object]:
     mid = r.number("", "FUZZY_MEDIUM_MID_UPPER", None, minimum=n.LEVEL_MEDIUM, maximum=n.LEVEL_HIGH)
     if lo is not None and mid is not None and lo > mid:
         r.problems.append(f"FUZZY_MEDIUM_LOW_UPPER={lo} must not exceed FUZZY_MEDIUM_MID_UPPER={mid}")
-    return {
-        "allow_on_missing": r.boolean("", "FUZZY_ALLOW_ON_MISSING", ScorerConfig.allow_on_missing),
-        "good_threshold": r.number("", "FUZZY_GOOD_THRESHOLD", None, minimum=1, integer=True),
-        "medium_low_upper": lo,
-        "medium_mid_upper": mid,
-        "medium_bad_threshold": r.number("", "FUZZY_MEDIUM_BAD_THRESHOLD", None, minimum=1, integer=True),
-    }
+    return DecisionSettings(
+        allow_on_missing=r.boolean("", "FUZZY_ALLOW_ON_MISSING", ScorerConfig.allow_on_missing),
+        good_threshold=r.number("", "FUZZY_GOOD_THRESHOLD", None, minimum=1, integer=True),
+        medium_low_upper=lo,
+        medium_mid_upper=mid,
+        medium_bad_threshold=r.number("", "FUZZY_MEDIUM_BAD_THRESHOLD", None, minimum=1, integer=True),
+    )
 
 
 def from_env(environ: Mapping[str, str], args: argparse.Namespace | None = None) -> ScorerConfig:

@@ -28,7 +28,7 @@ from common.core.model import Derived, RawInterval
 from common.csvfile import open_text
 from common.envconf import EnvReader
 from common.names import DECISION_ALLOW, DECISION_DENY, INPUTS, REPLAY_COLUMNS, RQ_P99, SOURCE_REPLAY
-from scorer.config import read_decision
+from scorer.config import DecisionSettings, read_decision
 from scorer.core.decision import DecisionParams, params_for
 from scorer.core.evaluate import evaluate_series
 from scorer.core.model import Inputs, NodeInputs, NodeReport
@@ -119,7 +119,7 @@ def replay(rb: RuleBase, params: DecisionParams, series: Sequence[Inputs]) -> It
         yield from results.reports.values()
 
 
-def _env_params(environ: Mapping[str, str], problems: list[str]) -> dict[str, object]:
+def _env_params(environ: Mapping[str, str], problems: list[str]) -> DecisionSettings:
     """Defaults from the scorer's FUZZY_* variables, read by the scorer's own reader (same bounds,
     same messages), so a replay reproduces a configured scorer (None: not configured, the rule
     file's or the built-in value applies)."""
