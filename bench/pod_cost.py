@@ -37,8 +37,7 @@ REPO = Path(__file__).resolve().parent.parent
 
 
 def _tree():
-    sys.path.insert(0, str(REPO))
-    from tests.exporter.podtree import PodTree
+    from tests.exporter.podtree import PodTree  # python -m bench runs from the repository root
 
     return PodTree()
 

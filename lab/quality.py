@@ -113,6 +113,7 @@ def evaluate(data: Sequence[Labelled], deciders: dict[str, Decider], horizon_s: 
         out["phases"][fam] = {
             "seconds": n,
             "pain_share": float(sum(d.pain[m].sum() for d, m in zip(data, masks, strict=True)) / n),
+            "hurt_share": float(sum(d.hurt[m].sum() for d, m in zip(data, masks, strict=True)) / n),
             "p99_ms": pooled_median([d.rec.p99_ms for d in data]),
             "cpu": pooled_median([d.rec.features["cpu"] for d in data]),
             "psi": pooled_median([d.rec.features["psi"] for d in data]),
@@ -121,6 +122,24 @@ def evaluate(data: Sequence[Labelled], deciders: dict[str, Decider], horizon_s: 
                            for name, ds in denies.items()},
         }
     return out
+
+
+def since_phase_start(rec: Recording) -> NDArray[np.int_]:
+    """Per second, the seconds since its phase began."""
+    starts = np.r_[True, np.array(rec.phase[1:]) != np.array(rec.phase[:-1])] if rec.phase else np.zeros(0, bool)
+    idx = np.arange(len(rec.phase))
+    return idx - np.maximum.accumulate(np.where(starts, idx, 0))
+
+
+def calm_pain_sources(data: Sequence[Labelled], horizon_s: int) -> dict[str, int]:
+    """lab.core.metrics.calm_pain_sources over the calm phases of every recording, summed (of
+    those, only quiet phases are evaluated: the warm-up calibrates)."""
+    total: dict[str, int] = {}
+    for d in data:
+        part = metrics.calm_pain_sources(d.hurt, d.rec.calm, since_phase_start(d.rec), d.evaluated, horizon_s)
+        for k, v in part.items():
+            total[k] = total.get(k, 0) + v
+    return total
 
 
 def sweeps(data: Sequence[Labelled], points: int = 200) -> dict[str, list[dict[str, float]]]:
@@ -170,12 +189,14 @@ def policy_table(result: dict) -> str:
 
 
 def phase_table(result: dict, names: Sequence[str]) -> str:
-    """Markdown: one row per stress family, pain share and the deny share of `names`."""
-    head = "| phase | seconds | tenant p99 ms | pain share | CPU % | PSI % | Friction | " + " | ".join(
-        f"deny: {n}" for n in names) + " |"
-    lines = [head, "|" + "---|" * (7 + len(names))]
+    """Markdown: one row per stress family, its pain share, its hurt share (seconds whose own p99
+    is over the SLO: pain without the look-ahead) and the deny share of `names`."""
+    head = ("| phase | seconds | tenant p99 ms | pain share | hurt share | CPU % | PSI % | Friction | "
+            + " | ".join(f"deny: {n}" for n in names) + " |")
+    lines = [head, "|" + "---|" * (8 + len(names))]
     for fam, p in result["phases"].items():
-        cells = [fam, str(p["seconds"]), fmt(p["p99_ms"]), fmt(p["pain_share"]), fmt(p["cpu"], 0),
+        cells = [fam, str(p["seconds"]), fmt(p["p99_ms"]), fmt(p["pain_share"]), fmt(p["hurt_share"]),
+                 fmt(p["cpu"], 0),
                  fmt(p["psi"], 1), fmt(p["friction"], 1), *(fmt(p["deny_share"][n]) for n in names)]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)

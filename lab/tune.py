@@ -12,10 +12,12 @@ it (decisions run over the whole recording, so the state machine sees real histo
 search is seeded random sampling, then a shrinking local search around the best. The winner is
 re-learnt on all training seconds and written as a rule file with its `decision` section.
 
-The objective is F1 with a penalty below the precision goal (a deny must mean pain) and above
-the flip budget; the held-out recordings (`--test`) are touched only after the choice, to
-report. Single-threshold baselines get the same treatment: their threshold is the training
-set's best F1, then applied to the test set unchanged.
+The objective is the goal itself judged at an even pain share (`objective`): F1 and precision
+from the candidate's true- and false-deny rates as if half the seconds were pain, with penalties
+below the precision goal, above the flip budget and beyond the onset goal; Wang–Mendel votes
+are class-balanced to match. The held-out recordings (`--test`) are touched only after the
+choice, to report. Single-threshold baselines keep the issue's definition: their threshold is
+the training set's best F1, then applied to the test set unchanged.
 """
 
 from __future__ import annotations
@@ -39,6 +41,9 @@ from scorer.core.rules import ANTECEDENTS, RuleBase, parse_rulebase
 
 PRECISION_GOAL = 0.90
 FLIPS_BUDGET_PER_H = 60.0
+ONSET_GOAL_S = 3.0
+#: The pain share the objective judges precision and F1 at (lab.core.metrics.at_prior).
+BALANCED_PRIOR = 0.5
 #: Scale ranges searched per input (log-uniform): from the bundled sets down to sets ~50×
 #: tighter, since a tenant can hurt long before the bundled "high" CPU, PSI or friction.
 SCALE_RANGES = {"cpu": (0.1, 1.2), "psi": (0.01, 1.2), "friction": (0.01, 1.2), "energy": (0.02, 1.2)}
@@ -165,14 +170,21 @@ def build(base_doc: dict, cand: Candidate, x: NDArray[np.float64], pain: NDArray
 
 
 def objective(q: metrics.Quality) -> float:
-    """F1, minus twice the shortfall from the precision goal and half the flips over budget
-    (in budgets): a deny that is wrong costs more than a pain missed, and a controller that
-    flaps is of no use to a scheduler."""
-    if math.isnan(q.f1):
+    """The goal itself, judged at an even pain share: F1 at `BALANCED_PRIOR` (metrics.at_prior),
+    minus twice its precision's shortfall from the precision goal, half the flips over budget (in
+    budgets) and a tenth of the median onset-to-deny beyond its goal (in goals). Precision at the
+    training set's own pain share would reward denying everything (rec-101 is 99 % pain: deny-all
+    is 99 % precise there); at an even share, deny-all is 50 % precise and scores below zero, so
+    a candidate scores only by separating pain from calm seconds, which transfers to a held-out
+    recording whatever its share of pain. A wrong deny costs more than a missed pain, and a
+    controller that flaps or reacts late is of no use to a scheduler."""
+    precision, f1 = metrics.at_prior(q, BALANCED_PRIOR)
+    if math.isnan(f1):
         return -1.0
-    precision = 0.0 if math.isnan(q.precision) else q.precision
+    precision = 0.0 if math.isnan(precision) else precision
     over = max(0.0, q.flips_per_hour - FLIPS_BUDGET_PER_H) / FLIPS_BUDGET_PER_H
-    return q.f1 - 2.0 * max(0.0, PRECISION_GOAL - precision) - 0.5 * over
+    late = 0.0 if math.isnan(q.onset_to_deny_s) else max(0.0, q.onset_to_deny_s - ONSET_GOAL_S) / ONSET_GOAL_S
+    return f1 - 2.0 * max(0.0, PRECISION_GOAL - precision) - 0.5 * over - 0.1 * late
 
 
 def cross_validate(base_doc: dict, cand: Candidate, td: _Data, horizon_s: int) -> metrics.Quality:
@@ -224,16 +236,20 @@ def search(base_doc: dict, train: Sequence[Labelled], *, horizon_s: int, seed: i
         if objective(q) > objective(best_q):
             best, best_q = cand, q
         if i % 50 == 0 or i == candidates - 1:
-            progress(f"lab tune: {i + 1}/{candidates} candidates, best CV F1 {best_q.f1:.3f} "
-                     f"precision {best_q.precision:.3f} recall {best_q.recall:.3f} "
-                     f"({time.monotonic() - started:.0f} s)")
+            bp, bf1 = metrics.at_prior(best_q, BALANCED_PRIOR)
+            progress(f"lab tune: {i + 1}/{candidates} candidates, best objective {objective(best_q):.3f}: CV "
+                     f"balanced F1 {bf1:.3f} precision {bp:.3f}, recall {best_q.recall:.3f}, flips/h "
+                     f"{best_q.flips_per_hour:.0f} (at the data's pain share: F1 {best_q.f1:.3f} precision "
+                     f"{best_q.precision:.3f}) ({time.monotonic() - started:.0f} s)")
     x = np.concatenate([x[e] for x, e in zip(td.x, td.example, strict=True)])
     pain = np.concatenate([d.pain[e] for d, e in zip(train, td.example, strict=True)])
     doc, _ = build(base_doc, best, x, pain)
+    bp, bf1 = metrics.at_prior(best_q, BALANCED_PRIOR)
     doc["description"] = (
         f"ksense rules learnt by `python -m lab tune` (Wang–Mendel over {len(train)} recordings, seed {seed}, "
         f"{candidates} candidates, {folds}-fold time-split CV F1 {best_q.f1:.3f} at precision "
-        f"{best_q.precision:.3f}); membership scales {json.dumps({k: round(v, 4) for k, v in best.scales.items()})}"
+        f"{best_q.precision:.3f}, at an even pain share F1 {bf1:.3f} at precision {bp:.3f}); "
+        f"membership scales {json.dumps({k: round(v, 4) for k, v in best.scales.items()})}"
         + (f"; {RQ_P99} breakpoints {list(best.rq)} ms." if best.rq is not None else "; no run-queue p99 input.")
     )
     return TuneResult(best, best_q, doc, candidates, time.monotonic() - started)

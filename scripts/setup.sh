@@ -28,7 +28,7 @@ wanted_items() {
         "linux-headers-$KERNEL|linux-headers-$arch|linux-headers-generic" \
         prometheus openssl stress-ng rt-tests "linux-perf|linux-tools-$KERNEL|linux-tools-generic" \
         redis-server redis-tools iperf3 \
-        podman buildah runc debootstrap
+        podman buildah runc debootstrap victoria-metrics
 }
 
 # The interpreter for the venv: $PYTHON, else the first python3 / python3.12 / python3.11 that is

@@ -140,6 +140,51 @@ def quality(deny: Bools, hurt_s: Bools, evaluated: Bools, horizon_s: int) -> Qua
     )
 
 
+def at_prior(q: Quality, prior: float) -> tuple[float, float]:
+    """(precision, F1) the policy would have where the pain share is `prior`, from its recall
+    (true-deny rate) and its false-deny rate, neither of which depends on how much of the data
+    is pain. Precision itself does: on a set that is 85 % pain, denying everything is 85 %
+    precise; at `prior` 0.5 it is 50 % precise, and a policy must tell pain from calm to score.
+    NaN when the data has no pain or no calm second."""
+    if not 0 < q.pain_share < 1:
+        return math.nan, math.nan
+    tpr = q.recall
+    fpr = max(0.0, q.deny_share - tpr * q.pain_share) / (1 - q.pain_share)
+    if tpr == 0:
+        return (math.nan if fpr == 0 else 0.0), 0.0
+    precision = prior * tpr / (prior * tpr + (1 - prior) * fpr)
+    return precision, 2 * precision * tpr / (precision + tpr)
+
+
+#: Where a calm second's pain comes from, by the first hurt second in its window (calm_pain_sources).
+CALM_PAIN_SOURCES = ("next phase", "after-effect", "calm blip")
+
+
+def calm_pain_sources(hurt_s: Bools, calm: Bools, since_start_s: NDArray[np.int_], evaluated: Bools,
+                      horizon_s: int, after_s: int = 30) -> dict[str, int]:
+    """Why calm seconds count as pain. Each evaluated calm second in pain is attributed to the
+    first hurt second u in its window [t, t + H]: u in a following stress phase ("next phase":
+    the look-ahead reaching into the next stress), u calm within `after_s` of its phase's start
+    ("after-effect" of the stress before: writeback, reclaim, a drained run queue), or u calm
+    later ("calm blip": hurt with no stress running). Also counted: the evaluated calm seconds,
+    those in pain, those that hurt themselves, and the calm hurt runs (with how many last one
+    second): the window turns each hurt second into up to H + 1 pain seconds."""
+    hurt_s, calm, evaluated = (np.asarray(a, dtype=bool) for a in (hurt_s, calm, evaluated))
+    n = len(hurt_s)
+    # The first hurt second at or after each t (n where none).
+    nxt = np.minimum.accumulate(np.where(hurt_s, np.arange(n), n)[::-1])[::-1]
+    t = np.flatnonzero(evaluated & calm & (nxt < n) & (nxt <= np.arange(n) + horizon_s))
+    u = nxt[t]
+    out = {"calm": int((evaluated & calm).sum()), "pain": len(t), "hurt itself": int((u == t).sum())}
+    out["next phase"] = int((~calm[u]).sum())
+    out["after-effect"] = int((calm[u] & (since_start_s[u] <= after_s)).sum())
+    out["calm blip"] = int((calm[u] & (since_start_s[u] > after_s)).sum())
+    runs = episodes(hurt_s & calm & evaluated, 1)
+    out["calm hurt runs"] = len(runs)
+    out["one-second runs"] = sum(a == b for a, b in runs)
+    return out
+
+
 def pooled(parts: list[tuple[Bools, Bools, Bools]], horizon_s: int) -> Quality:
     """The figures over several recordings at once: each (deny, hurt, evaluated) is scored on
     its own clock, then counts are pooled (concatenating with a gap so no window, flip or

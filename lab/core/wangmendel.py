@@ -4,8 +4,10 @@ Wang and Mendel's method (1992) builds a fuzzy rule table from examples: each ex
 in the cell of the sets it belongs to most, and votes for that cell's conclusion with its
 degree (the product of those memberships); conflicting votes are settled by degree. Here an
 example is one recorded second, its inputs (cpu, psi, signed friction, energy and, for a rule
-base with that input, the run-queue p99) and whether the tenant was in pain. A cell's pain
-share of the votes picks its output set (`cuts`: below the
+base with that input, the run-queue p99) and whether the tenant was in pain. Each class's
+votes are weighted by the inverse of its frequency (class-balanced voting, `vote`), so the
+table follows what the inputs say about pain rather than how much pain the training schedule
+happened to contain. A cell's pain share of the votes picks its output set (`cuts`: below the
 first → under, … above the last → long), so a cell where pain and calm seconds mix gets a
 middle output and the decision state machine's medium bands handle it. A cell no example
 reached keeps the rule it had.
@@ -89,14 +91,25 @@ def cells(rb: RuleBase, x: NDArray[np.float64]) -> tuple[NDArray[np.intp], NDArr
     return np.ravel_multi_index(tuple(idx), dims), degree
 
 
-def vote(rb: RuleBase, x: NDArray[np.float64],
-         pain: NDArray[np.bool_]) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+def vote(rb: RuleBase, x: NDArray[np.float64], pain: NDArray[np.bool_],
+         balanced: bool = True) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
     """Per rule-grid cell (flat, in rule-table order): the summed degree of pain seconds and
-    of calm seconds."""
+    of calm seconds. `balanced` weighs each vote by the inverse of its class's share of the
+    examples, so both classes cast the same total weight: a cell's pain share of the votes is
+    then how much likelier its inputs are under pain than under calm, not how common pain was
+    in the data (a training set that is 85 % pain would otherwise push every cell where
+    calm and pain meet towards a deny, whatever its inputs say)."""
     flat, degree = cells(rb, x)
     size = int(np.prod([len(rb.sets(v)) for v in rb.antecedents]))
-    pain_w = np.bincount(flat, weights=degree * pain, minlength=size)
-    calm_w = np.bincount(flat, weights=degree * ~pain, minlength=size)
+    pain = np.asarray(pain, dtype=bool)
+    w_pain = w_calm = 1.0
+    if balanced:
+        n_pain = int(pain.sum())
+        n_calm = len(pain) - n_pain
+        w_pain = len(pain) / (2 * n_pain) if n_pain else 0.0
+        w_calm = len(pain) / (2 * n_calm) if n_calm else 0.0
+    pain_w = np.bincount(flat, weights=degree * pain * w_pain, minlength=size)
+    calm_w = np.bincount(flat, weights=degree * ~pain * w_calm, minlength=size)
     # Weighted bincounts are float64 (the stubs say intp): no copy is made.
     return pain_w.astype(np.float64, copy=False), calm_w.astype(np.float64, copy=False)
 

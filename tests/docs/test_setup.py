@@ -20,7 +20,7 @@ SCRIPT = REPO / "scripts" / "setup.sh"
 #: Real tools the plan needs; everything else on PATH is fake.
 TOOLS = ("bash", "dirname", "cat", "sha256sum", "cut", "awk", "grep", "sed", "id", "ls", "sort", "tail", "env")
 COMMON = ["bpfcc-tools", "python3-bpfcc", "prometheus", "openssl", "stress-ng", "rt-tests", "redis-server",
-          "redis-tools", "iperf3"]
+          "redis-tools", "iperf3", "podman", "buildah", "runc", "debootstrap", "victoria-metrics"]
 
 DISTROS = {
     "debian-12": {

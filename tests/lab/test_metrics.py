@@ -114,3 +114,19 @@ def test_rolling_median_drops_blips_and_keeps_sustained_rises():
     assert metrics.hurt(smooth, np.zeros(11), 2.0).tolist() == [False] * 5 + [True] * 5 + [False]
     with pytest.raises(ValueError, match="odd"):
         metrics.rolling_median(p99, 4)
+
+
+def test_calm_pain_sources_attributes_each_calm_pain_second_to_the_hurt_it_looks_ahead_to():
+    # 0..9 stress (hurting), 10..39 calm, 40..49 stress (hurting from 40). Calm hurt at 12
+    # (2 s into calm: an after-effect) and at 30 (20 s in: a blip). H = 3, after-effects ≤ 15 s.
+    calm = np.zeros(50, bool)
+    calm[10:40] = True
+    since = np.r_[np.arange(10), np.arange(30), np.arange(10)]
+    hurt = np.zeros(50, bool)
+    hurt[[*range(10), 12, 30, *range(40, 50)]] = True
+    got = metrics.calm_pain_sources(hurt, calm, since, np.ones(50, bool), horizon_s=3, after_s=15)
+    assert got == {"calm": 30, "pain": 10, "hurt itself": 2, "after-effect": 3, "calm blip": 4, "next phase": 3,
+                   "calm hurt runs": 2, "one-second runs": 2}
+    # Cut to end calm: the last windows run past the end and find no hurt.
+    got = metrics.calm_pain_sources(hurt[:40], calm[:40], since[:40], np.ones(40, bool), horizon_s=3, after_s=15)
+    assert (got["pain"], got["next phase"], got["calm blip"]) == (7, 0, 4)

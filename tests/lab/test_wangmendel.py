@@ -200,3 +200,25 @@ def test_search_chooses_the_rq_input_when_only_it_explains_the_pain():
     assert rb.inputs == (RQ_P99,)
     deny = policies.fast_ksense(rb, commands.params_for(rb.decision, {}), *policies.scorable(train[0].rec))
     assert (deny == train[0].pain).mean() > 0.9
+
+
+def test_balanced_voting_recovers_the_rule_base_from_mostly_pain_data():
+    """Seconds are pain 85 % of the time (the schedule's share); a pain second's inputs lie in
+    the known rule base's deny region 4 times in 5, a calm second's in its allow region 4 times
+    in 5. Unbalanced votes make the allow cells mostly pain (0.85 × 0.2 against 0.15 × 0.8) and
+    learn a deny there; balanced votes learn the known table."""
+    known = parse_rulebase(known_document())
+    rng = np.random.default_rng(5)
+    pool = uniform_inputs(rng, 200_000)
+    bad = inference.score(known, pool[:, 2], pool[:, 3], pool[:, 0], pool[:, 1]) >= 50
+    n = 40_000
+    pain = rng.random(n) < 0.85
+    from_bad = np.where(pain, rng.random(n) < 0.8, rng.random(n) < 0.2)
+    x = np.where(from_bad[:, None], pool[bad][rng.integers(0, bad.sum(), n)],
+                 pool[~bad][rng.integers(0, (~bad).sum(), n)])
+    truth = wangmendel.grid_outputs(known) == 3
+    fallback = np.zeros(72, dtype=np.intp)
+    balanced = wangmendel.outputs(*wangmendel.vote(known, x, pain, balanced=True), fallback)
+    assert ((balanced >= 2) == truth).all()
+    unbalanced = wangmendel.outputs(*wangmendel.vote(known, x, pain, balanced=False), fallback)
+    assert ((unbalanced >= 2) & ~truth).sum() > 10, "the imbalance alone turns allow cells into denies"
