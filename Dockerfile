@@ -41,6 +41,7 @@ RUN --mount=type=secret,id=pip_conf --mount=type=secret,id=ca_bundle \
  && /opt/ksense/bin/pip install --no-cache-dir --only-binary=:all: -r /tmp/requirements/exporter.txt \
  && /opt/ksense/bin/pip uninstall -y -q pip setuptools \
  && find /opt/ksense -depth -type d -name tests -exec rm -rf {} +
+COPY common/ /app/common/
 COPY exporter/ /app/exporter/
 # Byte code compiled now: the root file system is read-only at run time.
 RUN /opt/ksense/bin/python -m compileall -q /app
@@ -53,12 +54,11 @@ RUN --mount=type=secret,id=pip_conf --mount=type=secret,id=ca_bundle \
  && /opt/ksense/bin/pip install --no-cache-dir --only-binary=:all: -r /tmp/requirements/scorer.txt \
  && /opt/ksense/bin/pip uninstall -y -q pip setuptools \
  && find /opt/ksense -depth -type d -name tests -exec rm -rf {} +
-# The modules the components share (names, config reader, logging, sinks, the /metrics server)
-# live in exporter/: the scorer takes them without the eBPF programs.
-COPY exporter/ /app/exporter/
+# The modules the components share (names, config reader, logging, CSV sink, the /metrics
+# server) live in common/, which imports no component: the scorer ships no exporter code.
+COPY common/ /app/common/
 COPY scorer/ /app/scorer/
-RUN rm -rf /app/exporter/bpf \
- && /opt/ksense/bin/python -m compileall -q /app \
+RUN /opt/ksense/bin/python -m compileall -q /app \
  && cd /app && /opt/ksense/bin/python -c "import sys, scorer.__main__; sys.exit('bcc' in sys.modules)"
 
 # --- scorer ------------------------------------------------------------------------------------------

@@ -11,7 +11,8 @@ import logging
 import os
 import sys
 
-from exporter import app, config, logs, preflight
+from common import logs
+from exporter import app, config, preflight
 
 
 def main(argv: list[str] | None = None) -> int:

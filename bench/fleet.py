@@ -82,28 +82,23 @@ from prometheus_client import generate_latest, start_http_server
 from prometheus_client.parser import text_string_to_metric_families
 
 from bench._util import HarnessError, free_port, print_table, run_main
-from exporter import names as n
+from common import names as n
+from common.core.csvrow import parse_row
+from common.core.durations import DurationHistogram
+from common.core.model import Derived, ExportHistogram, RawInterval
+from common.csvfile import CsvStats
+from common.metrics import make_registry
+from common.names import LEVEL_HIGH
 from exporter.bpf.loader import PROGRAMS
 from exporter.core import histogram
-from exporter.core.csvrow import parse_row
-from exporter.core.model import (
-    Derived,
-    ExportHistogram,
-    MapStats,
-    ProgramStats,
-    RawInterval,
-    Reading,
-    Snapshot,
-    Telemetry,
-)
-from exporter.sampler import DurationHistogram
-from exporter.sinks.csvfile import CsvStats
-from exporter.sinks.prometheus import ExporterCollector, make_registry
+from exporter.core.model import MapStats, ProgramStats, Reading, Snapshot, Telemetry
+from exporter.sampler import SAMPLE_DURATION_BOUNDS
+from exporter.sinks.prometheus import ExporterCollector
 from scheduler.core.choose import decide
-from scheduler.core.filters import NodeTable, ScoreTable, node_info, pod_view
+from scheduler.core.filters import NodeTable, ScoreRecord, ScoreTable, node_info, pod_view
 from scheduler.scores import PrometheusScores
 from scorer.core import inference
-from scorer.core.decision import LEVEL_HIGH, DecisionParams
+from scorer.core.decision import DecisionParams
 from scorer.core.evaluate import evaluate
 from scorer.evaluator import Evaluator
 from scorer.metrics import ScorerCollector
@@ -231,7 +226,7 @@ class Exposition:
                       for _, label in PROGRAMS.values()},
             maps={m: MapStats(entries=40, capacity=10240, update_failures=0) for m in ("runq_ts", "dstate_ts")},
         )
-        durations = DurationHistogram()
+        durations = DurationHistogram(SAMPLE_DURATION_BOUNDS)
         for _ in range(min(i + 1, 3)):
             durations.observe(0.0008)
         sample = ExportHistogram(buckets=tuple((le, c * (i + 1) // min(i + 1, 3)) for le, c
@@ -716,7 +711,7 @@ class SchedulerOnDb:
         self.table = NodeTable.build([node_info(x) for x in scheduler_nodes(self.names)])
         self.pod = pod_view(PLAIN_POD)
 
-    def cycle(self) -> dict:
+    def cycle(self) -> Mapping[str, ScoreRecord]:
         t0 = time.perf_counter()
         fetched = self.scores.fetch()
         t1 = time.perf_counter()
@@ -731,8 +726,8 @@ class SchedulerOnDb:
                 self.denied_at.setdefault(node, now)
         if decision.node is not None:
             self.chosen.append(decision.node)
-            rec = fetched.records.get(decision.node)
-            if rec is None or not rec.allowed:
+            chosen = fetched.records.get(decision.node)
+            if chosen is None or not chosen.allowed:
                 self.violations.append(decision.node)
         return fetched.records
 
@@ -851,12 +846,14 @@ class FeederProcess:
                     feeder._stepped_at.value = self.stepped_at
                 return out
 
+        assert self.port is not None, "scrape mode has a port"
         server = Server(self.fleet, self.interval_s, port=self.port)
         server.start()
         self._stop.wait()
         server.stop()
 
     def _push(self) -> None:
+        assert self.push_url is not None, "push mode has a URL"
         pusher = Pusher(self.push_url, self.fleet)
         next_at = time.monotonic()
         k = 0
@@ -889,6 +886,7 @@ def measure(backend: str, size: int, args: argparse.Namespace, workdir: Path) ->
         if args.mode == "scrape":
             feeder = FeederProcess(fleet, mode="scrape", interval_s=args.interval, push_url=None)
             scorer_port = free_port()
+            assert feeder.port is not None
             config = scrape_config([exporter_scrape_job(fleet, feeder.port),
                                     scorer_scrape_job(scorer_port, "/metrics")], args.interval)
         else:

@@ -47,9 +47,9 @@ import requests
 
 from bench._util import HarnessError, free_port, print_table
 from bench.exporter_cost import ratio, spawn, stop, tail, verdict
-from exporter.core.csvrow import format_time
-from exporter.names import FRICTION, JOB_EXPORTER, KERNEL_METRICS_COLUMNS, NAMESPACE
-from exporter.ticker import ticks
+from common.core.csvrow import format_time
+from common.names import FRICTION, JOB_EXPORTER, KERNEL_METRICS_COLUMNS, NAMESPACE
+from common.ticker import ticks
 from scorer.core.decision import DecisionParams
 from scorer.core.model import Inputs
 from scorer.evaluator import Evaluator

@@ -96,8 +96,8 @@ ROUTES = (HEALTHZ, VALIDATE, SCORE, SCORE_NODE)
 def _serve(port: int, cert: str, key: str, state: Path, kind: str) -> int:
     """Serve the API over fixed Results: `kind` "flask" is the scorer's app, "plain" the same
     handlers through bench.scorer_api's plain WSGI dispatch."""
-    from exporter.names import FUZZY_SCORE_COLUMNS
-    from exporter.sinks.csvfile import CsvSink
+    from common.csvfile import CsvSink
+    from common.names import FUZZY_SCORE_COLUMNS
     from scorer.app import ScorerApi, flask_app
     from scorer.core.model import NodeInputs, NodeReport, Results
     from scorer.recorder import Recorder

@@ -8,6 +8,7 @@ Scores are drawn with the decision bands of docs/design.md#decisions (low < 45 â
 
 from __future__ import annotations
 
+from common import names as n
 from dashboards import config
 from dashboards import queries as q
 from dashboards.panels import (
@@ -24,7 +25,6 @@ from dashboards.panels import (
     timeseries,
     value_map,
 )
-from exporter import names as n
 
 UID = "ksense-admission"
 TITLE = "ksense / Admission"

@@ -1,7 +1,7 @@
 """Conventions shared by the dashboards, the rules and `deploy/`: scrape job names, template
 variable names, output paths, score bands and the thresholds of the alerts.
 
-The job names are the contract with `deploy/` (stated once, in exporter/names.py): Prometheus
+The job names are the contract with `deploy/` (stated once, in common/names.py): Prometheus
 must scrape the exporter as `job="ksense-exporter"`, the scorer's plain /metrics as
 `job="ksense-scorer"` and the scheduler as `job="ksense-scheduler"` (a ServiceMonitor whose
 Service has that name gives exactly that label; annotation-based scraping needs a relabel rule
@@ -14,9 +14,7 @@ from __future__ import annotations
 
 from pathlib import PurePosixPath
 
-from exporter import names as n
-from scorer.core.decision import DecisionParams
-from scorer.core.inference import LEVEL_HIGH, LEVEL_MEDIUM
+from common import names as n
 
 # --- scrape jobs (the contract with deploy/) --------------------------------------------------
 JOB_EXPORTER = n.JOB_EXPORTER
@@ -47,10 +45,10 @@ REFRESH = "30s"
 TIME_FROM = "now-1h"
 
 # --- score bands (docs/design.md#decisions): drawn on the score panel ------------------------------
-BAND_MEDIUM = LEVEL_MEDIUM  # 45: below is low
-BAND_MEDIUM_LOW_UPPER = DecisionParams.medium_low_upper  # 55 (FUZZY_MEDIUM_LOW_UPPER default)
-BAND_MEDIUM_MID_UPPER = DecisionParams.medium_mid_upper  # 60 (FUZZY_MEDIUM_MID_UPPER default)
-BAND_HIGH = LEVEL_HIGH  # 70: from here the node is denied at once
+BAND_MEDIUM = n.LEVEL_MEDIUM  # below is low
+BAND_MEDIUM_LOW_UPPER = n.MEDIUM_LOW_UPPER  # FUZZY_MEDIUM_LOW_UPPER default
+BAND_MEDIUM_MID_UPPER = n.MEDIUM_MID_UPPER  # FUZZY_MEDIUM_MID_UPPER default
+BAND_HIGH = n.LEVEL_HIGH  # from here the node is denied at once
 
 # --- rules ----------------------------------------------------------------------------------------
 #: Window of every rate() in the recording rules: ≥ 4 scrape intervals at a 30 s scrape.

@@ -7,6 +7,7 @@ calibrating, accepted samples, warm-up left.
 
 from __future__ import annotations
 
+from common import names as n
 from dashboards import queries as q
 from dashboards.panels import (
     COUNT,
@@ -20,7 +21,6 @@ from dashboards.panels import (
     timeseries,
     value_map,
 )
-from exporter import names as n
 
 UID = "ksense-friction-energy"
 TITLE = "ksense / Friction & Energy"

@@ -7,6 +7,7 @@ The histogram panels read the recorded per-node bucket rates and quantiles (rule
 
 from __future__ import annotations
 
+from common import names as n
 from dashboards import queries as q
 from dashboards.panels import (
     PER_SECOND,
@@ -18,7 +19,6 @@ from dashboards.panels import (
     steps,
     timeseries,
 )
-from exporter import names as n
 
 UID = "ksense-node-kernel"
 TITLE = "ksense / Node kernel signals"

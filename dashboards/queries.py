@@ -1,5 +1,5 @@
 """Every PromQL expression of the dashboards and the rules, built from the names of
-`exporter/names.py` (no metric name is typed here).
+`common/names.py` (no metric name is typed here).
 
 Two kinds of things live here:
 - recorded series: `Recording(record, expr)` of the recording rules (rules.py puts them in
@@ -18,9 +18,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from common import names as n
 from dashboards import config
-from exporter import names as n
-from scorer.sources.prometheus import NAME as PROMETHEUS_SOURCE
 
 NODE = n.LABEL_NODE
 #: The node matcher of every per-node panel: `node=~"$node"` (the variable is multi-valued).
@@ -248,7 +247,7 @@ def query_errors() -> str:
 
 def prometheus_query_errors_rate(window: str) -> str:
     """The scorer's failed Prometheus queries per second, per replica and reason (alert input)."""
-    errors = sel(n.SCORER_SOURCE_ERRORS.name, eq(n.LABEL_SOURCE, PROMETHEUS_SOURCE))
+    errors = sel(n.SCORER_SOURCE_ERRORS.name, eq(n.LABEL_SOURCE, n.SCORER_SOURCE_PROMETHEUS))
     return f"sum by (job, instance, {n.LABEL_REASON}) (rate({errors}[{window}]))"
 
 

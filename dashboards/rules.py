@@ -14,11 +14,9 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from common import names as n
 from dashboards import config
 from dashboards import queries as q
-from exporter import names as n
-from scorer.sources.local import NAME as LOCAL_SOURCE
-from scorer.sources.prometheus import NAME as PROMETHEUS_SOURCE
 
 SEVERITY = "severity"
 CRITICAL, WARNING, INFO = "critical", "warning", "info"
@@ -376,12 +374,12 @@ def alerts() -> tuple[Alert, ...]:
             (q.prometheus_query_errors_rate(QUERY_ERRORS_WINDOW),),
             (
                 Scenario(
-                    {_series(n.SCORER_SOURCE_ERRORS.name, job=SC, instance="scorer-1", source=PROMETHEUS_SOURCE,
-                             reason="timeout"): "0+5x30",
-                     _series(n.SCORER_SOURCE_ERRORS.name, job=SC, instance="scorer-2", source=PROMETHEUS_SOURCE,
-                             reason="timeout"): "3x30",
-                     _series(n.SCORER_SOURCE_ERRORS.name, job=SC, instance="scorer-3", source=LOCAL_SOURCE,
-                             reason="unreachable"): "0+5x30"},
+                    {_series(n.SCORER_SOURCE_ERRORS.name, job=SC, instance="scorer-1",
+                             source=n.SCORER_SOURCE_PROMETHEUS, reason="timeout"): "0+5x30",
+                     _series(n.SCORER_SOURCE_ERRORS.name, job=SC, instance="scorer-2",
+                             source=n.SCORER_SOURCE_PROMETHEUS, reason="timeout"): "3x30",
+                     _series(n.SCORER_SOURCE_ERRORS.name, job=SC, instance="scorer-3",
+                             source=n.SCORER_SOURCE_LOCAL, reason="unreachable"): "0+5x30"},
                     (Case("5m"), Case("20m", ({"job": SC, "instance": "scorer-1", n.LABEL_REASON: "timeout"},))),
                 ),
             ),

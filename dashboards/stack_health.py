@@ -4,6 +4,8 @@ CSV sinks, the scorer's queries, the webhook's latency and certificate, the sche
 
 from __future__ import annotations
 
+from common import names as n
+from common.csvfile import REASON_QUEUE_FULL, REASONS
 from dashboards import config
 from dashboards import queries as q
 from dashboards.panels import (
@@ -20,8 +22,6 @@ from dashboards.panels import (
     steps,
     timeseries,
 )
-from exporter import names as n
-from exporter.sinks.csvfile import REASON_QUEUE_FULL, REASONS
 
 UID = "ksense-stack-health"
 TITLE = "ksense / Stack health"

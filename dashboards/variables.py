@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from grafanalib.core import REFRESH_ON_TIME_RANGE_CHANGE, SORT_ALPHA_ASC, Template, Templating
 
+from common import names as n
 from dashboards import config
-from exporter import names as n
 
 
 def datasource() -> Template:

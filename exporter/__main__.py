@@ -11,7 +11,8 @@ import sys
 # has a single thread. So one BLAS thread, set before numpy is imported (app imports it).
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
-from exporter import app, config, logs
+from common import logs
+from exporter import app, config
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -16,22 +16,22 @@ import time
 from collections.abc import Callable
 from datetime import datetime
 
-from exporter import baseline_store, preflight, privilege, statedir
-from exporter.config import ExporterConfig
-from exporter.core import derive
-from exporter.core.model import Snapshot, is_live
-from exporter.names import (
+from common.csvfile import CsvSink, QueuedCsvWriter
+from common.names import (
     KERNEL_METRICS_COLUMNS,
     KERNEL_METRICS_CSV_NAME,
     POD_METRICS_COLUMNS,
     POD_METRICS_CSV_NAME,
     SOURCE_REPLAY,
 )
+from exporter import baseline_store, preflight, privilege, statedir
+from exporter.config import ExporterConfig
+from exporter.core import derive
+from exporter.core.model import Snapshot, is_live
 from exporter.pods.kubenames import PodNames
 from exporter.pods.kubenames import endpoint as kube_endpoint
 from exporter.pods.tracker import NameLookup
 from exporter.sampler import Sampler
-from exporter.sinks.csvfile import CsvSink, QueuedCsvWriter
 from exporter.sources import Source, SourceUnavailable, procfs, replay
 from exporter.sources.procstat import ProcSampler
 
@@ -228,7 +228,8 @@ def run(cfg: ExporterConfig, *, http: bool, summary: bool, strict_ebpf: bool = F
     # a person's foreground tool) keeps the user it was started as.
     drop_to = cfg.run_as if http and os.geteuid() == 0 and cfg.run_as[0] != 0 else None
     if http:
-        from exporter.sinks import prometheus  # before the drop: see _give_up_root
+        from common import metrics  # before the drop: see _give_up_root
+        from exporter.sinks import prometheus
     persist, problem = _give_up_root(cfg, source.name, drop_to)
     if problem:
         source.close()
@@ -277,9 +278,9 @@ def run(cfg: ExporterConfig, *, http: bool, summary: bool, strict_ebpf: bool = F
             csv_sinks=csv_sinks,
             max_age_s=STALE_AFTER_INTERVALS * cfg.interval_s,
         )
-        server = prometheus.MetricsServer(
-            prometheus.make_registry(collector), collector.ready, host=cfg.host, port=cfg.port,
-            limits=prometheus.Limits(max_requests=cfg.max_requests),
+        server = metrics.MetricsServer(
+            metrics.make_registry(collector), collector.ready, host=cfg.host, port=cfg.port,
+            limits=metrics.Limits(max_requests=cfg.max_requests),
         )
         try:
             server.start()

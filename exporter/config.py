@@ -13,9 +13,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from exporter.envconf import ConfigError, EnvReader, unknown_variables
-from exporter.names import POD_METRICS_CSV_NAME
-from exporter.sinks.httpserver import Limits
+from common.envconf import ConfigError, EnvReader, unknown_variables
+from common.httpserver import Limits
+from common.names import POD_METRICS_CSV_NAME
 
 __all__ = ["ConfigError", "ExporterConfig", "build_parser", "from_env", "unknown_variables"]
 

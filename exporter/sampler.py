@@ -2,22 +2,22 @@
 
 The Prometheus collector only ever reads `latest()` (a reference swap is atomic in CPython),
 so a scrape never waits for a kernel read or a CSV write; the exporter hands `write_row` to a
-writer thread (sinks/csvfile.QueuedCsvWriter), so a hung disk cannot stall the tick either.
+writer thread (common/csvfile.QueuedCsvWriter), so a hung disk cannot stall the tick either.
 The loop runs in the caller's thread via `run(stop)`; setting `stop` (SIGTERM) ends it within
 one interval's wait.
 """
 
 from __future__ import annotations
 
-import bisect
 import logging
-import math
 import threading
 import time
 from collections.abc import Callable
 
-from exporter.core.csvrow import format_row
-from exporter.core.model import Derived, ExportHistogram, RawInterval, Reading, Snapshot
+from common.core.csvrow import format_row
+from common.core.durations import DurationHistogram
+from common.core.model import Derived, RawInterval
+from exporter.core.model import Reading, Snapshot
 from exporter.sources import Source
 
 log = logging.getLogger(__name__)
@@ -25,28 +25,6 @@ log = logging.getLogger(__name__)
 #: Bounds (seconds) of ksense_sample_duration_seconds: a healthy interval takes ~1 ms.
 SAMPLE_DURATION_BOUNDS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0)
 
-
-class DurationHistogram:
-    """Cumulative observations of the sampler's own cost, in Prometheus form."""
-
-    def __init__(self, bounds: tuple[float, ...] = SAMPLE_DURATION_BOUNDS):
-        self._bounds = bounds
-        self._counts = [0] * (len(bounds) + 1)
-        self._sum = 0.0
-
-    def observe(self, seconds: float) -> ExportHistogram:
-        """Count one observation; returns the new snapshot."""
-        self._counts[bisect.bisect_left(self._bounds, seconds)] += 1
-        self._sum += seconds
-        return self.snapshot()
-
-    def snapshot(self) -> ExportHistogram:
-        """Everything observed so far (every bucket at 0 before the first observation)."""
-        cumulative, running = [], 0
-        for bound, n in zip((*self._bounds, math.inf), self._counts, strict=True):
-            running += n
-            cumulative.append((bound, running))
-        return ExportHistogram(buckets=tuple(cumulative), sum_seconds=self._sum)
 
 
 class Sampler:
@@ -67,7 +45,7 @@ class Sampler:
         self._write_pod_row = write_pod_row
         self._on_snapshot = on_snapshot
         self._clock = clock
-        self._durations = DurationHistogram()
+        self._durations = DurationHistogram(SAMPLE_DURATION_BOUNDS)
         self._latest = Snapshot(node=node, source=source.name)
 
     def latest(self) -> Snapshot:

@@ -11,11 +11,11 @@ from pathlib import Path
 
 import numpy as np
 
+from common.names import LEVEL_HIGH
 from lab import policies
 from lab.core.schedule import CALM
 from lab.quality import Labelled
 from scorer.core.decision import DecisionParams
-from scorer.core.inference import LEVEL_HIGH
 from scorer.core.rules import RuleBase
 
 _COLOURS = ("tab:blue", "tab:red", "tab:green", "tab:purple")

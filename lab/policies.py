@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 from numpy.typing import NDArray
 
-from exporter.names import DECISION_DENY, RQ_P99
+from common.names import DECISION_DENY, RQ_P99
 from lab.recording import Recording
 from scorer.core import decision, inference
 from scorer.core.decision import DecisionParams, NodeState

@@ -30,9 +30,9 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
+from common.core.csvrow import format_time
 from exporter import preflight
 from exporter.config import ExporterConfig
-from exporter.core.csvrow import format_time
 from lab.core import schedule as sched
 from lab.procs import Child, missing_tools, stop_all
 from lab.quality import DEFAULT_HORIZON_S, DEFAULT_SLO_FACTOR

@@ -19,9 +19,9 @@ from pathlib import Path
 import numpy as np
 from numpy.typing import NDArray
 
-from exporter.core.csvrow import RowError, parse_time, time_seconds
-from exporter.names import RQ_P99
-from exporter.sources.replay import open_text
+from common.core.csvrow import RowError, parse_time, time_seconds
+from common.csvfile import open_text
+from common.names import RQ_P99
 from lab.core.schedule import CALM
 from lab.tenant import CLIENT_COLUMNS
 from scorer.core.model import Inputs

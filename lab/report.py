@@ -15,7 +15,7 @@ import math
 import time
 from pathlib import Path
 
-from exporter.names import RQ_P99
+from common.names import RQ_P99
 from lab import plots, quality, tune
 from lab.commands import BUNDLED, TUNED, UsageError, _load, _ruleset, run_tune
 from lab.core import metrics

@@ -32,7 +32,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 from numpy.typing import NDArray
 
-from exporter.names import RQ_P99
+from common.names import RQ_P99
 from lab import policies, quality
 from lab.core import metrics, wangmendel
 from lab.quality import Labelled

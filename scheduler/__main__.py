@@ -13,16 +13,16 @@ import signal
 import sys
 import threading
 
-from exporter import logs
-from exporter.envconf import ConfigError, unknown_variables
-from exporter.sinks.prometheus import MetricsServer, make_registry
+from common import logs
+from common.envconf import ConfigError, unknown_variables
+from common.metrics import MetricsServer, make_registry
 from scheduler import config
 from scheduler.kube import Kube
 from scheduler.loop import Runtime
 from scheduler.metrics import SchedulerCollector
 from scheduler.scores import PrometheusScores, ScorerScores, ScoreSource
 
-log = logging.getLogger("scheduler")
+log = logging.getLogger("ksense.scheduler")
 
 
 def score_source(cfg: config.SchedulerConfig) -> ScoreSource:
@@ -52,14 +52,14 @@ def main(argv: list[str] | None = None) -> int:
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
     server.start()
-    log.info("started name=%s identity=%s source=%s lease=%s/%s metrics=:%d", cfg.scheduler_name, cfg.identity,
+    log.info("event=started name=%s identity=%s source=%s lease=%s/%s metrics=:%d", cfg.scheduler_name, cfg.identity,
              cfg.score_source, cfg.namespace, runtime.elector.name, server.port)
     try:
         runtime.run(stop)
     finally:
         server.shutdown()
         kube.close()
-    log.info("stopped")
+    log.info("event=stopped")
     return 0
 
 

@@ -307,7 +307,7 @@ class ClusterCache:
         except QuantityError as exc:
             # A node whose allocatable does not parse cannot be filtered: leave it out.
             self._infos.pop(name, None)
-            log.warning("node=%s ignored: %s", name, exc)
+            log.warning("event=node_ignored node=%s reason=%r", name, str(exc))
 
     def _apply_bound(self, etype: str, pod: dict) -> bool:
         uid = usage_key(pod)
@@ -412,7 +412,7 @@ class Reflector:
         self._rv = rv
         self.lists += 1
         if self.lists > 1:
-            log.info("relisted kind=%s items=%d resourceVersion=%s", self.kind, len(items), rv)
+            log.info("event=relisted kind=%s items=%d resource_version=%s", self.kind, len(items), rv)
 
     def _watch(self, stop: threading.Event) -> None:
         """Stream events until the server ends the watch; `_rv` follows the stream's last event

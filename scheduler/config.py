@@ -16,8 +16,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from exporter import names as n
-from exporter.envconf import EnvReader
+from common import names as n
+from common.envconf import EnvReader
 
 SOURCES = ("prometheus", "scorer")
 

@@ -33,7 +33,7 @@ from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 from kubernetes.config.config_exception import ConfigException
 
-from exporter import names as n
+from common import names as n
 
 log = logging.getLogger(__name__)
 
@@ -168,14 +168,14 @@ class ErrorLog:
         text = f"{type(exc).__name__}: {exc}"
         if text != self._last or now - self._logged_at >= self._every:
             self._last, self._logged_at = text, now
-            log.warning("%s failing, retrying in %.1fs: %s", self._what, retry_in_s, text,
+            log.warning("event=api_failing what=%r retry_in_s=%.1f error=%r", self._what, retry_in_s, text,
                         exc_info=not isinstance(exc, KubeError))
         else:
-            log.debug("%s failing, retrying in %.1fs: %s", self._what, retry_in_s, text)
+            log.debug("event=api_failing what=%r retry_in_s=%.1f error=%r", self._what, retry_in_s, text)
 
     def ok(self) -> None:
         if self._failing_since is not None:
-            log.info("%s recovered", self._what)
+            log.info("event=api_recovered what=%r", self._what)
         self._failing_since, self._last = None, None
 
     def failing_for(self) -> float:

@@ -18,7 +18,7 @@ from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
-from exporter import names as n
+from common import names as n
 from scheduler.kube import ErrorLog, Kube, KubeError
 
 log = logging.getLogger(__name__)
@@ -97,7 +97,8 @@ class LeaderElector:
         leading = self.is_leader()
         if leading != self._announced:
             self._announced = leading
-            log.info("leader=%s lease=%s/%s identity=%s", int(leading), self.namespace, self.name, self.identity)
+            log.info("event=leadership leader=%d lease=%s/%s identity=%s", int(leading), self.namespace, self.name,
+                     self.identity)
             self._on_change(leading)
 
     def _spec(self, now_wall: float, old: Mapping[str, Any] | None) -> dict[str, Any]:
@@ -182,7 +183,7 @@ class LeaderElector:
             released = {**spec, "holderIdentity": None, "leaseDurationSeconds": 1, "renewTime": now,
                         "acquireTime": now}
             self._kube.replace_lease(self.namespace, self.name, {**lease, "spec": released})
-            log.info("released lease %s/%s", self.namespace, self.name)
+            log.info("event=lease_released lease=%s/%s", self.namespace, self.name)
         except KubeError as exc:
-            log.warning("could not release lease %s/%s (the other replica waits for expiry): %s",
-                        self.namespace, self.name, exc)
+            log.warning("event=lease_release_failed lease=%s/%s error=%r effect='the other replica waits for expiry'",
+                        self.namespace, self.name, str(exc))

@@ -202,7 +202,7 @@ class Scheduler:
             try:
                 self.cycle()
             except Exception:  # a bug must not end scheduling: log it, back off, carry on
-                log.exception("scheduling cycle failed")
+                log.exception("event=cycle_failed")
                 stop.wait(1.0)
 
     def _next_wake(self, now: float) -> float:
@@ -220,7 +220,7 @@ class Scheduler:
         queue.apply(Synced(frozenset(pod_uid(p) for p in pending)), now)
         changed, added = self._cache.take_node_changes()
         if woken := queue.apply(NodesChanged(changed, added), now).woken:
-            log.debug("node changes woke %d pod(s)", len(woken))
+            log.debug("event=pods_woken cause=node_change pods=%d", len(woken))
         if not pending or not self._cache.synced() or not self._leader.is_leader():
             return CycleResult()
         due = queue.due(pending, now)
@@ -229,7 +229,7 @@ class Scheduler:
         fetched = self._fetch_scores()
         score_table = ScoreTable(fetched.records)
         if woken := queue.apply(ScoresFetched(score_table.allowed), now).woken:
-            log.debug("score refresh woke %d pod(s)", len(woken))
+            log.debug("event=pods_woken cause=score_refresh pods=%d", len(woken))
             due = queue.due(pending, now)
         if not queue.to_evaluate([pod_uid(p) for p in due], now):
             return CycleResult(score_error=fetched.error)
@@ -269,17 +269,17 @@ class Scheduler:
                 errors += 1
         result = CycleResult(len(due), bound, unschedulable, conflicts, errors, fetched.error)
         if bound or conflicts or errors:
-            log.debug("cycle %s", result)
+            log.debug("event=cycle result=%r", result)
         return result
 
     def _fetch_scores(self) -> Scores:
         fetched = self._scores.fetch()
         if fetched.error != self._score_error:  # one line per change of state, not per cycle
             if fetched.error:
-                log.warning("score source %s failing: %s (no binds until it recovers)", self._scores.name,
-                            fetched.error)
+                log.warning("event=score_source_failing source=%s reason=%s effect='no binds until it recovers'",
+                            self._scores.name, fetched.error)
             else:
-                log.info("score source %s ok nodes=%d", self._scores.name, len(fetched.records))
+                log.info("event=score_source_recovered source=%s nodes=%d", self._scores.name, len(fetched.records))
             self._score_error = fetched.error
         return fetched
 
@@ -295,15 +295,15 @@ class Scheduler:
         self._stats.bind(result)
         if result == BOUND:
             self._queue.apply(Bound(uid), self._clock())
-            log.debug("bound pod=%s/%s node=%s", namespace, name, node)
+            log.debug("event=bound pod=%s/%s node=%s", namespace, name, node)
             self._event(pod, SCHEDULED_REASON, "Normal", f"Successfully assigned {namespace}/{name} to {node}",
                         f"{uid}/{SCHEDULED_REASON}")
         elif result == CONFLICT:
             # Bound elsewhere, deleted, or replaced: off the queue until the watch says it left.
-            log.info("bind conflict pod=%s/%s node=%s: %s", namespace, name, node, detail)
+            log.info("event=bind_conflict pod=%s/%s node=%s detail=%r", namespace, name, node, detail)
             self._cache.drop(pod)
         else:
-            log.warning("bind failed pod=%s/%s node=%s: %s", namespace, name, node, detail)
+            log.warning("event=bind_failed pod=%s/%s node=%s detail=%r", namespace, name, node, detail)
             self._cache.requeue(pod, keep_assumed=outcome.status is None)
             self._queue.apply(BindFailed(uid), self._clock())
         return result
@@ -326,7 +326,7 @@ class Scheduler:
                                             condition)
                 self._queue.apply(Reported(uid, condition=message), self._clock())
             except KubeError as exc:
-                log.debug("condition not written pod=%s: %s", pod_key(pod), exc)
+                log.debug("event=condition_not_written pod=%s error=%r", pod_key(pod), str(exc))
 
     def _event(self, pod: Mapping[str, Any], reason: str, kind: str, message: str, key: str) -> bool:
         body = event_body(pod, reason=reason, kind=kind, message=message, key=key,
@@ -335,7 +335,7 @@ class Scheduler:
             self._kube.create_event(body["metadata"]["namespace"], body)
             return True
         except KubeError as exc:
-            log.debug("event not written pod=%s reason=%s: %s", pod_key(pod), reason, exc)
+            log.debug("event=event_not_written pod=%s reason=%s error=%r", pod_key(pod), reason, str(exc))
             return False
 
 

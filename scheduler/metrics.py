@@ -8,14 +8,15 @@ start (0 before the first event), so `rate()` and `increase()` see the first one
 
 from __future__ import annotations
 
-import bisect
 import threading
 from collections.abc import Callable, Iterator, Mapping
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
-from prometheus_client.utils import floatToGoString
 
-from exporter import names as n
+from common import names as n
+from common.core.durations import DurationHistogram
+from common.core.model import ExportHistogram
+from common.metrics import histogram_family
 
 #: One pod's filter + choose time: ~10 µs for a handful of nodes, ~ms for thousands.
 ATTEMPT_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0)
@@ -29,8 +30,7 @@ class SchedulerStats:
         self._binds = dict.fromkeys(n.BIND_RESULTS, 0)
         self._unschedulable = dict.fromkeys(n.UNSCHEDULABLE_REASONS, 0)
         self._pending = 0
-        self._buckets = [0] * (len(ATTEMPT_BUCKETS) + 1)  # last one: +Inf only
-        self._attempt_sum = 0.0
+        self._attempts = DurationHistogram(ATTEMPT_BUCKETS)
 
     def bind(self, result: str) -> None:
         with self._lock:
@@ -48,8 +48,7 @@ class SchedulerStats:
 
     def attempt(self, seconds: float) -> None:
         with self._lock:
-            self._buckets[bisect.bisect_left(ATTEMPT_BUCKETS, seconds)] += 1
-            self._attempt_sum += seconds
+            self._attempts.observe(seconds)
 
     def binds(self) -> dict[str, int]:
         with self._lock:
@@ -59,9 +58,9 @@ class SchedulerStats:
         with self._lock:
             return dict(self._unschedulable)
 
-    def snapshot(self) -> tuple[dict[str, int], dict[str, int], int, list[int], float]:
+    def snapshot(self) -> tuple[dict[str, int], dict[str, int], int, ExportHistogram]:
         with self._lock:
-            return dict(self._binds), dict(self._unschedulable), self._pending, list(self._buckets), self._attempt_sum
+            return dict(self._binds), dict(self._unschedulable), self._pending, self._attempts.snapshot()
 
 
 class SchedulerCollector:
@@ -79,7 +78,7 @@ class SchedulerCollector:
         yield GaugeMetricFamily(n.SCHEDULER_LEADER.name, n.SCHEDULER_LEADER.help)
 
     def collect(self) -> Iterator[Metric]:
-        binds, unschedulable, pending, buckets, total = self._stats.snapshot()
+        binds, unschedulable, pending, attempts = self._stats.snapshot()
         metric = CounterMetricFamily(n.SCHEDULER_BINDS.name, n.SCHEDULER_BINDS.help, labels=(n.LABEL_RESULT,))
         for result in n.BIND_RESULTS:
             metric.add_metric((result,), binds[result])
@@ -90,12 +89,6 @@ class SchedulerCollector:
             metric.add_metric((reason,), unschedulable[reason])
         yield metric
         yield GaugeMetricFamily(n.SCHEDULER_PENDING_PODS.name, n.SCHEDULER_PENDING_PODS.help, value=pending)
-        cumulative, running = [], 0
-        for le, count in zip((*ATTEMPT_BUCKETS, float("inf")), buckets, strict=True):
-            running += count
-            cumulative.append((floatToGoString(le), running))
-        hist = HistogramMetricFamily(n.SCHEDULER_ATTEMPT_DURATION.name, n.SCHEDULER_ATTEMPT_DURATION.help)
-        hist.add_metric([], cumulative, total)
-        yield hist
+        yield histogram_family(n.SCHEDULER_ATTEMPT_DURATION, attempts)
         yield GaugeMetricFamily(n.SCHEDULER_LEADER.name, n.SCHEDULER_LEADER.help, value=int(self._leader()))
 

@@ -6,7 +6,7 @@ becomes `ScoreRecord`s (allowed, score, fresh) for the core's fuzzy filter.
 **Prometheus** (`FUZZY_SCORE_SOURCE=prometheus`): the series the scorer exports, only those with
 the scorers' scrape identity (`selector`, KSENSE_SCORER_SELECTOR, default
 `job="ksense-scorer",namespace="ksense"`: labels Prometheus attaches with honor_labels off, see
-exporter/names.py; by bare name any other scrape target could publish an allow for any node, or
+common/names.py; by bare name any other scrape target could publish an allow for any node, or
 a deny), aggregated over scorer replicas as docs/metrics.md#scorer-metrics says — `min by (node)` of
 `ksense_node_admission_allowed` (deny wins) and `max by (node)` of `ksense_node_score` — plus,
 for freshness, the newest sample time of each via `timestamp()`. The four vectors travel in one
@@ -40,8 +40,9 @@ from typing import Any, Protocol
 
 import requests
 
-from exporter import names as n
-from exporter.deadline_http import DeadlineSession
+from common import names as n
+from common.deadline_http import DeadlineSession
+from common.http_reason import failure_reason
 from scheduler.core.filters import ScoreRecord
 
 log = logging.getLogger(__name__)
@@ -133,18 +134,6 @@ def parse_scorer(body: Mapping[str, Any], now: float, long_win_s: float) -> dict
     return records
 
 
-def _failure(exc: Exception) -> str:
-    if isinstance(exc, requests.JSONDecodeError):  # also a RequestException: check it first
-        return "bad_response"
-    if isinstance(exc, requests.Timeout):
-        return "timeout"
-    if isinstance(exc, requests.HTTPError) and exc.response is not None:
-        return f"http_{exc.response.status_code}"
-    if isinstance(exc, requests.RequestException):
-        return "unreachable"
-    return "bad_response"
-
-
 class PrometheusScores:
     """Scores from the Prometheus HTTP query API (module docstring)."""
 
@@ -167,7 +156,7 @@ class PrometheusScores:
             resp.raise_for_status()
             return Scores(parse_prometheus(resp.json(), self._long_win))
         except (requests.RequestException, ValueError, KeyError, TypeError) as exc:
-            return Scores(error=_failure(exc))
+            return Scores(error=failure_reason(exc))
 
 
 class ScorerScores:
@@ -190,4 +179,4 @@ class ScorerScores:
             resp.raise_for_status()
             return Scores(parse_scorer(resp.json(), self._wall(), self._long_win))
         except (requests.RequestException, ValueError, KeyError, TypeError) as exc:
-            return Scores(error=_failure(exc))
+            return Scores(error=failure_reason(exc))

@@ -16,11 +16,11 @@ import threading
 import time
 from datetime import UTC, datetime, timedelta
 
-from exporter import logs
-from exporter.envconf import ConfigError, unknown_variables
-from exporter.names import FUZZY_SCORE_COLUMNS
-from exporter.sinks.csvfile import CsvSink
-from exporter.sinks.prometheus import MetricsServer, make_registry
+from common import logs
+from common.csvfile import CsvSink
+from common.envconf import ConfigError, unknown_variables
+from common.metrics import MetricsServer, make_registry
+from common.names import FUZZY_SCORE_COLUMNS
 from scorer.app import body_limits, create_app
 from scorer.config import ScorerConfig, build_parser, from_env
 from scorer.core.decision import params_for

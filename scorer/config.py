@@ -10,9 +10,10 @@ import argparse
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypedDict
 
-from exporter import names as n
-from exporter.envconf import EnvReader
+from common import names as n
+from common.envconf import EnvReader
 
 MIB = 1 << 20
 
@@ -126,6 +127,33 @@ def build_parser(prog: str = "python -m scorer") -> argparse.ArgumentParser:
     return p
 
 
+class DecisionSettings(TypedDict):
+    """The decision knobs as ScorerConfig holds them (None: not set)."""
+
+    allow_on_missing: bool
+    good_threshold: int | None
+    medium_low_upper: float | None
+    medium_mid_upper: float | None
+    medium_bad_threshold: int | None
+
+
+def read_decision(r: EnvReader) -> DecisionSettings:
+    """The decision knobs (FUZZY_ALLOW_ON_MISSING and the four thresholds) as ScorerConfig holds
+    them; problems go to `r`. The scorer and `python -m scorer.replay` both read them here, so a
+    replay refuses what the scorer refuses, with the same words."""
+    lo = r.number("", "FUZZY_MEDIUM_LOW_UPPER", None, minimum=n.LEVEL_MEDIUM, maximum=n.LEVEL_HIGH)
+    mid = r.number("", "FUZZY_MEDIUM_MID_UPPER", None, minimum=n.LEVEL_MEDIUM, maximum=n.LEVEL_HIGH)
+    if lo is not None and mid is not None and lo > mid:
+        r.problems.append(f"FUZZY_MEDIUM_LOW_UPPER={lo} must not exceed FUZZY_MEDIUM_MID_UPPER={mid}")
+    return DecisionSettings(
+        allow_on_missing=r.boolean("", "FUZZY_ALLOW_ON_MISSING", ScorerConfig.allow_on_missing),
+        good_threshold=r.number("", "FUZZY_GOOD_THRESHOLD", None, minimum=1, integer=True),
+        medium_low_upper=lo,
+        medium_mid_upper=mid,
+        medium_bad_threshold=r.number("", "FUZZY_MEDIUM_BAD_THRESHOLD", None, minimum=1, integer=True),
+    )
+
+
 def from_env(environ: Mapping[str, str], args: argparse.Namespace | None = None) -> ScorerConfig:
     """Build the config; raise ConfigError listing every bad value."""
     r = EnvReader(environ, args)
@@ -144,34 +172,27 @@ def from_env(environ: Mapping[str, str], args: argparse.Namespace | None = None)
     url = r.text("prometheus_url", "KSENSE_PROMETHEUS_URL", None) or None
     if url is not None and not url.startswith(("http://", "https://")):
         r.problems.append(f"KSENSE_PROMETHEUS_URL={url!r}: expected an http:// or https:// URL")
-    lo = r.number("", "FUZZY_MEDIUM_LOW_UPPER", None, minimum=45.0, maximum=70.0)
-    mid = r.number("", "FUZZY_MEDIUM_MID_UPPER", None, minimum=45.0, maximum=70.0)
-    if lo is not None and mid is not None and lo > mid:
-        r.problems.append(f"FUZZY_MEDIUM_LOW_UPPER={lo} must not exceed FUZZY_MEDIUM_MID_UPPER={mid}")
     cfg = ScorerConfig(
         prometheus_url=url.rstrip("/") if url else None,
         exporter_url=r.text("exporter_url", "KSENSE_EXPORTER_URL", ScorerConfig.exporter_url) or "",
         exporter_selector=r.matchers("exporter_selector", "KSENSE_EXPORTER_SELECTOR", ScorerConfig.exporter_selector),
-        interval_s=r.number("interval", "KSENSE_SCORER_INTERVAL_S", 1.0, minimum=0.05),
-        replay_s=r.number("", "KSENSE_SCORER_REPLAY_S", 300.0, minimum=0.0),
-        long_win_s=r.number("", "FUZZY_LONG_WIN_S", 60.0, minimum=1.0),
+        interval_s=r.number("interval", "KSENSE_SCORER_INTERVAL_S", ScorerConfig.interval_s, minimum=0.05),
+        replay_s=r.number("", "KSENSE_SCORER_REPLAY_S", ScorerConfig.replay_s, minimum=0.0),
+        long_win_s=r.number("", "FUZZY_LONG_WIN_S", ScorerConfig.long_win_s, minimum=1.0),
         rules_file=path("rules", "FUZZY_RULES_FILE", None),
-        allow_on_missing=r.boolean("", "FUZZY_ALLOW_ON_MISSING", False),
-        good_threshold=r.number("", "FUZZY_GOOD_THRESHOLD", None, minimum=1, integer=True),
-        medium_low_upper=lo,
-        medium_mid_upper=mid,
-        medium_bad_threshold=r.number("", "FUZZY_MEDIUM_BAD_THRESHOLD", None, minimum=1, integer=True),
-        webhook_host=r.text("host", "FUZZY_WEBHOOK_HOST", "0.0.0.0") or "0.0.0.0",
-        webhook_port=r.number("port", "FUZZY_WEBHOOK_PORT", 8443, minimum=0, maximum=65535, integer=True),
+        **read_decision(r),
+        webhook_host=r.text("host", "FUZZY_WEBHOOK_HOST", None) or ScorerConfig.webhook_host,
+        webhook_port=r.number("port", "FUZZY_WEBHOOK_PORT", ScorerConfig.webhook_port, minimum=0, maximum=65535,
+                              integer=True),
         tls_cert=cert,
         tls_key=key,
-        metrics_port=r.number("metrics_port", "KSENSE_SCORER_METRICS_PORT", 9861, minimum=0, maximum=65535,
-                              integer=True),
-        monitor_csv=None if no_csv else path("monitor_csv", "FUZZY_MONITOR_CSV", "/tmp/ksense/fuzzy_monitor.csv"),
-        score_csv=None if no_csv else path("score_csv", "FUZZY_SCORE_CSV", "/tmp/ksense/fuzzy_score.csv"),
-        csv_max_bytes=r.number("", "KSENSE_CSV_MAX_BYTES", 64 * 1024 * 1024, minimum=4096, integer=True),
-        csv_keep=r.number("", "KSENSE_CSV_KEEP", 5, minimum=1, integer=True),
-        log_format=r.choice("", "KSENSE_LOG_FORMAT", "text", ("text", "json")),
+        metrics_port=r.number("metrics_port", "KSENSE_SCORER_METRICS_PORT", ScorerConfig.metrics_port, minimum=0,
+                              maximum=65535, integer=True),
+        monitor_csv=None if no_csv else path("monitor_csv", "FUZZY_MONITOR_CSV", str(ScorerConfig.monitor_csv)),
+        score_csv=None if no_csv else path("score_csv", "FUZZY_SCORE_CSV", str(ScorerConfig.score_csv)),
+        csv_max_bytes=r.number("", "KSENSE_CSV_MAX_BYTES", ScorerConfig.csv_max_bytes, minimum=4096, integer=True),
+        csv_keep=r.number("", "KSENSE_CSV_KEEP", ScorerConfig.csv_keep, minimum=1, integer=True),
+        log_format=r.choice("", "KSENSE_LOG_FORMAT", ScorerConfig.log_format, ("text", "json")),
     )
     r.check()
     return cfg

@@ -31,12 +31,12 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from types import MappingProxyType
 
-from exporter.core.csvrow import format_number, format_time
-from exporter.core.model import ExportHistogram
-from exporter.names import DECISION_ALLOW, FUZZY_MONITOR_COLUMNS
-from exporter.sampler import DurationHistogram
-from exporter.sinks.csvfile import CsvSink
-from exporter.ticker import ticks
+from common.core.csvrow import format_number, format_time
+from common.core.durations import DurationHistogram
+from common.core.model import ExportHistogram
+from common.csvfile import CsvSink
+from common.names import DECISION_ALLOW, FUZZY_MONITOR_COLUMNS
+from common.ticker import ticks
 from scorer.core.decision import DecisionParams, NodeState
 from scorer.core.evaluate import evaluate, evaluate_series
 from scorer.core.model import Inputs, NodeReport, Results

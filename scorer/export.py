@@ -2,7 +2,7 @@
 
 For offline plotting and analysis with the same tools that read the exporter's and scorer's own
 files: per node, `<output-dir>/<node>/kernel_metrics.csv` (docs/metrics.md#kernel_metricscsv, 23 columns, written
-with exporter.core.csvrow.format_row) and `<output-dir>/<node>/fuzzy_monitor.csv` (§2.2).
+with common.core.csvrow.format_row) and `<output-dir>/<node>/fuzzy_monitor.csv` (§2.2).
 
 How the columns are recovered (range queries at `--step`, at most 11,000 points each, one
 progress line per chunk on stderr):
@@ -57,9 +57,9 @@ from types import MappingProxyType
 
 import requests
 
-from exporter import names as n
-from exporter.core.csvrow import format_number, format_row, format_time
-from exporter.core.model import Derived, RawInterval
+from common import names as n
+from common.core.csvrow import format_number, format_row, format_time
+from common.core.model import Derived, RawInterval
 from scorer.core.inference import level
 from scorer.core.inputs import split_timestamped_matrix
 from scorer.sources import shown

@@ -3,7 +3,7 @@
 `ScorerCollector` is a stateless prometheus_client custom collector: each scrape builds fresh
 families from the evaluator's latest Results and cumulative stats (and, when given, the
 admission webhook's stats and the served certificate's expiry). Nothing is registered at
-import; exporter.sinks.prometheus.make_registry / MetricsServer serve it like the exporter's.
+import; common.metrics.make_registry / MetricsServer serve it like the exporter's.
 
 Per node: ksense_node_score, ksense_node_admission_allowed, ksense_node_input_missing{input}
 for all four inputs (0 or 1, so "missing" is a value to alert on, not an absence), and
@@ -24,10 +24,10 @@ from typing import Protocol
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 
-from exporter import names as n
-from exporter.core.model import ExportHistogram
-from exporter.sinks.csvfile import CsvStats
-from exporter.sinks.prometheus import histogram_family
+from common import names as n
+from common.core.model import ExportHistogram
+from common.csvfile import CsvStats
+from common.metrics import histogram_family
 from scorer.core.model import Results
 from scorer.evaluator import EvaluatorStats
 

@@ -33,16 +33,17 @@ from pathlib import Path
 
 import numpy as np
 
-from exporter.core.csvrow import parse_time
-from exporter.names import (
+from common.core.csvrow import parse_time
+from common.names import (
     DECISION_DENY,
     FUZZY_MONITOR_COLUMNS,
     FUZZY_SCORE_COLUMNS,
     KERNEL_METRICS_COLUMNS,
+    LEVEL_HIGH,
+    LEVEL_MEDIUM,
     REPLAY_COLUMNS,
 )
 from scorer.core.decision import DecisionParams
-from scorer.core.inference import LEVEL_HIGH, LEVEL_MEDIUM
 
 KIND_MONITOR = "fuzzy_monitor.csv"
 KIND_REPLAY = "replay output"

@@ -26,10 +26,10 @@ from collections import OrderedDict
 from collections.abc import Mapping
 from types import MappingProxyType
 
-from exporter.core.model import ExportHistogram
-from exporter.names import ADMISSION_OUTCOMES
-from exporter.sampler import DurationHistogram
-from exporter.sinks.csvfile import CsvSink, CsvStats, QueuedCsvWriter
+from common.core.durations import DurationHistogram
+from common.core.model import ExportHistogram
+from common.csvfile import CsvSink, CsvStats, QueuedCsvWriter
+from common.names import ADMISSION_OUTCOMES
 from scorer.core.admission import OUTCOME_RECORDED, ScoreRecord, csv_row
 
 OUTCOME_DUPLICATE = "duplicate"

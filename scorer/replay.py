@@ -23,10 +23,12 @@ import time
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 
-from exporter.core.csvrow import RowError, check_header, format_number, format_time, parse_row
-from exporter.core.model import Derived, RawInterval
-from exporter.names import DECISION_ALLOW, DECISION_DENY, INPUTS, REPLAY_COLUMNS, RQ_P99, SOURCE_REPLAY
-from exporter.sources.replay import open_text
+from common.core.csvrow import RowError, check_header, format_number, format_time, parse_row
+from common.core.model import Derived, RawInterval
+from common.csvfile import open_text
+from common.envconf import EnvReader
+from common.names import DECISION_ALLOW, DECISION_DENY, INPUTS, REPLAY_COLUMNS, RQ_P99, SOURCE_REPLAY
+from scorer.config import DecisionSettings, read_decision
 from scorer.core.decision import DecisionParams, params_for
 from scorer.core.evaluate import evaluate_series
 from scorer.core.model import Inputs, NodeInputs, NodeReport
@@ -35,10 +37,6 @@ from scorer.rulefile import load_rules
 from scorer.sources import require
 
 DEFAULT_INPUT = "/tmp/ksense/kernel_metrics.csv"
-
-_TRUE = ("true", "1", "yes", "on")
-_FALSE = ("false", "0", "no", "off", "")
-
 
 class ReplayError(Exception):
     """A problem the user must fix; main prints it as one line and exits 2."""
@@ -121,24 +119,13 @@ def replay(rb: RuleBase, params: DecisionParams, series: Sequence[Inputs]) -> It
         yield from results.reports.values()
 
 
-def _env_params(environ: Mapping[str, str], problems: list[str]) -> dict[str, object]:
-    """Defaults from the scorer's FUZZY_* variables, so a replay reproduces a configured scorer
-    (None: not configured, the rule file's or the built-in value applies)."""
-    out: dict[str, object] = {}
-    numbers = (("FUZZY_GOOD_THRESHOLD", "good_threshold", int), ("FUZZY_MEDIUM_LOW_UPPER", "medium_low_upper", float),
-               ("FUZZY_MEDIUM_MID_UPPER", "medium_mid_upper", float),
-               ("FUZZY_MEDIUM_BAD_THRESHOLD", "medium_bad_threshold", int))
-    for var, key, kind in numbers:
-        out[key] = None
-        if environ.get(var, "").strip():
-            try:
-                out[key] = kind(environ[var])
-            except ValueError:
-                problems.append(f"{var}={environ[var]!r}: not {'an integer' if kind is int else 'a number'}")
-    flag = environ.get("FUZZY_ALLOW_ON_MISSING", "").strip().lower()
-    if flag not in _TRUE + _FALSE:
-        problems.append(f"FUZZY_ALLOW_ON_MISSING={environ['FUZZY_ALLOW_ON_MISSING']!r}: expected true or false")
-    out["allow_on_missing"] = flag in _TRUE
+def _env_params(environ: Mapping[str, str], problems: list[str]) -> DecisionSettings:
+    """Defaults from the scorer's FUZZY_* variables, read by the scorer's own reader (same bounds,
+    same messages), so a replay reproduces a configured scorer (None: not configured, the rule
+    file's or the built-in value applies)."""
+    reader = EnvReader(environ)
+    out = read_decision(reader)
+    problems.extend(reader.problems)
     return out
 
 

@@ -28,6 +28,18 @@ def test_import_contracts_kept():
     assert "0 broken" in result.stdout, result.stdout
 
 
+def test_components_are_held_apart_by_contract():
+    """The contracts that keep each image to its own package plus common/ exist (a kept
+    contract that was deleted would keep nothing)."""
+    import tomllib
+
+    contracts = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["importlinter"]["contracts"]
+    independent = [set(c["modules"]) for c in contracts if c["type"] == "independence"]
+    assert {"exporter", "scorer", "scheduler", "dashboards"} in independent
+    common = [c for c in contracts if c["type"] == "forbidden" and c["source_modules"] == ["common"]]
+    assert common and {"exporter", "scorer", "scheduler", "dashboards"} <= set(common[0]["forbidden_modules"])
+
+
 def test_no_module_edits_sys_path():
     offenders = [
         str(p.relative_to(REPO))

@@ -42,8 +42,9 @@ from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 from urllib3.exceptions import HTTPError
 
-from exporter.core.csvrow import format_time
-from exporter.sinks.csvfile import MIB, CsvSink
+from common import logs
+from common.core.csvrow import format_time
+from common.csvfile import MIB, CsvSink
 
 LOG = logging.getLogger("ksense.lifecycle")
 
@@ -222,7 +223,7 @@ class Lifecycle:
             if exc.status == 404:
                 return True
             if exc.status == 409:  # the uid no longer matches: not our pod any more, leave it
-                LOG.warning("pod %s/%s was replaced by someone else; left alone", self.cfg.namespace, name)
+                LOG.warning("event=pod_replaced pod=%s/%s effect='left alone'", self.cfg.namespace, name)
                 return True
             raise
         return True
@@ -267,7 +268,7 @@ class Lifecycle:
             raise LifecycleError(f"{listed}: not created by this tool (no label {MANAGED_BY_LABEL}={MANAGED_BY}); "
                                  "delete it or use another --namespace")
         for p in leftovers:
-            LOG.info("deleting pod %s/%s left over by an earlier run", ns, p.metadata.name)
+            LOG.info("event=leftover_pod_deleted pod=%s/%s", ns, p.metadata.name)
             try:
                 self._delete_pod(p.metadata.name, p.metadata.uid)
             except (ApiException, HTTPError, OSError) as exc:
@@ -300,7 +301,8 @@ class Lifecycle:
             self.core.create_namespaced_service(self.cfg.namespace, service_manifest(self.cfg, slot.index),
                                                 **self._kw())
             slot.service_ok = True
-            LOG.info("created service %s/%s nodePort %d", self.cfg.namespace, slot.name, node_port(slot.index))
+            LOG.info("event=service_created service=%s/%s node_port=%d", self.cfg.namespace, slot.name,
+                     node_port(slot.index))
         except ApiException as exc:
             if exc.status != 409:
                 raise
@@ -324,7 +326,7 @@ class Lifecycle:
                     why += " (the previous pod is still terminating)"
                 self._error(slot, f"create: {why}")
                 return False
-            LOG.info("%s: adopting our pod created by a request whose answer was lost", slot.name)
+            LOG.info("event=pod_adopted pod=%s why='created by a request whose answer was lost'", slot.name)
         with slot.lock:
             slot.state, slot.uid, slot.created_at = ALIVE, pod.metadata.uid, self.clock()
             slot.running_at, slot.phase, slot.node, slot.restarts = None, "Pending", "", 0
@@ -345,7 +347,7 @@ class Lifecycle:
         return pod if ours and not pod.metadata.deletion_timestamp else None
 
     def _error(self, slot: Slot, message: str) -> None:
-        LOG.warning("%s: %s", slot.name, message)
+        LOG.warning("event=slot_error slot=%s error=%r", slot.name, message)
         with slot.lock:
             slot.last_error = message
         with self._counter_lock:
@@ -355,7 +357,7 @@ class Lifecycle:
         try:
             self._slot_cycle(slot)
         except Exception as exc:  # a bug: keep the other pods going; clean-up still finds this one by label
-            LOG.exception("%s: worker failed", slot.name)
+            LOG.exception("event=worker_failed slot=%s", slot.name)
             self._error(slot, f"worker failed: {exc!r}")
 
     def _slot_cycle(self, slot: Slot) -> None:
@@ -464,7 +466,7 @@ class Lifecycle:
         threads.append(threading.Thread(target=self._status_loop, name="lifecycle-status", daemon=True))
         for t in threads:
             t.start()
-        LOG.info("started %d pods in %s (duration %s)", len(self.slots), self.cfg.namespace,
+        LOG.info("event=started pods=%d namespace=%s duration=%r", len(self.slots), self.cfg.namespace,
                  f"{self.cfg.duration_s:g} s" if self.cfg.duration_s else "until stopped")
         # Poll, never block on the event here: the signal handler sets it from this very thread.
         end = None if self.cfg.duration_s is None else self._started + self.cfg.duration_s
@@ -634,7 +636,7 @@ def run(argv: Sequence[str] | None = None, *, stop: threading.Event | None = Non
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", stream=sys.stderr)
+    logs.setup()
     logging.getLogger("urllib3").setLevel(logging.ERROR)
     stop = threading.Event()
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field, replace
 
+from common.core.model import Derived, RawInterval
 from exporter.core import energy as energy_mod
 from exporter.core.baseline import (
     Accumulator,
@@ -27,7 +28,6 @@ from exporter.core.baseline import (
 from exporter.core.energy import EnergyParams, EnergyState
 from exporter.core.features import accepted, feature_vector
 from exporter.core.friction import DirectionState, direction_step, friction, rate
-from exporter.core.model import Derived, RawInterval
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 
-from exporter.core.model import RawInterval
+from common.core.model import RawInterval
 
 #: Names of the feature vector's elements, in order (for messages and the persisted baseline).
 FEATURES = ("SchedLat_P99_ms", "SchedLat_Avg_ms", "DState_avg_ms", "SoftIRQ_avg_ms")

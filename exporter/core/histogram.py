@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from exporter.core.model import ExportHistogram
+from common.core.model import ExportHistogram
 
 SUB_BITS = 4
 SUB = 1 << SUB_BITS

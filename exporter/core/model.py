@@ -2,7 +2,9 @@
 
 Pure data, no behaviour. A `Source` yields `Reading`s; the derive step (core/derive.py) adds a
 `Derived`; the sampler publishes both, plus the source's telemetry, as one frozen `Snapshot`
-that the Prometheus collector and the CSV sink read without locks.
+that the Prometheus collector and the CSV sink read without locks. The kernel_metrics.csv row
+(`RawInterval`, `Derived`) and `ExportHistogram` are read by other components too, so they live
+in common/core/model.py.
 """
 
 from __future__ import annotations
@@ -10,60 +12,18 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
 from types import MappingProxyType
 from typing import Any
 
+from common.core.model import Derived, ExportHistogram, RawInterval
+from common.names import SOURCE_REPLAY
 from exporter.core.pods import PodsReport
-from exporter.names import SOURCE_REPLAY
 
 NAN = math.nan
 
 
 def _empty() -> Mapping[Any, Any]:
     return MappingProxyType({})
-
-
-@dataclass(frozen=True)
-class RawInterval:
-    """One interval's measured columns of kernel_metrics.csv (everything before BaselineMode).
-
-    `t` is seconds on the source's clock: the monotonic clock for live sources, the recorded
-    `Time` for replay; the derive step uses it for warm-up and dF/dt. Unknown values are NaN
-    (floats) or None (counts); the CSV writes both as empty cells.
-    """
-
-    time: datetime
-    t: float
-    sched_total_ms: float = NAN
-    sched_avg_ms: float = NAN
-    sched_p95_ms: float = NAN
-    sched_p99_ms: float = NAN
-    sched_max_ms: float = NAN
-    sched_count: int | None = None
-    sched_dropped: int | None = None
-    dstate_total_ms: float = NAN
-    dstate_count: int | None = None
-    softirq_total_ms: float = NAN
-    softirq_count: int | None = None
-    cpu_util: float = NAN
-    psi: float = NAN
-
-
-@dataclass(frozen=True)
-class ExportHistogram:
-    """A cumulative (since source start) histogram in Prometheus form.
-
-    `buckets` are (upper bound in seconds, cumulative count) pairs in increasing order, the
-    last one `(inf, count)`; `sum_seconds` is the exact sum of all observations.
-    """
-
-    buckets: tuple[tuple[float, int], ...]
-    sum_seconds: float
-
-    @property
-    def count(self) -> int:
-        return self.buckets[-1][1] if self.buckets else 0
 
 
 @dataclass(frozen=True)
@@ -87,7 +47,7 @@ class ProgramStats:
 class Telemetry:
     """What a source knows beyond the CSV columns; exported to Prometheus only.
 
-    Keys of `histograms` are family names from exporter/names.py. `pressure` maps
+    Keys of `histograms` are family names from common/names.py. `pressure` maps
     (resource, kind) to the ratio (0-1) of the last interval; `pressure_available` maps each
     resource to whether its PSI file was readable. `attached` maps tracepoint
     ("sched:sched_switch") to attach success.
@@ -112,21 +72,6 @@ class Reading:
     pods: PodsReport | None = None
     """Per-pod attribution of the interval (eBPF source with per-pod accounting on), else None."""
 
-
-@dataclass(frozen=True)
-class Derived:
-    """The derived columns of kernel_metrics.csv (BaselineMode onwards), docs/design.md#baseline."""
-
-    frozen: bool
-    samples: int
-    warmup_remaining_s: float
-    friction: float = NAN
-    direction: float = NAN
-    df_dt: float = NAN
-    energy: float = NAN
-    energy_w: int = 40
-    energy_vol: float = 0.0
-    energy_k: float = 1.0
 
 
 @dataclass(frozen=True)

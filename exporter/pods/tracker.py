@@ -23,11 +23,11 @@ from typing import Protocol
 
 import numpy as np
 
+from common.core.csvrow import format_number, format_time
+from common.names import LEVEL_POD, POD_UID_OTHER
 from exporter.bpf import loader
 from exporter.core import pods as core
-from exporter.core.csvrow import format_number, format_time
 from exporter.core.psi import node_psi
-from exporter.names import LEVEL_POD, POD_UID_OTHER
 from exporter.pods import discovery
 
 log = logging.getLogger(__name__)

@@ -1,4 +1,4 @@
-"""The exporter's Prometheus view (docs/metrics.md#exporter-metrics) and the small HTTP server that serves it.
+"""The exporter's Prometheus view (docs/metrics.md#exporter-metrics): a custom collector over the latest Snapshot.
 
 `ExporterCollector` is a stateless prometheus_client custom collector: every scrape builds fresh
 metric families from the latest immutable Snapshot, which the sampler publishes by swapping one
@@ -15,10 +15,8 @@ what stays true (source info, attach state, CSV health; process_* come from thei
 collector), and `ready()` turns false (/readyz 503). Replay is exempt: its readings carry the
 recording's time and its pace is the recording's.
 
-`MetricsServer` serves /metrics, /healthz and /readyz. prometheus_client's `start_http_server`
-serves only metrics (on every path), and with a thread per connection, so the metrics answer
-comes from its WSGI app (content negotiation, gzip) and this module adds the routing and the
-probes, served by the bounded server of exporter/sinks/httpserver.py.
+The registry and the HTTP server that serves it (/metrics, /healthz, /readyz) are every
+component's: common/metrics.py.
 """
 
 from __future__ import annotations
@@ -29,16 +27,14 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from types import MappingProxyType
 from typing import Protocol
 
-from prometheus_client import CollectorRegistry, PlatformCollector, ProcessCollector, make_wsgi_app
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
-from prometheus_client.registry import Collector
-from prometheus_client.utils import floatToGoString
 
-from exporter import names as n
-from exporter.core.model import Derived, ExportHistogram, Reading, Snapshot, Telemetry
+from common import names as n
+from common.core.model import Derived
+from common.csvfile import CsvStats
+from common.metrics import histogram_family
+from exporter.core.model import Reading, Snapshot, Telemetry
 from exporter.sinks import podmetrics
-from exporter.sinks.csvfile import CsvStats
-from exporter.sinks.httpserver import BoundedWsgiServer, Limits, WsgiApp
 
 _GAUGES = (
     n.RUNQUEUE_LATENCY_MAX,
@@ -101,18 +97,6 @@ def _counter(family: n.Family, labels: tuple[str, ...], node: str, series: _Seri
             metric.add_metric((node, *values), value)
     return metric
 
-
-def histogram_family(family: n.Family, hist: ExportHistogram | None, node: str | None = None) -> HistogramMetricFamily:
-    """`hist` as a family, labelled `node` when given (the exporter's) or unlabelled (the
-    scorer's process-wide ones); without series when there is no histogram yet."""
-    names, values = ((), ()) if node is None else ((n.LABEL_NODE,), (node,))
-    metric = HistogramMetricFamily(family.name, family.help, labels=names)
-    if hist is not None and hist.buckets:
-        # floatToGoString writes `le` the way Prometheus and Go clients do (1e-06, +Inf), so
-        # series from different exporters (or scorer replicas) share their bucket labels.
-        buckets = [(floatToGoString(le), count) for le, count in hist.buckets]
-        metric.add_metric(values, buckets, hist.sum_seconds)
-    return metric
 
 
 class ExporterCollector:
@@ -259,74 +243,3 @@ def _bpf_stats_families(node: str, tel: Telemetry) -> Iterator[Metric]:
     yield _counter(
         n.BPF_MAP_UPDATE_FAILURES, (n.LABEL_MAP,), node, [((m,), s.update_failures) for m, s in maps]
     )
-
-
-def make_registry(collector: Collector, *, process_metrics: bool = True) -> CollectorRegistry:
-    """A fresh registry with `collector` (any component's) and, unless told otherwise,
-    prometheus_client's process (process_*: CPU, RSS, fds; docs/metrics.md#exporter-metrics) and platform
-    (python_info) collectors. Tests that compare exact text turn the latter off: their values
-    change by the second."""
-    registry = CollectorRegistry()
-    registry.register(collector)
-    if process_metrics:
-        ProcessCollector(registry=registry)
-        PlatformCollector(registry=registry)
-    return registry
-
-
-# --- HTTP ---------------------------------------------------------------------------------------
-
-
-def make_app(registry: CollectorRegistry, ready: Callable[[], bool]) -> WsgiApp:
-    """WSGI app: /metrics (prometheus_client's exposition), /healthz 200 `ok` while the process
-    answers, /readyz 200 when `ready()` else 503, 404 for anything else (docs/api.md)."""
-    metrics = make_wsgi_app(registry)
-
-    def app(environ: dict, start_response: Callable) -> Iterable[bytes]:
-        path = environ.get("PATH_INFO", "")
-        if path == "/metrics":
-            return metrics(environ, start_response)
-        if path == "/healthz":
-            status, body = "200 OK", b"ok"
-        elif path == "/readyz":
-            status, body = ("200 OK", b"ready") if ready() else ("503 Service Unavailable", b"not ready")
-        else:
-            status, body = "404 Not Found", b"not found"
-        start_response(
-            status, [("Content-Type", "text/plain; charset=utf-8"), ("Content-Length", str(len(body)))]
-        )
-        return [body]
-
-    return app
-
-
-class MetricsServer:
-    """Serves `make_app(registry, ready)` on host:port from background threads, within
-    `limits` (default: httpserver.Limits(); exporter/sinks/httpserver.py: idle connections hold no thread, requests are
-    capped and deadlined).
-
-    Nothing happens until `start()`; `port` is the bound port (useful with port 0);
-    `shutdown()` stops serving, closes the socket and is idempotent.
-    """
-
-    def __init__(
-        self,
-        registry: CollectorRegistry,
-        ready: Callable[[], bool],
-        *,
-        host: str = "0.0.0.0",
-        port: int = 9860,
-        limits: Limits | None = None,
-    ):
-        self._server = BoundedWsgiServer(make_app(registry, ready), host=host, port=port,
-                                         limits=limits or Limits(), name="metrics-http")
-
-    @property
-    def port(self) -> int:
-        return self._server.port
-
-    def start(self) -> None:
-        self._server.start()
-
-    def shutdown(self) -> None:
-        self._server.shutdown()

@@ -19,14 +19,15 @@ from datetime import datetime
 from pathlib import Path
 from typing import Protocol
 
-from exporter import names
+from common import names
+from common.core.model import RawInterval
+from common.ticker import ticks
 from exporter.bpf import loader
 from exporter.core import histogram
-from exporter.core.model import MapStats, ProgramStats, RawInterval, Reading, Telemetry
+from exporter.core.model import MapStats, ProgramStats, Reading, Telemetry
 from exporter.core.pods import PodsReport
 from exporter.pods import discovery
 from exporter.pods.tracker import NameLookup, PodTracker
-from exporter.ticker import ticks
 
 log = logging.getLogger(__name__)
 

@@ -15,12 +15,13 @@ from collections.abc import Callable, Iterator
 from datetime import datetime
 from pathlib import Path
 
+from common.core.model import RawInterval
+from common.names import SOURCE_PROCFS
+from common.ticker import ticks
 from exporter.core import schedstat
-from exporter.core.model import RawInterval, Reading, Telemetry
-from exporter.names import SOURCE_PROCFS
+from exporter.core.model import Reading, Telemetry
 from exporter.sources import SourceUnavailable
 from exporter.sources.procstat import ProcSampler
-from exporter.ticker import ticks
 
 MISSING_COLUMNS = (
     "SchedLat_P95_ms",

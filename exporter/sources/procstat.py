@@ -13,8 +13,8 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from common.names import PSI_KINDS, PSI_RESOURCES
 from exporter.core import cpu, psi
-from exporter.names import PSI_KINDS, PSI_RESOURCES
 
 log = logging.getLogger(__name__)
 

@@ -10,7 +10,6 @@ whatever the speed, so speed 1 and speed 2000 give the same rows.
 from __future__ import annotations
 
 import csv
-import gzip
 import math
 import threading
 import time
@@ -18,9 +17,11 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TextIO
 
-from exporter.core.csvrow import RowError, check_header, parse_row
-from exporter.core.model import RawInterval, Reading
-from exporter.names import SOURCE_REPLAY
+from common.core.csvrow import RowError, check_header, parse_row
+from common.core.model import RawInterval
+from common.csvfile import open_text
+from common.names import SOURCE_REPLAY
+from exporter.core.model import Reading
 from exporter.sources import SourceUnavailable
 
 
@@ -121,13 +122,6 @@ class ReplaySource:
         except (csv.Error, UnicodeDecodeError) as e:
             raise self._error(line + 1, f"unreadable ({e})") from None
 
-
-def open_text(path: Path) -> TextIO:
-    """A recording opened as text; `.gz` files are decompressed on the fly (the repository's
-    recordings are stored so)."""
-    if path.suffix == ".gz":
-        return gzip.open(path, "rt", encoding="utf-8", newline="")
-    return path.open(encoding="utf-8", newline="")
 
 
 # Named like every source's factory (sources/<name>.open); shadows the builtin only here.

@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from exporter.names import RQ_P99
+from common.names import RQ_P99
 from scorer.core.membership import evaluate
 from scorer.core.rules import OUTPUT, SET_NAMES, RuleBase
 

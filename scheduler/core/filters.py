@@ -1,7 +1,7 @@
 """Which nodes can take a pod, and why the others cannot (docs/design.md#the-fuzzy-scheduler filters), pure.
 
 Filters run in this order and a node reports only the FIRST one it fails (reason labels from
-`exporter.names.UNSCHEDULABLE_REASONS`, details in kube-scheduler's words so `kubectl describe`
+`common.names.UNSCHEDULABLE_REASONS`, details in kube-scheduler's words so `kubectl describe`
 reads as usual):
 
 1. not_ready  — Ready condition not "True": "node(s) were not ready"; or spec.unschedulable
@@ -49,7 +49,7 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from exporter.names import UNSCHEDULABLE_REASONS
+from common.names import UNSCHEDULABLE_REASONS
 from scheduler.core.pods import (
     RESOURCES,
     ZERO,

@@ -43,8 +43,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, TypedDict, cast
 
-from exporter.core.csvrow import format_number, format_time
-from exporter.names import DECISION_ALLOW, DECISION_DENY
+from common.core.csvrow import format_number, format_time
+from common.names import DECISION_ALLOW, DECISION_DENY
 from scorer.core.model import NodeReport, Results
 
 API_V1 = "admission.k8s.io/v1"

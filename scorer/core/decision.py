@@ -22,8 +22,7 @@ from typing import Any, NamedTuple
 import numpy as np
 from numpy.typing import NDArray
 
-from exporter.names import DECISION_ALLOW, DECISION_DENY
-from scorer.core.inference import LEVEL_HIGH, LEVEL_MEDIUM
+from common.names import DECISION_ALLOW, DECISION_DENY, LEVEL_HIGH, LEVEL_MEDIUM, MEDIUM_LOW_UPPER, MEDIUM_MID_UPPER
 
 MEDIUM_LOW = "medium-low"
 MEDIUM_MID = "medium-mid"
@@ -46,8 +45,8 @@ class DecisionParams:
     """
 
     good_threshold: int = 2
-    medium_low_upper: float = 55.0
-    medium_mid_upper: float = 60.0
+    medium_low_upper: float = MEDIUM_LOW_UPPER
+    medium_mid_upper: float = MEDIUM_MID_UPPER
     medium_bad_threshold: int = 2
     allow_on_missing: bool = False
 

@@ -21,7 +21,8 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from exporter.names import DECISION_ALLOW, DECISION_DENY, INPUTS
+from common import names as n
+from common.names import DECISION_ALLOW, DECISION_DENY, INPUTS
 from scorer.core import decision, inference
 from scorer.core.decision import DecisionParams, NodeState, States
 from scorer.core.inputs import REASON_NO_BASELINE
@@ -103,8 +104,8 @@ def _missing_reason(plan: _Plan) -> str:
 
 def _deny_reason(score: float, band: str | None, bad: int, good: int, params: DecisionParams) -> str:
     """Why a scored node is denied: too high now, bad for long enough, or not yet good for long enough."""
-    if score >= inference.LEVEL_HIGH:
-        return f"score {score:.1f} ≥ {inference.LEVEL_HIGH:g}"
+    if score >= n.LEVEL_HIGH:
+        return f"score {score:.1f} ≥ {n.LEVEL_HIGH:g}"
     if band == decision.MEDIUM_HIGH:
         # Capped at B: past it the count adds nothing to "why" (bad_count still has it).
         return f"medium-high {min(bad, params.medium_bad_threshold)}/{params.medium_bad_threshold}"

@@ -28,7 +28,7 @@ from __future__ import annotations
 import math
 from typing import Any, TypedDict, cast
 
-from exporter.names import DECISION_ALLOW
+from common.names import DECISION_ALLOW
 from scorer.core.model import NodeReport, Results
 
 MAX_PRIORITY = 10

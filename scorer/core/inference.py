@@ -15,12 +15,9 @@ from typing import Any
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-from exporter.names import RQ_P99
+from common.names import LEVEL_HIGH, LEVEL_MEDIUM, RQ_P99
 from scorer.core.membership import evaluate
 from scorer.core.rules import RuleBase
-
-LEVEL_HIGH = 70.0
-LEVEL_MEDIUM = 45.0
 
 # Rows scored per pass. The work buffers (rows × 72 rule strengths, rows × 101 aggregate) are
 # allocated once per call and reused; at 256 rows they stay in a core's L2 cache, which makes

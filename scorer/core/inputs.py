@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any
 
-from exporter import names as n
+from common import names as n
 from scorer.core.model import NodeInputs, PodRef
 
 # Signal names: what a source reads per tick, one query each on Prometheus.
@@ -72,7 +72,7 @@ for _signal, (_family, _) in _SERIES.items():
 def selectors(matchers: str, optional: Iterable[str] = ()) -> Mapping[str, str]:
     """The PromQL series selector of each signal (SIGNALS, then the `optional` ones): its
     family, restricted to the label `matchers` (`job="ksense-exporter",namespace="ksense"`:
-    whose series to trust, see exporter/names.py) and, for PROCFS, to the procfs source. ""
+    whose series to trust, see common/names.py) and, for PROCFS, to the procfs source. ""
     trusts every series."""
     out = {}
     wanted = (*SIGNALS, *(s for s in OPTIONAL_SIGNALS if s in set(optional)))

@@ -16,7 +16,7 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any, TypedDict
 
-from exporter.names import RQ_P99
+from common.names import RQ_P99
 from scorer.core.model import NodeInputs, NodeReport, PodRef, Results
 
 

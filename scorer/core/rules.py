@@ -18,7 +18,7 @@ Document layout (scorer/rules_default.json is the tables of docs/design.md#fuzzy
 One rule row per (cpu, psi, friction) set triple, with its output set per energy set: the
 rows and columns of the rule table of docs/design.md#fuzzy-controller.
 
-An optional fifth input, the node's run-queue p99 in ms (`rq_p99_ms`, exporter.names.RQ_P99:
+An optional fifth input, the node's run-queue p99 in ms (`rq_p99_ms`, common.names.RQ_P99:
 ksense_runqueue_latency_p99_seconds, the CSV's SchedLat_P99_ms), is used when the document
 declares it under "variables" with its three sets (low, med, high) and a range; every rule row
 then also names its rq_p99_ms set, and the rows cover the (cpu, psi, friction, rq_p99_ms) grid:
@@ -43,7 +43,7 @@ from typing import Any, NamedTuple
 import numpy as np
 from numpy.typing import NDArray
 
-from exporter.names import RQ_P99
+from common.names import RQ_P99
 from scorer.core.membership import ARITY, evaluate
 
 #: The rule antecedents every rule base has, in the order of the rule table of

@@ -7,6 +7,7 @@ from collections.abc import Collection, Iterable
 from datetime import datetime
 from typing import Protocol
 
+from common.http_reason import UNREACHABLE
 from scorer.core.model import Inputs
 from scorer.core.rules import RulesError
 
@@ -15,7 +16,7 @@ def shown(reason: str, peer: str) -> str:
     """The readable form of a source's short error reason (its counter label), shown per input
     (NodeInputs.why, /score, the CSV): `unreachable` -> `<peer> down` ("prometheus down",
     "exporter down"), any other label with spaces (`http_503` -> `http 503`)."""
-    return f"{peer} down" if reason == "unreachable" else reason.replace("_", " ")
+    return f"{peer} down" if reason == UNREACHABLE else reason.replace("_", " ")
 
 
 class InputSource(Protocol):

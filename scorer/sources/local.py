@@ -22,12 +22,13 @@ from types import MappingProxyType
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
-from exporter import names as n
+from common import names as n
+from common.http_reason import BAD_RESPONSE, failure_reason, status_reason
 from scorer.core import inputs as core
 from scorer.core.model import Inputs
 from scorer.sources import shown
 
-NAME = "local"
+NAME = n.SCORER_SOURCE_LOCAL
 DEFAULT_URL = "http://127.0.0.1:9860/metrics"
 
 log = logging.getLogger(__name__)
@@ -46,12 +47,10 @@ def scrape(session: requests.Session, url: str, timeout_s: float) -> str:
     """The exposition text of one GET; ScrapeError with a short reason otherwise."""
     try:
         resp = session.get(url, timeout=timeout_s)
-    except requests.Timeout as exc:
-        raise ScrapeError("timeout", str(exc)) from None
     except requests.RequestException as exc:
-        raise ScrapeError("unreachable", str(exc)) from None
+        raise ScrapeError(failure_reason(exc), str(exc)) from None
     if resp.status_code != 200:
-        raise ScrapeError(f"http_{resp.status_code}", resp.text[:200])
+        raise ScrapeError(status_reason(resp.status_code), resp.text[:200])
     return resp.text
 
 
@@ -60,7 +59,7 @@ def parse(text: str) -> list:
     try:
         return [s for family in text_string_to_metric_families(text) for s in family.samples]
     except (ValueError, TypeError, IndexError) as exc:
-        raise ScrapeError("bad_response", str(exc)) from None
+        raise ScrapeError(BAD_RESPONSE, str(exc)) from None
 
 
 class LocalSource:

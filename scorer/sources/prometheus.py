@@ -4,7 +4,7 @@ Per tick, one instant query per signal for all nodes (never one per node), all e
 the same `time=` so the inputs of a tick are consistent.
 
 Whose series: only those carrying the scrape identity of `selector` (KSENSE_EXPORTER_SELECTOR,
-default `job="ksense-exporter",namespace="ksense"`, exporter/names.py), labels Prometheus
+default `job="ksense-exporter",namespace="ksense"`, common/names.py), labels Prometheus
 attaches itself when honor_labels is off, with `node` relabelled from the exporter pod's node.
 Any other scrape target of a shared Prometheus can publish `ksense_friction{node="w1"} 0`;
 selected by bare name, that series could win for w1 (the newest series wins, below) and allow it,
@@ -56,13 +56,14 @@ from types import MappingProxyType
 
 import requests
 
-from exporter import names as n
-from exporter.deadline_http import DeadlineSession
+from common import names as n
+from common.deadline_http import DeadlineSession
+from common.http_reason import BAD_RESPONSE, failure_reason, status_reason
 from scorer.core import inputs as core
 from scorer.core.model import Inputs, PodRef
 from scorer.sources import shown
 
-NAME = "prometheus"
+NAME = n.SCORER_SOURCE_PROMETHEUS
 TS_LABEL = "ksense_ts"
 #: Prometheus refuses a range query of more than 11,000 points per series.
 MAX_POINTS = 11_000
@@ -116,31 +117,29 @@ class PromClient:
     def _get(self, path: str, params: Mapping[str, str]) -> dict:
         try:
             resp = self._session.get(f"{self.url}{path}", params=params, timeout=self._timeout)
-        except requests.Timeout as exc:
-            raise PromError("timeout", str(exc), fatal=True) from None
         except requests.RequestException as exc:
-            raise PromError("unreachable", str(exc), fatal=True) from None
+            raise PromError(failure_reason(exc), str(exc), fatal=True) from None
         try:
             body = resp.json()
         except ValueError:
             body = None
         if resp.status_code >= 400:
             detail = body.get("error", "") if isinstance(body, dict) else resp.text[:200]
-            raise PromError(f"http_{resp.status_code}", detail, fatal=resp.status_code >= 500)
+            raise PromError(status_reason(resp.status_code), detail, fatal=resp.status_code >= 500)
         if not isinstance(body, dict):
-            raise PromError("bad_response", f"not JSON: {resp.text[:80]!r}", fatal=False)
+            raise PromError(BAD_RESPONSE, f"not JSON: {resp.text[:80]!r}", fatal=False)
         if body.get("status") != "success":
             raise PromError("query_error", str(body.get("error", body.get("status"))), fatal=False)
         data = body.get("data")
         if not isinstance(data, dict) or not isinstance(data.get("result"), list):
-            raise PromError("bad_response", "no data.result list", fatal=False)
+            raise PromError(BAD_RESPONSE, "no data.result list", fatal=False)
         return data
 
     def query(self, expr: str, at: float) -> list[dict]:
         """Instant query at Unix time `at`; the vector's elements."""
         data = self._get("/api/v1/query", {"query": expr, "time": f"{at:.3f}"})
         if data.get("resultType") != "vector":
-            raise PromError("bad_response", f"resultType {data.get('resultType')!r}, expected vector", fatal=False)
+            raise PromError(BAD_RESPONSE, f"resultType {data.get('resultType')!r}, expected vector", fatal=False)
         return data["result"]
 
     def query_range(self, expr: str, start: float, end: float, step: float) -> list[dict]:
@@ -148,7 +147,7 @@ class PromClient:
         params = {"query": expr, "start": f"{start:.3f}", "end": f"{end:.3f}", "step": f"{step:g}"}
         data = self._get("/api/v1/query_range", params)
         if data.get("resultType") != "matrix":
-            raise PromError("bad_response", f"resultType {data.get('resultType')!r}, expected matrix", fatal=False)
+            raise PromError(BAD_RESPONSE, f"resultType {data.get('resultType')!r}, expected matrix", fatal=False)
         return data["result"]
 
 
@@ -203,8 +202,8 @@ class PrometheusSource:
                 abort = exc if exc.fatal else None
                 continue
             except (KeyError, TypeError, ValueError, IndexError) as exc:
-                errors["bad_response"] = errors.get("bad_response", 0) + 1
-                failed[signal] = shown("bad_response", NAME)
+                errors[BAD_RESPONSE] = errors.get(BAD_RESPONSE, 0) + 1
+                failed[signal] = shown(BAD_RESPONSE, NAME)
                 log.debug("event=bad_vector signal=%s error=%r", signal, str(exc))
                 continue
             if not vectors[signal] and signal in (core.FROZEN, core.CPU):

@@ -19,9 +19,9 @@ from pathlib import Path
 import pytest
 import requests
 
+from common import names as n
 from dashboards import build, config, rules
 from dashboards import queries as q
-from exporter import names as n
 from tests import support
 from tests.conftest import REAL_KERNEL_CSV, bcc_available, real_parts_required, require
 from tests.scorer import promserver

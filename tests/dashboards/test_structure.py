@@ -9,8 +9,8 @@ import re
 
 import pytest
 
+from common import names as n
 from dashboards import build, config, panels, queries, rules
-from exporter import names as n
 
 FAMILIES = {f.name for f in (*n.EXPORTER_FAMILIES, *n.SCORER_FAMILIES, *n.SCHEDULER_FAMILIES)}
 RECORDED = {r.record for r in rules.recordings()}

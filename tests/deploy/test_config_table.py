@@ -4,7 +4,7 @@ manifests set documents each of them, and docs/operations.md walks the install s
 
 from __future__ import annotations
 
-from exporter.envconf import KNOWN_ENV
+from common.envconf import KNOWN_ENV
 from tests.deploy.manifests import SHIPPED, build, containers, of_kind
 from tests.support import REPO
 

@@ -82,13 +82,32 @@ def test_scheduler_image_has_no_bcc_and_no_numpy():
     assert pins and "numpy" not in pins and "bcc" not in pins
 
 
+def test_scheduler_image_ships_common_and_no_exporter():
+    """The scheduler depends on `common` only (import-linter's independence contract checks the
+    imports): its image copies common/ and scheduler/, never the exporter's BPF loader and C."""
+    copied = [rest.split()[:-1] for w, rest in _instructions(SCHEDULER) if w == "COPY" and "--from" not in rest]
+    sources = {src.rstrip("/") for srcs in copied for src in srcs}
+    assert {"common", "scheduler"} <= sources
+    assert "exporter" not in SCHEDULER.read_text()
+
+
+def test_scorer_image_ships_common_and_no_exporter():
+    """Likewise the scorer: its build stage copies common/ and scorer/, not the exporter."""
+    instructions = _instructions(NODE)
+    start = next(i for i, (w, rest) in enumerate(instructions) if w == "FROM" and rest.endswith("AS build-scorer"))
+    end = next((i for i in range(start + 1, len(instructions)) if instructions[i][0] == "FROM"), len(instructions))
+    sources = {src.rstrip("/") for w, rest in instructions[start:end] if w == "COPY" and "--from" not in rest
+               for src in rest.split()[:-1]}
+    assert {"common", "scorer"} <= sources and "exporter" not in sources
+
+
 def test_scheduler_imports_no_numpy_or_bcc():
     """What makes the slim scheduler image possible, checked in a fresh interpreter."""
     import subprocess
     import sys
 
     code = ("import sys, scheduler.__main__; "
-            "print(sorted(m for m in ('numpy', 'bcc', 'gunicorn') if m in sys.modules))")
+            "print(sorted(m for m in ('numpy', 'bcc', 'gunicorn', 'exporter', 'scorer') if m in sys.modules))")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=60)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "[]"
@@ -135,7 +154,7 @@ def test_dockerignore_keeps_the_context_to_what_the_images_copy():
                  "exporter/__pycache__/names.cpython-311.pyc", "scorer/tls.key", "out/kernel_metrics.csv",
                  "server.pem"):
         assert _dockerignore_excludes(path), path
-    for path in ("exporter/names.py", "exporter/bpf/sched.bpf.c", "scorer/rules_default.json",
+    for path in ("common/names.py", "exporter/bpf/sched.bpf.c", "scorer/rules_default.json",
                  "scheduler/__main__.py", "requirements/scorer.txt"):
         assert not _dockerignore_excludes(path), path
     # Every path the Dockerfiles COPY from the context is in it.

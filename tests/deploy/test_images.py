@@ -292,7 +292,7 @@ def test_scorer_container_serves_validate_over_tls_as_non_root_and_reloads_its_c
 
 
 def test_scheduler_container_binds_a_pod_through_the_test_api_server(images, kube_api, tmp_path):
-    from exporter import names as n
+    from common import names as n
     from tests.scheduler.conftest import add_nodes, add_pods, node_of
     from tests.scheduler.test_leader import _kubeconfig
     from tests.scheduler.test_scores import TextServer, scorer_metrics

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import pytest
 
-from exporter import names as n
+from common import names as n
 from exporter.config import ExporterConfig
 from tests.deploy.manifests import SHIPPED, build, containers, env, find, of_kind, pod_spec
 from tests.scorer import promserver

@@ -16,8 +16,8 @@ import uuid
 import pytest
 import requests
 
+from common.names import JOB_SCORER
 from dashboards import config
-from exporter.names import JOB_SCORER
 from tests import support
 from tests.conftest import REAL_KERNEL_CSV, bcc_available, real_parts_required, require
 from tests.docs import markdown

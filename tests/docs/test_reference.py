@@ -7,8 +7,8 @@ import re
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from exporter import names
-from exporter.envconf import KNOWN_ENV
+from common import names
+from common.envconf import KNOWN_ENV
 from tests.docs import markdown
 from tests.support import REPO
 

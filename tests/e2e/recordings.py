@@ -26,11 +26,11 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from pathlib import Path
 
+from common.core.csvrow import check_header, parse_row, time_seconds
+from common.core.model import RawInterval
+from common.csvfile import open_text
+from common.names import INPUTS, KERNEL_METRICS_COLUMNS, SOURCE_REPLAY
 from exporter.core import derive
-from exporter.core.csvrow import check_header, parse_row, time_seconds
-from exporter.core.model import RawInterval
-from exporter.names import INPUTS, KERNEL_METRICS_COLUMNS, SOURCE_REPLAY
-from exporter.sources.replay import open_text
 from scorer.core.decision import DecisionParams
 from scorer.core.model import Inputs, NodeInputs
 from scorer.replay import replay

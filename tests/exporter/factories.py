@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from exporter.core.model import RawInterval
+from common.core.model import RawInterval
 
 TYPICAL = dict(
     time=datetime(2026, 2, 17, 13, 29, 13),

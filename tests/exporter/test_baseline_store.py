@@ -10,12 +10,12 @@ from datetime import datetime
 import numpy as np
 import pytest
 
+from common.core.model import RawInterval
 from exporter.baseline_store import FILE_NAME, BaselineStore
 from exporter.core.baseline import freeze
 from exporter.core.derive import Calibration, DeriveParams, initial_state, step
 from exporter.core.energy import EnergyParams
 from exporter.core.friction import friction
-from exporter.core.model import RawInterval
 
 rng = np.random.default_rng(7)
 X = np.abs(rng.normal([0.015, 0.02, 0.3, 0.03], [0.001, 0.004, 0.2, 0.01], size=(300, 4)))

@@ -13,8 +13,8 @@ import time
 from datetime import datetime, timedelta
 from pathlib import Path
 
-from exporter.core.csvrow import parse_row
-from exporter.names import KERNEL_METRICS_COLUMNS, KERNEL_METRICS_CSV_NAME
+from common.core.csvrow import parse_row
+from common.names import KERNEL_METRICS_COLUMNS, KERNEL_METRICS_CSV_NAME
 from tests.support import REPO
 
 KEEP = 3
@@ -29,10 +29,10 @@ WRITER = """
 import sys
 from datetime import datetime, timedelta
 
-from exporter.core.csvrow import format_row
-from exporter.core.model import Derived, RawInterval
-from exporter.names import KERNEL_METRICS_COLUMNS
-from exporter.sinks.csvfile import CsvSink
+from common.core.csvrow import format_row
+from common.core.model import Derived, RawInterval
+from common.names import KERNEL_METRICS_COLUMNS
+from common.csvfile import CsvSink
 
 path, start, limit, max_bytes, keep = sys.argv[1], *map(int, sys.argv[2:])
 t0 = datetime(2026, 11, 28, 16, 0, 0)

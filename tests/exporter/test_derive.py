@@ -9,12 +9,12 @@ from datetime import datetime, timedelta
 import numpy as np
 import pytest
 
+from common.core.model import RawInterval
 from exporter.core.baseline import freeze
 from exporter.core.derive import Calibration, DeriveParams, calibration_changed, initial_state, step
 from exporter.core.energy import EnergyParams
 from exporter.core.features import feature_vector
 from exporter.core.friction import friction
-from exporter.core.model import RawInterval
 
 T0 = datetime(2026, 2, 17, 13, 29, 13)
 SMALL = DeriveParams(warmup_s=10, baseline_win=8, min_samples=6, fcal_n=3, energy=EnergyParams(k_min_kept=4))

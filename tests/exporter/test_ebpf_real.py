@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from exporter import names
+from common import names
 from exporter.core import histogram
 from exporter.core.schedstat import interval_delay
 from exporter.sources.procfs import scan_tasks

@@ -18,8 +18,8 @@ from pathlib import Path
 import pytest
 
 import collector_only
+from common.names import KERNEL_METRICS_COLUMNS
 from exporter import app, config, preflight
-from exporter.names import KERNEL_METRICS_COLUMNS
 from tests.support import REPO, wait_for
 
 PY = sys.executable

@@ -1,7 +1,7 @@
 """/metrics under hostile clients, against the real processes (issue #10).
 
 The exporter (9860), the scorer (9861) and the scheduler (9862) serve /metrics with one server
-(exporter/sinks/httpserver.py). 2,000 connections that never send a request must hold no
+(common/httpserver.py). 2,000 connections that never send a request must hold no
 thread, must not grow memory without bound and must not keep a scrape out: scrapes still answer
 in under a second. A request head that never ends is cut at the read deadline.
 """
@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pytest
 
-from exporter.sinks.httpserver import Limits
+from common.httpserver import Limits
 from tests.support import REPO, free_port, wait_for
 
 IDLE = 2000

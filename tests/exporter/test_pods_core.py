@@ -12,10 +12,12 @@ from datetime import datetime
 import numpy as np
 from prometheus_client import generate_latest
 
-from exporter import names
+from common import names
+from common.core.model import RawInterval
+from common.metrics import make_registry
 from exporter.core import pods
-from exporter.core.model import RawInterval, Reading, Snapshot
-from exporter.sinks.prometheus import ExporterCollector, make_registry
+from exporter.core.model import Reading, Snapshot
+from exporter.sinks.prometheus import ExporterCollector
 
 UID = "0f1e2d3c-4b5a-6978-8796-a5b4c3d2e1f0"
 

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from exporter import names
+from common import names
 from exporter.core import pods as core
 from tests.exporter.podtree import PodTree
 from tests.exporter.test_exporter_process import read_port, scrape, start

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from exporter import names
+from common import names
 from exporter.privilege import parse_status
 from tests.exporter.test_metrics_flood import clean_env, spawn
 from tests.support import free_port, wait_for

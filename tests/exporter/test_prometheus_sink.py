@@ -19,19 +19,12 @@ import pytest
 from prometheus_client import REGISTRY, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from exporter import names
-from exporter.core.model import (
-    Derived,
-    ExportHistogram,
-    MapStats,
-    ProgramStats,
-    RawInterval,
-    Reading,
-    Snapshot,
-    Telemetry,
-)
-from exporter.sinks.csvfile import REASON_ENOSPC, REASONS, CsvStats
-from exporter.sinks.prometheus import ExporterCollector, MetricsServer, make_registry
+from common import names
+from common.core.model import Derived, ExportHistogram, RawInterval
+from common.csvfile import REASON_ENOSPC, REASONS, CsvStats
+from common.metrics import MetricsServer, make_registry
+from exporter.core.model import MapStats, ProgramStats, Reading, Snapshot, Telemetry
+from exporter.sinks.prometheus import ExporterCollector
 
 GOLDEN = Path(__file__).resolve().parent.parent / "golden" / "exporter_metrics.txt"
 ALL_FAMILIES = names.EXPORTER_FAMILIES

@@ -9,9 +9,9 @@ from datetime import datetime, timedelta
 import numpy as np
 import pytest
 
-from exporter.core.csvrow import format_row
-from exporter.core.model import Derived
-from exporter.names import KERNEL_METRICS_COLUMNS
+from common.core.csvrow import format_row
+from common.core.model import Derived
+from common.names import KERNEL_METRICS_COLUMNS
 from exporter.sources import SourceUnavailable, replay
 from exporter.sources.replay import ReplayError
 from tests.exporter.factories import raw_interval

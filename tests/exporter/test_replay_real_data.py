@@ -21,8 +21,9 @@ import time
 import numpy as np
 import pytest
 
+from common.core.csvrow import check_header, format_row, parse_row
+from common.csvfile import open_text
 from exporter.core import energy as energy_mod
-from exporter.core.csvrow import check_header, format_row, parse_row
 from exporter.core.derive import DeriveParams, initial_state, step
 from exporter.core.friction import DirectionState, direction_step
 from exporter.core.model import Reading
@@ -42,7 +43,7 @@ def tolerance(v: np.ndarray) -> np.ndarray:
 def recorded():
     """(raw cells, RawInterval, recorded Derived) per row, read independently of the source."""
     require(REAL_KERNEL_CSV.exists(), f"needs the reference recording {REAL_KERNEL_CSV}")
-    with replay.open_text(REAL_KERNEL_CSV) as f:
+    with open_text(REAL_KERNEL_CSV) as f:
         reader = csv.reader(f)
         check_header(next(reader))
         return [(fields, *parse_row(fields, i)) for i, fields in enumerate(reader, start=2)]

@@ -16,7 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from exporter import config, names, statedir
+from common import names
+from exporter import config, statedir
 from exporter.baseline_store import FILE_NAME, MAX_FILE_BYTES, BaselineStore
 from exporter.core.baseline import freeze
 from exporter.core.derive import Calibration, DeriveParams

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from exporter.core.csvrow import format_row, format_time
-from exporter.core.model import Derived, RawInterval
-from exporter.names import KERNEL_METRICS_COLUMNS
+from common.core.csvrow import format_row, format_time
+from common.core.model import Derived, RawInterval
+from common.names import KERNEL_METRICS_COLUMNS
 from lab.record import PHASE_COLUMNS
 from lab.tenant import CLIENT_COLUMNS, summary_row
 

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from exporter.names import KERNEL_METRICS_COLUMNS
+from common.names import KERNEL_METRICS_COLUMNS
 from lab import recording
 from lab.record import PHASE_COLUMNS
 from lab.tenant import CLIENT_COLUMNS

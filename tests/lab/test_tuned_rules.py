@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from exporter.names import RQ_P99
+from common.names import RQ_P99
 from scorer.core import inference
 from scorer.core.decision import DecisionParams, params_for
 from scorer.core.rules import RulesError

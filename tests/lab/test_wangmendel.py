@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from exporter.names import INPUTS, RQ_P99, SOURCE_REPLAY
+from common.names import INPUTS, RQ_P99, SOURCE_REPLAY
 from lab import commands, policies, tune
 from lab.core import wangmendel
 from lab.quality import Labelled

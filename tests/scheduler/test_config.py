@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from exporter.envconf import ConfigError
+from common.envconf import ConfigError
 from scheduler.config import build_parser, from_env
 
 PROM = {"KSENSE_PROMETHEUS_URL": "http://prometheus:9090/"}

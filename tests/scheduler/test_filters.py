@@ -13,7 +13,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from exporter.names import UNSCHEDULABLE_REASONS
+from common.names import UNSCHEDULABLE_REASONS
 from scheduler.core import filters as f
 from scheduler.core.filters import (
     Failure,

@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 import requests
 
-from exporter import names as n
-from exporter.envconf import ConfigError
+from common import names as n
+from common.envconf import ConfigError
 from scheduler.config import from_env
 from scheduler.core.filters import ScoreRecord
 from scheduler.scores import (

@@ -26,8 +26,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from exporter.names import FUZZY_SCORE_COLUMNS
-from exporter.sinks.csvfile import CsvSink
+from common.csvfile import CsvSink
+from common.names import FUZZY_SCORE_COLUMNS
 from scorer.app import body_limits, create_app
 from scorer.config import ScorerConfig
 from scorer.core.model import NodeInputs, NodeReport, Results

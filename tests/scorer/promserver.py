@@ -25,7 +25,7 @@ from pathlib import Path
 import requests
 import yaml
 
-from exporter import names as n
+from common import names as n
 from tests.support import REPO, Process, clean_env, free_port
 
 PROMETHEUS = "/usr/bin/prometheus"

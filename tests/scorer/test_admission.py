@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from exporter.names import FUZZY_SCORE_COLUMNS
-from exporter.sinks.csvfile import CsvSink
+from common.csvfile import CsvSink
+from common.names import FUZZY_SCORE_COLUMNS
 from scorer.core import admission
 from scorer.core.admission import review
 from scorer.core.model import Results

@@ -17,8 +17,8 @@ from datetime import UTC, datetime
 
 import pytest
 
-from exporter.names import FUZZY_SCORE_COLUMNS
-from exporter.sinks.csvfile import MAX_CELL_CHARS, CsvSink
+from common.csvfile import MAX_CELL_CHARS, CsvSink
+from common.names import FUZZY_SCORE_COLUMNS
 from scorer.core.admission import ScoreRecord
 from scorer.recorder import Recorder
 from tests import support

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from exporter.envconf import ConfigError
+from common.envconf import ConfigError
 from scorer import config
 
 

@@ -32,8 +32,8 @@ from pathlib import Path
 
 import pytest
 
-from exporter.core.csvrow import format_time, parse_time
-from exporter.names import INPUTS, JOB_EXPORTER, KERNEL_METRICS_COLUMNS
+from common.core.csvrow import format_time, parse_time
+from common.names import INPUTS, JOB_EXPORTER, KERNEL_METRICS_COLUMNS
 from scorer.core.decision import DecisionParams
 from scorer.core.model import Inputs
 from scorer.evaluator import Evaluator

@@ -12,7 +12,7 @@ from types import MappingProxyType
 
 import pytest
 
-from exporter import names as n
+from common import names as n
 from scorer.core.decision import DecisionParams
 from scorer.core.model import Inputs, NodeInputs
 from scorer.evaluator import Evaluator, monitor_row, monitor_sink

@@ -14,9 +14,9 @@ from datetime import UTC, datetime
 
 import pytest
 
-from exporter import names as n
-from exporter.core.csvrow import format_time
-from exporter.sinks.prometheus import MetricsServer, make_registry
+from common import names as n
+from common.core.csvrow import format_time
+from common.metrics import MetricsServer, make_registry
 from scorer import export
 from scorer.core.decision import DecisionParams
 from scorer.evaluator import Evaluator

@@ -14,15 +14,15 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import pytest
 import requests
 
 from bench import fleet as f
+from common import names as n
 from dashboards import build, config, rules
-from exporter import names as n
 from scheduler.core.choose import decide
 from scheduler.core.filters import NodeTable, ScoreTable, node_info, pod_view
 from scheduler.scores import PrometheusScores
@@ -54,8 +54,11 @@ def stack(tmp_path_factory) -> Iterator[dict]:
     work = tmp_path_factory.mktemp("fleet")
     fleet = f.make_fleet(f.node_names(NODES), stressed_share=0.05, stepped=3, rows_per_pool=40)
     scorers: dict[str, f.ScorerOnDb] = {}
-    server = f.ScrapeServer(fleet, SCRAPE_S, extra={
-        f"/scorer/{b}/metrics": (lambda b=b: scorers[b].metrics() if b in scorers else b"") for b in f.BACKENDS})
+
+    def scorer_metrics(backend: str) -> Callable[[], bytes]:
+        return lambda: scorers[backend].metrics() if backend in scorers else b""
+
+    server = f.ScrapeServer(fleet, SCRAPE_S, extra={f"/scorer/{b}/metrics": scorer_metrics(b) for b in f.BACKENDS})
     server.start()
     started: list[f.Server] = []
     try:
@@ -70,8 +73,10 @@ def stack(tmp_path_factory) -> Iterator[dict]:
         vm = f.start_victoria(work / "vm", f.scrape_config(jobs(f.VICTORIA), SCRAPE_S))
         started.append(vm)
         port = free_port()
+        vmalert_exe = f.binary("vmalert")
+        assert vmalert_exe is not None
         vmalert = f._spawn("vmalert", [
-            f.binary("vmalert"), f"-rule={rules_file}", f"-datasource.url={vm.url}", f"-remoteWrite.url={vm.url}",
+            vmalert_exe, f"-rule={rules_file}", f"-datasource.url={vm.url}", f"-remoteWrite.url={vm.url}",
             # vmalert 1.79 insists on a notifier when a file has alerts; none is needed here
             # (alert expressions are checked by query), so the scrape server's 404 takes them.
             f"-notifier.url=http://127.0.0.1:{server.port}", "-evaluationInterval=1s",
@@ -83,7 +88,10 @@ def stack(tmp_path_factory) -> Iterator[dict]:
             backends[name] = Backend(name, db.url, scorers[name])
         selector = f"{n.FRICTION.name}{{{n.EXPORTER_SELECTOR}}}"
         for b in backends.values():
-            wait_for(lambda b=b: f.count_of(b.url, selector) >= NODES, 30, f"{NODES} nodes in {b.name}", poll_s=0.2)
+            def all_nodes_in(url: str = b.url) -> bool:
+                return f.count_of(url, selector) >= NODES
+
+            wait_for(all_nodes_in, 30, f"{NODES} nodes in {b.name}", poll_s=0.2)
         yield {"fleet": fleet, "server": server, "backends": backends}
     finally:
         server.stop()

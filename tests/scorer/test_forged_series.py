@@ -44,8 +44,8 @@ from pathlib import Path
 
 import pytest
 
-from exporter import names as n
-from exporter.core.csvrow import format_time, parse_time
+from common import names as n
+from common.core.csvrow import format_time, parse_time
 from scheduler.scores import PrometheusScores
 from scorer.core.decision import DecisionParams
 from scorer.core.evaluate import evaluate

@@ -7,7 +7,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from exporter import names as n
+from common import names as n
 from scorer.core import inputs as core
 from scorer.core.inputs import Sample
 

@@ -9,9 +9,11 @@ from datetime import UTC, datetime
 import pytest
 from prometheus_client import generate_latest
 
-from exporter import names as n
-from exporter.core.model import Derived, RawInterval, Reading, Snapshot, Telemetry
-from exporter.sinks.prometheus import ExporterCollector, make_registry
+from common import names as n
+from common.core.model import Derived, RawInterval
+from common.metrics import make_registry
+from exporter.core.model import Reading, Snapshot, Telemetry
+from exporter.sinks.prometheus import ExporterCollector
 from scorer.sources.local import LocalSource
 from tests.scorer.conftest import Reply
 from tests.support import free_port

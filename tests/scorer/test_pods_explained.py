@@ -18,7 +18,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from exporter import names as n
+from common import names as n
 from scorer.core.decision import DecisionParams
 from scorer.core.reports import report_json
 from scorer.evaluator import Evaluator, monitor_sink

@@ -10,7 +10,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from exporter import names as n
+from common import names as n
 from scorer.core import inputs as core
 from scorer.sources import prometheus as prom
 from scorer.sources import shown

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from exporter.names import KERNEL_METRICS_COLUMNS, REPLAY_COLUMNS
+from common.names import KERNEL_METRICS_COLUMNS, REPLAY_COLUMNS
 from scorer.replay import main
 
 REPO = Path(__file__).resolve().parents[2]
@@ -165,3 +165,25 @@ def test_allow_on_missing_flag(tmp_path):
     out = tmp_path / "o.csv"
     assert main([str(path), "--output", str(out), "--allow-on-missing"]) == 0
     assert [r["Decision"] for r in _rows(out)] == ["allow", "allow", "allow"]
+
+
+@pytest.mark.parametrize("variable, value", [
+    ("FUZZY_MEDIUM_LOW_UPPER", "80"),  # a float DecisionParams would refuse with its own words
+    ("FUZZY_MEDIUM_MID_UPPER", "nan"),
+    ("FUZZY_GOOD_THRESHOLD", "0"),
+    ("FUZZY_MEDIUM_BAD_THRESHOLD", "1.5"),
+    ("FUZZY_ALLOW_ON_MISSING", "maybe"),
+])
+def test_fuzzy_variables_are_read_as_the_scorer_reads_them(tmp_path, capsys, monkeypatch, variable, value):
+    """The replay reproduces a configured scorer, so it refuses what the scorer refuses, in the
+    scorer's words (scorer/config.py reads FUZZY_* for both)."""
+    from common.envconf import ConfigError
+    from scorer import config
+
+    with pytest.raises(ConfigError) as refused:
+        config.from_env({variable: value}, config.build_parser().parse_args([]))
+    (problem,) = refused.value.problems
+    monkeypatch.setenv(variable, value)
+    good = _kernel_csv(tmp_path / "in.csv", [_row()])
+    assert main([str(good), "--output", str(tmp_path / "o.csv")]) == 2
+    assert problem in capsys.readouterr().err

@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 import numpy as np
 import pytest
 
-from exporter.names import RQ_P99
+from common.names import RQ_P99
 from scorer.core import inputs as core
 from scorer.core.decision import DecisionParams
 from scorer.core.evaluate import evaluate, explain_node

@@ -11,7 +11,7 @@ import subprocess
 import sys
 import urllib.request
 
-from exporter.names import RQ_P99
+from common.names import RQ_P99
 from tests import support
 from tests.scorer import promserver
 from tests.scorer.test_rq_input import LONG, rq_document

@@ -11,10 +11,10 @@ import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from exporter import names as n
-from exporter.core.model import ExportHistogram
-from exporter.sinks.csvfile import CsvStats
-from exporter.sinks.prometheus import make_registry
+from common import names as n
+from common.core.model import ExportHistogram
+from common.csvfile import CsvStats
+from common.metrics import make_registry
 from scorer.core.decision import DecisionParams
 from scorer.core.model import Inputs, NodeInputs
 from scorer.evaluator import Evaluator

@@ -23,7 +23,7 @@ import time
 import urllib.error
 import urllib.request
 
-from exporter import names as n
+from common import names as n
 from scorer.core.inputs import SIGNALS
 from tests import support
 from tests.scorer.trickle import TrickleServer, prometheus_answer

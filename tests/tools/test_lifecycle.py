@@ -228,7 +228,7 @@ def test_a_create_whose_answer_is_lost_is_adopted_not_retried_forever(kube_api, 
                             "--request-timeout", "0.5", *FAST], out=out)
     assert rc == 0
     assert fault.hits == 1
-    assert "adopting our pod" in caplog.text
+    assert "event=pod_adopted" in caplog.text
     assert "errors 1," in out.getvalue()  # the timeout; the 409 that followed was resolved by adoption
     added = Counter(name for _, _, kind, _, name in kube_api.store.history("pods") if kind == "ADDED")
     assert min(added[n] for n in NAMES) >= 2, added

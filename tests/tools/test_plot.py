@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from exporter.names import FUZZY_MONITOR_COLUMNS, FUZZY_SCORE_COLUMNS, KERNEL_METRICS_COLUMNS, REPLAY_COLUMNS
+from common.names import FUZZY_MONITOR_COLUMNS, FUZZY_SCORE_COLUMNS, KERNEL_METRICS_COLUMNS, REPLAY_COLUMNS
 from scorer import plot
 from scorer import replay as replay_tool
 from tests.conftest import REAL_KERNEL_CSV, require

@@ -11,8 +11,8 @@ import math
 from collections.abc import Sequence
 from datetime import datetime
 
-from exporter.core.model import Derived, RawInterval
-from exporter.names import KERNEL_METRICS_COLUMNS, MODE_CALIBRATING, MODE_FROZEN
+from common.core.model import Derived, RawInterval
+from common.names import KERNEL_METRICS_COLUMNS, MODE_CALIBRATING, MODE_FROZEN
 
 _EPOCH = datetime(1970, 1, 1)
 

@@ -13,10 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from exporter.core.csvrow import format_row, parse_row
-from exporter.core.model import Derived, RawInterval
-from exporter.names import KERNEL_METRICS_COLUMNS, KERNEL_METRICS_CSV_NAME
-from exporter.sinks.csvfile import (
+from common.core.csvrow import format_row, parse_row
+from common.core.model import Derived, RawInterval
+from common.csvfile import (
     LOG_EVERY_S,
     REASON_ENOSPC,
     REASON_OSERROR,
@@ -26,12 +25,13 @@ from exporter.sinks.csvfile import (
     CsvSink,
     QueuedCsvWriter,
 )
+from common.names import KERNEL_METRICS_COLUMNS, KERNEL_METRICS_CSV_NAME
 from tests.conftest import require
 
 GOLDEN_ROW = Path(__file__).resolve().parent.parent / "golden" / "kernel_metrics_row.csv"
 COLUMNS = ("seq", "value", "note")
 HEADER = "seq,value,note\n"
-LOGGER = "exporter.sinks.csvfile"
+LOGGER = "common.csvfile"
 
 
 class FakeClock:
@@ -158,7 +158,7 @@ def test_header_mismatch_is_renamed_aside_never_appended_to(tmp_path, caplog):
     assert len(aside) == 1
     assert aside[0].read_bytes() == old
     assert path.read_text() == HEADER + "1,2,3\n"
-    assert "renamed aside" in caplog.text
+    assert "event=csv_renamed_aside" in caplog.text
 
     # Same mtime again: a second file aside, the first one untouched.
     path.write_bytes(old)
@@ -186,7 +186,7 @@ def test_partial_last_line_is_cut_at_open(tmp_path, caplog):
     with caplog.at_level(logging.WARNING, LOGGER), CsvSink(path, COLUMNS) as sink:
         assert sink.write([4, 4, "d"])
     assert path.read_text() == HEADER + "1,1,a\n2,2,b\n4,4,d\n"
-    assert "partial last line cut" in caplog.text
+    assert "event=csv_partial_line_cut" in caplog.text
 
 
 def test_a_header_torn_by_a_crash_is_rewritten(tmp_path):
@@ -286,13 +286,13 @@ def test_disk_full_is_counted_and_recovers_when_space_returns(tmpfs_factory, cap
     assert failed > 0
     assert sink.stats().errors[REASON_ENOSPC] == failed
     # One line for the whole episode: a short write is undone, not left for the repair at open.
-    assert [r.getMessage().split(" path=")[0] for r in caplog.records] == ["csv write failed"]
+    assert [r.getMessage().split(" path=")[0] for r in caplog.records] == ["event=csv_write_failed"]
     assert "reason=enospc" in caplog.text
 
     filler.unlink()
     with caplog.at_level(logging.INFO, LOGGER):
         assert sink.write([99, 99, "after"])
-    assert "csv writes recovered" in caplog.text
+    assert "event=csv_write_recovered" in caplog.text
     sink.close()
     rows = _rows(path)
     assert rows[0] == list(COLUMNS)

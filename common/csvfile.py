@@ -1,7 +1,9 @@
 """A durable, size-rotated CSV file that never takes its writer down (docs/metrics.md#csv-files).
 
-Generic over its columns: the exporter writes kernel_metrics.csv with it, the scorer
-fuzzy_monitor.csv and fuzzy_score.csv. What durable means here:
+Why here: every ksense CSV is written through it, whichever component writes it, so the
+guarantees below hold for all of them. Generic over its columns: the exporter writes
+kernel_metrics.csv with it, the scorer fuzzy_monitor.csv and fuzzy_score.csv; `open_text`
+reads a recording back (plain or gzip). What durable means here:
 
 - whole lines only: a row is encoded first and handed to the kernel in one unbuffered write,
   so there is no user-space buffer that a crash could leave half-flushed; a partial last line
@@ -37,6 +39,7 @@ from __future__ import annotations
 import contextlib
 import csv
 import errno
+import gzip
 import io
 import logging
 import os
@@ -48,6 +51,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
+from typing import TextIO
 
 MIB = 1 << 20
 
@@ -162,7 +166,7 @@ class CsvSink:
             self._rows += 1
         if self._failing:
             self._failing = False
-            self._log.info("csv writes recovered path=%s", self.path)
+            self._log.info("event=csv_write_recovered path=%s", self.path)
         return True
 
     def close(self) -> None:
@@ -232,7 +236,7 @@ class CsvSink:
                 end = _end_of_last_line(f, size)
                 if end < size:
                     f.truncate(end)
-                    self._log.warning("csv partial last line cut path=%s bytes=%d", self.path, size - end)
+                    self._log.warning("event=csv_partial_line_cut path=%s bytes=%d", self.path, size - end)
                 return
             if size < len(self._header) and self._header.startswith(head):
                 f.truncate(0)
@@ -247,7 +251,7 @@ class CsvSink:
             target = self.path.with_name(f"{self.path.name}.mismatch-{stamp}-{n}")
             n += 1
         os.rename(self.path, target)
-        self._log.warning("csv header differs, file renamed aside path=%s moved_to=%s", self.path, target)
+        self._log.warning("event=csv_renamed_aside reason=header_differs path=%s moved_to=%s", self.path, target)
 
     def _rotated(self, i: int) -> Path:
         return self.path.with_name(f"{self.path.name}.{i}")
@@ -258,7 +262,7 @@ class CsvSink:
             with contextlib.suppress(FileNotFoundError):
                 os.replace(self._rotated(i), self._rotated(i + 1))
         os.replace(self.path, self._rotated(1))
-        self._log.info("csv rotated path=%s keep=%d", self.path, self.keep)
+        self._log.info("event=csv_rotated path=%s keep=%d", self.path, self.keep)
         self._open()
 
     def _close_file(self) -> None:
@@ -281,10 +285,10 @@ class CsvSink:
             self._suppressed[reason] += 1
             return
         self._log.warning(
-            'csv write failed path=%s reason=%s error="%s" suppressed=%d',
+            "event=csv_write_failed path=%s reason=%s error=%r suppressed=%d",
             self.path,
             reason,
-            exc.strerror or exc,
+            str(exc.strerror or exc),
             self._suppressed[reason],
         )
         self._last_logged[reason] = now
@@ -340,7 +344,7 @@ class QueuedCsvWriter:
                 self._queue.put(self._STOP, timeout=timeout_s)
             thread.join(timeout_s)
             if thread.is_alive():
-                _LOG.warning("csv writer stuck at shutdown path=%s queued=%d", self._sink.path, self._queue.qsize())
+                _LOG.warning("event=csv_writer_stuck path=%s queued=%d", self._sink.path, self._queue.qsize())
                 return
         self._sink.close()
 
@@ -388,3 +392,11 @@ def _end_of_last_line(f: io.BufferedRandom, size: int) -> int:
             return start + i + 1
         pos = start
     return 0
+
+
+def open_text(path: Path) -> TextIO:
+    """A recording opened as text; `.gz` files are decompressed on the fly (the repository's
+    recordings are stored so)."""
+    if path.suffix == ".gz":
+        return gzip.open(path, "rt", encoding="utf-8", newline="")
+    return path.open(encoding="utf-8", newline="")

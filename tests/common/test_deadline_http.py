@@ -1,4 +1,4 @@
-"""DeadlineSession (exporter/deadline_http.py) against a server trickling 1 byte/s on a real
+"""DeadlineSession (common/deadline_http.py) against a server trickling 1 byte/s on a real
 socket: the whole answer — status line, headers, body; a fresh or a pooled connection; plain
 HTTP or TLS — is bounded by `timeout`, and the server sees the connection closed at the
 deadline. Plain requests, whose timeout is per read, is shown waiting past it."""
@@ -13,7 +13,7 @@ import pytest
 import requests
 import trustme
 
-from exporter.deadline_http import DeadlineSession
+from common.deadline_http import DeadlineSession
 from tests.scorer.trickle import TrickleServer, http_response
 from tests.support import wait_for
 

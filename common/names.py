@@ -236,6 +236,20 @@ RQ_P99: Final = "rq_p99_ms"  # Final: a literal, so TypedDicts keyed by it type-
 OPTIONAL_INPUTS = (RQ_P99,)
 DECISION_ALLOW = "allow"
 DECISION_DENY = "deny"
+#: The scorer's input sources: values of `source` on ksense_scorer_source_errors_total.
+SCORER_SOURCE_PROMETHEUS = "prometheus"
+SCORER_SOURCE_LOCAL = "local"
+
+# --- the score scale (docs/design.md#decisions): what the values of ksense_node_score mean ---
+# The scorer decides on these and the dashboards draw them, so they are stated here, once.
+#: Scores below are low; from here up medium.
+LEVEL_MEDIUM = 45.0
+#: From here up high: the node is denied at once.
+LEVEL_HIGH = 70.0
+#: Defaults of FUZZY_MEDIUM_LOW_UPPER and FUZZY_MEDIUM_MID_UPPER (the fields of the scorer's
+#: DecisionParams): medium scores below the first count as good, from the second up as bad.
+MEDIUM_LOW_UPPER = 55.0
+MEDIUM_MID_UPPER = 60.0
 ADMISSION_OUTCOMES = ("recorded", "dry_run", "duplicate", "ignored", "bad_request")
 
 # --- scorer CSV files (docs/metrics.md#fuzzy_monitorcsv) -----------------------------------------------------

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 
-from exporter.ticker import ticks
+from common.ticker import ticks
 
 
 class FakeClock:

@@ -11,7 +11,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from exporter.sinks.httpserver import BoundedWsgiServer, Limits
+from common.httpserver import BoundedWsgiServer, Limits
 from tests.support import wait_for
 
 BIG = b"x" * (64 << 20)  # far more than loopback socket buffers hold
