@@ -117,7 +117,8 @@ def test_monitor_csv_rows(rb, tmp_path):
     ev.tick(T0)
     ev.tick(T0 + timedelta(seconds=1))
     sink.close()
-    rows = list(csv.reader(path.open()))
+    with path.open(newline="") as f:
+        rows = list(csv.reader(f))
     assert tuple(rows[0]) == n.FUZZY_MONITOR_COLUMNS
     assert len(rows) == 1 + 4
     a, b = rows[1], rows[2]
