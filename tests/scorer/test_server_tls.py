@@ -111,10 +111,9 @@ def running(tmp_path: Path, ca: trustme.CA | None, *extra: str) -> Iterator[Serv
         while True:
             assert proc.poll() is None, f"server exited {proc.returncode}; log:\n{log.read_text()}"
             try:
-                conn = srv.connect(ctx)
-                if request(conn, "GET", "/healthz")[0] == 200:
-                    conn.close()
-                    break
+                with contextlib.closing(srv.connect(ctx)) as conn:
+                    if request(conn, "GET", "/healthz")[0] == 200:
+                        break
             except OSError:
                 pass
             assert time.monotonic() < deadline, f"server not up in 30 s; log:\n{log.read_text()}"
@@ -132,8 +131,7 @@ def ca() -> trustme.CA:
 
 
 def test_keep_alive_serves_many_requests_on_one_tls_connection(tmp_path, ca):
-    with running(tmp_path, ca) as srv:
-        conn = srv.connect(client_context(ca))
+    with running(tmp_path, ca) as srv, contextlib.closing(srv.connect(client_context(ca))) as conn:
         request(conn, "GET", "/healthz")
         sock = conn.sock
         for i in range(40):
@@ -185,9 +183,8 @@ def test_certificate_rotation_under_load(tmp_path, ca):
         client = Client(srv, client_context(ca, new_ca))
         client.start()
         try:
-            check = srv.connect(old_only)
-            assert request(check, "GET", "/test/cert-expiry")[1] == {"expiry": EXPIRY_1.timestamp()}
-            check.close()
+            with contextlib.closing(srv.connect(old_only)) as check:
+                assert request(check, "GET", "/test/cert-expiry")[1] == {"expiry": EXPIRY_1.timestamp()}
 
             # Half a rotation (new key, old certificate): the pair does not load, the old one stays.
             write_pair(new_ca, srv.cert, srv.key, EXPIRY_2, only="key")
@@ -206,17 +203,18 @@ def test_certificate_rotation_under_load(tmp_path, ca):
             assert der == new_der
             with pytest.raises(ssl.SSLCertVerificationError):
                 served_der(srv, old_only)
-            check = srv.connect(new_only)
-            assert request(check, "GET", "/test/cert-expiry")[1] == {"expiry": EXPIRY_2.timestamp()}
-            check.close()
+            with contextlib.closing(srv.connect(new_only)) as check:
+                assert request(check, "GET", "/test/cert-expiry")[1] == {"expiry": EXPIRY_2.timestamp()}
             time.sleep(0.3)  # a few more requests on the old connection after the swap
         finally:
             client.halt.set()
             client.join(timeout=15)
+            kept_der = client.conn.sock.getpeercert(binary_form=True) if client.conn.sock else None
+            client.conn.close()
         assert client.errors == []
         assert len(client.statuses) > 50 and set(client.statuses) == {200}
-        # The kept-alive connection still speaks with the certificate it started with.
-        assert client.conn.sock.getpeercert(binary_form=True) != new_der
+        # The kept-alive connection still spoke with the certificate it started with.
+        assert kept_der is not None and kept_der != new_der
         assert srv.stop() == 0
     log = srv.log.read_text()
     assert "Traceback" not in log
@@ -224,26 +222,24 @@ def test_certificate_rotation_under_load(tmp_path, ca):
 
 def test_a_stalled_handshake_does_not_stall_other_clients(tmp_path, ca):
     with running(tmp_path, ca, "--threads", "2", "--read-timeout", "3") as srv:
-        stalled = socket.create_connection(("127.0.0.1", srv.port))
-        stalled.sendall(b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03")  # the start of a ClientHello
-        time.sleep(0.2)
-        started = time.monotonic()
-        conn = srv.connect(client_context(ca))
-        assert request(conn, "GET", "/healthz")[0] == 200
-        assert time.monotonic() - started < 2.5, "a stalled handshake held up another client"
-        # ...and the stalled one is dropped after the handshake timeout.
-        stalled.settimeout(10)
-        with contextlib.suppress(ConnectionResetError):
-            assert stalled.recv(100) == b""
-        assert time.monotonic() - started < 8
-        stalled.close()
+        with socket.create_connection(("127.0.0.1", srv.port)) as stalled:
+            stalled.sendall(b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03")  # the start of a ClientHello
+            time.sleep(0.2)
+            started = time.monotonic()
+            with contextlib.closing(srv.connect(client_context(ca))) as conn:
+                assert request(conn, "GET", "/healthz")[0] == 200
+            assert time.monotonic() - started < 2.5, "a stalled handshake held up another client"
+            # ...and the stalled one is dropped after the handshake timeout.
+            stalled.settimeout(10)
+            with contextlib.suppress(ConnectionResetError):
+                assert stalled.recv(100) == b""
+            assert time.monotonic() - started < 8
         assert srv.stop() == 0
     assert "Traceback" not in srv.log.read_text()  # a stalled client is not a server error
 
 
 def test_sigterm_stops_cleanly_after_recording(tmp_path, ca):
-    with running(tmp_path, ca) as srv:
-        conn = srv.connect(client_context(ca))
+    with running(tmp_path, ca) as srv, contextlib.closing(srv.connect(client_context(ca))) as conn:
         status, body = request(conn, "POST", "/validate", REVIEW)
         assert status == 200 and body["response"]["auditAnnotations"]["fuzzy.decision"] == "allow"
         worker = int(request(conn, "GET", "/test/pid")[1]["pid"])
@@ -261,8 +257,7 @@ def test_explanations_are_built_once_per_evaluation(tmp_path, ca):
     """An unauthenticated client polling /score?explain=1 must not make the worker explain
     every node per request (issue #10 item 11): the explanations and bodies are cached with
     the Results they show."""
-    with running(tmp_path, ca) as srv:
-        conn = srv.connect(client_context(ca))
+    with running(tmp_path, ca) as srv, contextlib.closing(srv.connect(client_context(ca))) as conn:
         first = request(conn, "GET", "/score?explain=1")[1]
         assert [n["explain"]["node"] for n in first["nodes"]] == ["worker-1", "worker-2", "worker-3", "worker-4"]
         for _ in range(20):
@@ -273,8 +268,7 @@ def test_explanations_are_built_once_per_evaluation(tmp_path, ca):
 
 
 def test_plain_http_without_certificates(tmp_path):
-    with running(tmp_path, None) as srv:
-        conn = srv.connect(None)
+    with running(tmp_path, None) as srv, contextlib.closing(srv.connect(None)) as conn:
         assert request(conn, "GET", "/score?node=worker-2")[1]["medium_band"] == "medium-low"
         assert request(conn, "GET", "/test/cert-expiry")[1] == {"expiry": None}
         assert srv.stop() == 0
@@ -355,7 +349,8 @@ def _renegotiate(port: int, ca_file: Path) -> str:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
-    return proc.stdout.read().decode(errors="replace")
+    with proc.stdout:
+        return proc.stdout.read().decode(errors="replace")
 
 
 def test_tls_renegotiation_is_refused(tmp_path, ca):
@@ -372,6 +367,6 @@ def test_tls_renegotiation_is_refused(tmp_path, ca):
         assert "RENEGOTIATING" in out, out
         assert "no renegotiation" in out.lower(), out
         assert "HTTP/1.1 200" not in out.split("RENEGOTIATING", 1)[1], out
-        conn = srv.connect(client_context(ca))
-        assert request(conn, "GET", "/healthz")[0] == 200
+        with contextlib.closing(srv.connect(client_context(ca))) as conn:
+            assert request(conn, "GET", "/healthz")[0] == 200
         assert srv.stop() == 0
