@@ -3,6 +3,7 @@ input and faults). Each test starts the real entry point and talks to it as a us
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import os
 import re
@@ -31,6 +32,19 @@ def start(args, env_extra, *, module=("-m", "exporter")):
     return subprocess.Popen(
         [PY, *module, *args], cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
     )
+
+
+@contextlib.contextmanager
+def running(args, env_extra, **kw):
+    """`start` for a test that stops the process itself: on the way out a process still alive is
+    killed, then Popen's exit reaps it and closes its pipes (open pipes are ResourceWarnings)."""
+    proc = start(args, env_extra, **kw)
+    with proc:
+        try:
+            yield proc
+        finally:
+            if proc.poll() is None:
+                proc.kill()
 
 
 def read_port(proc, deadline_s=30.0) -> int:
@@ -87,12 +101,12 @@ KEEP_ROOT = {"KSENSE_RUN_AS": "0"}
 
 def test_sigterm_exits_within_2s_with_the_csv_intact(tmp_path, need_ebpf):
     out = tmp_path / "k.csv"
-    proc = start(["--port", "0", "--csv", str(out), "--state-dir", str(tmp_path / "state")], KEEP_ROOT)
-    port = read_port(proc)
-    wait_for(lambda: out.exists() and len(rows_of(out)) >= 3, 20, "two CSV rows")
-    assert "ksense_exporter_source_info" in scrape(port)
-    took = stop(proc)
-    assert proc.returncode == 0, proc.stderr.read()
+    with running(["--port", "0", "--csv", str(out), "--state-dir", str(tmp_path / "state")], KEEP_ROOT) as proc:
+        port = read_port(proc)
+        wait_for(lambda: out.exists() and len(rows_of(out)) >= 3, 20, "two CSV rows")
+        assert "ksense_exporter_source_info" in scrape(port)
+        took = stop(proc)
+        assert proc.returncode == 0, proc.stderr.read()
     assert took < 2.0
     rows = rows_of(out)
     assert rows[0] == list(KERNEL_METRICS_COLUMNS)
@@ -104,11 +118,10 @@ def test_unwritable_csv_is_counted_and_metrics_keep_serving(tmp_path, real_kerne
     blocker = tmp_path / "not-a-dir"
     blocker.write_text("a regular file where a directory should be\n")
     recording = small_recording(tmp_path, real_kernel_csv, 400)
-    proc = start(
+    with running(
         ["--source", f"replay:{recording}", "--speed", "20", "--port", "0", "--csv", str(blocker / "k.csv")],
         KEEP_ROOT,
-    )
-    try:
+    ) as proc:
         port = read_port(proc)
         counted = re.compile(r'ksense_csv_write_errors_total\{[^}]*reason="oserror"[^}]*\} [1-9]')
 
@@ -120,7 +133,6 @@ def test_unwritable_csv_is_counted_and_metrics_keep_serving(tmp_path, real_kerne
         assert 'ksense_exporter_source_info{node=' in text and 'source="replay"' in text
         assert "ksense_baseline_samples{" in text
         assert scrape(port, "/healthz").strip() == "ok"
-    finally:
         stop(proc)
     assert proc.returncode == 0
 
@@ -200,15 +212,13 @@ def test_preflight_table(tmp_path, euid, bcc, tracefs_ok, expected):
 
 def test_collector_only_writes_the_23_column_csv_and_serves_no_http(tmp_path, need_ebpf):
     out = tmp_path / "collector" / "kernel_metrics.csv"
-    proc = start([], {"KSENSE_METRICS_CSV": str(out), "KSENSE_STATE_DIR": str(tmp_path / "s")},
-                 module=("collector_only.py",))
-    try:
+    with running([], {"KSENSE_METRICS_CSV": str(out), "KSENSE_STATE_DIR": str(tmp_path / "s")},
+                 module=("collector_only.py",)) as proc:
         wait_for(lambda: out.exists() and len(rows_of(out)) >= 3, 30, "collector rows")
         sockets = [os.readlink(f"/proc/{proc.pid}/fd/{fd}") for fd in os.listdir(f"/proc/{proc.pid}/fd")]
         assert not any(s.startswith("socket:") for s in sockets), sockets
-    finally:
         stop(proc)
-    assert proc.returncode == 0, proc.stderr.read()
+        assert proc.returncode == 0, proc.stderr.read()
     rows = rows_of(out)
     assert rows[0] == list(KERNEL_METRICS_COLUMNS)
     data = rows[1:]
