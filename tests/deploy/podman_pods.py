@@ -28,6 +28,7 @@ NOT_PLAYED = {
                        "the test's clients are on the host), so the listening ports are moved to free ones",
     "pod.securityContext.fsGroup": "no fsGroup in podman: the test creates the Secret's files with the "
                                    "kubelet's ownership (group = fsGroup, defaultMode)",
+    "pod.securityContext.fsGroupChangePolicy": "as fsGroup: there is no ownership change to skip",
     "pod.securityContext.seccompProfile": "RuntimeDefault: podman's default profile (containers-common 0.50) "
                                           "allows bpf() and perf_event_open() only with CAP_SYS_ADMIN, so the "
                                           "exporter falls back to procfs under it; the eBPF test plays "
@@ -79,8 +80,8 @@ _POD_FIELDS = {"containers", "volumes", "hostPID", "securityContext", "terminati
                "serviceAccountName", "automountServiceAccountToken", "tolerations", "affinity", "hostNetwork"}
 _CONTAINER_FIELDS = {"name", "image", "imagePullPolicy", "command", "args", "ports", "env", "securityContext",
                      "resources", "startupProbe", "livenessProbe", "readinessProbe", "volumeMounts"}
-_SECURITY_FIELDS = {"runAsUser", "runAsGroup", "runAsNonRoot", "fsGroup", "seccompProfile", "privileged",
-                    "allowPrivilegeEscalation", "readOnlyRootFilesystem", "capabilities"}
+_SECURITY_FIELDS = {"runAsUser", "runAsGroup", "runAsNonRoot", "fsGroup", "fsGroupChangePolicy", "seccompProfile",
+                    "privileged", "allowPrivilegeEscalation", "readOnlyRootFilesystem", "capabilities"}
 
 
 @dataclass
@@ -147,6 +148,8 @@ def play(pod: dict, objects: tuple[dict, ...], *, name: str, field_refs: Mapping
     sc = {**pod_sc, **c_sc}
     if "fsGroup" in pod_sc:
         played.note("pod.securityContext.fsGroup")
+    if "fsGroupChangePolicy" in pod_sc:
+        played.note("pod.securityContext.fsGroupChangePolicy")
     for where, ctx in (("pod", pod_sc), ("container", c_sc)):
         profile = ctx.get("seccompProfile", {}).get("type")
         if profile == "RuntimeDefault":
