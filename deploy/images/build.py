@@ -37,7 +37,7 @@ HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
 LOCAL = "local"
 #: The files the builds copy from the context (the .dockerignore allow-list).
-CONTEXT = ("exporter", "scorer", "scheduler", "requirements")
+CONTEXT = ("common", "exporter", "scorer", "scheduler", "requirements")
 CA_BUNDLES = ("/etc/ssl/certs/ca-certificates.crt", "/etc/pki/tls/certs/ca-bundle.crt")
 APT_SOURCES = ("/etc/apt/sources.list", "/etc/apt/sources.list.d")
 

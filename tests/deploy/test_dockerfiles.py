@@ -164,3 +164,13 @@ def test_dockerignore_keeps_the_context_to_what_the_images_copy():
                 for src in rest.split()[:-1]:
                     assert not _dockerignore_excludes(src.rstrip("/")), src
                     assert (REPO / src).exists(), src
+
+
+def test_the_image_build_hashes_every_directory_the_context_holds():
+    """deploy/images/build.py reuses an image while the hash of its inputs is unchanged: a
+    directory the context holds but the hash leaves out would ship stale code after an edit."""
+    from deploy.images import build as image_build
+
+    allowed = {p.strip().removeprefix("!").rstrip("/") for p in (REPO / ".dockerignore").read_text().splitlines()
+               if p.strip().startswith("!")}
+    assert set(image_build.CONTEXT) == allowed
