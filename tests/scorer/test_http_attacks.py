@@ -407,15 +407,16 @@ def test_pipelined_requests_are_answered_in_order(tmp_path):
                 + f"POST /validate HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
                   f"Content-Length: {len(body)}\r\n\r\n".encode() + body
                 + b"GET /score HTTP/1.1\r\nHost: x\r\n\r\nGET /readyz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-    with scorer(tmp_path) as srv:
-        sock = srv.connect(timeout=10)
+    with scorer(tmp_path) as srv, srv.connect(timeout=10) as sock:
         sock.sendall(requests)  # all at once: the worker reads past the first request
         answers = []
         for _ in range(4):
             response = http.client.HTTPResponse(sock)
-            response.begin()
+            try:
+                response.begin()
+            except http.client.RemoteDisconnected:  # seen once under load: say where, with the log
+                raise AssertionError(f"closed after {answers}; scorer log:\n{srv.log}") from None
             answers.append((response.status, response.read()))
-        sock.close()
     assert [status for status, _ in answers] == [200, 200, 503, 503]  # not ready: no source
     assert json.loads(answers[1][1])["response"]["uid"] == "pipelined"
 
