@@ -36,8 +36,9 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
 LOCAL = "local"
-#: The files the builds copy from the context (the .dockerignore allow-list).
-CONTEXT = ("exporter", "scorer", "scheduler", "requirements")
+#: The directories the builds copy from the context: the .dockerignore allow-list (`!dir/`).
+CONTEXT = tuple(line[1:].strip().rstrip("/") for line in (REPO / ".dockerignore").read_text().splitlines()
+                if line.startswith("!"))
 CA_BUNDLES = ("/etc/ssl/certs/ca-certificates.crt", "/etc/pki/tls/certs/ca-bundle.crt")
 APT_SOURCES = ("/etc/apt/sources.list", "/etc/apt/sources.list.d")
 
