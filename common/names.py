@@ -159,7 +159,8 @@ SOURCE_EBPF = "ebpf"
 SOURCE_PROCFS = "procfs"
 SOURCE_REPLAY = "replay"
 PSI_RESOURCES = ("cpu", "memory", "io")
-PSI_KINDS = ("some", "full")
+PSI_SOME = "some"
+PSI_KINDS = (PSI_SOME, "full")
 
 # --- kernel_metrics.csv (docs/metrics.md#kernel_metricscsv): 23 columns, this order ------------------------------
 COL_TIME = "Time"
