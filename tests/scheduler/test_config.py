@@ -30,7 +30,8 @@ def test_every_default_comes_from_the_dataclass() -> None:
         if f.name not in derived:
             assert getattr(cfg, f.name) == f.default, f.name
     helps = {a.dest: a.help for a in build_parser()._actions}
-    assert f"{SchedulerConfig.poll_s:g})" in helps["poll"] and f"{SchedulerConfig.metrics_port})" in helps["metrics_port"]
+    assert f"{SchedulerConfig.poll_s:g})" in helps["poll"]
+    assert f"{SchedulerConfig.metrics_port})" in helps["metrics_port"]
 
 
 def test_env_and_flags() -> None:
