@@ -29,7 +29,7 @@ def test_every_default_comes_from_the_dataclass() -> None:
     for f in dataclasses.fields(SchedulerConfig):
         if f.name not in derived:
             assert getattr(cfg, f.name) == f.default, f.name
-    helps = {a.dest: a.help for a in build_parser()._actions}
+    helps = {a.dest: str(a.help) for a in build_parser()._actions}
     assert f"{SchedulerConfig.poll_s:g})" in helps["poll"]
     assert f"{SchedulerConfig.metrics_port})" in helps["metrics_port"]
 
