@@ -126,6 +126,14 @@ LABEL_POD_NAME = "pod_name"
 LABEL_POD_UID = "pod_uid"
 #: The `pod_uid` of the series that sums every pod outside the exposed top-K.
 POD_UID_OTHER = "other"
+
+
+def pod_shown(namespace: str, name: str, uid: str) -> str:
+    """How a pod is named to people (the scorer's reason, the scheduler's event): `shop/checkout`,
+    or `uid 6c3c22c6-...` for a pod the exporter knows by UID only."""
+    return f"{namespace}/{name}" if name else f"uid {uid}"
+
+
 POD_RUNQUEUE_WAIT = Family(
     "ksense_pod_runqueue_wait_seconds",
     "Run-queue waits of the pod's tasks (wakeup or preemption to switch-in), log2 buckets; _sum is the "
@@ -159,7 +167,8 @@ SOURCE_EBPF = "ebpf"
 SOURCE_PROCFS = "procfs"
 SOURCE_REPLAY = "replay"
 PSI_RESOURCES = ("cpu", "memory", "io")
-PSI_KINDS = ("some", "full")
+PSI_SOME = "some"
+PSI_KINDS = (PSI_SOME, "full")
 
 # --- kernel_metrics.csv (docs/metrics.md#kernel_metricscsv): 23 columns, this order ------------------------------
 COL_TIME = "Time"

@@ -53,6 +53,8 @@ BAND_HIGH = n.LEVEL_HIGH  # from here the node is denied at once
 # --- rules ----------------------------------------------------------------------------------------
 #: Window of every rate() in the recording rules: ≥ 4 scrape intervals at a 30 s scrape.
 RATE_WINDOW = "2m"
+#: Pods per node in the per-pod recordings and panels (victims, aggressors, PSI).
+POD_TOP_K = 5
 #: A scorer whose last good evaluation is older than this is stale (FUZZY_LONG_WIN_S default:
 #: the scheduler already ignores decisions older than that).
 SCORER_STALE_S = 60

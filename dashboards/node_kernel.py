@@ -1,13 +1,15 @@
 """Node kernel signals: what the exporter measures on each node (docs/design.md: kernel signals, one interval).
 
 Run-queue latency (heatmap, p50/p95/p99, max, events and drops), D-state episodes and NET_RX
-softirq time (heatmaps, quantiles, mean, rate), CPU utilisation and PSI per resource.
+softirq time (heatmaps, quantiles, mean, rate), CPU utilisation and PSI per resource, and the
+pods on the node: victims (run-queue wait), aggressors (CPU, D-state) and per-pod PSI.
 The histogram panels read the recorded per-node bucket rates and quantiles (rules.py).
 """
 
 from __future__ import annotations
 
 from common import names as n
+from dashboards import config
 from dashboards import queries as q
 from dashboards.panels import (
     PER_SECOND,
@@ -65,14 +67,31 @@ def build():
                     [Query(q.node_max(n.PRESSURE, n.LABEL_RESOURCE, n.LABEL_KIND),
                            "{{node}} {{resource}} {{kind}}")], RATIO, value_min=0), 24, 8),
     ]
+    pod = "{{node}} {{pod_namespace}}/{{pod_name}} {{pod_uid}}"
+    pods = [
+        (timeseries("Victims: run-queue wait per pod", f"Seconds per second the pod's tasks waited for a CPU "
+                    f"(wakeup or preemption to switch-in): the {config.POD_TOP_K} most waiting pods of each node "
+                    "(recorded).", [Query(q.per_node(q.POD_WAIT), pod)], SECONDS, value_min=0), 12, 8),
+        (timeseries("Aggressors: CPU per pod", f"CPU seconds per second of the pod's cgroup: the "
+                    f"{config.POD_TOP_K} busiest pods of each node (recorded).",
+                    [Query(q.per_node(q.POD_CPU), pod)], SECONDS, value_min=0), 12, 8),
+        (timeseries("Aggressors: D-state per pod", f"Seconds per second the pod's tasks spent in uninterruptible "
+                    f"sleep (ended episodes): the {config.POD_TOP_K} pods of each node with the most (recorded).",
+                    [Query(q.per_node(q.POD_DSTATE), pod)], SECONDS, value_min=0), 12, 8),
+        (timeseries("PSI per pod (some)", f"Pressure-stall `some` share of the pod's cgroup per resource: the "
+                    f"{config.POD_TOP_K} most stalled pods of each node and resource.",
+                    [Query(q.pod_pressure(), pod + " {{resource}}")], RATIO, value_min=0), 12, 8),
+    ]
     return dashboard(
         UID,
         TITLE,
-        "Kernel friction signals per node: run-queue latency, D-state, NET_RX softirq, CPU and PSI.",
+        "Kernel friction signals per node: run-queue latency, D-state, NET_RX softirq, CPU and PSI; the pods "
+        "waiting (victims) and causing it (aggressors).",
         [
             ("Run-queue latency", runq),
             ("D-state (uninterruptible sleep)", _histogram_row(q.DSTATE, "D-state episode", "D-state episodes")),
             ("NET_RX softirq", _histogram_row(q.SOFTIRQ, "NET_RX handler time", "NET_RX invocations")),
             ("CPU and pressure", cpu_psi),
+            ("Pods on this node", pods),
         ],
     )

@@ -132,6 +132,28 @@ DSTATE = _histogram(n.DSTATE_DURATION)
 SOFTIRQ = _histogram(n.SOFTIRQ_NET_RX_DURATION)
 HISTOGRAMS = (RUNQUEUE, DSTATE, SOFTIRQ)
 
+# --- recorded series: the top pods of each node (docs/metrics.md#per-pod-metrics) ---------------
+#: The labels that name one pod on one node.
+POD_LABELS = (NODE, n.LABEL_POD_NAMESPACE, n.LABEL_POD_NAME, n.LABEL_POD_UID)
+#: Every pod but the exporter's `other` sum, which is no pod.
+NOT_OTHER = f'{n.LABEL_POD_UID}!="{n.POD_UID_OTHER}"'
+
+
+def _pod_top(short: str, counter: str) -> Recording:
+    """The `config.POD_TOP_K` pods of each node with the highest rate of `counter` (seconds per
+    second), so the dashboards read a few series per node however many pods the exporter exposes."""
+    w, k = config.RATE_WINDOW, config.POD_TOP_K
+    by = ", ".join(POD_LABELS)
+    rate = f"sum by ({by}) (rate({sel(counter, NOT_OTHER)}[{w}]))"
+    return Recording(f"{NODE}:{short}:top{k}_rate{w}", f"topk by ({NODE}) ({k}, {rate})")
+
+
+#: Victims: run-queue wait of the pod's tasks; aggressors: CPU and D-state time of the pod.
+POD_WAIT = _pod_top("ksense_pod_runqueue_wait_seconds", total(n.POD_RUNQUEUE_WAIT))
+POD_CPU = _pod_top(n.POD_CPU.name, n.POD_CPU.name)
+POD_DSTATE = _pod_top(n.POD_DSTATE.name, n.POD_DSTATE.name)
+POD_TOPS = (POD_WAIT, POD_CPU, POD_DSTATE)
+
 
 # --- panel expressions ------------------------------------------------------------------------
 def per_node(record: Recording | str) -> str:
@@ -255,6 +277,14 @@ def decision_flips() -> str:
     """Decision flips per node and direction over the rate interval (replicas agree, so max)."""
     changes = sel(n.NODE_DECISION_CHANGES.name, NODE_MATCH)
     return f"max by ({NODE}, {n.LABEL_TO}) (increase({changes}[{RATE_INTERVAL}]))"
+
+
+def pod_pressure() -> str:
+    """Per-pod PSI `some` share of the selected nodes: the `config.POD_TOP_K` most stalled pods
+    per node and resource (a gauge, so no recording: it is as cheap as its series)."""
+    by = ", ".join((*POD_LABELS, n.LABEL_RESOURCE))
+    some = sel(n.POD_PRESSURE.name, NODE_MATCH, NOT_OTHER, eq(n.LABEL_KIND, n.PSI_SOME))
+    return f"topk by ({NODE}, {n.LABEL_RESOURCE}) ({config.POD_TOP_K}, max by ({by}) ({some}))"
 
 
 def pending_pods() -> str:

@@ -423,6 +423,7 @@ def recording_groups() -> list[dict]:
         {"name": "ksense-scorer-inputs", "rules": _records(q.SCORER_INPUTS)},
         {"name": "ksense-scorer-outputs", "rules": _records(q.SCORER_OUTPUTS)},
         {"name": "ksense-histograms", "rules": _records(histograms)},
+        {"name": "ksense-pods", "rules": _records(q.POD_TOPS)},
     ]
 
 
@@ -448,7 +449,7 @@ def prometheus_rule(runbook_base: str = config.RUNBOOK_BASE_URL) -> dict:
 
 
 def recordings() -> tuple[q.Recording, ...]:
-    return (*q.SCORER_INPUTS, *q.SCORER_OUTPUTS, *(r for h in q.HISTOGRAMS for r in h.all))
+    return (*q.SCORER_INPUTS, *q.SCORER_OUTPUTS, *(r for h in q.HISTOGRAMS for r in h.all), *q.POD_TOPS)
 
 
 def unit_tests(rules_path: str, runbook_base: str = config.RUNBOOK_BASE_URL) -> dict:

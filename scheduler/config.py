@@ -77,6 +77,10 @@ class SchedulerConfig:
     log_format: str = "text"
 
 
+#: The defaults, stated once in the dataclass above; the parser's help and from_env read them here.
+D = SchedulerConfig
+
+
 def build_parser(prog: str = "python -m scheduler") -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog=prog,
@@ -84,34 +88,36 @@ def build_parser(prog: str = "python -m scheduler") -> argparse.ArgumentParser:
         "kube-scheduler basics and whose fuzzy decision is a fresh allow.",
         epilog="Every flag falls back to its environment variable (docs/configuration.md), then to the default.",
     )
-    p.add_argument("--scheduler-name", help="spec.schedulerName to serve (FUZZY_SCHEDULER_NAME, fuzzy-scheduler)")
-    p.add_argument("--poll", help="resync seconds, 0 = none (FUZZY_SCHEDULER_POLL_S, 10)")
-    p.add_argument("--max-per-cycle", help="binds per cycle, 0 = unlimited (FUZZY_SCHEDULER_MAX_PER_CYCLE, 1)")
-    p.add_argument("--placement-delay", help="seconds between binds, 0 = none (FUZZY_SCHEDULER_PLACEMENT_DELAY_S, 5)")
-    p.add_argument("--score-source", help="prometheus or scorer (FUZZY_SCORE_SOURCE, prometheus)")
+    p.add_argument("--scheduler-name", help=f"spec.schedulerName to serve (FUZZY_SCHEDULER_NAME, {D.scheduler_name})")
+    p.add_argument("--poll", help=f"resync seconds, 0 = none (FUZZY_SCHEDULER_POLL_S, {D.poll_s:g})")
+    p.add_argument("--max-per-cycle",
+                   help=f"binds per cycle, 0 = unlimited (FUZZY_SCHEDULER_MAX_PER_CYCLE, {D.max_per_cycle})")
+    p.add_argument("--placement-delay",
+                   help=f"seconds between binds, 0 = none (FUZZY_SCHEDULER_PLACEMENT_DELAY_S, {D.placement_delay_s:g})")
+    p.add_argument("--score-source", help=f"prometheus or scorer (FUZZY_SCORE_SOURCE, {D.score_source})")
     p.add_argument("--prometheus-url", help="Prometheus query API (KSENSE_PROMETHEUS_URL)")
     p.add_argument("--scorer-selector", help="label matchers of the scorers' series in Prometheus "
                    f"(KSENSE_SCORER_SELECTOR, default {n.SCORER_SELECTOR}; empty = any publisher)")
-    p.add_argument("--scorer-url", help="scorer API base URL (FUZZY_SCORER_URL)")
+    p.add_argument("--scorer-url", help=f"scorer API base URL (FUZZY_SCORER_URL, {D.scorer_url})")
     p.add_argument("--scorer-ca-file", help="CA bundle for the scorer's certificate (default: system trust)")
-    p.add_argument("--long-win", help="max decision age in seconds (FUZZY_LONG_WIN_S, 60)")
+    p.add_argument("--long-win", help=f"max decision age in seconds (FUZZY_LONG_WIN_S, {D.long_win_s:g})")
     p.add_argument("--kubeconfig", help="kubeconfig path (KUBECONFIG; default in-cluster, else ~/.kube/config)")
-    p.add_argument("--namespace", help="namespace of the leader Lease (POD_NAMESPACE, ksense)")
+    p.add_argument("--namespace", help=f"namespace of the leader Lease (POD_NAMESPACE, {D.namespace})")
     p.add_argument("--identity", help="leader-election identity (POD_NAME or hostname + random suffix)")
-    p.add_argument("--lease-duration", help="lease duration seconds (15)")
-    p.add_argument("--renew-deadline", help="stop leading after failing to renew this long (10)")
-    p.add_argument("--retry-period", help="acquire/renew cadence seconds (2)")
-    p.add_argument("--metrics-host", help="listen address of /metrics, /healthz, /readyz (0.0.0.0)")
-    p.add_argument("--metrics-port", help="its port (KSENSE_SCHEDULER_METRICS_PORT, 9862)")
+    p.add_argument("--lease-duration", help=f"lease duration seconds ({D.lease_duration_s:g})")
+    p.add_argument("--renew-deadline", help=f"stop leading after failing to renew this long ({D.renew_deadline_s:g})")
+    p.add_argument("--retry-period", help=f"acquire/renew cadence seconds ({D.retry_period_s:g})")
+    p.add_argument("--metrics-host", help=f"listen address of /metrics, /healthz, /readyz ({D.metrics_host})")
+    p.add_argument("--metrics-port", help=f"its port (KSENSE_SCHEDULER_METRICS_PORT, {D.metrics_port})")
     return p
 
 
 def from_env(environ: Mapping[str, str], args: argparse.Namespace | None = None) -> SchedulerConfig:
     """Build the config; raise ConfigError listing every bad value."""
     r = EnvReader(environ, args)
-    source = r.choice("score_source", "FUZZY_SCORE_SOURCE", "prometheus", SOURCES)
+    source = r.choice("score_source", "FUZZY_SCORE_SOURCE", D.score_source, SOURCES)
     prom = r.text("prometheus_url", "KSENSE_PROMETHEUS_URL", None) or None
-    scorer_url = r.text("scorer_url", "FUZZY_SCORER_URL", SchedulerConfig.scorer_url) or SchedulerConfig.scorer_url
+    scorer_url = r.text("scorer_url", "FUZZY_SCORER_URL", D.scorer_url) or D.scorer_url
     for name, url in (("KSENSE_PROMETHEUS_URL", prom), ("FUZZY_SCORER_URL", scorer_url)):
         if url is not None and not url.startswith(("http://", "https://")):
             r.problems.append(f"{name}={url!r}: expected an http:// or https:// URL")
@@ -129,35 +135,37 @@ def from_env(environ: Mapping[str, str], args: argparse.Namespace | None = None)
     name = r.text("scheduler_name", "FUZZY_SCHEDULER_NAME", n.SCHEDULER_NAME_DEFAULT) or ""
     if not name:
         r.problems.append("FUZZY_SCHEDULER_NAME: must not be empty")
-    lease = r.number("lease_duration", "", 15.0, minimum=1.0)
-    renew = r.number("renew_deadline", "", 10.0, minimum=0.5)
-    retry = r.number("retry_period", "", 2.0, minimum=0.1)
+    lease = r.number("lease_duration", "", D.lease_duration_s, minimum=1.0)
+    renew = r.number("renew_deadline", "", D.renew_deadline_s, minimum=0.5)
+    retry = r.number("retry_period", "", D.retry_period_s, minimum=0.1)
     if not retry < renew < lease:
         r.problems.append(f"leader election: need retry period ({retry}) < renew deadline ({renew}) "
                           f"< lease duration ({lease})")
     base = r.text("identity", "POD_NAME", None) or socket.gethostname()
     cfg = SchedulerConfig(
         scheduler_name=name,
-        poll_s=r.number("poll", "FUZZY_SCHEDULER_POLL_S", 10.0, minimum=0.0),
-        max_per_cycle=r.number("max_per_cycle", "FUZZY_SCHEDULER_MAX_PER_CYCLE", 1, minimum=0, integer=True),
-        placement_delay_s=r.number("placement_delay", "FUZZY_SCHEDULER_PLACEMENT_DELAY_S", 5.0, minimum=0.0),
+        poll_s=r.number("poll", "FUZZY_SCHEDULER_POLL_S", D.poll_s, minimum=0.0),
+        max_per_cycle=r.number("max_per_cycle", "FUZZY_SCHEDULER_MAX_PER_CYCLE", D.max_per_cycle, minimum=0,
+                               integer=True),
+        placement_delay_s=r.number("placement_delay", "FUZZY_SCHEDULER_PLACEMENT_DELAY_S", D.placement_delay_s,
+                                   minimum=0.0),
         score_source=source,
         prometheus_url=prom.rstrip("/") if prom else None,
-        scorer_selector=r.matchers("scorer_selector", "KSENSE_SCORER_SELECTOR", SchedulerConfig.scorer_selector),
+        scorer_selector=r.matchers("scorer_selector", "KSENSE_SCORER_SELECTOR", D.scorer_selector),
         scorer_url=scorer_url.rstrip("/"),
         scorer_ca_file=ca,
-        long_win_s=r.number("long_win", "FUZZY_LONG_WIN_S", 60.0, minimum=1.0),
+        long_win_s=r.number("long_win", "FUZZY_LONG_WIN_S", D.long_win_s, minimum=1.0),
         kubeconfig=kubeconfig,
-        namespace=r.text("namespace", "POD_NAMESPACE", "ksense") or "ksense",
+        namespace=r.text("namespace", "POD_NAMESPACE", D.namespace) or D.namespace,
         # An explicit --identity is used as given (tests, operators); a derived one is made unique.
         identity=r.flag("identity") or f"{base}_{uuid.uuid4().hex[:8]}",
         lease_duration_s=lease,
         renew_deadline_s=renew,
         retry_period_s=retry,
-        metrics_host=r.text("metrics_host", "", "0.0.0.0") or "0.0.0.0",
-        metrics_port=r.number("metrics_port", "KSENSE_SCHEDULER_METRICS_PORT", 9862, minimum=0, maximum=65535,
+        metrics_host=r.text("metrics_host", "", D.metrics_host) or D.metrics_host,
+        metrics_port=r.number("metrics_port", "KSENSE_SCHEDULER_METRICS_PORT", D.metrics_port, minimum=0, maximum=65535,
                               integer=True),
-        log_format=r.choice("", "KSENSE_LOG_FORMAT", "text", ("text", "json")),
+        log_format=r.choice("", "KSENSE_LOG_FORMAT", D.log_format, ("text", "json")),
     )
     r.check()
     return cfg

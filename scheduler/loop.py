@@ -250,7 +250,7 @@ class Scheduler:
                 continue
             self._stats.attempt(time.perf_counter() - started)
             if decision.node is None:
-                message = failed_scheduling_message(decision.total, decision.failures)
+                message = failed_scheduling_message(decision.total, decision.failures, fetched.records)
                 self._unschedulable(pod, message, reason_counts(decision.failures),
                                     {node: failure.reason for node, failure in decision.failures.items()})
                 unschedulable += 1

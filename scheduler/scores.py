@@ -19,7 +19,8 @@ stuck replica can then add a deny (min) but never an allow.
 **Scorer** (`FUZZY_SCORE_SOURCE=scorer`): `GET /score` (docs/api.md) over HTTPS with
 certificate verification on (a CA file may be given; `verify=` is passed per request because
 `REQUESTS_CA_BUNDLE` would override a session setting). Freshness: the report's `time` against
-our wall clock.
+our wall clock. The report's `victim` and `aggressor` (a denied node's top pods) ride along for
+the FailedScheduling message.
 
 Both sources bound the whole answer by `timeout_s` (DeadlineSession), not each read: a server
 trickling its answer cannot hold a cycle. A source that is down, times out, or answers garbage
@@ -130,8 +131,20 @@ def parse_scorer(body: Mapping[str, Any], now: float, long_win_s: float) -> dict
             allowed=report.get("decision") == n.DECISION_ALLOW,
             score=float(score) if isinstance(score, int | float) else math.inf,
             fresh=now - _parse_time(report.get("time")) <= long_win_s,
+            victim=_pod(report.get("victim")),
+            aggressor=_pod(report.get("aggressor")),
         )
     return records
+
+
+def _pod(value: object) -> str:
+    """A report's `victim`/`aggressor` (docs/api.md) as shown to people; "" when null or not
+    that shape (the message only loses a name)."""
+    if not isinstance(value, dict) or not isinstance(value.get("uid"), str) or not value["uid"]:
+        return ""
+    namespace, name = value.get("namespace"), value.get("name")
+    return n.pod_shown(namespace if isinstance(namespace, str) else "", name if isinstance(name, str) else "",
+                       value["uid"])
 
 
 class PrometheusScores:

@@ -31,12 +31,12 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from types import MappingProxyType
 
-from common.core.csvrow import format_number, format_time
 from common.core.durations import DurationHistogram
 from common.core.model import ExportHistogram
 from common.csvfile import CsvSink
 from common.names import DECISION_ALLOW, FUZZY_MONITOR_COLUMNS
 from common.ticker import ticks
+from scorer.core import reports
 from scorer.core.decision import DecisionParams, NodeState
 from scorer.core.evaluate import evaluate, evaluate_series
 from scorer.core.model import Inputs, NodeReport, Results
@@ -65,25 +65,11 @@ class EvaluatorStats:
 
 
 def monitor_row(report: NodeReport) -> list[str]:
-    """One fuzzy_monitor.csv row (docs/metrics.md#fuzzy_monitorcsv): inputs with 6 decimals, empty when missing;
-    score with 3; Time local wall time with milliseconds."""
-    inputs, missing = report.inputs, set(report.missing)
-
-    def value(name: str, v: float) -> str:
-        return "" if name in missing else format_number(v, 6)
-
-    return [
-        format_time(report.time.astimezone().replace(tzinfo=None)),
-        report.node,
-        value("friction", inputs.friction_signed),
-        value("energy", inputs.energy),
-        value("cpu", inputs.cpu_pct),
-        value("psi", inputs.psi_pct),
-        format_number(report.score, 3),
-        report.level,
-        report.decision,
-        report.reason or "",
-    ]
+    """The fuzzy_monitor.csv row of one node's report."""
+    inputs = report.inputs
+    values = {"friction": inputs.friction_signed, "energy": inputs.energy, "cpu": inputs.cpu_pct, "psi": inputs.psi_pct}
+    return reports.monitor_row(report.time.astimezone().replace(tzinfo=None), report.node, values, report.missing,
+                               report.score, report.level, report.decision, report.reason or "")
 
 
 def monitor_sink(path: str | os.PathLike[str], **kwargs: int) -> CsvSink:

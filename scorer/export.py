@@ -58,10 +58,11 @@ from types import MappingProxyType
 import requests
 
 from common import names as n
-from common.core.csvrow import format_number, format_row, format_time
+from common.core.csvrow import format_row
 from common.core.model import Derived, RawInterval
 from scorer.core.inference import level
 from scorer.core.inputs import split_timestamped_matrix
+from scorer.core.reports import monitor_row as monitor_cells
 from scorer.sources import shown
 from scorer.sources.prometheus import NAME as PROMETHEUS
 from scorer.sources.prometheus import TS_LABEL, PromClient, PromError, chunks, timestamped_query
@@ -269,18 +270,11 @@ def monitor_row(node: str, row: Mapping[str, float]) -> list[str]:
         "cpu": _get(row, "cpu", 100.0),
         "psi": _get(row, "psi", 100.0),
     }
-    cells = ["" if inp in missing else format_number(v, 6) for inp, v in values.items()]
-    score = row["score"]
     critical = [inp for inp in ("friction", "energy") if inp in missing]
-    return [
-        format_time(_local(row[_SCORE_REF])),
-        node,
-        *cells,
-        f"{score:.3f}",
-        level(score),
-        n.DECISION_ALLOW if row.get("allowed") == 1.0 else n.DECISION_DENY,
-        "missing metrics: " + ", ".join(critical) if critical else "",
-    ]
+    decision = n.DECISION_ALLOW if row.get("allowed") == 1.0 else n.DECISION_DENY
+    reason = "missing metrics: " + ", ".join(critical) if critical else ""
+    return monitor_cells(_local(row[_SCORE_REF]), node, values, missing, row["score"], level(row["score"]), decision,
+                         reason)
 
 
 class _Outputs:

@@ -48,6 +48,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from gunicorn import glogging
 from gunicorn.app.base import BaseApplication
 
 from scorer.config import ScorerConfig
@@ -262,6 +263,7 @@ def serve(
         "control_socket_disable": True,
         "accesslog": None,
         "errorlog": "-",
+        "logger_class": _GunicornLogs,
         "loglevel": log_level,
         "post_worker_init": post_worker_init,
         "worker_exit": worker_exit,
@@ -279,6 +281,23 @@ def serve(
     except SystemExit as exc:
         return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
     return 0
+
+
+class _GunicornLogs(glogging.Logger):
+    """gunicorn's own lines (worker boots and exits, timeouts, signals) in the one ksense log style:
+    its error logger hands each line to the root handler common.logs set up, as
+    `event=gunicorn message=...`, instead of gunicorn's `[date] [pid] [LEVEL]` format."""
+
+    def setup(self, cfg: Any) -> None:
+        super().setup(cfg)
+        self.error_log.handlers[:] = []
+        self.error_log.propagate = True
+        self.error_log.filters[:] = [_as_event]
+
+
+def _as_event(record: logging.LogRecord) -> bool:
+    record.msg, record.args = "event=gunicorn message=%r", (record.getMessage(),)
+    return True
 
 
 def _fixed_mmap_threshold() -> None:

@@ -28,6 +28,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 import tomllib
 from dataclasses import dataclass
@@ -36,8 +37,9 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
 LOCAL = "local"
-#: The files the builds copy from the context (the .dockerignore allow-list).
-CONTEXT = ("common", "exporter", "scorer", "scheduler", "requirements")
+#: The directories the builds copy from the context: the .dockerignore allow-list (`!dir/`).
+CONTEXT = tuple(line[1:].strip().rstrip("/") for line in (REPO / ".dockerignore").read_text().splitlines()
+                if line.startswith("!"))
 CA_BUNDLES = ("/etc/ssl/certs/ca-certificates.crt", "/etc/pki/tls/certs/ca-bundle.crt")
 APT_SOURCES = ("/etc/apt/sources.list", "/etc/apt/sources.list.d")
 
@@ -123,10 +125,10 @@ def inputs_hash(image: Image, base_id: str) -> str:
     return h.hexdigest()[:16]
 
 
-def build_args(image: Image, base: str, is_local: bool) -> list[str]:
-    args = ["buildah", "bud", "--isolation", "chroot", "--layers", "--quiet", "-f", image.dockerfile,
-            "--build-arg", f"BASE_IMAGE={base}", "--label", f"org.opencontainers.image.version={version()}",
-            "-t", image.ref]
+def build_args(image: Image, base: str, is_local: bool, iidfile: Path) -> list[str]:
+    args = ["buildah", "bud", "--isolation", "chroot", "--layers", "--quiet", "--iidfile", str(iidfile),
+            "-f", image.dockerfile,
+            "--build-arg", f"BASE_IMAGE={base}", "--label", f"org.opencontainers.image.version={version()}"]
     if image.target:
         args += ["--target", image.target]
     ca = os.environ.get("PIP_CERT") or next((c for c in CA_BUNDLES if Path(c).is_file()), None)
@@ -143,17 +145,25 @@ def build(image: Image, wanted_base: str | None) -> dict:
     base, is_local = resolve_base(image.default_base, wanted_base)
     inputs = inputs_hash(image, image_id(base) or base)
     started = time.monotonic()
-    fresh = image_id(image.ref) is None or image_id(image.ref) != image_id(image.inputs_ref(inputs))
+    built = image_id(image.inputs_ref(inputs))
+    fresh = built is None
     if fresh:
         print(f"images: building {image.ref} on {base}", file=sys.stderr)
-        done = subprocess.run(build_args(image, base, is_local), cwd=REPO, env=engine_env(),
-                              stdout=subprocess.DEVNULL)
-        if done.returncode != 0:
-            sys.exit(f"images: building {image.ref} failed")
+        with tempfile.TemporaryDirectory() as tmp:
+            # Tagged by the id this build wrote, never by name: another build in the same store
+            # may move the name in between.
+            iid = Path(tmp) / "iid"
+            done = subprocess.run(build_args(image, base, is_local, iid), cwd=REPO, env=engine_env(),
+                                  stdout=subprocess.DEVNULL)
+            if done.returncode != 0:
+                sys.exit(f"images: building {image.ref} failed")
+            built = iid.read_text().strip().removeprefix("sha256:")
         for old in podman("images", "--format", "{{.Repository}}:{{.Tag}}", f"localhost/{image.name}").stdout.split():
             if ":inputs-" in old:
                 podman("untag", old, old, check=False)
-        podman("tag", image.ref, image.inputs_ref(inputs))
+        podman("tag", built, image.inputs_ref(inputs))
+    if image_id(image.ref) != built:
+        podman("tag", built, image.ref)
     size, layers = size_and_layers(image.ref)
     return {"ref": image.ref, "base": base, "size": size, "layers": layers, "built": fresh,
             "seconds": time.monotonic() - started}

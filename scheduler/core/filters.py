@@ -90,11 +90,14 @@ class Failure:
 @dataclass(frozen=True, slots=True)
 class ScoreRecord:
     """The scheduler's view of one node's fuzzy decision (the shell decides `fresh` from the
-    sample age and `FUZZY_LONG_WIN_S`)."""
+    sample age and `FUZZY_LONG_WIN_S`). `victim` and `aggressor` name the node's top pods
+    (common.names.pod_shown) when the source knows them, for the message only ("" = unknown)."""
 
     allowed: bool
     score: float
     fresh: bool
+    victim: str = ""
+    aggressor: str = ""
 
 
 @dataclass(frozen=True, slots=True)

@@ -8,7 +8,10 @@ Message format is kube-scheduler's `FitError.Error()`:
 one entry per distinct failure detail (a node short of cpu and memory counts in both), sorted as
 plain strings — Go's `sort.Strings`, so "10 …" sorts before "2 …", exactly as `kubectl describe`
 shows for the stock scheduler. No nodes at all: "no nodes available to schedule pods". There is
-no preemption suffix: this scheduler does not preempt.
+no preemption suffix: this scheduler does not preempt. Where kube-scheduler would stop, this one
+adds who is behind a fuzzy deny when the score source knows (`pods_suffix`):
+`0/3 nodes are available: 3 fuzzy deny (score ≥ 70). Node w1: victim shop/checkout, aggressor
+batch/nightly.` — the aggregated counts before it are unchanged.
 """
 
 from __future__ import annotations
@@ -19,10 +22,12 @@ from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
-from scheduler.core.filters import Failure
+from scheduler.core.filters import FUZZY_DENY, Failure, ScoreRecord
 from scheduler.core.quantity import QuantityError
 
 NO_NODES_MESSAGE = "no nodes available to schedule pods"
+#: Fuzzy-denied nodes whose top victim and aggressor pods a message names, at most.
+NAMED_NODES = 2
 EVENT_REASON = "FailedScheduling"
 CONDITION_TYPE = "PodScheduled"
 CONDITION_REASON = "Unschedulable"
@@ -42,15 +47,41 @@ def reason_counts(failures: Mapping[str, Failure] | Iterable[Failure]) -> Counte
     return Counter(f.reason for f in _failures(failures))
 
 
-def failed_scheduling_message(total_nodes: int, failures: Mapping[str, Failure] | Iterable[Failure]) -> str:
-    """`0/5 nodes are available: 2 Insufficient cpu, 3 fuzzy deny (score ≥ 70).`"""
+def failed_scheduling_message(
+    total_nodes: int,
+    failures: Mapping[str, Failure] | Iterable[Failure],
+    scores: Mapping[str, ScoreRecord] | None = None,
+) -> str:
+    """`0/5 nodes are available: 2 Insufficient cpu, 3 fuzzy deny (score ≥ 70).`, then the pods
+    behind the fuzzy denies when `scores` names them (`pods_suffix`)."""
     if total_nodes <= 0:
         return NO_NODES_MESSAGE
     parts = sorted(f"{count} {detail}" for detail, count in detail_counts(failures).items())
     message = f"0/{total_nodes} nodes are available:"
     if parts:
         message += " " + ", ".join(parts) + "."
+    if scores and isinstance(failures, Mapping):
+        message += pods_suffix(failures, scores)
     return message
+
+
+def pods_suffix(failures: Mapping[str, Failure], scores: Mapping[str, ScoreRecord]) -> str:
+    """` Node w3: victim shop/checkout, aggressor batch/nightly.` for the first `NAMED_NODES`
+    fuzzy-denied nodes (by name) whose top pods the score source knows; "" when none.
+
+    Bounded and stable on purpose: at most `NAMED_NODES` nodes, names only (rates move every
+    tick and would defeat the one-event-per-distinct-message dedupe), nodes in name order (the
+    same set of denied nodes names the same nodes whatever their scores do)."""
+    named = []
+    for node in sorted(failures):
+        record = scores.get(node)
+        if failures[node].reason != FUZZY_DENY or record is None or not (record.victim or record.aggressor):
+            continue
+        who = [f"{role} {pod}" for role, pod in (("victim", record.victim), ("aggressor", record.aggressor)) if pod]
+        named.append(f"Node {node}: {', '.join(who)}.")
+        if len(named) == NAMED_NODES:
+            break
+    return "".join(f" {part}" for part in named)
 
 
 def invalid_pod_message(error: QuantityError) -> str:

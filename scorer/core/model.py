@@ -14,6 +14,8 @@ from datetime import datetime
 from types import MappingProxyType
 from typing import Any, NamedTuple
 
+from common import names as n
+
 NAN = math.nan
 
 
@@ -36,7 +38,7 @@ class PodRef:
     @property
     def shown(self) -> str:
         """`shop/checkout`, or `uid 6c3c22c6-...` for a pod known by UID only."""
-        return f"{self.namespace}/{self.name}" if self.name else f"uid {self.uid}"
+        return n.pod_shown(self.namespace, self.name, self.uid)
 
 
 @dataclass(frozen=True)

@@ -12,10 +12,11 @@ nodes are sorted by name.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from datetime import UTC, datetime
 from typing import Any, TypedDict
 
+from common.core.csvrow import format_number, format_time
 from common.names import RQ_P99
 from scorer.core.model import NodeInputs, NodeReport, PodRef, Results
 
@@ -118,3 +119,16 @@ def inputs_json(inputs: NodeInputs) -> InputsJson:
     if math.isfinite(inputs.rq_p99_ms) or RQ_P99 in inputs.missing:
         out[RQ_P99] = raw(inputs.rq_p99_ms)
     return out
+
+
+#: The inputs a fuzzy_monitor.csv row carries, in column order (friction signed by its direction).
+MONITOR_INPUTS = ("friction", "energy", "cpu", "psi")
+
+
+def monitor_row(local_time: datetime, node: str, values: Mapping[str, float], missing: Collection[str],
+                score: float, level: str, decision: str, reason: str) -> list[str]:
+    """One fuzzy_monitor.csv row (docs/metrics.md#fuzzy_monitorcsv), the one definition the live scorer
+    and `scorer.export` share: `local_time` naive local wall time (milliseconds), the MONITOR_INPUTS with
+    6 decimals and empty when missing, the score with 3."""
+    cells = ["" if name in missing else format_number(values[name], 6) for name in MONITOR_INPUTS]
+    return [format_time(local_time), node, *cells, format_number(score, 3), level, decision, reason]

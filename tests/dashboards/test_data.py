@@ -2,9 +2,11 @@
 (1 s scrape, our rules loaded, the job names of dashboards/config.py) scraping a replaying
 exporter (the reference recording at speed 20 with a 5 s warm-up, so Friction, Direction and
 Energy exist within seconds), an eBPF exporter on this kernel (histograms, BPF programs, maps,
-PSI per resource), a scorer reading that Prometheus over TLS (scores, decisions, webhook latency
-after a few real AdmissionReviews, certificate expiry) and a second scorer pointed at a dead
-Prometheus (query errors). Each expression must parse, and return data unless EMPTY_BY_DESIGN
+PSI per resource; per-pod series from a kubepods-like cgroup tree with a CPU hog and a
+latency-sensitive task pinned to one CPU in two pods, as tests/exporter/test_pods_real.py does),
+a scorer reading that Prometheus over TLS (scores, decisions, webhook latency after a few real
+AdmissionReviews, certificate expiry) and a second scorer pointed at a dead Prometheus (query
+errors). Each expression must parse, and return data unless EMPTY_BY_DESIGN
 says why not; alerts must parse and each of their watched signals must return data.
 """
 
@@ -24,6 +26,8 @@ from dashboards import build, config, rules
 from dashboards import queries as q
 from tests import support
 from tests.conftest import REAL_KERNEL_CSV, bcc_available, real_parts_required, require
+from tests.exporter.podtree import PodTree
+from tests.exporter.test_pods_real import HOG, VICTIM
 from tests.scorer import promserver
 from tests.support import REPO
 
@@ -53,7 +57,7 @@ NEEDS_EBPF = (
     n.RUNQUEUE_LATENCY_MAX.name, n.RUNQUEUE_LATENCY_DROPPED.name, n.DSTATE_DURATION.name,
     n.SOFTIRQ_NET_RX_DURATION.name, n.RUNQUEUE_LATENCY.name, n.PRESSURE.name + "{", n.PRESSURE_AVAILABLE.name,
     n.BPF_PROGRAM_ATTACHED.name, n.BPF_PROGRAM_RUN_SECONDS.name, n.BPF_PROGRAM_RUNS.name, n.BPF_MAP_ENTRIES.name,
-    n.BPF_MAP_UPDATE_FAILURES.name,
+    n.BPF_MAP_UPDATE_FAILURES.name, *(r.record for r in q.POD_TOPS), n.POD_PRESSURE.name,
 )
 
 
@@ -85,6 +89,8 @@ def stack(tmp_path_factory):
         pytest.fail("real part missing in CI: the eBPF exporter needs root, bcc and tracefs")
     work = tmp_path_factory.mktemp("dashboards-data")
     started: list[support.Process] = []
+    tree = None
+    pods: dict[str, str] = {}  # role -> pod uid
     old_stats = BPF_STATS.read_text() if ebpf else None
     try:
         if ebpf:
@@ -94,11 +100,18 @@ def stack(tmp_path_factory):
                                                csv_out=work / "replay.csv")]
         started += exporters
         if ebpf:
+            # Two pods on the eBPF node: a hog (aggressor) and a task it keeps waiting (victim).
+            tree = PodTree()
+            pods["aggressor"], _, hog = tree.add_pod(qos="burstable")
+            pods["victim"], _, victim = tree.add_pod(qos="besteffort")
+            tree.run_in(hog, HOG)
+            tree.run_in(victim, VICTIM)
             port = support.free_port()
             exporters.append(support.start_module(work, "ebpf-exporter", [
                 "-m", "exporter", "--source", "ebpf", "--host", "127.0.0.1", "--port", str(port),
                 "--node", EBPF_NODE, "--csv", str(work / "ebpf.csv"), "--state-dir", str(work / "state")],
-                port, "/readyz", {"KSENSE_WARMUP_S": "5", "KSENSE_RUN_AS": "0"}))  # CSV in root's tmp
+                port, "/readyz", {"KSENSE_WARMUP_S": "5", "KSENSE_RUN_AS": "0",  # CSV in root's tmp
+                                  "KSENSE_CGROUP_ROOT": str(tree.root)}))
             started.append(exporters[-1])
 
         rules_file = REPO / config.RULES_FILE
@@ -143,10 +156,12 @@ def stack(tmp_path_factory):
             review["request"]["uid"] = str(uuid.uuid4())
             r = requests.post(f"https://127.0.0.1:{api}/validate", json=review, verify=str(ca_pem), timeout=10)
             assert r.status_code == 200 and r.json()["response"]["allowed"] is True
-        yield {"url": prom.url, "ebpf": ebpf}
+        yield {"url": prom.url, "ebpf": ebpf, "pods": pods}
     finally:
         for server in reversed(started):
             server.stop()
+        if tree is not None:
+            tree.close()
         if old_stats is not None:
             BPF_STATS.write_text(old_stats)
 
@@ -231,3 +246,22 @@ def test_the_data_is_what_the_panels_claim(stack):
     assert left and float(left[0]["value"][1]) > 0
     reviews = f'sum({n.ADMISSION_REVIEWS.name}{{{n.LABEL_OUTCOME}="recorded"}}) >= 5'
     support.wait_for(lambda: promserver.instant(url, reviews), DEADLINE_S, "the 5 recorded admission reviews")
+
+
+def test_the_pods_row_names_the_victim_and_the_aggressor(stack):
+    """The hog is the top pod of the CPU recording and the pod it keeps waiting has a positive
+    wait rate in the victims' recording (which pod waits most is not asserted: on a shared
+    machine the always-runnable hog also waits behind every other task on its CPU)."""
+    if not stack["ebpf"]:
+        pytest.skip("per-pod series need the eBPF exporter")
+    url, pods = stack["url"], stack["pods"]
+
+    def rates(record: q.Recording) -> dict[str, float]:
+        result = promserver.instant(url, f'{record.record}{{node="{EBPF_NODE}"}}')
+        return {e["metric"][n.LABEL_POD_UID]: float(e["value"][1]) for e in result}
+
+    def named() -> bool:
+        cpu, wait = rates(q.POD_CPU), rates(q.POD_WAIT)
+        return bool(cpu) and max(cpu, key=cpu.get) == pods["aggressor"] and wait.get(pods["victim"], 0) > 0
+
+    support.wait_for(named, DEADLINE_S, "the hog on top of the CPU recording and the victim's wait recorded")

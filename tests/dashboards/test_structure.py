@@ -18,7 +18,7 @@ RECORDED = {r.record for r in rules.recordings()}
 #: kube-state-metrics' node inventory (KsenseNodeNotMeasured).
 OTHER = {queries.UP, queries.PROCESS_CPU, queries.PROCESS_RSS, rules.KUBE_NODE_INFO}
 PROMQL_WORDS = {"by", "on", "or", "and", "unless", "bool", "group_left", "le", "time", "rate", "increase", "sum",
-                "max", "min", "count", "group", "histogram_quantile", "label_values"}
+                "max", "min", "topk", "count", "group", "histogram_quantile", "label_values"}
 
 
 def _panels(dashboard: dict) -> list[dict]:

@@ -20,7 +20,8 @@ from pathlib import Path
 #: "pod.<field>" or "container.<field>" (or a finer path); the text is what docs/images.md says.
 NOT_PLAYED = {
     "pod.serviceAccountName": "no API server credentials are mounted: the scheduler gets a kubeconfig "
-                              "for the test's API server (KUBECONFIG) instead of the service-account token",
+                              "for the test's API server (KUBECONFIG) instead of the service-account token; the "
+                              "exporter gets none and labels pods by UID only",
     "pod.automountServiceAccountToken": "as serviceAccountName",
     "pod.tolerations": "no scheduling: the container runs on this machine",
     "pod.affinity": "no scheduling: the container runs on this machine",
@@ -28,7 +29,8 @@ NOT_PLAYED = {
                        "the test's clients are on the host), so the listening ports are moved to free ones",
     "pod.securityContext.fsGroup": "no fsGroup in podman: the test creates the Secret's files with the "
                                    "kubelet's ownership (group = fsGroup, defaultMode)",
-    "pod.securityContext.fsGroupChangePolicy": "as fsGroup: there is no ownership change to skip",
+    "pod.securityContext.fsGroupChangePolicy": "as fsGroup: podman changes no volume's ownership, so there "
+                                               "is no change to skip",
     "pod.securityContext.seccompProfile": "RuntimeDefault: podman's default profile (containers-common 0.50) "
                                           "allows bpf() and perf_event_open() only with CAP_SYS_ADMIN, so the "
                                           "exporter falls back to procfs under it; the eBPF test plays "
@@ -146,10 +148,9 @@ def play(pod: dict, objects: tuple[dict, ...], *, name: str, field_refs: Mapping
         unknown = set(sc) - _SECURITY_FIELDS
         assert not unknown, f"securityContext fields nobody translated: {sorted(unknown)}"
     sc = {**pod_sc, **c_sc}
-    if "fsGroup" in pod_sc:
-        played.note("pod.securityContext.fsGroup")
-    if "fsGroupChangePolicy" in pod_sc:
-        played.note("pod.securityContext.fsGroupChangePolicy")
+    for key in ("fsGroup", "fsGroupChangePolicy"):
+        if key in pod_sc:
+            played.note(f"pod.securityContext.{key}")
     for where, ctx in (("pod", pod_sc), ("container", c_sc)):
         profile = ctx.get("seccompProfile", {}).get("type")
         if profile == "RuntimeDefault":

@@ -268,7 +268,11 @@ def test_scorer_container_serves_validate_over_tls_as_non_root_and_reloads_its_c
     ctx.load_verify_locations(cadata=ca.cert_pem.bytes().decode())
     review = json.loads((REPO / "tests" / "scorer" / "fixtures" / "admission" / "v1_pod_create.request.json")
                         .read_text())
+    started = time.monotonic()
     with running(played) as c:
+        wait_for(lambda: _get(f"http://127.0.0.1:{metrics}/metrics")[0] == 200 or not c.running(), 60,
+                 "the scorer's /metrics")
+        print(f"scorer: podman run to the first /metrics: {time.monotonic() - started:.1f} s")
         wait_for(lambda: _get(f"https://127.0.0.1:{https}/healthz", ctx)[0] == 200 or not c.running(), 60,
                  "the scorer's TLS port")
         assert c.running(), c.logs()
@@ -316,7 +320,11 @@ def test_scheduler_container_binds_a_pod_through_the_test_api_server(images, kub
                       extra_mounts={"/etc/ksense/kubeconfig": kubeconfig})
         _say("scheduler", played)
         print("scheduler:   KSENSE_PROMETHEUS_URL (ConfigMap: in-cluster DNS) -> the test's Prometheus")
+        started = time.monotonic()
         with running(played) as c:
+            wait_for(lambda: _get(f"http://127.0.0.1:{metrics}/metrics")[0] == 200 or not c.running(), 60,
+                     "the scheduler's /metrics")
+            print(f"scheduler: podman run to the first /metrics: {time.monotonic() - started:.1f} s")
             wait_for(lambda: _get(f"http://127.0.0.1:{metrics}/readyz")[0] == 200 or not c.running(), 60,
                      "the scheduler's caches synced")
             assert c.running(), c.logs()

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 from common.envconf import ConfigError
-from scheduler.config import build_parser, from_env
+from scheduler.config import SchedulerConfig, build_parser, from_env
 
 PROM = {"KSENSE_PROMETHEUS_URL": "http://prometheus:9090/"}
 
@@ -18,6 +20,18 @@ def test_defaults_are_the_contract() -> None:
     assert cfg.scorer_url == "https://ksense-scorer.ksense.svc:8443" and cfg.scorer_ca_file is None
     assert (cfg.namespace, cfg.metrics_port, cfg.lease_duration_s) == ("ksense", 9862, 15.0)
     assert cfg.identity and cfg.identity != from_env(PROM).identity, "unique per process"
+
+
+def test_every_default_comes_from_the_dataclass() -> None:
+    """Nothing retypes a default: with no settings, every field but the derived ones is the dataclass's."""
+    cfg = from_env(PROM)
+    derived = {"prometheus_url", "identity"}
+    for f in dataclasses.fields(SchedulerConfig):
+        if f.name not in derived:
+            assert getattr(cfg, f.name) == f.default, f.name
+    helps = {a.dest: str(a.help) for a in build_parser()._actions}
+    assert f"{SchedulerConfig.poll_s:g})" in helps["poll"]
+    assert f"{SchedulerConfig.metrics_port})" in helps["metrics_port"]
 
 
 def test_env_and_flags() -> None:

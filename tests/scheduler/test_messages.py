@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from scheduler.core.filters import NO_SCORE_FAILURE, Failure, fuzzy_failure, resource_failure
+from scheduler.core.filters import NO_SCORE_FAILURE, Failure, ScoreRecord, fuzzy_failure, resource_failure
 from scheduler.core.messages import (
+    NAMED_NODES,
     NO_NODES_MESSAGE,
     condition_update,
     dedupe_key,
@@ -104,3 +105,25 @@ def test_condition_update(name, conditions, expected_time, writes):
     else:
         assert got["message"] == "M" and got["status"] == "False", name
         assert got["lastTransitionTime"] == expected_time, name
+
+
+def _denied(victim: str = "", aggressor: str = "") -> ScoreRecord:
+    return ScoreRecord(False, 80.0, True, victim=victim, aggressor=aggressor)
+
+
+def test_the_message_names_the_pods_behind_at_most_two_fuzzy_denies_in_node_order() -> None:
+    failures = {"w4": DENY, "w3": DENY, "w2": DENY, "w1": CPU, "w0": DENY}
+    scores = {
+        "w0": _denied(),  # denied, but nobody is known: not named
+        "w1": _denied("a/x", "b/y"),  # named pods, but it failed on cpu first: not named
+        "w2": _denied("shop/checkout", "batch/nightly"),
+        "w3": _denied(aggressor="uid 6c3c"),
+        "w4": _denied("c/z", "d/w"),  # past the bound
+    }
+    assert failed_scheduling_message(5, failures, scores) == (
+        "0/5 nodes are available: 1 Insufficient cpu, 4 fuzzy deny (score ≥ 70). "
+        "Node w2: victim shop/checkout, aggressor batch/nightly. Node w3: aggressor uid 6c3c.")
+    assert NAMED_NODES == 2
+    # Without pod names the message is kube-scheduler's, unchanged.
+    assert failed_scheduling_message(5, failures, {k: _denied() for k in scores}) == \
+        failed_scheduling_message(5, failures)

@@ -5,6 +5,7 @@ scorer's /score over verified TLS, and the pure parsers with literal answers."""
 
 from __future__ import annotations
 
+import json
 import math
 import ssl
 import threading
@@ -248,5 +249,37 @@ def test_scorer_source_verifies_tls(tmp_path: Path) -> None:
         assert untrusted.records == {} and untrusted.error == "unreachable", "verification must be on"
         trusted = ScorerScores(url, ca_file=ca_file, timeout_s=2.0).fetch()
         assert trusted.error is None and trusted.records == {"a": ScoreRecord(True, 20.0, True)}
+    finally:
+        server.stop()
+
+
+def test_scorer_source_names_the_victim_and_aggressor_in_the_event(kube_api: KubeAPI, start_scheduler) -> None:
+    """/score's `victim`/`aggressor` (docs/api.md) reach the FailedScheduling event of a pod
+    that fits nowhere: w1 is allowed but too small, w2 is denied with its top pods known, w3
+    denied with none known (not named)."""
+    stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+
+    def report(node: str, decision: str, score: float, victim: dict | None, aggressor: dict | None) -> dict:
+        return {"node": node, "time": stamp, "decision": decision, "score": score, "victim": victim,
+                "aggressor": aggressor}
+
+    body = json.dumps({"time": stamp, "source": "prometheus", "nodes": [
+        report("w1", "allow", 20.0, None, None),
+        report("w2", "deny", 75.0, {"namespace": "shop", "name": "checkout", "uid": "u-1", "rate": 0.4},
+               {"namespace": "", "name": "", "uid": "u-2", "rate": 0.98}),
+        report("w3", "deny", 80.0, None, None),
+    ]})
+    server = TextServer(lambda: body, "application/json")
+    try:
+        k = kube_api
+        add_nodes(k, "w1", cpu="1")
+        add_nodes(k, "w2", "w3", cpu="8")
+        start_scheduler(k.url, ScorerScores(f"http://127.0.0.1:{server.port}", timeout_s=2.0))
+        add_pods(k, "big", cpu="2")
+        events = wait_for(lambda: [e for e in k.store.events("default") if e["reason"] == "FailedScheduling"],
+                          10, "the FailedScheduling event")
+        assert [e["message"] for e in events] == [
+            "0/3 nodes are available: 1 Insufficient cpu, 2 fuzzy deny (score ≥ 70). "
+            "Node w2: victim shop/checkout, aggressor uid u-2."]
     finally:
         server.stop()

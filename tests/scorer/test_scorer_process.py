@@ -60,6 +60,11 @@ def test_scores_a_local_exporter_and_stops_on_sigterm(tmp_path, real_kernel_csv)
         scorer.send_signal(signal.SIGTERM)
         assert scorer.wait(timeout=15) == 0
         assert time.monotonic() - started < 12
+        lines = (tmp_path / "scorer.log").read_text().splitlines()
+        # One log style: gunicorn's own lines too (no "[date] [pid] [INFO]" lines).
+        assert any("event=gunicorn" in line for line in lines), lines
+        banner = "scorer: scoring local exporter"  # the one start-up line for people, on stdout
+        assert [line for line in lines if line and not line.startswith(("ts=", banner))] == []
     finally:
         if scorer.poll() is None:
             scorer.kill()
