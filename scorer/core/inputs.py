@@ -137,7 +137,8 @@ Vectors = Mapping[str, Mapping[str, "Sample"]]
 
 @dataclass(frozen=True)
 class Sample:
-    """One signal's value for one node and the Unix time (seconds) it was measured."""
+    """One signal's value for one node and the Unix time (seconds) it was measured; from a tick
+    query (`split_tick`) of a fresh node, the query's time (the query vouched for freshness)."""
 
     value: float
     ts: float
@@ -283,6 +284,40 @@ def split_timestamped(result: Iterable[Mapping[str, Any]], ts_label: str) -> dic
         if key in stamps:
             _keep_newest(out, dict(key)[n.LABEL_NODE], Sample(value, stamps[key]))
     return out
+
+
+#: The tags of a tick query's exceptions (scorer/sources/prometheus.py tick_query): a node with
+#: more than one series; a series older than the freshness bound, valued by its timestamp.
+TAG_DUPLICATE = "dup"
+TAG_STALE = "stale"
+
+
+def split_tick(result: Iterable[Mapping[str, Any]], ts_label: str, at: float) -> tuple[dict[str, Sample], set[str]]:
+    """(node -> Sample, the nodes with duplicate series) from one tick-query `result` (see
+    scorer/sources/prometheus.py): each untagged element is a node's value (`max by (node)`);
+    tagged `TAG_DUPLICATE`, a node whose value that max is not (it is left out: the caller reads
+    its series one by one, `split_timestamped`); tagged `TAG_STALE`, a series older than the
+    bound, whose timestamp becomes its node's sample time. Every other node was sampled within
+    the bound: its sample time is `at`, the query's. Elements without `node` and other tags are
+    ignored. Raises ValueError (KeyError, TypeError) on a malformed element."""
+    values: dict[str, float] = {}
+    stale: dict[str, float] = {}
+    duplicated: set[str] = set()
+    for element in result:
+        labels = element["metric"]
+        node = labels.get(n.LABEL_NODE)
+        value = float(element["value"][1])
+        if node is None:
+            continue
+        tag = labels.get(ts_label)
+        if tag is None:
+            values[node] = value
+        elif tag == TAG_STALE:
+            stale[node] = max(value, stale.get(node, -math.inf))
+        elif tag == TAG_DUPLICATE:
+            duplicated.add(node)
+    out = {node: Sample(value, stale.get(node, at)) for node, value in values.items() if node not in duplicated}
+    return out, duplicated
 
 
 def vectors_from_exposition(samples: Iterable[Any], now: float) -> dict[str, dict[str, Sample]]:

@@ -10,20 +10,37 @@ Any other scrape target of a shared Prometheus can publish `ksense_friction{node
 selected by bare name, that series could win for w1 (the newest series wins, below) and allow it,
 deny any node, or invent nodes. Selected by identity, it is not read at all.
 
-Each query returns the value *and* the sample's own timestamp in one answer:
+What a tick asks, per signal S (its family restricted to the selector), in one answer:
 
-    S or label_replace(timestamp(S), "ksense_ts", "1", "", "")
+    max by (node) (S)
+      or label_replace(count by (node) (S) > 1, "ksense_ts", "dup", "", "")
+      or label_replace(timestamp(S) < time() - long_win_s, "ksense_ts", "stale", "", "")
 
-The left side is every series' value; the right side, tagged with the label `ksense_ts="1"` so
-that `or` keeps both (set operators match on labels without the metric name), is when each
-series was scraped. Nothing is aggregated in PromQL: a node with duplicate series (two scrape
-jobs, a changed `instance`, a restart without staleness markers) would pair the largest value of
-one series with the newest timestamp of another. scorer/core/inputs.py pairs value and
-timestamp per series and keeps each node's newest series (ties: the larger value). The
-timestamp is what lets us refuse stale data: Prometheus answers an
-instant query with the last sample of the past 5 minutes, so a dead exporter would otherwise
-look healthy for 5 minutes; here a sample older than `long_win_s` is missing (`stale 75s`).
-Any answer (Thanos, Mimir) of the Prometheus HTTP API works.
+The first part is each node's value, labelled with `node` only (≈ 70 bytes per node instead of
+the ≈ 170 of a series with every scrape label: at 10,000 nodes the answer is 0.7 MB, not the
+3.4 MB of every series with its timestamp, and decoding it was most of a tick: docs/sizing.md).
+`max by (node)` is exact only for a node with one series, and fresh: the other two parts, tagged
+so that `or` keeps them (set operators match on labels without the metric name), name the
+exceptions, and are empty on a healthy fleet:
+
+- `dup`: a node with more than one series (two scrape jobs, a changed `instance`, a restart
+  without staleness markers). Its value is then read per series in a second request for that
+  signal (`detail_query`): every series of the duplicated nodes and, tagged `ksense_ts="1"`, each
+  one's own `timestamp()`; scorer/core/inputs.py pairs them per series and keeps each node's
+  newest series (ties: the larger value), so a stale larger value never borrows a fresh
+  timestamp.
+- `stale`: a series whose last sample is older than `long_win_s`, with its timestamp:
+  Prometheus answers an instant query with the last sample of the past 5 minutes, so a dead
+  exporter would otherwise look healthy for 5 minutes; such an input is missing with its age
+  (`stale 75s`). A node named by neither tag has one series, sampled within `long_win_s` of
+  the query time (`Sample.ts` is then the query time: the query vouched for its freshness).
+
+`timestamp()` is applied directly to the selector: only then is it each sample's own time
+(on an expression it is the evaluation time). `time()` is the query's `time=`. Both backends
+measured (Prometheus, VictoriaMetrics) give the same answer (tests/scorer/test_tick_query.py).
+The history replay (range queries, once at start-up) reads every series with its timestamp
+(`queries`) and pairs them the same way. Any answer (Thanos, Mimir) of the Prometheus HTTP API
+works.
 
 Every request has an overall deadline of `timeout_s` for its whole answer (DeadlineSession:
 a Prometheus trickling its answer a byte at a time fails the query at the deadline; requests'
@@ -33,16 +50,16 @@ Two more instant queries per tick name each node's top victim (run-queue wait pe
 top aggressor (CPU seconds per second) among its pods (scorer/core/inputs.py pod_queries), which
 a deny's reason shows; a node without per-pod series, or a failed query, names nobody.
 
-Failures never raise. Each failed request is counted under a short reason label
-(`unreachable`, `timeout`, `http_503`, `bad_response`, `query_error`, plus `empty` for a
-successful query that named no node: a wrong URL, a scrape config whose job or namespace labels
-differ from the selector's, or a lost `node` label); the affected inputs are
-missing with a readable reason ("prometheus down", "timeout", "http 503"). At most one request
-per signal per tick, and when Prometheus is unreachable, times out or answers 5xx, the rest of
-that tick's queries are skipped (they would fail the same way): a down Prometheus costs one
-failed request per tick, not a storm. Nodes seen before stay present with every input missing
-(`Inputs.ok=False` when nothing could be read), so their decisions turn to deny instead of
-vanishing; a node unseen for `forget_after_s` is dropped (decommissioned).
+Failures never raise. Each failed request is counted under a short reason label (`unreachable`,
+`timeout`, `http_503`, `bad_response`, `query_error`, plus `empty` for a successful query that
+named no node: a wrong URL, a scrape config whose job or namespace labels differ from the
+selector's, or a lost `node` label); the affected inputs are missing with a readable reason
+("prometheus down", "timeout", "http 503"). At most one request per signal per tick (two while a
+node has duplicate series), and when Prometheus is unreachable, times out or answers 5xx, the
+rest of that tick's queries are skipped (they would fail the same way): a down Prometheus costs
+one failed request per tick, not a storm. Nodes seen before stay present with every input
+missing (`Inputs.ok=False` when nothing could be read), so their decisions turn to deny instead
+of vanishing; a node unseen for `forget_after_s` is dropped (decommissioned).
 """
 
 from __future__ import annotations
@@ -81,15 +98,40 @@ class PromError(Exception):
 
 
 def timestamped_query(selector: str) -> str:
-    """The value-and-timestamp query of the module docstring for one series selector."""
+    """Every series of `selector` and, tagged `ksense_ts="1"`, each one's own timestamp: the
+    per-series answer `core.split_timestamped(_matrix)` pairs."""
     return f'{selector} or label_replace(timestamp({selector}), "{TS_LABEL}", "1", "", "")'
 
 
+def tick_query(selector: str, long_win_s: float) -> str:
+    """The tick's query for one series selector (module docstring): each node's value, and
+    tagged, the nodes with duplicate series and the series older than `long_win_s`."""
+    node = n.LABEL_NODE
+    return (f"max by ({node}) ({selector})"
+            f' or label_replace(count by ({node}) ({selector}) > 1, "{TS_LABEL}", "{core.TAG_DUPLICATE}", "", "")'
+            f' or label_replace(timestamp({selector}) < time() - {long_win_s:g}, "{TS_LABEL}", "{core.TAG_STALE}",'
+            ' "", "")')
+
+
+def detail_query(selector: str) -> str:
+    """`timestamped_query` restricted to the nodes with more than one series of `selector`."""
+    dup = f"(count by ({n.LABEL_NODE}) ({selector}) > 1)"
+    return (f"({selector} and on ({n.LABEL_NODE}) {dup})"
+            f' or label_replace(timestamp({selector}) and on ({n.LABEL_NODE}) {dup}, "{TS_LABEL}", "1", "", "")')
+
+
 def queries(selector: str, optional: Iterable[str] = ()) -> Mapping[str, str]:
-    """signal -> the PromQL of its query, reading only series matched by `selector` (label
-    matchers; "" reads every series of the family, whoever published it); the `optional`
-    signals (the rule base's optional inputs) only when named."""
+    """signal -> the per-series PromQL (`timestamped_query`) of its family, reading only series
+    matched by `selector` (label matchers; "" reads every series of the family, whoever
+    published it); the `optional` signals (the rule base's optional inputs) only when named.
+    The history replay's range queries."""
     return MappingProxyType({signal: timestamped_query(sel)
+                             for signal, sel in core.selectors(selector, optional).items()})
+
+
+def tick_queries(selector: str, long_win_s: float, optional: Iterable[str] = ()) -> Mapping[str, str]:
+    """signal -> its `tick_query`, as `queries`."""
+    return MappingProxyType({signal: tick_query(sel, long_win_s)
                              for signal, sel in core.selectors(selector, optional).items()})
 
 
@@ -173,7 +215,9 @@ class PrometheusSource:
     ):
         self.client = PromClient(url, timeout_s=timeout_s, session=session)
         self._optional = tuple(inputs)
-        self.queries = queries(selector, self._optional)
+        self.selectors = core.selectors(selector, self._optional)
+        self.queries = tick_queries(selector, long_win_s, self._optional)
+        self.history_queries = queries(selector, self._optional)
         self.pod_queries = core.pod_queries(selector)
         if not selector:
             log.warning("event=selector_unrestricted hint='every scrape target of this Prometheus can publish "
@@ -185,17 +229,17 @@ class PrometheusSource:
         self._failing: str | None = None  # the reason of the ongoing outage, for one log line
 
     def fetch(self, now: datetime) -> Inputs:
-        at = now.timestamp()
+        at = round(now.timestamp(), 3)  # the query's `time=`: what `time()` and ages are measured against
         vectors: dict[str, dict[str, core.Sample]] = {}
         failed: dict[str, str] = {}
         errors: dict[str, int] = {}
         abort: PromError | None = None
-        for signal, expr in self.queries.items():
+        for signal in self.queries:
             if abort is not None:
                 failed[signal] = shown(abort.reason, NAME)
                 continue
             try:
-                vectors[signal] = core.split_timestamped(self.client.query(expr, at), TS_LABEL)
+                vectors[signal] = self._read(signal, at)
             except PromError as exc:
                 errors[exc.reason] = errors.get(exc.reason, 0) + 1
                 failed[signal] = shown(exc.reason, NAME)
@@ -217,6 +261,15 @@ class PrometheusSource:
         return Inputs(
             time=now, source=NAME, nodes=MappingProxyType(nodes), errors=MappingProxyType(errors), ok=ok
         )
+
+    def _read(self, signal: str, at: float) -> dict[str, core.Sample]:
+        """node -> Sample of one signal at `at`: the tick query, then, only when it names nodes
+        with duplicate series, their series one by one (module docstring)."""
+        got, duplicated = core.split_tick(self.client.query(self.queries[signal], at), TS_LABEL, at)
+        if duplicated:
+            detail = core.split_timestamped(self.client.query(detail_query(self.selectors[signal]), at), TS_LABEL)
+            got.update((node, detail[node]) for node in duplicated if node in detail)
+        return got
 
     def _top_pods(self, at: float, errors: dict[str, int]) -> dict[str, dict[str, PodRef]]:
         """role -> node -> its top pod (scorer/core/inputs.py pod_queries), for the reasons of
@@ -241,7 +294,7 @@ class PrometheusSource:
         lo, hi = round(start.timestamp(), 3), round(end.timestamp(), 3)
         per_step: dict[float, dict[str, dict[str, core.Sample]]] = {}
         try:
-            for signal, expr in self.queries.items():
+            for signal, expr in self.history_queries.items():
                 for a, b in chunks(lo, hi, step):
                     matrix = core.split_timestamped_matrix(self.client.query_range(expr, a, b, step), TS_LABEL)
                     for t, by_node in matrix.items():

@@ -14,16 +14,18 @@ from common import names as n
 from scorer.core import inputs as core
 from scorer.sources import prometheus as prom
 from scorer.sources import shown
-from scorer.sources.prometheus import TS_LABEL, PrometheusSource, chunks, queries
+from scorer.sources.prometheus import TS_LABEL, PrometheusSource, chunks, detail_query, queries, tick_queries
 from tests.scorer.conftest import Reply
 from tests.scorer.trickle import TrickleServer, prometheus_answer
 from tests.support import free_port
 
 NOW = datetime(2027, 1, 15, 12, 0, 0, tzinfo=UTC)
 AT = NOW.timestamp()
-QUERIES = queries(n.EXPORTER_SELECTOR)
+LONG_WIN_S = 60.0
+QUERIES = tick_queries(n.EXPORTER_SELECTOR, LONG_WIN_S)
+HISTORY_QUERIES = queries(n.EXPORTER_SELECTOR)
 POD_QUERIES = core.pod_queries(n.EXPORTER_SELECTOR)
-SIGNAL_OF = {expr: signal for signal, expr in (*QUERIES.items(), *POD_QUERIES.items())}
+SIGNAL_OF = {expr: signal for signal, expr in (*QUERIES.items(), *HISTORY_QUERIES.items(), *POD_QUERIES.items())}
 #: Queries per tick: one per signal, one per pod role (the top victim and aggressor).
 PER_TICK = len(core.SIGNALS) + len(POD_QUERIES)
 
@@ -40,11 +42,15 @@ def vector_body(signal: str, fleet=FLEET, age_s: float = 1.0, at: float = AT, po
                    "value": [at, repr(rate)]}
                   for node, (ns, name, uid, rate) in ((pods or {}).get(signal) or {}).items()]
         return json.dumps({"status": "success", "data": {"resultType": "vector", "result": result}})
+    # The tick query's answer for one series per node: each node's value, and, tagged, the
+    # series older than the freshness bound with their timestamps.
     result = []
     for node, values in fleet.items():
         if signal in values:
             result.append({"metric": {"node": node}, "value": [at, repr(values[signal])]})
-            result.append({"metric": {"node": node, TS_LABEL: "1"}, "value": [at, repr(at - age_s)]})
+            if age_s > LONG_WIN_S:
+                result.append({"metric": {"node": node, "instance": f"{node}:9860", TS_LABEL: "stale"},
+                               "value": [at, repr(at - age_s)]})
     return json.dumps({"status": "success", "data": {"resultType": "vector", "result": result}})
 
 
@@ -62,7 +68,7 @@ def answering(fleet=FLEET, age_s: float = 1.0, overrides=None, pods=None):
 
 def source(url: str, **kwargs) -> PrometheusSource:
     kwargs.setdefault("timeout_s", 2.0)
-    kwargs.setdefault("long_win_s", 60.0)
+    kwargs.setdefault("long_win_s", LONG_WIN_S)
     return PrometheusSource(url, **kwargs)
 
 
@@ -79,17 +85,22 @@ def test_one_query_per_signal_all_at_the_same_time(fake_server):
     assert b.cpu_pct == pytest.approx(90.0) and b.psi_pct == pytest.approx(50.0)
 
 
-def test_queries_keep_every_series_with_its_own_timestamp():
-    """No aggregation: `max by (node)` of values and of timestamps separately would pair one
-    series' value with another's timestamp; the pairing is per series, in scorer/core/inputs.py."""
+def test_the_tick_query_is_each_nodes_value_and_its_exceptions():
+    """Per node one value (`max by (node)`, exact for one fresh series), plus the nodes with
+    duplicate series and the stale series, tagged; the history reads every series with its own
+    timestamp (the pairing is per series, in scorer/core/inputs.py)."""
     identity = 'job="ksense-exporter",namespace="ksense"'
     assert identity == n.EXPORTER_SELECTOR
-    assert QUERIES[core.PROCFS].startswith(f'{n.SOURCE_INFO.name}{{{identity},source="procfs"}} or ')
     for signal, expr in QUERIES.items():
-        selector = core.selectors(identity)[signal]
-        assert selector.startswith(f"{{{identity}", selector.index("{"))
-        assert expr == f'{selector} or label_replace(timestamp({selector}), "{TS_LABEL}", "1", "", "")'
-    assert QUERIES[core.PSI].startswith(f"{n.PRESSURE_WORST.name}{{{identity}}} or ")
+        sel = core.selectors(identity)[signal]
+        assert sel.startswith(f"{{{identity}", sel.index("{"))
+        assert expr == (f'max by (node) ({sel})'
+                        f' or label_replace(count by (node) ({sel}) > 1, "{TS_LABEL}", "dup", "", "")'
+                        f' or label_replace(timestamp({sel}) < time() - 60, "{TS_LABEL}", "stale", "", "")')
+        assert HISTORY_QUERIES[signal] == f'{sel} or label_replace(timestamp({sel}), "{TS_LABEL}", "1", "", "")'
+    assert QUERIES[core.PROCFS].startswith(f'max by (node) ({n.SOURCE_INFO.name}{{{identity},source="procfs"}}) or ')
+    assert QUERIES[core.PSI].startswith(f"max by (node) ({n.PRESSURE_WORST.name}{{{identity}}}) or ")
+    assert "time() - 75," in tick_queries(identity, 75.0)[core.CPU]
 
 
 def test_the_source_asks_for_its_selector_only(fake_server):
@@ -103,9 +114,10 @@ def test_the_source_asks_for_its_selector_only(fake_server):
     fake_server.handler = lambda path, params: Reply(body=vector_body("friction"))
     source(fake_server.url, selector='job="mine"').fetch(NOW)
     asked = [p["query"][0] for _, p in fake_server.requests]
-    assert asked == [*queries('job="mine"').values(), *core.pod_queries('job="mine"').values()]
+    assert asked == [*tick_queries('job="mine"', LONG_WIN_S).values(), *core.pod_queries('job="mine"').values()]
     assert all('{job="mine"' in q and "ksense-exporter" not in q for q in asked)
     assert queries("")[core.FRICTION].startswith(f"{n.FRICTION.name} or ")
+    assert tick_queries("", LONG_WIN_S)[core.FRICTION].startswith(f"max by (node) ({n.FRICTION.name}) or ")
 
 
 def test_each_nodes_top_victim_and_aggressor_pods_are_named(fake_server):
@@ -129,6 +141,41 @@ def test_stale_samples_are_missing_not_fresh(fake_server):
     assert got.ok
     assert got.nodes["a"].missing == n.INPUTS
     assert got.nodes["a"].why["friction"] == "stale 75s"
+
+
+def test_a_node_with_duplicate_series_is_read_per_series_in_one_more_request(fake_server):
+    """The tick query names `a` duplicated for friction: one more request for friction only,
+    whose per-series answer decides `a` (the newest series, 4, not the older larger 90); a
+    failed second request fails that input like any other."""
+    friction = core.selectors(n.EXPORTER_SELECTOR)[core.FRICTION]
+    detail = [
+        {"metric": {"__name__": n.FRICTION.name, "node": "a", "instance": "new"}, "value": [AT, "4"]},
+        {"metric": {"__name__": n.FRICTION.name, "node": "a", "instance": "old"}, "value": [AT, "90"]},
+        {"metric": {"node": "a", "instance": "new", TS_LABEL: "1"}, "value": [AT, repr(AT - 1)]},
+        {"metric": {"node": "a", "instance": "old", TS_LABEL: "1"}, "value": [AT, repr(AT - 30)]},
+    ]
+    tick = json.loads(vector_body(core.FRICTION))
+    tick["data"]["result"] = [e for e in tick["data"]["result"] if e["metric"]["node"] != "a"] + [
+        {"metric": {"node": "a"}, "value": [AT, "90"]}, {"metric": {"node": "a", TS_LABEL: "dup"}, "value": [AT, "2"]}]
+    second = [Reply(body=json.dumps({"status": "success", "data": {"resultType": "vector", "result": detail}}))]
+    normal = answering()
+
+    def handler(path, params):
+        if params["query"][0] == detail_query(friction):
+            return second[0]
+        if SIGNAL_OF.get(params["query"][0]) == core.FRICTION:
+            return Reply(body=json.dumps(tick))
+        return normal(path, params)
+
+    fake_server.handler = handler
+    src = source(fake_server.url)
+    got = src.fetch(NOW)
+    assert len(fake_server.requests) == PER_TICK + 1
+    assert [p["query"][0] for _, p in fake_server.requests].count(detail_query(friction)) == 1
+    assert got.nodes["a"].friction == 4.0 and got.nodes["b"].friction == 9.0 and dict(got.errors) == {}
+    second[0] = Reply(503, "{}")
+    got = src.fetch(NOW)
+    assert got.nodes["a"].why["friction"] == "http 503"
 
 
 def test_partial_answer_leaves_only_the_absent_inputs_missing(fake_server):

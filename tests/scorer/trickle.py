@@ -44,7 +44,7 @@ def http_response(body: bytes, status: str = "200 OK", content_type: str = "appl
 
 def prometheus_answer(nodes: tuple[str, ...]) -> Callable[[str, str], bytes]:
     """Answers every instant query with value 1 for each node, sampled at the query's `time`
-    (fresh), in the value-and-timestamp shape the scorer asks for; range queries with an empty
+    (fresh: the tick query names no stale or duplicate series); range queries with an empty
     matrix."""
 
     def answer(method: str, target: str) -> bytes:
@@ -57,7 +57,6 @@ def prometheus_answer(nodes: tuple[str, ...]) -> Callable[[str, str], bytes]:
         result = []
         for node in nodes:
             result.append({"metric": {"node": node}, "value": [at, "1"]})
-            result.append({"metric": {"node": node, "ksense_ts": "1"}, "value": [at, repr(at)]})
         return http_response(json.dumps({"status": "success", "data": {"resultType": "vector", "result": result}})
                              .encode())
 

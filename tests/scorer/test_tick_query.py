@@ -1,0 +1,134 @@
+"""The tick query (scorer/sources/prometheus.py) against a real Prometheus and a real
+VictoriaMetrics: the same answer on both, and the same inputs as reading every series with its
+own timestamp (the history's per-series query), for the cases where `max by (node)` alone would
+be wrong.
+
+One loopback target serves ksense_friction with explicit sample timestamps (honor_timestamps),
+`node` kept from the exposition (honor_labels), job and namespace from the scrape config, so the
+default selector reads it. Per node:
+- `one`: one fresh series (the common case: `max by (node)` is exact);
+- `dup`: a fresh series (2) and an older one with a larger value (9, 30 s old): the newest wins,
+  so 2 — `max by (node)`, or pairing the old value with the new timestamp, gives 9;
+- `tie`: two series sampled at the same time (5, 7): the larger wins;
+- `stale`: one series 75 s old: missing, with its age;
+- `dupstale`: two series, 90 s and 80 s old: missing, with the newest one's age.
+"""
+
+from __future__ import annotations
+
+import http.server
+import math
+import re
+import threading
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime
+
+import pytest
+
+from bench import fleet as f
+from common import names as n
+from scorer.core import inputs as core
+from scorer.sources.prometheus import TS_LABEL, PrometheusSource, timestamped_query
+from tests.conftest import require
+from tests.support import wait_for
+
+pytestmark = pytest.mark.real
+
+LONG_WIN_S = 60.0
+FRICTION = n.FRICTION.name
+
+
+class Target:
+    """Serves the series of the module docstring; fresh samples are stamped at the request,
+    stale ones at fixed times before `t0`."""
+
+    def __init__(self) -> None:
+        self.t0 = time.time()
+        target = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                body = target.text(time.time()).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "text/plain; version=0.0.4")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.port = self.httpd.server_address[1]
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+    def text(self, now: float) -> str:
+        ms = lambda t: int(t * 1000)  # noqa: E731
+        now = math.floor(now)
+        lines = [
+            ("one", "a", 3.0, now - 1),
+            ("dup", "new", 2.0, now - 1),
+            ("dup", "old", 9.0, now - 30),
+            ("tie", "a", 5.0, now - 2),
+            ("tie", "b", 7.0, now - 2),
+            ("stale", "a", 4.0, self.t0 - 75),
+            ("dupstale", "old", 6.0, self.t0 - 90),
+            ("dupstale", "new", 8.0, self.t0 - 80),
+        ]
+        return "".join(f'{FRICTION}{{node="{node}",copy="{copy}"}} {v} {ms(t)}\n' for node, copy, v, t in lines)
+
+    def stop(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+@pytest.fixture(scope="module")
+def backends(tmp_path_factory) -> Iterator[dict[str, str]]:
+    for exe in ("prometheus", "victoria-metrics"):
+        require(f.binary(exe) is not None, f"needs /usr/bin/{exe} (Debian packages prometheus, victoria-metrics)")
+    work = tmp_path_factory.mktemp("tickq")
+    target = Target()
+    job = {"job_name": n.JOB_EXPORTER, "honor_labels": True, "honor_timestamps": True,
+           "static_configs": [{"targets": [f"127.0.0.1:{target.port}"], "labels": {n.LABEL_NAMESPACE: n.NAMESPACE}}]}
+    config = f.scrape_config([job], 1.0)
+    started: list[f.Server] = []
+    try:
+        started.append(f.start_prometheus(work / "prom", config, receiver=False))
+        started.append(f.start_victoria(work / "vm", config))
+        urls = dict(zip(f.BACKENDS, (s.url for s in started), strict=True))
+        for url in urls.values():
+            wait_for(lambda url=url: f.count_of(url, f"{FRICTION}{{{n.EXPORTER_SELECTOR}}}") >= 8, 30,
+                     f"every series in {url}", poll_s=0.2)
+        yield urls
+    finally:
+        target.stop()
+        for s in reversed(started):
+            s.stop()
+
+
+def per_series(url: str, at: float) -> dict[str, core.Sample]:
+    """The reference: every series with its own timestamp, paired per series (the history's
+    query and pairing)."""
+    src = PrometheusSource(url, long_win_s=LONG_WIN_S)
+    expr = timestamped_query(core.selectors(n.EXPORTER_SELECTOR)[core.FRICTION])
+    return core.split_timestamped(src.client.query(expr, at), TS_LABEL)
+
+
+@pytest.mark.parametrize("backend", f.BACKENDS)
+def test_the_tick_query_keeps_the_newest_series_and_refuses_stale_ones(backends, backend):
+    url = backends[backend]
+    now = datetime.now(UTC)
+    got = PrometheusSource(url, long_win_s=LONG_WIN_S).fetch(now).nodes
+    assert {node: got[node].friction for node in ("one", "dup", "tie")} == {"one": 3.0, "dup": 2.0, "tie": 7.0}
+    for node, oldest in (("stale", 75), ("dupstale", 80)):
+        assert got[node].friction != got[node].friction  # NaN: missing
+        age = re.fullmatch(r"stale (\d+)s", got[node].why["friction"])
+        assert age and oldest <= int(age.group(1)) <= oldest + 40, got[node].why
+    # The same inputs as the per-series reference at the same instant.
+    ref = core.build({core.FRICTION: per_series(url, round(now.timestamp(), 3))}, {},
+                     now=round(now.timestamp(), 3), long_win_s=LONG_WIN_S)
+    for node in ("one", "dup", "tie", "stale", "dupstale"):
+        assert (ref[node].missing, ref[node].why.get("friction")) == (got[node].missing, got[node].why.get("friction"))
+        if not ref[node].missing:
+            assert ref[node].friction == got[node].friction
