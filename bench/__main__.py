@@ -22,7 +22,12 @@ BENCHES = (
     ("bench.scheduler_decide", "filters + choice for one pod over 5,000 nodes vs per-node loops"),
     ("bench.scheduler_binds", "bind throughput and API requests per pod vs raw binds"),
     ("bench.lab_quality", "lab quality on one recording and lab tune on the training set"),
+    ("bench.fleet", "1,000 nodes through Prometheus and VictoriaMetrics: scorer tick (compact vs per-series "
+                    "queries), step to decision, scheduler score fetch (~3 min; `python -m bench.fleet --help` "
+                    "for 5,000-10,000 nodes)"),
 )
+#: Arguments of the benchmarks whose defaults measure more than `make bench` has time for.
+ARGS = {"bench.fleet": ("--sizes", "1000", "--ticks", "8")}
 
 
 def main(argv: list[str]) -> int:
@@ -36,7 +41,7 @@ def main(argv: list[str]) -> int:
             continue
         print(f"\n=== {short}: {what}", flush=True)
         t0 = time.monotonic()
-        rc = subprocess.call([sys.executable, "-m", module])
+        rc = subprocess.call([sys.executable, "-m", module, *ARGS.get(module, ())])
         print(f"=== {short}: exit {rc} in {time.monotonic() - t0:.0f} s", flush=True)
         if rc != 0:
             failed.append(short)

@@ -98,12 +98,13 @@ from scheduler.core.choose import decide
 from scheduler.core.filters import NodeTable, ScoreRecord, ScoreTable, node_info, pod_view
 from scheduler.scores import PrometheusScores
 from scorer.core import inference
+from scorer.core import inputs as core_inputs
 from scorer.core.decision import DecisionParams
 from scorer.core.evaluate import evaluate
 from scorer.evaluator import Evaluator
 from scorer.metrics import ScorerCollector
 from scorer.rulefile import load_rules
-from scorer.sources.prometheus import PrometheusSource
+from scorer.sources.prometheus import TS_LABEL, PrometheusSource, timestamped_query
 
 REPO = Path(__file__).resolve().parent.parent
 RECORDING = REPO / "data" / "reference" / "kernel_metrics_real.csv.gz"
@@ -645,13 +646,25 @@ def wait_until(predicate: Callable[[], object], deadline_s: float, what: str, ch
 
 # --- the scorer and the scheduler on the database ---------------------------------------------
 
-class ScorerOnDb:
-    """The scorer's Evaluator over PrometheusSource(url). Its exposition (`metrics()`) reaches the
-    database as job ksense-scorer: scraped (served by the ScrapeServer) or, when `push_url` is
-    given, pushed after each tick (to the database, or to vmagent in front of Prometheus)."""
+class LegacySource(PrometheusSource):
+    """The scorer's source as it read before the compact tick query (--legacy-queries, and the
+    same-run comparison): per signal, every series with its own timestamp (`timestamped_query`,
+    ≈ 2 × 170 bytes per node), paired per series in Python."""
 
-    def __init__(self, query_url: str, push_url: str | None, *, long_win_s: float, interval_s: float):
-        self.source = PrometheusSource(query_url, long_win_s=long_win_s, timeout_s=30.0)
+    def _read(self, signal: str, at: float) -> dict:
+        return core_inputs.split_timestamped(
+            self.client.query(timestamped_query(self.selectors[signal]), at), TS_LABEL)
+
+
+class ScorerOnDb:
+    """The scorer's Evaluator over PrometheusSource(url) (LegacySource when `legacy`). Its
+    exposition (`metrics()`) reaches the database as job ksense-scorer: scraped (served by the
+    ScrapeServer) or, when `push_url` is given, pushed after each tick (to the database, or to
+    vmagent in front of Prometheus)."""
+
+    def __init__(self, query_url: str, push_url: str | None, *, long_win_s: float, interval_s: float,
+                 legacy: bool = False):
+        self.source = (LegacySource if legacy else PrometheusSource)(query_url, long_win_s=long_win_s, timeout_s=30.0)
         self.evaluator = Evaluator(self.source, load_rules(), DecisionParams(), interval_s=interval_s,
                                    max_age_s=max(60.0, 3 * interval_s))
         self.registry = make_registry(ScorerCollector(self.evaluator), process_metrics=False)
@@ -756,6 +769,8 @@ class Result:
     tick_p50_s: float = math.nan
     tick_p99_s: float = math.nan
     tick_quiet_s: float = math.nan  # median tick with the feeding paused
+    tick_quiet_new_s: float = math.nan  # the same, compact tick query (alternating with legacy)
+    tick_quiet_legacy_s: float = math.nan  # the same, the per-series query it replaced
     evaluate_ms: float = math.nan
     step_scorer_s: float = math.nan
     step_scheduler_s: float = math.nan
@@ -910,8 +925,9 @@ def measure(backend: str, size: int, args: argparse.Namespace, workdir: Path) ->
                 server.check()
             feeder.check()
 
+        long_win_s = max(60.0, 3 * args.interval)
         scorer = ScorerOnDb(db.url, push_url if args.mode == "push" else None,
-                            long_win_s=max(60.0, 3 * args.interval), interval_s=args.tick)
+                            long_win_s=long_win_s, interval_s=args.tick, legacy=args.legacy_queries)
         if args.mode == "scrape":
             scorer_http, _ = start_http_server(scorer_port, "127.0.0.1", registry=scorer.registry)
         selector = f'{n.FRICTION.name}{{{n.EXPORTER_SELECTOR}}}'
@@ -952,6 +968,17 @@ def measure(backend: str, size: int, args: argparse.Namespace, workdir: Path) ->
             scorer.tick()
             quiet.append(time.monotonic() - t)
         result.tick_quiet_s = statistics.median(quiet)
+        # Both query paths, alternating, on the same data: the same-run ratio of the two.
+        both: dict[bool, list[float]] = {False: [], True: []}
+        quiet_scorers = {legacy: ScorerOnDb(db.url, None, long_win_s=long_win_s, interval_s=args.tick, legacy=legacy)
+                         for legacy in both}
+        for _ in range(3):
+            for legacy, other in quiet_scorers.items():
+                t = time.monotonic()
+                other.tick()
+                both[legacy].append(time.monotonic() - t)
+        result.tick_quiet_new_s = statistics.median(both[False])
+        result.tick_quiet_legacy_s = statistics.median(both[True])
         # Wait for the scheduler to see the stepped nodes (bounded), then stop everything.
         with contextlib.suppress(HarnessError):
             wait_until(lambda: all(x in scheduler.denied_at for x in fleet.stepped_names), 2 * args.tick,
@@ -1034,10 +1061,12 @@ def _f(v: float, spec: str = ".2f") -> str:
 
 
 def report(results: Sequence[Result], args: argparse.Namespace) -> None:
-    print(f"\nfleet: mode {args.mode}, feed every {args.interval:g} s, scorer tick {args.tick:g} s, "
+    print(f"\nfleet: mode {args.mode}, feed every {args.interval:g} s, scorer tick {args.tick:g} s"
+          f"{' (legacy queries)' if args.legacy_queries else ''}, "
           f"{args.stressed:.0%} stressed, {args.stepped} stepped; machine: {os.cpu_count()} cores, shared")
     header = ["backend / nodes", "series/node", "samples/s/node", "DB RSS MiB", "DB CPU %", "agent RSS/CPU",
-              "tick p50 s", "tick p99 s", "tick fed paused s", "evaluate ms", "tick/evaluate", "step→scorer s",
+              "tick p50 s", "tick p99 s", "tick fed paused s", "paused new/legacy s", "legacy÷new",
+              "evaluate ms", "tick/evaluate", "step→scorer s",
               "step→sched s", "fetch p99 ms", "decide p99 ms", "decisions/s", "scored"]
     rows = []
     for r in results:
@@ -1045,7 +1074,10 @@ def report(results: Sequence[Result], args: argparse.Namespace) -> None:
             f"{r.backend} {r.nodes}", _f(r.series_per_node, ".1f"), _f(r.samples_per_node_s, ".1f"),
             _f(r.db_rss_mib, ".0f"), _f(r.db_cpu_pct, ".0f"),
             "-" if not math.isfinite(r.agent_rss_mib) else f"{r.agent_rss_mib:.0f}/{r.agent_cpu_pct:.0f}%",
-            _f(r.tick_p50_s, ".3f"), _f(r.tick_p99_s, ".3f"), _f(r.tick_quiet_s, ".3f"), _f(r.evaluate_ms, ".1f"),
+            _f(r.tick_p50_s, ".3f"), _f(r.tick_p99_s, ".3f"), _f(r.tick_quiet_s, ".3f"),
+            f"{_f(r.tick_quiet_new_s, '.3f')}/{_f(r.tick_quiet_legacy_s, '.3f')}",
+            _f(r.tick_quiet_legacy_s / r.tick_quiet_new_s if r.tick_quiet_new_s else math.nan, ".1f") + "×",
+            _f(r.evaluate_ms, ".1f"),
             _f(r.tick_p99_s * 1e3 / r.evaluate_ms if r.evaluate_ms else math.nan, ".0f") + "×",
             _f(r.step_scorer_s, ".1f"), _f(r.step_scheduler_s, ".1f"), _f(r.fetch_p99_ms, ".1f"),
             _f(r.decide_p99_ms, ".2f"), _f(r.decisions_per_s, ".0f"), f"{r.scored}/{r.nodes}",
@@ -1096,6 +1128,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--interval", type=float, default=5.0,
                    help="seconds between a node's samples: scrape interval or push round (default %(default)s)")
     p.add_argument("--tick", type=float, default=5.0, help="scorer tick seconds (default %(default)s)")
+    p.add_argument("--legacy-queries", action="store_true",
+                   help="the measured scorer reads every series with its timestamp, as before the compact tick "
+                        "query (the paused-feeding figures always time both)")
     p.add_argument("--ticks", type=int, default=12,
                    help="scorer ticks per size; the step after a third (default %(default)s)")
     p.add_argument("--stressed", type=float, default=0.05, help="share of nodes always stressed (default %(default)s)")

@@ -48,6 +48,9 @@ PROCFS = "procfs"  # 1 when the node's exporter runs the procfs source
 SIGNALS = (FRICTION, DIRECTION, ENERGY, CPU, PSI, FROZEN, WARMUP, PROCFS)
 #: Signals read only for a rule base that uses them, named like its input (names.OPTIONAL_INPUTS).
 OPTIONAL_SIGNALS = n.OPTIONAL_INPUTS
+#: The signals whose missing reason a node shows (the inputs); for the others (Direction, the
+#: baseline state, the source) a stale sample and an absent one mean the same.
+REASONED_SIGNALS = (FRICTION, ENERGY, CPU, PSI, *OPTIONAL_SIGNALS)
 
 #: The exporter family behind each signal, and the label value a series must carry, if any.
 _SERIES: Mapping[str, tuple[str, tuple[str, str] | None]] = MappingProxyType(
@@ -138,7 +141,8 @@ Vectors = Mapping[str, Mapping[str, "Sample"]]
 @dataclass(frozen=True)
 class Sample:
     """One signal's value for one node and the Unix time (seconds) it was measured; from a tick
-    query (`split_tick`) of a fresh node, the query's time (the query vouched for freshness)."""
+    query (`split_tick`) of a fresh node, the query's time (the query vouched for freshness).
+    NaN: not a usable value (or, stale, not read)."""
 
     value: float
     ts: float
@@ -150,14 +154,15 @@ def stale_reason(age_s: float) -> str:
 
 def _fresh(sample: Sample | None, now: float, long_win_s: float) -> tuple[float, str | None]:
     """(value, None) when usable, else (NaN, reason). A sample from the future (clock skew
-    between us and Prometheus) counts as fresh: age is clamped at 0."""
+    between us and Prometheus) counts as fresh: age is clamped at 0. Stale is said before
+    absent: a stale sample's value may be unknown (NaN, `split_tick`'s stale nodes)."""
     if sample is None:
-        return math.nan, REASON_ABSENT
-    if not math.isfinite(sample.value):
         return math.nan, REASON_ABSENT
     age = now - sample.ts
     if age > long_win_s:
         return math.nan, stale_reason(age)
+    if not math.isfinite(sample.value):
+        return math.nan, REASON_ABSENT
     return sample.value, None
 
 
@@ -286,22 +291,20 @@ def split_timestamped(result: Iterable[Mapping[str, Any]], ts_label: str) -> dic
     return out
 
 
-#: The tags of a tick query's exceptions (scorer/sources/prometheus.py tick_query): a node with
-#: more than one series; a series older than the freshness bound, valued by its timestamp.
+#: The tag of a tick query's exception (scorer/sources/prometheus.py tick_query): a node with
+#: more than one fresh series.
 TAG_DUPLICATE = "dup"
-TAG_STALE = "stale"
 
 
 def split_tick(result: Iterable[Mapping[str, Any]], ts_label: str, at: float) -> tuple[dict[str, Sample], set[str]]:
     """(node -> Sample, the nodes with duplicate series) from one tick-query `result` (see
-    scorer/sources/prometheus.py): each untagged element is a node's value (`max by (node)`);
-    tagged `TAG_DUPLICATE`, a node whose value that max is not (it is left out: the caller reads
-    its series one by one, `split_timestamped`); tagged `TAG_STALE`, a series older than the
-    bound, whose timestamp becomes its node's sample time. Every other node was sampled within
-    the bound: its sample time is `at`, the query's. Elements without `node` and other tags are
-    ignored. Raises ValueError (KeyError, TypeError) on a malformed element."""
+    scorer/sources/prometheus.py): each untagged element is the value of a node's one fresh
+    series, sampled within the bound of the query time `at` (its Sample's time: the query
+    vouched for its freshness); tagged `TAG_DUPLICATE`, a node with more than one fresh series,
+    left out (the caller reads its series one by one, `split_timestamped`). Elements without
+    `node` and other tags are ignored. Raises ValueError (KeyError, TypeError) on a malformed
+    element."""
     values: dict[str, float] = {}
-    stale: dict[str, float] = {}
     duplicated: set[str] = set()
     for element in result:
         labels = element["metric"]
@@ -312,12 +315,22 @@ def split_tick(result: Iterable[Mapping[str, Any]], ts_label: str, at: float) ->
         tag = labels.get(ts_label)
         if tag is None:
             values[node] = value
-        elif tag == TAG_STALE:
-            stale[node] = max(value, stale.get(node, -math.inf))
         elif tag == TAG_DUPLICATE:
             duplicated.add(node)
-    out = {node: Sample(value, stale.get(node, at)) for node, value in values.items() if node not in duplicated}
-    return out, duplicated
+    return {node: Sample(value, at) for node, value in values.items() if node not in duplicated}, duplicated
+
+
+def split_stale(result: Iterable[Mapping[str, Any]]) -> dict[str, Sample]:
+    """node -> Sample(NaN, its newest series' timestamp) from a `max by (node) (timestamp(S))`
+    answer: nodes whose every series is older than the bound (`_fresh` says `stale <age>`).
+    Raises ValueError (KeyError, TypeError) on a malformed element."""
+    out = {}
+    for element in result:
+        node = element["metric"].get(n.LABEL_NODE)
+        ts = float(element["value"][1])
+        if node is not None:
+            out[node] = Sample(math.nan, ts)
+    return out
 
 
 def vectors_from_exposition(samples: Iterable[Any], now: float) -> dict[str, dict[str, Sample]]:

@@ -12,32 +12,33 @@ deny any node, or invent nodes. Selected by identity, it is not read at all.
 
 What a tick asks, per signal S (its family restricted to the selector), in one answer:
 
-    max by (node) (S)
-      or label_replace(count by (node) (S) > 1, "ksense_ts", "dup", "", "")
-      or label_replace(timestamp(S) < time() - long_win_s, "ksense_ts", "stale", "", "")
+    max by (node) (last_over_time(S[<long_win_s>s]))
+      or label_replace(count by (node) (last_over_time(S[<long_win_s>s])) > 1, "ksense_ts", "dup", "", "")
 
-The first part is each node's value, labelled with `node` only (≈ 70 bytes per node instead of
-the ≈ 170 of a series with every scrape label: at 10,000 nodes the answer is 0.7 MB, not the
-3.4 MB of every series with its timestamp, and decoding it was most of a tick: docs/sizing.md).
-`max by (node)` is exact only for a node with one series, and fresh: the other two parts, tagged
-so that `or` keeps them (set operators match on labels without the metric name), name the
-exceptions, and are empty on a healthy fleet:
+Only series with a sample in the last `long_win_s` take part: Prometheus answers an instant
+query with the last sample of the past 5 minutes, so a dead exporter would otherwise look
+healthy for 5 minutes. The first part is each node's value, labelled with `node` only (≈ 70
+bytes per node instead of the ≈ 170 of a series with every scrape label: at 10,000 nodes the
+answer is 0.7 MB, not the 3.4 MB of every series with its timestamp that this query replaced,
+whose decoding was most of a tick: docs/sizing.md). It is exact for a node with one fresh
+series. The second part, tagged so that `or` keeps it (set operators match on labels without
+the metric name), names the exception, empty on a healthy fleet: a node with more than one
+fresh series (two scrape jobs, a changed `instance`, a restart without staleness markers).
+Such a node's value is read per series in a second request for that signal (`detail_query`):
+every series of the duplicated nodes and, tagged `ksense_ts="1"`, each one's own timestamp;
+scorer/core/inputs.py pairs them per series and keeps each node's newest series (ties: the
+larger value), so a stale larger value never borrows a fresh timestamp.
 
-- `dup`: a node with more than one series (two scrape jobs, a changed `instance`, a restart
-  without staleness markers). Its value is then read per series in a second request for that
-  signal (`detail_query`): every series of the duplicated nodes and, tagged `ksense_ts="1"`, each
-  one's own `timestamp()`; scorer/core/inputs.py pairs them per series and keeps each node's
-  newest series (ties: the larger value), so a stale larger value never borrows a fresh
-  timestamp.
-- `stale`: a series whose last sample is older than `long_win_s`, with its timestamp:
-  Prometheus answers an instant query with the last sample of the past 5 minutes, so a dead
-  exporter would otherwise look healthy for 5 minutes; such an input is missing with its age
-  (`stale 75s`). A node named by neither tag has one series, sampled within `long_win_s` of
-  the query time (`Sample.ts` is then the query time: the query vouched for its freshness).
-
-`timestamp()` is applied directly to the selector: only then is it each sample's own time
-(on an expression it is the evaluation time). `time()` is the query's `time=`. Both backends
-measured (Prometheus, VictoriaMetrics) give the same answer (tests/scorer/test_tick_query.py).
+A node known to the source (seen in any signal of this tick, or before) but without a fresh
+series of an input gets one more request for that input (`stale_query`: the newest timestamp of
+each node with no fresh series), so the input is missing with its age (`stale 75s`), not
+`absent` (core.REASONED_SIGNALS: for Direction, the baseline state and the source, which some
+nodes do not export, stale and absent mean the same, and nothing more is asked). Until the
+source knows a node (its first tick, unless the history replay made nodes known), every input
+gets it, so a node whose every series is already stale is seen and denied. `timestamp()` is
+applied directly to the selector: only then is it each sample's own time (on an expression it is
+the evaluation time); `time()` is the query's `time=`. Both backends measured (Prometheus,
+VictoriaMetrics) give the same answers (tests/scorer/test_tick_query.py).
 The history replay (range queries, once at start-up) reads every series with its timestamp
 (`queries`) and pairs them the same way. Any answer (Thanos, Mimir) of the Prometheus HTTP API
 works.
@@ -103,21 +104,29 @@ def timestamped_query(selector: str) -> str:
     return f'{selector} or label_replace(timestamp({selector}), "{TS_LABEL}", "1", "", "")'
 
 
+def _fresh_series(selector: str, long_win_s: float) -> str:
+    return f"last_over_time({selector}[{long_win_s:g}s])"
+
+
 def tick_query(selector: str, long_win_s: float) -> str:
-    """The tick's query for one series selector (module docstring): each node's value, and
-    tagged, the nodes with duplicate series and the series older than `long_win_s`."""
-    node = n.LABEL_NODE
-    return (f"max by ({node}) ({selector})"
-            f' or label_replace(count by ({node}) ({selector}) > 1, "{TS_LABEL}", "{core.TAG_DUPLICATE}", "", "")'
-            f' or label_replace(timestamp({selector}) < time() - {long_win_s:g}, "{TS_LABEL}", "{core.TAG_STALE}",'
-            ' "", "")')
+    """The tick's query for one series selector (module docstring): each node's value of its
+    fresh series, and, tagged, the nodes with more than one."""
+    fresh = _fresh_series(selector, long_win_s)
+    return (f"max by ({n.LABEL_NODE}) ({fresh})"
+            f' or label_replace(count by ({n.LABEL_NODE}) ({fresh}) > 1, "{TS_LABEL}", "{core.TAG_DUPLICATE}", "", "")')
 
 
-def detail_query(selector: str) -> str:
-    """`timestamped_query` restricted to the nodes with more than one series of `selector`."""
-    dup = f"(count by ({n.LABEL_NODE}) ({selector}) > 1)"
+def detail_query(selector: str, long_win_s: float) -> str:
+    """`timestamped_query` restricted to the nodes with more than one fresh series of `selector`."""
+    dup = f"(count by ({n.LABEL_NODE}) ({_fresh_series(selector, long_win_s)}) > 1)"
     return (f"({selector} and on ({n.LABEL_NODE}) {dup})"
             f' or label_replace(timestamp({selector}) and on ({n.LABEL_NODE}) {dup}, "{TS_LABEL}", "1", "", "")')
+
+
+def stale_query(selector: str, long_win_s: float) -> str:
+    """The newest sample time of each node whose every series of `selector` is older than
+    `long_win_s`."""
+    return f"max by ({n.LABEL_NODE}) (timestamp({selector})) < time() - {long_win_s:g}"
 
 
 def queries(selector: str, optional: Iterable[str] = ()) -> Mapping[str, str]:
@@ -234,23 +243,40 @@ class PrometheusSource:
         failed: dict[str, str] = {}
         errors: dict[str, int] = {}
         abort: PromError | None = None
-        for signal in self.queries:
+
+        def attempt(signal: str, read: Callable[[], None]) -> None:
+            """Run one read of `signal`; a failure makes the signal failed (and, when fatal,
+            skips the rest of the tick)."""
+            nonlocal abort
             if abort is not None:
                 failed[signal] = shown(abort.reason, NAME)
-                continue
+                vectors.pop(signal, None)
+                return
             try:
-                vectors[signal] = self._read(signal, at)
+                read()
             except PromError as exc:
                 errors[exc.reason] = errors.get(exc.reason, 0) + 1
                 failed[signal] = shown(exc.reason, NAME)
+                vectors.pop(signal, None)
                 abort = exc if exc.fatal else None
-                continue
             except (KeyError, TypeError, ValueError, IndexError) as exc:
                 errors[BAD_RESPONSE] = errors.get(BAD_RESPONSE, 0) + 1
                 failed[signal] = shown(BAD_RESPONSE, NAME)
+                vectors.pop(signal, None)
                 log.debug("event=bad_vector signal=%s error=%r", signal, str(exc))
-                continue
-            if not vectors[signal] and signal in (core.FROZEN, core.CPU):
+
+        for signal in self.queries:
+            attempt(signal, lambda signal=signal: vectors.__setitem__(signal, self._read(signal, at)))
+        # Nothing known yet (start, or no node ever seen): the nodes whose series are all stale
+        # would go unseen; ask for every input then.
+        known = set(self._known).union(*vectors.values()) if self._known else None
+        for signal in list(vectors):
+            if abort is not None:
+                break  # what was read before the outage is kept
+            if signal in core.REASONED_SIGNALS and (known is None or not known.issubset(vectors[signal])):
+                attempt(signal, lambda signal=signal: self._read_stale(signal, at, vectors[signal]))
+        for signal in (core.FROZEN, core.CPU):
+            if signal in vectors and not vectors[signal]:
                 # Every exporter exports these two; none at all means we read the wrong place.
                 errors["empty"] = errors.get("empty", 0) + 1
         ok = len(failed) < len(self.queries)
@@ -267,9 +293,16 @@ class PrometheusSource:
         with duplicate series, their series one by one (module docstring)."""
         got, duplicated = core.split_tick(self.client.query(self.queries[signal], at), TS_LABEL, at)
         if duplicated:
-            detail = core.split_timestamped(self.client.query(detail_query(self.selectors[signal]), at), TS_LABEL)
+            query = detail_query(self.selectors[signal], self.long_win_s)
+            detail = core.split_timestamped(self.client.query(query, at), TS_LABEL)
             got.update((node, detail[node]) for node in duplicated if node in detail)
         return got
+
+    def _read_stale(self, signal: str, at: float, into: dict[str, core.Sample]) -> None:
+        """Add the ages of the nodes without a fresh series of `signal` (module docstring)."""
+        stale = core.split_stale(self.client.query(stale_query(self.selectors[signal], self.long_win_s), at))
+        for node, sample in stale.items():
+            into.setdefault(node, sample)
 
     def _top_pods(self, at: float, errors: dict[str, int]) -> dict[str, dict[str, PodRef]]:
         """role -> node -> its top pod (scorer/core/inputs.py pod_queries), for the reasons of

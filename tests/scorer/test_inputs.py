@@ -173,24 +173,28 @@ def test_signed_friction_takes_friction_and_direction_each_from_its_newest_serie
     assert core.build(vectors, {}, now=NOW, long_win_s=WIN)["a"].friction_signed == -5.0
 
 
-def test_split_tick_values_by_node_with_the_stale_and_duplicated_exceptions():
-    """A tick query's answer: untagged, each node's value; `dup` names a node whose value must be
-    read per series (left out here); `stale` gives a series' old timestamp. Any other node is
-    as fresh as the query (`at`)."""
+def test_split_tick_values_by_node_with_the_duplicated_exception():
+    """A tick query's answer: untagged, each node's value of its one fresh series (as fresh as
+    the query, `at`); `dup` names a node whose value must be read per series (left out here)."""
     result = [
         {"metric": {"node": "a"}, "value": [NOW, "4.5"]},
         {"metric": {"node": "b"}, "value": [NOW, "90"]},
         {"metric": {"node": "b", "ksense_ts": "dup"}, "value": [NOW, "2"]},
-        {"metric": {"node": "c"}, "value": [NOW, "1"]},
-        {"metric": {"node": "c", "instance": "x", "ksense_ts": "stale"}, "value": [NOW, str(NOW - 75)]},
         {"metric": {}, "value": [NOW, "7"]},  # lost its node label: left out
-        {"metric": {"node": "d", "ksense_ts": "stale"}, "value": [NOW, str(NOW - 75)]},  # no value: left out
     ]
     got, duplicated = core.split_tick(result, "ksense_ts", NOW)
-    assert got == {"a": Sample(4.5, NOW), "c": Sample(1.0, NOW - 75)}
+    assert got == {"a": Sample(4.5, NOW)}
     assert duplicated == {"b"}
     with pytest.raises((KeyError, TypeError, ValueError)):
         core.split_tick([{"metric": {"node": "a"}}], "ksense_ts", NOW)
+
+
+def test_a_stale_node_is_missing_with_its_age_though_its_value_is_unknown():
+    stale = core.split_stale([{"metric": {"node": "c"}, "value": [NOW, str(NOW - 75)]},
+                              {"metric": {}, "value": [NOW, "1"]}])  # lost its node label: left out
+    assert list(stale) == ["c"] and stale["c"].ts == NOW - 75
+    got = core.build({core.FRICTION: stale}, {}, now=NOW, long_win_s=WIN)["c"]
+    assert got.why["friction"] == "stale 75s"
 
 
 def test_split_timestamped_matrix_by_step():

@@ -14,7 +14,15 @@ from common import names as n
 from scorer.core import inputs as core
 from scorer.sources import prometheus as prom
 from scorer.sources import shown
-from scorer.sources.prometheus import TS_LABEL, PrometheusSource, chunks, detail_query, queries, tick_queries
+from scorer.sources.prometheus import (
+    TS_LABEL,
+    PrometheusSource,
+    chunks,
+    detail_query,
+    queries,
+    stale_query,
+    tick_queries,
+)
 from tests.scorer.conftest import Reply
 from tests.scorer.trickle import TrickleServer, prometheus_answer
 from tests.support import free_port
@@ -26,8 +34,14 @@ QUERIES = tick_queries(n.EXPORTER_SELECTOR, LONG_WIN_S)
 HISTORY_QUERIES = queries(n.EXPORTER_SELECTOR)
 POD_QUERIES = core.pod_queries(n.EXPORTER_SELECTOR)
 SIGNAL_OF = {expr: signal for signal, expr in (*QUERIES.items(), *HISTORY_QUERIES.items(), *POD_QUERIES.items())}
+#: The stale follow-up query of each signal -> the signal.
+STALE_OF_SIGNAL = {signal: stale_query(sel, LONG_WIN_S) for signal, sel in core.selectors(n.EXPORTER_SELECTOR).items()}
+STALE_OF = {expr: signal for signal, expr in STALE_OF_SIGNAL.items()}
 #: Queries per tick: one per signal, one per pod role (the top victim and aggressor).
 PER_TICK = len(core.SIGNALS) + len(POD_QUERIES)
+#: Until a node is known, one more per input: the stale follow-up (nodes whose series are all stale).
+STALE_ASKED = [STALE_OF_SIGNAL[s] for s in core.REASONED_SIGNALS if s in STALE_OF_SIGNAL]
+FIRST_TICK = PER_TICK + len(STALE_ASKED)
 
 #: node -> signal -> raw value (ratios as exported)
 FLEET = {
@@ -42,15 +56,16 @@ def vector_body(signal: str, fleet=FLEET, age_s: float = 1.0, at: float = AT, po
                    "value": [at, repr(rate)]}
                   for node, (ns, name, uid, rate) in ((pods or {}).get(signal) or {}).items()]
         return json.dumps({"status": "success", "data": {"resultType": "vector", "result": result}})
-    # The tick query's answer for one series per node: each node's value, and, tagged, the
-    # series older than the freshness bound with their timestamps.
-    result = []
-    for node, values in fleet.items():
-        if signal in values:
-            result.append({"metric": {"node": node}, "value": [at, repr(values[signal])]})
-            if age_s > LONG_WIN_S:
-                result.append({"metric": {"node": node, "instance": f"{node}:9860", TS_LABEL: "stale"},
-                               "value": [at, repr(at - age_s)]})
+    # The tick query's answer for one series per node: each node's value when fresh.
+    result = [{"metric": {"node": node}, "value": [at, repr(values[signal])]}
+              for node, values in fleet.items() if signal in values and age_s <= LONG_WIN_S]
+    return json.dumps({"status": "success", "data": {"resultType": "vector", "result": result}})
+
+
+def stale_body(signal: str, fleet=FLEET, age_s: float = 1.0, at: float = AT) -> str:
+    """The stale follow-up's answer: the newest timestamp of the nodes without a fresh series."""
+    result = [{"metric": {"node": node}, "value": [at, repr(at - age_s)]}
+              for node, values in fleet.items() if signal in values and age_s > LONG_WIN_S]
     return json.dumps({"status": "success", "data": {"resultType": "vector", "result": result}})
 
 
@@ -58,6 +73,8 @@ def answering(fleet=FLEET, age_s: float = 1.0, overrides=None, pods=None):
     overrides = overrides or {}
 
     def handler(path, params):
+        if params["query"][0] in STALE_OF:
+            return Reply(body=stale_body(STALE_OF[params["query"][0]], fleet, age_s))
         signal = SIGNAL_OF[params["query"][0]]
         if signal in overrides:
             return overrides[signal]
@@ -74,7 +91,10 @@ def source(url: str, **kwargs) -> PrometheusSource:
 
 def test_one_query_per_signal_all_at_the_same_time(fake_server):
     fake_server.handler = answering()
-    got = source(fake_server.url).fetch(NOW)
+    src = source(fake_server.url)
+    assert len(src.fetch(NOW).nodes) == 2 and len(fake_server.requests) == FIRST_TICK
+    fake_server.requests.clear()
+    got = src.fetch(NOW)
     assert got.ok and dict(got.errors) == {}
     assert len(fake_server.requests) == PER_TICK
     assert {p["time"][0] for _, p in fake_server.requests} == {f"{AT:.3f}"}
@@ -94,13 +114,16 @@ def test_the_tick_query_is_each_nodes_value_and_its_exceptions():
     for signal, expr in QUERIES.items():
         sel = core.selectors(identity)[signal]
         assert sel.startswith(f"{{{identity}", sel.index("{"))
-        assert expr == (f'max by (node) ({sel})'
-                        f' or label_replace(count by (node) ({sel}) > 1, "{TS_LABEL}", "dup", "", "")'
-                        f' or label_replace(timestamp({sel}) < time() - 60, "{TS_LABEL}", "stale", "", "")')
+        fresh = f"last_over_time({sel}[60s])"
+        assert expr == (f'max by (node) ({fresh})'
+                        f' or label_replace(count by (node) ({fresh}) > 1, "{TS_LABEL}", "dup", "", "")')
+        assert stale_query(sel, LONG_WIN_S) == f"max by (node) (timestamp({sel})) < time() - 60"
         assert HISTORY_QUERIES[signal] == f'{sel} or label_replace(timestamp({sel}), "{TS_LABEL}", "1", "", "")'
-    assert QUERIES[core.PROCFS].startswith(f'max by (node) ({n.SOURCE_INFO.name}{{{identity},source="procfs"}}) or ')
-    assert QUERIES[core.PSI].startswith(f"max by (node) ({n.PRESSURE_WORST.name}{{{identity}}}) or ")
-    assert "time() - 75," in tick_queries(identity, 75.0)[core.CPU]
+    assert QUERIES[core.PROCFS].startswith(
+        f'max by (node) (last_over_time({n.SOURCE_INFO.name}{{{identity},source="procfs"}}[60s])) or ')
+    assert QUERIES[core.PSI].startswith(
+        f"max by (node) (last_over_time({n.PRESSURE_WORST.name}{{{identity}}}[60s])) or ")
+    assert "[75s]" in tick_queries(identity, 75.0)[core.CPU]
 
 
 def test_the_source_asks_for_its_selector_only(fake_server):
@@ -109,15 +132,18 @@ def test_the_source_asks_for_its_selector_only(fake_server):
     fake_server.handler = answering()
     source(fake_server.url).fetch(NOW)
     asked = [p["query"][0] for _, p in fake_server.requests]
-    assert asked == [*QUERIES.values(), *POD_QUERIES.values()]
+    assert asked == [*QUERIES.values(), *STALE_ASKED, *POD_QUERIES.values()]
     fake_server.requests.clear()
     fake_server.handler = lambda path, params: Reply(body=vector_body("friction"))
-    source(fake_server.url, selector='job="mine"').fetch(NOW)
+    src = source(fake_server.url, selector='job="mine"')
+    src.fetch(NOW)
+    fake_server.requests.clear()
+    src.fetch(NOW)  # nodes known, each with every input fresh: no follow-up
     asked = [p["query"][0] for _, p in fake_server.requests]
     assert asked == [*tick_queries('job="mine"', LONG_WIN_S).values(), *core.pod_queries('job="mine"').values()]
     assert all('{job="mine"' in q and "ksense-exporter" not in q for q in asked)
     assert queries("")[core.FRICTION].startswith(f"{n.FRICTION.name} or ")
-    assert tick_queries("", LONG_WIN_S)[core.FRICTION].startswith(f"max by (node) ({n.FRICTION.name}) or ")
+    assert tick_queries("", LONG_WIN_S)[core.FRICTION].startswith(f"max by (node) (last_over_time({n.FRICTION.name}[")
 
 
 def test_each_nodes_top_victim_and_aggressor_pods_are_named(fake_server):
@@ -161,7 +187,7 @@ def test_a_node_with_duplicate_series_is_read_per_series_in_one_more_request(fak
     normal = answering()
 
     def handler(path, params):
-        if params["query"][0] == detail_query(friction):
+        if params["query"][0] == detail_query(friction, LONG_WIN_S):
             return second[0]
         if SIGNAL_OF.get(params["query"][0]) == core.FRICTION:
             return Reply(body=json.dumps(tick))
@@ -170,8 +196,8 @@ def test_a_node_with_duplicate_series_is_read_per_series_in_one_more_request(fak
     fake_server.handler = handler
     src = source(fake_server.url)
     got = src.fetch(NOW)
-    assert len(fake_server.requests) == PER_TICK + 1
-    assert [p["query"][0] for _, p in fake_server.requests].count(detail_query(friction)) == 1
+    assert len(fake_server.requests) == FIRST_TICK + 1
+    assert [p["query"][0] for _, p in fake_server.requests].count(detail_query(friction, LONG_WIN_S)) == 1
     assert got.nodes["a"].friction == 4.0 and got.nodes["b"].friction == 9.0 and dict(got.errors) == {}
     second[0] = Reply(503, "{}")
     got = src.fetch(NOW)
@@ -206,7 +232,7 @@ def test_http_422_on_one_query_fails_only_that_input(fake_server):
     bad = Reply(422, json.dumps({"status": "error", "errorType": "execution", "error": "many-to-many"}))
     fake_server.handler = answering(overrides={core.PSI: bad})
     got = source(fake_server.url).fetch(NOW)
-    assert len(fake_server.requests) == PER_TICK
+    assert len(fake_server.requests) == FIRST_TICK - 1  # no stale follow-up for the failed input
     assert got.ok
     assert dict(got.errors) == {"http_422": 1}
     assert got.nodes["a"].missing == ("psi",)

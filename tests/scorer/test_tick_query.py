@@ -10,6 +10,8 @@ default selector reads it. Per node:
 - `dup`: a fresh series (2) and an older one with a larger value (9, 30 s old): the newest wins,
   so 2 — `max by (node)`, or pairing the old value with the new timestamp, gives 9;
 - `tie`: two series sampled at the same time (5, 7): the larger wins;
+- `gone`: a fresh series (2) and a series 70 s old with a larger value (9): only the fresh one
+  takes part, 2;
 - `stale`: one series 75 s old: missing, with its age;
 - `dupstale`: two series, 90 s and 80 s old: missing, with the newest one's age.
 """
@@ -72,6 +74,8 @@ class Target:
             ("dup", "old", 9.0, now - 30),
             ("tie", "a", 5.0, now - 2),
             ("tie", "b", 7.0, now - 2),
+            ("gone", "new", 2.0, now - 1),
+            ("gone", "old", 9.0, self.t0 - 70),
             ("stale", "a", 4.0, self.t0 - 75),
             ("dupstale", "old", 6.0, self.t0 - 90),
             ("dupstale", "new", 8.0, self.t0 - 80),
@@ -98,7 +102,7 @@ def backends(tmp_path_factory) -> Iterator[dict[str, str]]:
         started.append(f.start_victoria(work / "vm", config))
         urls = dict(zip(f.BACKENDS, (s.url for s in started), strict=True))
         for url in urls.values():
-            wait_for(lambda url=url: f.count_of(url, f"{FRICTION}{{{n.EXPORTER_SELECTOR}}}") >= 8, 30,
+            wait_for(lambda url=url: f.count_of(url, f"{FRICTION}{{{n.EXPORTER_SELECTOR}}}") >= 10, 30,
                      f"every series in {url}", poll_s=0.2)
         yield urls
     finally:
@@ -118,9 +122,12 @@ def per_series(url: str, at: float) -> dict[str, core.Sample]:
 @pytest.mark.parametrize("backend", f.BACKENDS)
 def test_the_tick_query_keeps_the_newest_series_and_refuses_stale_ones(backends, backend):
     url = backends[backend]
+    src = PrometheusSource(url, long_win_s=LONG_WIN_S)
+    src.fetch(datetime.now(UTC))  # first tick: nothing known yet, every input asks for stale nodes
     now = datetime.now(UTC)
-    got = PrometheusSource(url, long_win_s=LONG_WIN_S).fetch(now).nodes
-    assert {node: got[node].friction for node in ("one", "dup", "tie")} == {"one": 3.0, "dup": 2.0, "tie": 7.0}
+    got = src.fetch(now).nodes  # the nodes known: the stale ones are asked for because they are missing
+    assert {node: got[node].friction for node in ("one", "dup", "tie", "gone")} == {
+        "one": 3.0, "dup": 2.0, "tie": 7.0, "gone": 2.0}
     for node, oldest in (("stale", 75), ("dupstale", 80)):
         assert got[node].friction != got[node].friction  # NaN: missing
         age = re.fullmatch(r"stale (\d+)s", got[node].why["friction"])
@@ -128,7 +135,7 @@ def test_the_tick_query_keeps_the_newest_series_and_refuses_stale_ones(backends,
     # The same inputs as the per-series reference at the same instant.
     ref = core.build({core.FRICTION: per_series(url, round(now.timestamp(), 3))}, {},
                      now=round(now.timestamp(), 3), long_win_s=LONG_WIN_S)
-    for node in ("one", "dup", "tie", "stale", "dupstale"):
+    for node in ("one", "dup", "tie", "gone", "stale", "dupstale"):
         assert (ref[node].missing, ref[node].why.get("friction")) == (got[node].missing, got[node].why.get("friction"))
         if not ref[node].missing:
             assert ref[node].friction == got[node].friction
