@@ -155,7 +155,7 @@ def stale_reason(age_s: float) -> str:
 def _fresh(sample: Sample | None, now: float, long_win_s: float) -> tuple[float, str | None]:
     """(value, None) when usable, else (NaN, reason). A sample from the future (clock skew
     between us and Prometheus) counts as fresh: age is clamped at 0. Stale is said before
-    absent: a stale sample's value may be unknown (NaN, `split_tick`'s stale nodes)."""
+    absent: a stale sample's value may be unknown (NaN, `split_stale`)."""
     if sample is None:
         return math.nan, REASON_ABSENT
     age = now - sample.ts
@@ -291,33 +291,29 @@ def split_timestamped(result: Iterable[Mapping[str, Any]], ts_label: str) -> dic
     return out
 
 
-#: The tag of a tick query's exception (scorer/sources/prometheus.py tick_query): a node with
-#: more than one fresh series.
-TAG_DUPLICATE = "dup"
+#: The label a tick query's answer carries each node's value in (`count_values`).
+VALUE_LABEL = "ksense_value"
 
 
-def split_tick(result: Iterable[Mapping[str, Any]], ts_label: str, at: float) -> tuple[dict[str, Sample], set[str]]:
-    """(node -> Sample, the nodes with duplicate series) from one tick-query `result` (see
-    scorer/sources/prometheus.py): each untagged element is the value of a node's one fresh
-    series, sampled within the bound of the query time `at` (its Sample's time: the query
-    vouched for its freshness); tagged `TAG_DUPLICATE`, a node with more than one fresh series,
-    left out (the caller reads its series one by one, `split_timestamped`). Elements without
-    `node` and other tags are ignored. Raises ValueError (KeyError, TypeError) on a malformed
-    element."""
+def split_tick(result: Iterable[Mapping[str, Any]], at: float) -> tuple[dict[str, Sample], set[str]]:
+    """(node -> Sample, the nodes with disagreeing series) from one tick-query `result` (see
+    scorer/sources/prometheus.py: `count_values by (node)` of the fresh series, the value in
+    VALUE_LABEL). A node with one value gets it, as fresh as the query time `at` (the query
+    vouched for its freshness); a node with more than one is left out (the caller reads its
+    series one by one, `split_timestamped`). Elements without `node` are ignored. Raises
+    ValueError (KeyError, TypeError) on a malformed element."""
     values: dict[str, float] = {}
-    duplicated: set[str] = set()
+    disagree: set[str] = set()
     for element in result:
         labels = element["metric"]
         node = labels.get(n.LABEL_NODE)
-        value = float(element["value"][1])
+        value = float(labels[VALUE_LABEL])
         if node is None:
             continue
-        tag = labels.get(ts_label)
-        if tag is None:
-            values[node] = value
-        elif tag == TAG_DUPLICATE:
-            duplicated.add(node)
-    return {node: Sample(value, at) for node, value in values.items() if node not in duplicated}, duplicated
+        if node in values:
+            disagree.add(node)
+        values[node] = value
+    return {node: Sample(value, at) for node, value in values.items() if node not in disagree}, disagree
 
 
 def split_stale(result: Iterable[Mapping[str, Any]]) -> dict[str, Sample]:

@@ -173,20 +173,22 @@ def test_signed_friction_takes_friction_and_direction_each_from_its_newest_serie
     assert core.build(vectors, {}, now=NOW, long_win_s=WIN)["a"].friction_signed == -5.0
 
 
-def test_split_tick_values_by_node_with_the_duplicated_exception():
-    """A tick query's answer: untagged, each node's value of its one fresh series (as fresh as
-    the query, `at`); `dup` names a node whose value must be read per series (left out here)."""
+def test_split_tick_one_value_per_node_and_the_disagreeing_ones_left_out():
+    """A tick query's answer (`count_values by (node)` of the fresh series): a node with one
+    value, whatever its number of series, gets it, as fresh as the query (`at`); a node with
+    two values is left out, to be read per series."""
     result = [
-        {"metric": {"node": "a"}, "value": [NOW, "4.5"]},
-        {"metric": {"node": "b"}, "value": [NOW, "90"]},
-        {"metric": {"node": "b", "ksense_ts": "dup"}, "value": [NOW, "2"]},
-        {"metric": {}, "value": [NOW, "7"]},  # lost its node label: left out
+        {"metric": {"node": "a", "ksense_value": "4.5"}, "value": [NOW, "1"]},
+        {"metric": {"node": "c", "ksense_value": "1e-07"}, "value": [NOW, "2"]},  # two series, one value
+        {"metric": {"node": "b", "ksense_value": "90"}, "value": [NOW, "1"]},
+        {"metric": {"node": "b", "ksense_value": "2"}, "value": [NOW, "1"]},
+        {"metric": {"ksense_value": "7"}, "value": [NOW, "1"]},  # lost its node label: left out
     ]
-    got, duplicated = core.split_tick(result, "ksense_ts", NOW)
-    assert got == {"a": Sample(4.5, NOW)}
-    assert duplicated == {"b"}
+    got, disagree = core.split_tick(result, NOW)
+    assert got == {"a": Sample(4.5, NOW), "c": Sample(1e-07, NOW)}
+    assert disagree == {"b"}
     with pytest.raises((KeyError, TypeError, ValueError)):
-        core.split_tick([{"metric": {"node": "a"}}], "ksense_ts", NOW)
+        core.split_tick([{"metric": {"node": "a"}, "value": [NOW, "1"]}], NOW)
 
 
 def test_a_stale_node_is_missing_with_its_age_though_its_value_is_unknown():

@@ -57,7 +57,7 @@ def vector_body(signal: str, fleet=FLEET, age_s: float = 1.0, at: float = AT, po
                   for node, (ns, name, uid, rate) in ((pods or {}).get(signal) or {}).items()]
         return json.dumps({"status": "success", "data": {"resultType": "vector", "result": result}})
     # The tick query's answer for one series per node: each node's value when fresh.
-    result = [{"metric": {"node": node}, "value": [at, repr(values[signal])]}
+    result = [{"metric": {"node": node, "ksense_value": repr(values[signal])}, "value": [at, "1"]}
               for node, values in fleet.items() if signal in values and age_s <= LONG_WIN_S]
     return json.dumps({"status": "success", "data": {"resultType": "vector", "result": result}})
 
@@ -114,15 +114,11 @@ def test_the_tick_query_is_each_nodes_value_and_its_exceptions():
     for signal, expr in QUERIES.items():
         sel = core.selectors(identity)[signal]
         assert sel.startswith(f"{{{identity}", sel.index("{"))
-        fresh = f"last_over_time({sel}[60s])"
-        assert expr == (f'max by (node) ({fresh})'
-                        f' or label_replace(count by (node) ({fresh}) > 1, "{TS_LABEL}", "dup", "", "")')
+        assert expr == f'count_values by (node) ("ksense_value", last_over_time({sel}[60s]))'
         assert stale_query(sel, LONG_WIN_S) == f"max by (node) (timestamp({sel})) < time() - 60"
         assert HISTORY_QUERIES[signal] == f'{sel} or label_replace(timestamp({sel}), "{TS_LABEL}", "1", "", "")'
-    assert QUERIES[core.PROCFS].startswith(
-        f'max by (node) (last_over_time({n.SOURCE_INFO.name}{{{identity},source="procfs"}}[60s])) or ')
-    assert QUERIES[core.PSI].startswith(
-        f"max by (node) (last_over_time({n.PRESSURE_WORST.name}{{{identity}}}[60s])) or ")
+    assert f'last_over_time({n.SOURCE_INFO.name}{{{identity},source="procfs"}}[60s])' in QUERIES[core.PROCFS]
+    assert f"last_over_time({n.PRESSURE_WORST.name}{{{identity}}}[60s])" in QUERIES[core.PSI]
     assert "[75s]" in tick_queries(identity, 75.0)[core.CPU]
 
 
@@ -143,7 +139,7 @@ def test_the_source_asks_for_its_selector_only(fake_server):
     assert asked == [*tick_queries('job="mine"', LONG_WIN_S).values(), *core.pod_queries('job="mine"').values()]
     assert all('{job="mine"' in q and "ksense-exporter" not in q for q in asked)
     assert queries("")[core.FRICTION].startswith(f"{n.FRICTION.name} or ")
-    assert tick_queries("", LONG_WIN_S)[core.FRICTION].startswith(f"max by (node) (last_over_time({n.FRICTION.name}[")
+    assert f"last_over_time({n.FRICTION.name}[" in tick_queries("", LONG_WIN_S)[core.FRICTION]
 
 
 def test_each_nodes_top_victim_and_aggressor_pods_are_named(fake_server):
@@ -170,7 +166,7 @@ def test_stale_samples_are_missing_not_fresh(fake_server):
 
 
 def test_a_node_with_duplicate_series_is_read_per_series_in_one_more_request(fake_server):
-    """The tick query names `a` duplicated for friction: one more request for friction only,
+    """The tick query names two values of `a` for friction: one more request for friction only,
     whose per-series answer decides `a` (the newest series, 4, not the older larger 90); a
     failed second request fails that input like any other."""
     friction = core.selectors(n.EXPORTER_SELECTOR)[core.FRICTION]
@@ -182,7 +178,7 @@ def test_a_node_with_duplicate_series_is_read_per_series_in_one_more_request(fak
     ]
     tick = json.loads(vector_body(core.FRICTION))
     tick["data"]["result"] = [e for e in tick["data"]["result"] if e["metric"]["node"] != "a"] + [
-        {"metric": {"node": "a"}, "value": [AT, "90"]}, {"metric": {"node": "a", TS_LABEL: "dup"}, "value": [AT, "2"]}]
+        {"metric": {"node": "a", "ksense_value": v}, "value": [AT, "1"]} for v in ("4", "90")]
     second = [Reply(body=json.dumps({"status": "success", "data": {"resultType": "vector", "result": detail}}))]
     normal = answering()
 

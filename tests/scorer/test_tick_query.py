@@ -1,14 +1,15 @@
 """The tick query (scorer/sources/prometheus.py) against a real Prometheus and a real
 VictoriaMetrics: the same answer on both, and the same inputs as reading every series with its
-own timestamp (the history's per-series query), for the cases where `max by (node)` alone would
+own timestamp (the history's per-series query), for the cases where one value per node would
 be wrong.
 
 One loopback target serves ksense_friction with explicit sample timestamps (honor_timestamps),
 `node` kept from the exposition (honor_labels), job and namespace from the scrape config, so the
 default selector reads it. Per node:
-- `one`: one fresh series (the common case: `max by (node)` is exact);
+- `one`, `precise`, `tiny`: one fresh series (the common case), the value exact through the
+  `count_values` label (0.1 + 0.2, 1.5e-07: equal to what the per-series query reads);
 - `dup`: a fresh series (2) and an older one with a larger value (9, 30 s old): the newest wins,
-  so 2 — `max by (node)`, or pairing the old value with the new timestamp, gives 9;
+  so 2 — the larger of the values, or pairing the old value with the new timestamp, gives 9;
 - `tie`: two series sampled at the same time (5, 7): the larger wins;
 - `gone`: a fresh series (2) and a series 70 s old with a larger value (9): only the fresh one
   takes part, 2;
@@ -70,6 +71,8 @@ class Target:
         now = math.floor(now)
         lines = [
             ("one", "a", 3.0, now - 1),
+            ("precise", "a", 0.1 + 0.2, now - 1),  # 0.30000000000000004: the value label parses back exactly
+            ("tiny", "a", 1.5e-7, now - 1),
             ("dup", "new", 2.0, now - 1),
             ("dup", "old", 9.0, now - 30),
             ("tie", "a", 5.0, now - 2),
@@ -102,7 +105,7 @@ def backends(tmp_path_factory) -> Iterator[dict[str, str]]:
         started.append(f.start_victoria(work / "vm", config))
         urls = dict(zip(f.BACKENDS, (s.url for s in started), strict=True))
         for url in urls.values():
-            wait_for(lambda url=url: f.count_of(url, f"{FRICTION}{{{n.EXPORTER_SELECTOR}}}") >= 10, 30,
+            wait_for(lambda url=url: f.count_of(url, f"{FRICTION}{{{n.EXPORTER_SELECTOR}}}") >= 12, 30,
                      f"every series in {url}", poll_s=0.2)
         yield urls
     finally:
@@ -126,8 +129,10 @@ def test_the_tick_query_keeps_the_newest_series_and_refuses_stale_ones(backends,
     src.fetch(datetime.now(UTC))  # first tick: nothing known yet, every input asks for stale nodes
     now = datetime.now(UTC)
     got = src.fetch(now).nodes  # the nodes known: the stale ones are asked for because they are missing
-    assert {node: got[node].friction for node in ("one", "dup", "tie", "gone")} == {
-        "one": 3.0, "dup": 2.0, "tie": 7.0, "gone": 2.0}
+    # VictoriaMetrics stores ~12 significant digits (0.30000000000000004 comes back 0.3, by
+    # either query): exactness is checked against the per-series reference below.
+    assert {node: got[node].friction for node in ("one", "precise", "tiny", "dup", "tie", "gone")} == pytest.approx({
+        "one": 3.0, "precise": 0.1 + 0.2, "tiny": 1.5e-7, "dup": 2.0, "tie": 7.0, "gone": 2.0}, rel=1e-11)
     for node, oldest in (("stale", 75), ("dupstale", 80)):
         assert got[node].friction != got[node].friction  # NaN: missing
         age = re.fullmatch(r"stale (\d+)s", got[node].why["friction"])
@@ -135,7 +140,7 @@ def test_the_tick_query_keeps_the_newest_series_and_refuses_stale_ones(backends,
     # The same inputs as the per-series reference at the same instant.
     ref = core.build({core.FRICTION: per_series(url, round(now.timestamp(), 3))}, {},
                      now=round(now.timestamp(), 3), long_win_s=LONG_WIN_S)
-    for node in ("one", "dup", "tie", "gone", "stale", "dupstale"):
+    for node in ("one", "precise", "tiny", "dup", "tie", "gone", "stale", "dupstale"):
         assert (ref[node].missing, ref[node].why.get("friction")) == (got[node].missing, got[node].why.get("friction"))
         if not ref[node].missing:
             assert ref[node].friction == got[node].friction

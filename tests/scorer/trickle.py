@@ -43,8 +43,8 @@ def http_response(body: bytes, status: str = "200 OK", content_type: str = "appl
 
 
 def prometheus_answer(nodes: tuple[str, ...]) -> Callable[[str, str], bytes]:
-    """Answers every instant query with value 1 for each node, sampled at the query's `time`
-    (fresh: the tick query names no stale or duplicate series); range queries with an empty
+    """Answers every instant query with value 1 for each node, in the tick query's shape
+    (`count_values`: one fresh series per node); range queries with an empty
     matrix."""
 
     def answer(method: str, target: str) -> bytes:
@@ -56,7 +56,7 @@ def prometheus_answer(nodes: tuple[str, ...]) -> Callable[[str, str], bytes]:
         at = float(params.get("time", [str(time.time())])[0])
         result = []
         for node in nodes:
-            result.append({"metric": {"node": node}, "value": [at, "1"]})
+            result.append({"metric": {"node": node, "ksense_value": "1"}, "value": [at, "1"]})
         return http_response(json.dumps({"status": "success", "data": {"resultType": "vector", "result": result}})
                              .encode())
 
