@@ -101,10 +101,11 @@ from scorer.core import inference
 from scorer.core import inputs as core_inputs
 from scorer.core.decision import DecisionParams
 from scorer.core.evaluate import evaluate
+from scorer.core.model import Inputs
 from scorer.evaluator import Evaluator
 from scorer.metrics import ScorerCollector
 from scorer.rulefile import load_rules
-from scorer.sources.prometheus import TS_LABEL, PrometheusSource, timestamped_query
+from scorer.sources.prometheus import TS_LABEL, PrometheusSource, tick_query, timestamped_query
 
 REPO = Path(__file__).resolve().parent.parent
 RECORDING = REPO / "data" / "reference" / "kernel_metrics_real.csv.gz"
@@ -771,6 +772,7 @@ class Result:
     tick_quiet_s: float = math.nan  # median tick with the feeding paused
     tick_quiet_new_s: float = math.nan  # the same, compact tick query (alternating with legacy)
     tick_quiet_legacy_s: float = math.nan  # the same, the per-series query it replaced
+    stages: dict = field(default_factory=dict)  # --stages: path -> stage -> seconds per tick
     evaluate_ms: float = math.nan
     step_scorer_s: float = math.nan
     step_scheduler_s: float = math.nan
@@ -979,6 +981,8 @@ def measure(backend: str, size: int, args: argparse.Namespace, workdir: Path) ->
                 both[legacy].append(time.monotonic() - t)
         result.tick_quiet_new_s = statistics.median(both[False])
         result.tick_quiet_legacy_s = statistics.median(both[True])
+        if args.stages:
+            result.stages = tick_stages(db.url, long_win_s)
         # Wait for the scheduler to see the stepped nodes (bounded), then stop everything.
         with contextlib.suppress(HarnessError):
             wait_until(lambda: all(x in scheduler.denied_at for x in fleet.stepped_names), 2 * args.tick,
@@ -1045,6 +1049,49 @@ def in_process_evaluate_ms(scorer: ScorerOnDb) -> float:
     return statistics.median(times) * 1e3
 
 
+STAGES = ("database", "transfer", "json", "pairing", "build", "evaluate")
+
+
+def tick_stages(url: str, long_win_s: float) -> dict[str, dict[str, float]]:
+    """Where one tick's time goes, per query path ("new": the tick query, "legacy": the
+    per-series one), in seconds per tick: the database's evaluation and encoding (time to the
+    answer's headers), the body's transfer, JSON decoding, pairing (`split_tick` /
+    `split_timestamped`), NodeInputs for every node (`core.build`) and the controller
+    (`evaluate`). Duplicate and stale follow-ups are not counted (none on this fleet)."""
+    session = requests.Session()
+    selectors = core_inputs.selectors(n.EXPORTER_SELECTOR)
+    at = round(time.time(), 3)
+    rb, params = load_rules(), DecisionParams()
+    out: dict[str, dict[str, float]] = {}
+    for path in ("new", "legacy"):
+        stages = dict.fromkeys(STAGES, 0.0)
+        vectors = {}
+        for signal, sel in selectors.items():
+            expr = tick_query(sel, long_win_s) if path == "new" else timestamped_query(sel)
+            t0 = time.perf_counter()
+            resp = session.get(url.rstrip("/") + "/api/v1/query", params={"query": expr, "time": f"{at:.3f}"},
+                               timeout=60)
+            headers_s = resp.elapsed.total_seconds()
+            body = resp.content
+            t1 = time.perf_counter()
+            result = json.loads(body)["data"]["result"]
+            t2 = time.perf_counter()
+            vectors[signal] = (core_inputs.split_tick(result, at)[0] if path == "new"
+                               else core_inputs.split_timestamped(result, TS_LABEL))
+            t3 = time.perf_counter()
+            stages["database"] += headers_s
+            stages["transfer"] += (t1 - t0) - headers_s
+            stages["json"] += t2 - t1
+            stages["pairing"] += t3 - t2
+        t0 = time.perf_counter()
+        nodes = core_inputs.build(vectors, {}, now=at, long_win_s=long_win_s)
+        t1 = time.perf_counter()
+        evaluate(rb, params, {}, Inputs(time=datetime.fromtimestamp(at, UTC), source="bench", nodes=nodes))
+        stages["build"], stages["evaluate"] = t1 - t0, time.perf_counter() - t1
+        out[path] = stages
+    return out
+
+
 # --- report ------------------------------------------------------------------------------------
 
 def fit(xs: Sequence[float], ys: Sequence[float]) -> tuple[float, float]:
@@ -1083,6 +1130,10 @@ def report(results: Sequence[Result], args: argparse.Namespace) -> None:
             _f(r.decide_p99_ms, ".2f"), _f(r.decisions_per_s, ".0f"), f"{r.scored}/{r.nodes}",
         ])
     print_table(header, rows)
+    for r in results:
+        for path, stages in r.stages.items():
+            print(f"  {r.backend} {r.nodes} {path} query, seconds per tick: "
+                  + ", ".join(f"{k} {v:.3f}" for k, v in stages.items()) + f" (sum {sum(stages.values()):.3f})")
     for r in results:
         if r.broke:
             print(f"  {r.backend} {r.nodes}: BROKE: {r.broke}")
@@ -1131,6 +1182,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--legacy-queries", action="store_true",
                    help="the measured scorer reads every series with its timestamp, as before the compact tick "
                         "query (the paused-feeding figures always time both)")
+    p.add_argument("--stages", action="store_true",
+                   help="with the feeding paused, also split one tick of each query path into database, transfer, "
+                        "JSON, pairing, build and controller time")
     p.add_argument("--ticks", type=int, default=12,
                    help="scorer ticks per size; the step after a third (default %(default)s)")
     p.add_argument("--stressed", type=float, default=0.05, help="share of nodes always stressed (default %(default)s)")
