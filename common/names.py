@@ -114,8 +114,15 @@ CSV_WRITE_ERRORS = Family("ksense_csv_write_errors_total", "CSV write errors by 
 #: Every family the exporter serves (docs/metrics.md#exporter-metrics), in contract order.
 EXPORTER_FAMILIES = tuple(v for v in tuple(globals().values()) if isinstance(v, Family))
 
-# Histogram buckets of the exported latency families: le = 2^i µs, i = 0..25, then +Inf.
-HISTOGRAM_LE_EXPONENTS = tuple(range(26))
+#: Bucket bounds of the exported latency families: le = 2^i µs for these i, then +Inf. Every power
+#: of two from 2^10 µs (1.024 ms) to 2^17 µs (131 ms), where a contended node's run-queue p99 lies
+#: and histogram_quantile should read it within the old ±25 %; every other power of two below
+#: (1, 4, 16, 64, 256 µs) and above (0.52, 2.1, 8.4, 33.6 s). 17 bounds instead of 26 keep a
+#: default node under 150 series (docs/sizing.md#series-and-samples-per-node). The kernel
+#: histogram, and with it the CSV's p95/p99/max, stays 16 sub-buckets per power of two
+#: (exporter/core/histogram.py). One layout for the whole fleet: `sum by (le)` over nodes with
+#: different bounds is meaningless, so it is not a setting.
+HISTOGRAM_LE_EXPONENTS = (0, 2, 4, 6, 8, 10, 11, 12, 13, 14, 15, 16, 17, 19, 21, 23, 25)
 
 # --- per-pod families (docs/metrics.md#per-pod-metrics) ------------------------------------------
 # The pod's namespace, name and uid are not labelled `namespace` and `pod`: every deploy/ scrape
