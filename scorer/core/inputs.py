@@ -85,14 +85,17 @@ def selectors(matchers: str, optional: Iterable[str] = ()) -> Mapping[str, str]:
     return MappingProxyType(out)
 
 # --- the pods a deny's reason names (docs/metrics.md#per-pod-metrics) ---------------------------------
-VICTIM = "victim"
-AGGRESSOR = "aggressor"
 #: Window of the per-pod rates: four scrapes at the usual 15 s, short enough to name today's pods.
-POD_RATE_WINDOW = "1m"
-_POD_SERIES = MappingProxyType({
-    VICTIM: f"{n.POD_RUNQUEUE_WAIT.name}_sum",  # run-queue wait, seconds per second
-    AGGRESSOR: n.POD_CPU.name,  # CPU, seconds per second
+POD_RATE_WINDOW_S = 60
+POD_RATE_WINDOW = f"{POD_RATE_WINDOW_S}s"
+#: The per-pod counter behind each role (names.POD_ROLES), each a rate in seconds per second.
+POD_SERIES = MappingProxyType({
+    n.POD_ROLE_VICTIM: f"{n.POD_RUNQUEUE_WAIT.name}_sum",  # run-queue wait
+    n.POD_ROLE_AGGRESSOR: n.POD_CPU.name,  # CPU time
+    n.POD_ROLE_IO_AGGRESSOR: n.POD_DSTATE.name,  # D-state (uninterruptible, mostly IO) time
 })
+#: Pods by role by node: role -> node -> its top pod.
+TopPods = Mapping[str, Mapping[str, PodRef]]
 
 
 def pod_queries(matchers: str) -> Mapping[str, str]:
@@ -103,7 +106,7 @@ def pod_queries(matchers: str) -> Mapping[str, str]:
     sel = ",".join(parts)
     return MappingProxyType({
         role: f"topk by ({n.LABEL_NODE}) (1, rate({family}{{{sel}}}[{POD_RATE_WINDOW}]))"
-        for role, family in _POD_SERIES.items()
+        for role, family in POD_SERIES.items()
     })
 
 
@@ -168,7 +171,7 @@ def node_inputs(
     now: float,
     long_win_s: float,
     optional: Iterable[str] = (),
-    pods: Mapping[str, Mapping[str, PodRef]] | None = None,
+    pods: TopPods | None = None,
 ) -> NodeInputs:
     """One node's NodeInputs from the per-signal vectors (see the module docstring); the
     `optional` signals (names.OPTIONAL_INPUTS) are read only when named; the top pods by role
@@ -216,8 +219,9 @@ def node_inputs(
         warmup_remaining_s=warmup,
         baseline_unavailable=no_baseline,
         rq_p99_ms=values.get(n.RQ_P99, math.nan),
-        victim=(pods or {}).get(VICTIM, {}).get(node),
-        aggressor=(pods or {}).get(AGGRESSOR, {}).get(node),
+        victim=(pods or {}).get(n.POD_ROLE_VICTIM, {}).get(node),
+        aggressor=(pods or {}).get(n.POD_ROLE_AGGRESSOR, {}).get(node),
+        io_aggressor=(pods or {}).get(n.POD_ROLE_IO_AGGRESSOR, {}).get(node),
     )
 
 
@@ -229,7 +233,7 @@ def build(
     long_win_s: float,
     known: Iterable[str] = (),
     optional: Iterable[str] = (),
-    pods: Mapping[str, Mapping[str, PodRef]] | None = None,
+    pods: TopPods | None = None,
 ) -> dict[str, NodeInputs]:
     """NodeInputs for every node named by any vector, plus the `known` ones (nodes seen before:
     they stay, with their inputs missing, so their decision turns to deny instead of vanishing);
