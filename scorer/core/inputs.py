@@ -112,20 +112,79 @@ def pod_queries(matchers: str) -> Mapping[str, str]:
 
 def top_pods(result: Iterable[Mapping[str, Any]]) -> dict[str, PodRef]:
     """node -> its top pod from a `pod_queries` answer (Prometheus vector elements). topk may
-    return more than one series per node on ties or duplicate scrapes: the highest rate wins,
-    ties by uid. A rate of 0 names nobody (no pod waited or ran)."""
+    return more than one series per node on ties or duplicate scrapes: `_keep_top` decides."""
     out: dict[str, PodRef] = {}
     for element in result:
         labels = element.get("metric") or {}
         node, uid = labels.get(n.LABEL_NODE), labels.get(n.LABEL_POD_UID)
-        rate = float(element["value"][1])
-        if not node or not uid or not math.isfinite(rate) or rate <= 0:
-            continue
-        pod = PodRef(labels.get(n.LABEL_POD_NAMESPACE, ""), labels.get(n.LABEL_POD_NAME, ""), uid, rate)
-        have = out.get(node)
-        if have is None or (pod.rate, have.uid) > (have.rate, pod.uid):
-            out[node] = pod
+        rate = float(element["value"][1])  # a malformed element raises: the caller counts the answer bad
+        if node and uid:
+            _keep_top(out, node, PodRef(labels.get(n.LABEL_POD_NAMESPACE, ""), labels.get(n.LABEL_POD_NAME, ""),
+                                        uid, rate))
     return out
+
+
+def _keep_top(into: dict[str, PodRef], node: str, pod: PodRef) -> None:
+    """Keep `pod` as the node's top pod if it beats the one kept: the highest rate wins, ties by
+    uid. A rate of 0 (no pod waited or ran) or not finite names nobody."""
+    if not math.isfinite(pod.rate) or pod.rate <= 0:
+        return
+    have = into.get(node)
+    if have is None or (pod.rate, have.uid) > (have.rate, pod.uid):
+        into[node] = pod
+
+
+#: A per-pod counter read from one exposition: (role, node, namespace, name, uid) -> value.
+PodCounters = Mapping[tuple[str, str, str, str, str], float]
+_ROLE_OF_SAMPLE = MappingProxyType({sample: role for role, sample in POD_SERIES.items()})
+
+
+def pod_counters(samples: Iterable[Any]) -> dict[tuple[str, str, str, str, str], float]:
+    """The POD_SERIES counters of parsed exposition samples (objects with `name`, `labels`,
+    `value`), `other` left out; a duplicate series keeps its larger value."""
+    out: dict[tuple[str, str, str, str, str], float] = {}
+    for sample in samples:
+        role = _ROLE_OF_SAMPLE.get(sample.name)
+        if role is None:
+            continue
+        labels = sample.labels
+        node, uid = labels.get(n.LABEL_NODE), labels.get(n.LABEL_POD_UID)
+        value = float(sample.value)
+        if not node or not uid or uid == n.POD_UID_OTHER or not math.isfinite(value):
+            continue
+        key = (role, node, labels.get(n.LABEL_POD_NAMESPACE, ""), labels.get(n.LABEL_POD_NAME, ""), uid)
+        out[key] = max(value, out.get(key, value))
+    return out
+
+
+class PodRates:
+    """The local source's `pod_queries`: the top pods per role and node from successive scrapes
+    of one exporter's per-pod counters, as the Prometheus source's `rate(...[POD_RATE_WINDOW])`.
+
+    `add(t, counters)` keeps the scrape and answers with rates against the oldest scrape kept
+    that is at most `window_s` older (a counter that went down, an exporter restart, counts from
+    0, as Prometheus' rate does; a pod absent from that older scrape names nobody yet). Memory:
+    the scrapes of one window, each bounded by the exporter's top-K (docs/metrics.md#per-pod-metrics).
+    """
+
+    def __init__(self, window_s: float = POD_RATE_WINDOW_S):
+        self._window = window_s
+        self._kept: list[tuple[float, PodCounters]] = []
+
+    def add(self, t: float, counters: PodCounters) -> dict[str, dict[str, PodRef]]:
+        self._kept = [(at, c) for at, c in self._kept if 0 < t - at <= self._window]
+        out: dict[str, dict[str, PodRef]] = {}
+        if self._kept:
+            at, before = self._kept[0]
+            for key, value in counters.items():
+                old = before.get(key)
+                if old is None:
+                    continue
+                role, node, namespace, name, uid = key
+                rate = (value - old if value >= old else value) / (t - at)
+                _keep_top(out.setdefault(role, {}), node, PodRef(namespace, name, uid, rate))
+        self._kept.append((t, counters))
+        return out
 
 
 # Ratios (0-1) on the wire, percent in the controller; seconds on the wire, ms in the controller.
