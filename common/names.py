@@ -135,6 +135,22 @@ LABEL_POD_UID = "pod_uid"
 POD_UID_OTHER = "other"
 
 
+#: The roles of the pods a denied node's explanation names (the scorer's reason, /score's keys, the
+#: `role` of ksense_node_top_pod, the scheduler's event), each by its own per-pod rate:
+#: `victim` the most run-queue wait per second, `aggressor` the most CPU seconds per second,
+#: `io_aggressor` the most D-state (uninterruptible, mostly IO) seconds per second.
+POD_ROLE_VICTIM: Final = "victim"
+POD_ROLE_AGGRESSOR: Final = "aggressor"
+POD_ROLE_IO_AGGRESSOR: Final = "io_aggressor"
+POD_ROLES = (POD_ROLE_VICTIM, POD_ROLE_AGGRESSOR, POD_ROLE_IO_AGGRESSOR)
+LABEL_ROLE = "role"
+
+
+def role_shown(role: str) -> str:
+    """How a role is named to people: `victim`, `aggressor`, `io aggressor`."""
+    return role.replace("_", " ")
+
+
 def pod_shown(namespace: str, name: str, uid: str) -> str:
     """How a pod is named to people (the scorer's reason, the scheduler's event): `shop/checkout`,
     or `uid 6c3c22c6-...` for a pod the exporter knows by UID only."""
@@ -235,10 +251,16 @@ ADMISSION_REVIEW_DURATION = Family("ksense_admission_review_duration_seconds", "
 WEBHOOK_CERT_EXPIRY = Family(
     "ksense_webhook_certificate_expiry_timestamp_seconds", "notAfter of the served certificate (Unix time)."
 )
+NODE_TOP_POD = Family(
+    "ksense_node_top_pod",
+    "A denied node's top pod per role (victim: run-queue wait, aggressor: CPU, io_aggressor: D-state), "
+    "its rate in seconds per second over the last minute; only for denied nodes whose pods are known.",
+)
 
 #: Every family the scorer serves (docs/metrics.md#scorer-metrics).
 SCORER_FAMILIES = (
-    NODE_SCORE, NODE_ADMISSION_ALLOWED, NODE_INPUT_MISSING, NODE_DECISION_CHANGES, SCORER_EVALUATION_DURATION,
+    NODE_SCORE, NODE_ADMISSION_ALLOWED, NODE_INPUT_MISSING, NODE_DECISION_CHANGES, NODE_TOP_POD,
+    SCORER_EVALUATION_DURATION,
     SCORER_SOURCE_ERRORS, SCORER_LAST_SUCCESS, ADMISSION_REVIEWS, ADMISSION_REVIEW_DURATION, WEBHOOK_CERT_EXPIRY,
 )
 
