@@ -42,7 +42,7 @@ from bench.fleet import pct, scorer_scrape_job, scrape_config, start_prometheus
 from common import names as n
 from common.core.durations import DurationHistogram
 from common.metrics import make_registry
-from scheduler.scores import PrometheusScores, Scores
+from scheduler.scores import PrometheusScores, Scores, ScoreSource
 from scorer.core.model import NodeInputs, NodeReport, Results
 from scorer.evaluator import EvaluatorStats
 from scorer.metrics import ScorerCollector
@@ -119,17 +119,17 @@ class ScorerEndpoint:
 class Timed:
     """A score source whose fetches are timed."""
 
-    inner: object
+    inner: ScoreSource
     fetch_ms: list[float] = field(default_factory=list)
+    name: str = field(init=False)
 
-    @property
-    def name(self) -> str:
-        return self.inner.name  # type: ignore[attr-defined]
+    def __post_init__(self) -> None:
+        self.name = self.inner.name
 
     def fetch(self) -> Scores:
         t0 = time.perf_counter()
         try:
-            return self.inner.fetch()  # type: ignore[attr-defined]
+            return self.inner.fetch()
         finally:
             self.fetch_ms.append((time.perf_counter() - t0) * 1e3)
 
@@ -144,7 +144,7 @@ class Run:
     on_denied: int
 
 
-def measure(label: str, nodes: list[str], pods: int, source: object, denied: frozenset[str]) -> Run:
+def measure(label: str, nodes: list[str], pods: int, source: ScoreSource, denied: frozenset[str]) -> Run:
     """bench.scheduler_binds.ksense with `source`, the per-pod decision times kept raw."""
     timed = Timed(source)
     decide_s: list[float] = []
