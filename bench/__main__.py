@@ -21,6 +21,7 @@ BENCHES = (
     ("bench.scorer_freshness", "input step change to decision change through Prometheus"),
     ("bench.scheduler_decide", "filters + choice for one pod over 5,000 nodes vs per-node loops"),
     ("bench.scheduler_binds", "bind throughput and API requests per pod vs raw binds"),
+    ("bench.scheduler_binds_db", "binds/s and per-pod decision with scores from a real Prometheus vs all-allow"),
     ("bench.lab_quality", "lab quality on one recording and lab tune on the training set"),
     ("bench.fleet", "1,000 nodes through Prometheus and VictoriaMetrics: scorer tick (compact vs per-series "
                     "queries), step to decision, scheduler score fetch (~3 min; `python -m bench.fleet --help` "

@@ -25,6 +25,7 @@ import argparse
 import sys
 import threading
 import time
+from collections.abc import Callable
 
 from kubernetes import client  # the baseline's raw client loop; the product uses scheduler/kube.py
 
@@ -32,7 +33,7 @@ from scheduler.config import SchedulerConfig
 from scheduler.core.filters import ScoreRecord
 from scheduler.kube import Kube
 from scheduler.loop import Runtime
-from scheduler.scores import Scores
+from scheduler.scores import Scores, ScoreSource
 from tests.kubeapi import KubeAPIServer, make_api_client
 from tests.kubeapi import factories as f
 
@@ -77,14 +78,26 @@ def baseline(nodes: list[str], pods: int) -> float:
         return pods / (time.perf_counter() - start)
 
 
-def ksense(nodes: list[str], pods: int) -> tuple[float, dict[tuple[str, str], int], int]:
-    """(pods/s, request counts during the run, pods bound)."""
+def ksense(
+    nodes: list[str], pods: int, *, scores: ScoreSource | None = None, on_attempt: Callable[[float], None] | None = None
+) -> tuple[float, dict[tuple[str, str], int], int, list[str]]:
+    """(pods/s, request counts during the run, pods bound, the node of each bound pod). `scores`:
+    the score source (default the all-allow StaticScores); `on_attempt` also gets each pod's
+    decision time in seconds (bench/scheduler_binds_db keeps them raw for percentiles)."""
     cfg = SchedulerConfig(poll_s=0.0, max_per_cycle=0, placement_delay_s=0.0, score_source="scorer",
                           identity="bench", lease_duration_s=15.0, renew_deadline_s=10.0, retry_period_s=2.0)
     with KubeAPIServer(history_limit=200_000) as server:
         _cluster(server, nodes)
         kube = Kube(make_api_client(server.url), request_timeout_s=10.0)
-        runtime = Runtime(cfg, kube=kube, scores=StaticScores(nodes))
+        runtime = Runtime(cfg, kube=kube, scores=scores or StaticScores(nodes))
+        if on_attempt is not None:
+            observe = runtime.stats.attempt
+
+            def attempt(seconds: float) -> None:
+                on_attempt(seconds)
+                observe(seconds)
+
+            runtime.stats.attempt = attempt  # type: ignore[method-assign]
         stop = threading.Event()
         thread = threading.Thread(target=runtime.run, args=(stop,), daemon=True)
         thread.start()
@@ -103,9 +116,9 @@ def ksense(nodes: list[str], pods: int) -> tuple[float, dict[tuple[str, str], in
         stop.set()
         thread.join(timeout=10)  # the last cycle finishes (its events) before the counts are read
         counts = dict(server.counts)
-        bound = sum(1 for p in server.store.pods(NS) if p["spec"].get("nodeName"))
+        placed = [p["spec"]["nodeName"] for p in server.store.pods(NS) if p["spec"].get("nodeName")]
         kube.close()
-    return bound / elapsed, counts, bound
+    return len(placed) / elapsed, counts, len(placed), placed
 
 
 def main(argv: list[str]) -> int:
@@ -117,7 +130,7 @@ def main(argv: list[str]) -> int:
     print(f"cluster: {args.nodes} nodes, {args.pods} pods (fake API server over HTTP, official client)")
     raw = baseline(nodes, args.pods)
     print(f"baseline  raw binds (client loop, no scheduling):   {raw:8.1f} pods/s")
-    rate, counts, bound = ksense(nodes, args.pods)
+    rate, counts, bound, _ = ksense(nodes, args.pods)
     goal = "PASS" if rate >= GOAL_PODS_PER_S and bound == args.pods else "MISS"
     print(f"ksense    scheduled + bound + event, limits off:   {rate:8.1f} pods/s  ({bound}/{args.pods} bound)")
     print(f"ratio     ksense / raw binds:                      {rate / raw:8.2f}")

@@ -114,8 +114,15 @@ CSV_WRITE_ERRORS = Family("ksense_csv_write_errors_total", "CSV write errors by 
 #: Every family the exporter serves (docs/metrics.md#exporter-metrics), in contract order.
 EXPORTER_FAMILIES = tuple(v for v in tuple(globals().values()) if isinstance(v, Family))
 
-# Histogram buckets of the exported latency families: le = 2^i µs, i = 0..25, then +Inf.
-HISTOGRAM_LE_EXPONENTS = tuple(range(26))
+#: Bucket bounds of the exported latency families: le = 2^i µs for these i, then +Inf. Every power
+#: of two from 2^10 µs (1.024 ms) to 2^17 µs (131 ms), where a contended node's run-queue p99 lies
+#: and histogram_quantile should read it within the old ±25 %; every other power of two below
+#: (1, 4, 16, 64, 256 µs) and above (0.52, 2.1, 8.4, 33.6 s). 17 bounds instead of 26 keep a
+#: default node under 150 series (docs/sizing.md#series-and-samples-per-node). The kernel
+#: histogram, and with it the CSV's p95/p99/max, stays 16 sub-buckets per power of two
+#: (exporter/core/histogram.py). One layout for the whole fleet: `sum by (le)` over nodes with
+#: different bounds is meaningless, so it is not a setting.
+HISTOGRAM_LE_EXPONENTS = (0, 2, 4, 6, 8, 10, 11, 12, 13, 14, 15, 16, 17, 19, 21, 23, 25)
 
 # --- per-pod families (docs/metrics.md#per-pod-metrics) ------------------------------------------
 # The pod's namespace, name and uid are not labelled `namespace` and `pod`: every deploy/ scrape
@@ -126,6 +133,22 @@ LABEL_POD_NAME = "pod_name"
 LABEL_POD_UID = "pod_uid"
 #: The `pod_uid` of the series that sums every pod outside the exposed top-K.
 POD_UID_OTHER = "other"
+
+
+#: The roles of the pods a denied node's explanation names (the scorer's reason, /score's keys, the
+#: `role` of ksense_node_top_pod, the scheduler's event), each by its own per-pod rate:
+#: `victim` the most run-queue wait per second, `aggressor` the most CPU seconds per second,
+#: `io_aggressor` the most D-state (uninterruptible, mostly IO) seconds per second.
+POD_ROLE_VICTIM: Final = "victim"
+POD_ROLE_AGGRESSOR: Final = "aggressor"
+POD_ROLE_IO_AGGRESSOR: Final = "io_aggressor"
+POD_ROLES = (POD_ROLE_VICTIM, POD_ROLE_AGGRESSOR, POD_ROLE_IO_AGGRESSOR)
+LABEL_ROLE = "role"
+
+
+def role_shown(role: str) -> str:
+    """How a role is named to people: `victim`, `aggressor`, `io aggressor`."""
+    return role.replace("_", " ")
 
 
 def pod_shown(namespace: str, name: str, uid: str) -> str:
@@ -228,10 +251,16 @@ ADMISSION_REVIEW_DURATION = Family("ksense_admission_review_duration_seconds", "
 WEBHOOK_CERT_EXPIRY = Family(
     "ksense_webhook_certificate_expiry_timestamp_seconds", "notAfter of the served certificate (Unix time)."
 )
+NODE_TOP_POD = Family(
+    "ksense_node_top_pod",
+    "A denied node's top pod per role (victim: run-queue wait, aggressor: CPU, io_aggressor: D-state), "
+    "its rate in seconds per second over the last minute; only for denied nodes whose pods are known.",
+)
 
 #: Every family the scorer serves (docs/metrics.md#scorer-metrics).
 SCORER_FAMILIES = (
-    NODE_SCORE, NODE_ADMISSION_ALLOWED, NODE_INPUT_MISSING, NODE_DECISION_CHANGES, SCORER_EVALUATION_DURATION,
+    NODE_SCORE, NODE_ADMISSION_ALLOWED, NODE_INPUT_MISSING, NODE_DECISION_CHANGES, NODE_TOP_POD,
+    SCORER_EVALUATION_DURATION,
     SCORER_SOURCE_ERRORS, SCORER_LAST_SUCCESS, ADMISSION_REVIEWS, ADMISSION_REVIEW_DURATION, WEBHOOK_CERT_EXPIRY,
 )
 

@@ -34,7 +34,8 @@ def _quantiles(h: q.HistogramRecordings) -> list[Query]:
 def _histogram_row(h: q.HistogramRecordings, what: str, events: str) -> list:
     return [
         (heatmap(f"{what}: distribution", f"{what} per event, bucket rates of the selected nodes (events/s "
-                 "per bucket; the exporter's buckets are powers of two in µs).", q.heatmap_buckets(h), SECONDS), 12, 8),
+                 "per bucket; the exporter's buckets are powers of four of a µs: 1 µs, 4 µs, 16 µs … 16.8 s).",
+                 q.heatmap_buckets(h), SECONDS), 12, 8),
         (timeseries(f"{what}: p50 / p95 / p99", f"{what} quantiles per node from the histogram over "
                     "the last 2 minutes (recorded).", _quantiles(h), SECONDS), 12, 8),
         (timeseries(f"{what}: mean", f"Mean per event ({what}), per node over the last 2 minutes "

@@ -22,8 +22,10 @@ from exporter.sources import Source
 
 log = logging.getLogger(__name__)
 
-#: Bounds (seconds) of ksense_sample_duration_seconds: a healthy interval takes ~1 ms.
-SAMPLE_DURATION_BOUNDS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0)
+#: Bounds (seconds) of ksense_sample_duration_seconds: a healthy interval takes 1–2.5 ms; 10 ms is
+#: slow, 100 ms very slow, 1 s a whole default interval. Five bounds, not more: each is a series
+#: on every node (docs/sizing.md#series-and-samples-per-node).
+SAMPLE_DURATION_BOUNDS = (0.001, 0.0025, 0.01, 0.1, 1.0)
 
 
 

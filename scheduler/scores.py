@@ -9,8 +9,14 @@ the scorers' scrape identity (`selector`, KSENSE_SCORER_SELECTOR, default
 common/names.py; by bare name any other scrape target could publish an allow for any node, or
 a deny), aggregated over scorer replicas as docs/metrics.md#scorer-metrics says — `min by (node)` of
 `ksense_node_admission_allowed` (deny wins) and `max by (node)` of `ksense_node_score` — plus,
-for freshness, the newest sample time of each via `timestamp()`. The four vectors travel in one
-instant query, each tagged with a `ksense_q` label by `label_replace` so `or` keeps them apart.
+for freshness, the newest sample time of each via `timestamp()`, and a denied node's top pods
+(`ksense_node_top_pod`, exported only for denied nodes, per role: victim, aggressor, io_aggressor)
+for the FailedScheduling message. The five vectors travel in one instant query, each tagged
+with a `ksense_q` label by `label_replace` so `or` keeps them apart. Replicas that disagree on
+a node's top pod (each names the pod its own last tick saw) are reconciled as the decision is:
+only a denying replica names pods, so deny wins by construction; of the pods named for a role,
+the highest rate, then a named pod over a UID-only one, then the lowest UID (`_top_pod`), so one
+answer always names the same pod whatever order Prometheus returns the series in.
 A sample's age is the query's evaluation time minus its timestamp, both Prometheus' clock, so
 clock skew between hosts does not matter; older than `FUZZY_LONG_WIN_S` → stale (Prometheus
 would otherwise serve a 5-minute-old sample as current). The newest time per node is used: a
@@ -19,8 +25,8 @@ stuck replica can then add a deny (min) but never an allow.
 **Scorer** (`FUZZY_SCORE_SOURCE=scorer`): `GET /score` (docs/api.md) over HTTPS with
 certificate verification on (a CA file may be given; `verify=` is passed per request because
 `REQUESTS_CA_BUNDLE` would override a session setting). Freshness: the report's `time` against
-our wall clock. The report's `victim` and `aggressor` (a denied node's top pods) ride along for
-the FailedScheduling message.
+our wall clock. The report's `victim`, `aggressor` and `io_aggressor` (a denied node's top pods)
+ride along for the FailedScheduling message.
 
 Both sources bound the whole answer by `timeout_s` (DeadlineSession), not each read: a server
 trickling its answer cannot hold a cycle. A source that is down, times out, or answers garbage
@@ -33,7 +39,7 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -49,7 +55,8 @@ from scheduler.core.filters import ScoreRecord
 log = logging.getLogger(__name__)
 
 TAG = "ksense_q"
-ALLOWED, SCORE, ALLOWED_TS, SCORE_TS = "allowed", "score", "allowed_ts", "score_ts"
+ALLOWED, SCORE, ALLOWED_TS, SCORE_TS, POD = "allowed", "score", "allowed_ts", "score_ts", "pod"
+_POD_LABELS = (n.LABEL_ROLE, n.LABEL_POD_NAMESPACE, n.LABEL_POD_NAME, n.LABEL_POD_UID)
 
 
 @dataclass(frozen=True)
@@ -73,13 +80,15 @@ def _tagged(expr: str, tag: str) -> str:
 def prometheus_query(selector: str = n.SCORER_SELECTOR) -> str:
     """The one instant query per cycle (module docstring), over the series `selector` (label
     matchers) picks."""
-    allowed, score = (f"{family.name}{{{selector}}}" for family in (n.NODE_ADMISSION_ALLOWED, n.NODE_SCORE))
+    allowed, score, top = (f"{family.name}{{{selector}}}"
+                           for family in (n.NODE_ADMISSION_ALLOWED, n.NODE_SCORE, n.NODE_TOP_POD))
     by = n.LABEL_NODE
     return " or ".join((
         _tagged(f"min by ({by}) ({allowed})", ALLOWED),
         _tagged(f"max by ({by}) ({score})", SCORE),
         _tagged(f"max by ({by}) (timestamp({allowed}))", ALLOWED_TS),
         _tagged(f"max by ({by}) (timestamp({score}))", SCORE_TS),
+        _tagged(f"max by ({', '.join((by, *_POD_LABELS))}) ({top})", POD),
     ))
 
 
@@ -90,12 +99,17 @@ def parse_prometheus(body: Mapping[str, Any], long_win_s: float) -> dict[str, Sc
     if body.get("status") != "success" or (body.get("data") or {}).get("resultType") != "vector":
         raise ValueError(f"not a successful vector: {str(body)[:200]}")
     values: dict[str, dict[str, tuple[float, float]]] = {}
+    pods: dict[tuple[str, str], list[tuple[float, Mapping[str, str]]]] = {}
     for sample in body["data"].get("result") or ():
         metric = sample.get("metric") or {}
         node, tag = metric.get(n.LABEL_NODE), metric.get(TAG)
         if not node or not tag:
             continue
         at, value = sample["value"]
+        if tag == POD:
+            if metric.get(n.LABEL_ROLE) in n.POD_ROLES and metric.get(n.LABEL_POD_UID):
+                pods.setdefault((node, metric[n.LABEL_ROLE]), []).append((float(value), metric))
+            continue
         values.setdefault(node, {})[tag] = (float(at), float(value))
     records = {}
     for node, got in values.items():
@@ -103,8 +117,21 @@ def parse_prometheus(body: Mapping[str, Any], long_win_s: float) -> dict[str, Sc
             continue
         evaluated = got[ALLOWED][0]
         age = evaluated - min(got[ALLOWED_TS][1], got[SCORE_TS][1])
-        records[node] = ScoreRecord(allowed=got[ALLOWED][1] >= 0.5, score=got[SCORE][1], fresh=age <= long_win_s)
+        allowed = got[ALLOWED][1] >= 0.5
+        named = {} if allowed else {role: _top_pod(pods.get((node, role), ())) for role in n.POD_ROLES}
+        records[node] = ScoreRecord(allowed=allowed, score=got[SCORE][1], fresh=age <= long_win_s, **named)
     return records
+
+
+def _top_pod(candidates: Iterable[tuple[float, Mapping[str, str]]]) -> str:
+    """The pod shown for one node and role (module docstring): highest rate, then named, then
+    lowest UID; "" when none."""
+    ranked = sorted(candidates, key=lambda c: (-c[0], not c[1].get(n.LABEL_POD_NAME), c[1][n.LABEL_POD_UID]))
+    if not ranked:
+        return ""
+    labels = ranked[0][1]
+    return n.pod_shown(labels.get(n.LABEL_POD_NAMESPACE, ""), labels.get(n.LABEL_POD_NAME, ""),
+                       labels[n.LABEL_POD_UID])
 
 
 def _parse_time(text: object) -> float:
@@ -131,14 +158,13 @@ def parse_scorer(body: Mapping[str, Any], now: float, long_win_s: float) -> dict
             allowed=report.get("decision") == n.DECISION_ALLOW,
             score=float(score) if isinstance(score, int | float) else math.inf,
             fresh=now - _parse_time(report.get("time")) <= long_win_s,
-            victim=_pod(report.get("victim")),
-            aggressor=_pod(report.get("aggressor")),
+            **{role: _pod(report.get(role)) for role in n.POD_ROLES},
         )
     return records
 
 
 def _pod(value: object) -> str:
-    """A report's `victim`/`aggressor` (docs/api.md) as shown to people; "" when null or not
+    """A report's `victim`/`aggressor`/`io_aggressor` (docs/api.md) as shown to people; "" when null or not
     that shape (the message only loses a name)."""
     if not isinstance(value, dict) or not isinstance(value.get("uid"), str) or not value["uid"]:
         return ""

@@ -8,12 +8,16 @@ import; common.metrics.make_registry / MetricsServer serve it like the exporter'
 Per node: ksense_node_score, ksense_node_admission_allowed, ksense_node_input_missing{input}
 for all four inputs (0 or 1, so "missing" is a value to alert on, not an absence), and
 ksense_node_decision_changes_total{to} for both directions (0 before the first flip, so
-`increase()` sees the first one); none of them while the evaluator's Results are stale (older
-than FUZZY_LONG_WIN_S: a tick that keeps failing), so Prometheus marks them stale instead of
-stamping old allows with a fresh scrape time. Process-wide: the evaluation duration histogram, source
-errors by (source, reason), the last success time (absent before the first success), and
-fuzzy_score.csv's rows written and lost per reason (`queue_full`: dropped because the disk fell
-behind), the same ksense_csv_* families the exporter serves for its file.
+`increase()` sees the first one); for a denied node whose pods the source named,
+ksense_node_top_pod{role, pod_namespace, pod_name, pod_uid} = that pod's rate, one series per
+role at most (names.POD_ROLES: ≤ 3 per node), gone once the node is allowed or names nobody, so
+the scheduler's Prometheus source can name them as /score does; none of them while the
+evaluator's Results are stale (older than FUZZY_LONG_WIN_S: a tick that keeps failing), so
+Prometheus marks them stale instead of stamping old allows with a fresh scrape time.
+Process-wide: the evaluation duration histogram, source errors by (source, reason), the last
+success time (absent before the first success), and fuzzy_score.csv's rows written and lost per
+reason (`queue_full`: dropped because the disk fell behind), the same ksense_csv_* families the
+exporter serves for its file.
 """
 
 from __future__ import annotations
@@ -68,7 +72,8 @@ class ScorerCollector:
 
     def describe(self) -> Iterator[Metric]:
         """Family names only, so a registry refuses a second collector that would duplicate them."""
-        for family in (n.NODE_SCORE, n.NODE_ADMISSION_ALLOWED, n.NODE_INPUT_MISSING, n.SCORER_LAST_SUCCESS):
+        for family in (n.NODE_SCORE, n.NODE_ADMISSION_ALLOWED, n.NODE_INPUT_MISSING, n.NODE_TOP_POD,
+                       n.SCORER_LAST_SUCCESS):
             yield GaugeMetricFamily(family.name, family.help)
         for family in (n.NODE_DECISION_CHANGES, n.SCORER_SOURCE_ERRORS):
             yield CounterMetricFamily(family.name, family.help)
@@ -109,6 +114,14 @@ class ScorerCollector:
         yield score
         yield allowed
         yield missing
+
+        top = GaugeMetricFamily(n.NODE_TOP_POD.name, n.NODE_TOP_POD.help, labels=(
+            n.LABEL_NODE, n.LABEL_ROLE, n.LABEL_POD_NAMESPACE, n.LABEL_POD_NAME, n.LABEL_POD_UID))
+        for node, report in reports:
+            if report.decision == n.DECISION_DENY:
+                for role, pod in report.inputs.top_pods:
+                    top.add_metric((node, role, pod.namespace, pod.name, pod.uid), pod.rate)
+        yield top
 
         changes = CounterMetricFamily(
             n.NODE_DECISION_CHANGES.name, n.NODE_DECISION_CHANGES.help, labels=(n.LABEL_NODE, n.LABEL_TO)

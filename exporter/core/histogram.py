@@ -3,7 +3,8 @@
 The kernel (exporter/bpf/sched.bpf.c) counts each latency into the bucket `key(v)` of v =
 floor(delta_ns / 1000) µs; this module is the same key function in Python plus the
 per-interval statistics (docs/design.md#one-interval) and the conversion to Prometheus buckets
-(docs/metrics.md#exporter-metrics).
+(docs/metrics.md#exporter-metrics), at a subset of the powers of two (common/names.py
+HISTOGRAM_LE_EXPONENTS).
 Pure: numpy in, frozen values out.
 
 Layout: key 0 is the zero bucket (v = 0); octave b = floor(log2 v), b = 0..31, is split into
@@ -19,6 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from common.core.model import ExportHistogram
+from common.names import HISTOGRAM_LE_EXPONENTS
 
 SUB_BITS = 4
 SUB = 1 << SUB_BITS
@@ -26,8 +28,6 @@ OCTAVES = 32
 ZERO_KEY = 0
 OVERFLOW_KEY = 1 + OCTAVES * SUB
 NKEYS = OVERFLOW_KEY + 1
-#: Exported bucket bounds le = 2^i µs, i = 0..LE_MAX_EXPONENT, then +Inf.
-LE_MAX_EXPONENT = 25
 
 
 def key(v_us: int) -> int:
@@ -74,8 +74,8 @@ _HI_US = np.array([bounds(k)[1] for k in range(NKEYS)])
 _MID_US = np.where(np.isinf(_HI_US), _LO_US, (_LO_US + _HI_US) / 2)
 _TOP_US = np.where(np.isinf(_HI_US), _LO_US, _HI_US)
 # Last key counted by le = 2^i µs: every sample < 2^i µs is the zero bucket or an octave < i.
-_LE_LAST_KEY = np.array([SUB * i for i in range(LE_MAX_EXPONENT + 1)])
-_LE_SECONDS = tuple((1 << i) * 1e-6 for i in range(LE_MAX_EXPONENT + 1))
+_LE_LAST_KEY = np.array([SUB * i for i in HISTOGRAM_LE_EXPONENTS])
+_LE_SECONDS = tuple((1 << i) * 1e-6 for i in HISTOGRAM_LE_EXPONENTS)
 
 
 @dataclass(frozen=True)
@@ -126,10 +126,11 @@ def interval_stats(delta_counts: np.ndarray, delta_sum_ns: int) -> IntervalStats
 def to_export(cumulative_counts: np.ndarray, sum_ns: int) -> ExportHistogram:
     """The cumulative kernel histogram as Prometheus buckets.
 
-    Bucket le_i = 2^i µs = 2^i · 10⁻⁶ s for i = 0..25, count(le_i) = number of samples
-    < 2^i µs = zero bucket + all keys of octaves b < i = Σ_{k ≤ 16·i} counts[k]; every bound is
-    emitted, empty or not. +Inf = all samples (octaves 26..31 and the overflow key appear only
-    there). sum_seconds = sum_ns / 10⁹.
+    Bucket le_i = 2^i µs = 2^i · 10⁻⁶ s for i in common.names.HISTOGRAM_LE_EXPONENTS (0, 2, … 25),
+    count(le_i) = number of samples < 2^i µs = zero bucket + all keys of octaves b < i
+    = Σ_{k ≤ 16·i} counts[k]; every bound is emitted, empty or not. +Inf = all samples (octaves
+    25..31 and the overflow key appear only there). sum_seconds = sum_ns / 10⁹. Only the
+    exposition is coarser: interval_stats (the CSV) reads the full log-linear histogram.
     """
     cum = np.cumsum(np.asarray(cumulative_counts, dtype=np.int64))
     le_counts = cum[_LE_LAST_KEY]

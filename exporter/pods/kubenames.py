@@ -15,7 +15,13 @@ of one resource. The API slice used here is small and stable: list with `fieldSe
 `limit`/`continue`; watch from a `resourceVersion` with bookmarks; `410 Expired` -> relist.
 
 Bounded: pages of PAGE_LIMIT pods, answers of at most MAX_BODY_BYTES, watch lines of at most
-MAX_LINE_BYTES, at most `max_pods` names (more are counted, not kept). The API server is asked
+MAX_LINE_BYTES, at most `max_pods` names (more are counted, not kept). In time too: a list page
+has LIST_TIMEOUT_S and a watch WATCH_TIMEOUT_S + READ_SLACK_S for its whole answer, not per read
+(a server trickling a byte at a time would otherwise hold the thread forever), and the API is
+never asked again without a backoff delay unless the last watch made progress (delivered an event,
+or ran for MIN_WATCH_S): a server refusing every request, answering 410 to the list itself, or
+ending every watch at once gets a few requests a second at first, one a minute at most later.
+The sample loop never waits on any of this: it reads `get` and `available`, one dict read each. The API server is asked
 for metadata only (PartialObjectMetadata); a server that ignores the ask sends whole pods, which
 are parsed the same way. Terminated pods (Succeeded, Failed) are filtered out by the server, so
 finished Jobs do not fill the cache.
@@ -41,6 +47,7 @@ import random
 import socket
 import ssl
 import threading
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -54,9 +61,13 @@ PAGE_LIMIT = 100
 MAX_BODY_BYTES = 16 * 1024 * 1024
 MAX_LINE_BYTES = 4 * 1024 * 1024
 #: A watch asks the server to end it after this long (then it resumes from its resourceVersion);
-#: a connection silent for WATCH_TIMEOUT_S + READ_SLACK_S is taken for dead.
+#: one still open after WATCH_TIMEOUT_S + READ_SLACK_S is cut (the server is trickling or dead).
 WATCH_TIMEOUT_S = 300
 READ_SLACK_S = 30.0
+#: A watch that ends sooner than this without a single event made no progress: back off.
+MIN_WATCH_S = 1.0
+#: Deadline of one list page's whole answer.
+LIST_TIMEOUT_S = 30.0
 #: Retry delays after a failure: doubling from BACKOFF_MIN_S to BACKOFF_MAX_S, with jitter.
 BACKOFF_MIN_S = 1.0
 BACKOFF_MAX_S = 60.0
@@ -155,6 +166,8 @@ class PodNames:
         self._stop = threading.Event()
         self._conn: http.client.HTTPConnection | None = None
         self._sock: socket.socket | None = None
+        self._timer: threading.Timer | None = None
+        self._expired = threading.Event()  # the current request passed its deadline
         self._thread: threading.Thread | None = None
         self.relists = 0  # successful lists, for tests and the log
 
@@ -190,24 +203,29 @@ class PodNames:
         first, most = self._backoff
         delay = first
         rv = None
+        relisted = False  # relisted at once after a 410, no watch progress since
         while not self._stop.is_set():
             try:
                 if rv is None:
                     rv = self._list()
-                    delay = first
-                rv = self._watch(rv)
+                rv, progressed = self._watch(rv)
+                if not progressed:
+                    raise ApiProblem("the watch ended at once without an event")
+                delay, relisted = first, False
                 continue  # the server ended the watch: resume from rv at once
             except ApiProblem as exc:
-                if exc.code == 410:
+                if exc.code == 410 and rv is not None and not relisted:
+                    # The watch's resourceVersion is too old: relist at once, once. A 410 on the
+                    # list itself, or again on the next watch, backs off like any failure.
                     log.info("event=pod_names_relist reason=%r", str(exc))
-                    rv = None
+                    rv, relisted = None, True
                     continue
                 self._fail(exc)
             except Exception as exc:  # names are best effort: any failure backs off, relists
                 self._fail(exc)
             finally:
                 self._close()
-            rv = None  # whatever happened meanwhile (deletions) is learnt by a relist
+            rv, relisted = None, False  # whatever happened meanwhile (deletions) is learnt by a relist
             self._stop.wait(delay * random.uniform(0.8, 1.2))
             delay = min(most, delay * 2)
 
@@ -226,6 +244,9 @@ class PodNames:
                 str(exc), hint)
 
     def _close(self) -> None:
+        timer, self._timer = self._timer, None
+        if timer is not None:
+            timer.cancel()
         conn, self._conn = self._conn, None
         sock, self._sock = self._sock, None
         if conn is not None:
@@ -255,9 +276,15 @@ class PodNames:
         return headers
 
     def _request(self, query: dict[str, str], accept: str, timeout: float) -> http.client.HTTPResponse:
+        """Send one GET; the whole exchange, answer included, must end within `timeout` seconds:
+        past it the socket is shut down, which ends any read blocked on it (`_expired` says so)."""
         conn = self._connect(timeout)
+        self._expired.clear()
         conn.connect()
-        self._sock = conn.sock
+        self._sock = sock = conn.sock
+        self._timer = threading.Timer(timeout, self._expire, args=(sock,))
+        self._timer.daemon = True
+        self._timer.start()
         if self._stop.is_set():
             raise ApiProblem("stopping")
         path = urlsplit(self._api.url).path.rstrip("/") + "/api/v1/pods?" + urlencode(query)
@@ -272,6 +299,14 @@ class PodNames:
             raise ApiProblem(f"HTTP {resp.status}: {str(message)[:300]}", resp.status)
         return resp
 
+    def _expire(self, sock: socket.socket) -> None:
+        self._expired.set()
+        with contextlib.suppress(OSError):
+            sock.shutdown(socket.SHUT_RDWR)
+
+    def _past_deadline(self, what: str, timeout: float) -> ApiProblem | None:
+        return ApiProblem(f"{what} not done within its deadline of {timeout:g} s") if self._expired.is_set() else None
+
     def _selector(self) -> str:
         return f"spec.nodeName={self._node},status.phase!=Succeeded,status.phase!=Failed"
 
@@ -283,8 +318,13 @@ class PodNames:
             query = {"fieldSelector": self._selector(), "limit": str(PAGE_LIMIT)}
             if cont:
                 query["continue"] = cont
-            resp = self._request(query, ACCEPT_LIST, timeout=30.0)
-            body = resp.read(MAX_BODY_BYTES + 1)
+            resp = self._request(query, ACCEPT_LIST, timeout=LIST_TIMEOUT_S)
+            try:
+                body = resp.read(MAX_BODY_BYTES + 1)
+            except OSError:
+                body = b""
+            if (late := self._past_deadline("a page of the pod list", LIST_TIMEOUT_S)) is not None:
+                raise late
             self._close()
             if len(body) > MAX_BODY_BYTES:
                 raise ApiProblem(f"a page of the pod list exceeds {MAX_BODY_BYTES} bytes")
@@ -312,22 +352,32 @@ class PodNames:
             self._overflowed = True
             log.warning("event=pod_names_full max=%d effect='further pods are labelled by uid only'", self._max)
 
-    def _watch(self, rv: str) -> str:
-        """Follow the watch until the server ends it; returns the last resourceVersion seen."""
+    def _watch(self, rv: str) -> tuple[str, bool]:
+        """Follow the watch until the server ends it; returns the last resourceVersion seen and
+        whether the watch made progress (an event, or MIN_WATCH_S without an error)."""
         query = {"watch": "1", "fieldSelector": self._selector(), "resourceVersion": rv,
                  "allowWatchBookmarks": "true", "timeoutSeconds": str(WATCH_TIMEOUT_S)}
-        resp = self._request(query, ACCEPT_WATCH, timeout=WATCH_TIMEOUT_S + READ_SLACK_S)
+        deadline = WATCH_TIMEOUT_S + READ_SLACK_S
+        started = time.monotonic()
+        resp = self._request(query, ACCEPT_WATCH, timeout=deadline)
         self._synced = True
+        events = 0
         while not self._stop.is_set():
-            line = resp.readline(MAX_LINE_BYTES + 1)
+            try:
+                line = resp.readline(MAX_LINE_BYTES + 1)
+            except OSError:
+                line = b""
+            if (late := self._past_deadline("the watch", deadline)) is not None:
+                raise late
             if not line:
-                return rv
+                break
             if len(line) > MAX_LINE_BYTES:
                 raise ApiProblem(f"a watch event exceeds {MAX_LINE_BYTES} bytes")
             if not line.strip():
                 continue
             event = json.loads(line)
             kind, obj = event.get("type"), event.get("object")
+            events += 1
             if kind == "ERROR":
                 code = obj.get("code") if isinstance(obj, dict) else None
                 message = obj.get("message") if isinstance(obj, dict) else obj
@@ -344,4 +394,4 @@ class PodNames:
                 self._keep(self._names, m)
             elif kind == "DELETED":
                 self._names.pop(m[0], None)
-        return rv
+        return rv, events > 0 or time.monotonic() - started >= MIN_WATCH_S

@@ -49,7 +49,7 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from common.names import UNSCHEDULABLE_REASONS
+from common.names import POD_ROLES, UNSCHEDULABLE_REASONS
 from scheduler.core.pods import (
     RESOURCES,
     ZERO,
@@ -90,14 +90,22 @@ class Failure:
 @dataclass(frozen=True, slots=True)
 class ScoreRecord:
     """The scheduler's view of one node's fuzzy decision (the shell decides `fresh` from the
-    sample age and `FUZZY_LONG_WIN_S`). `victim` and `aggressor` name the node's top pods
-    (common.names.pod_shown) when the source knows them, for the message only ("" = unknown)."""
+    sample age and `FUZZY_LONG_WIN_S`). `victim`, `aggressor` and `io_aggressor` name the
+    node's top pods per role (common.names.POD_ROLES, shown by common.names.pod_shown) when the
+    source knows them, for the message only ("" = unknown)."""
 
     allowed: bool
     score: float
     fresh: bool
     victim: str = ""
     aggressor: str = ""
+    io_aggressor: str = ""
+
+    @property
+    def top_pods(self) -> tuple[tuple[str, str], ...]:
+        """(role, pod shown) for every role whose pod is known, in common.names.POD_ROLES order."""
+        pods = (self.victim, self.aggressor, self.io_aggressor)
+        return tuple((role, pod) for role, pod in zip(POD_ROLES, pods, strict=True) if pod)
 
 
 @dataclass(frozen=True, slots=True)

@@ -11,7 +11,7 @@ shows for the stock scheduler. No nodes at all: "no nodes available to schedule 
 no preemption suffix: this scheduler does not preempt. Where kube-scheduler would stop, this one
 adds who is behind a fuzzy deny when the score source knows (`pods_suffix`):
 `0/3 nodes are available: 3 fuzzy deny (score ≥ 70). Node w1: victim shop/checkout, aggressor
-batch/nightly.` — the aggregated counts before it are unchanged.
+batch/nightly, io aggressor backup/restic.` — the aggregated counts before it are unchanged.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
+from common.names import role_shown
 from scheduler.core.filters import FUZZY_DENY, Failure, ScoreRecord
 from scheduler.core.quantity import QuantityError
 
@@ -66,7 +67,8 @@ def failed_scheduling_message(
 
 
 def pods_suffix(failures: Mapping[str, Failure], scores: Mapping[str, ScoreRecord]) -> str:
-    """` Node w3: victim shop/checkout, aggressor batch/nightly.` for the first `NAMED_NODES`
+    """` Node w3: victim shop/checkout, aggressor batch/nightly, io aggressor backup/restic.` (each
+    role only when known) for the first `NAMED_NODES`
     fuzzy-denied nodes (by name) whose top pods the score source knows; "" when none.
 
     Bounded and stable on purpose: at most `NAMED_NODES` nodes, names only (rates move every
@@ -75,9 +77,9 @@ def pods_suffix(failures: Mapping[str, Failure], scores: Mapping[str, ScoreRecor
     named = []
     for node in sorted(failures):
         record = scores.get(node)
-        if failures[node].reason != FUZZY_DENY or record is None or not (record.victim or record.aggressor):
+        if failures[node].reason != FUZZY_DENY or record is None or not record.top_pods:
             continue
-        who = [f"{role} {pod}" for role, pod in (("victim", record.victim), ("aggressor", record.aggressor)) if pod]
+        who = [f"{role_shown(role)} {pod}" for role, pod in record.top_pods]
         named.append(f"Node {node}: {', '.join(who)}.")
         if len(named) == NAMED_NODES:
             break

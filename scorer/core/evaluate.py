@@ -114,15 +114,25 @@ def _deny_reason(score: float, band: str | None, bad: int, good: int, params: De
     return f"recovering: good {good}/{params.good_threshold}"
 
 
+#: What each role's rate measures, as a deny's reason shows it (names.POD_ROLES).
+_RATE_SHOWN = MappingProxyType({
+    n.POD_ROLE_VICTIM: "wait", n.POD_ROLE_AGGRESSOR: "cpu", n.POD_ROLE_IO_AGGRESSOR: "D-state",
+})
+
+
 def pods_reason(node: NodeInputs) -> str:
     """Who suffers and who causes it on a node, for a scored deny's reason:
-    `; victim shop/checkout (wait 0.412 s/s), aggressor batch/nightly (cpu 0.981 s/s)`, either
-    part alone, or "" when the source named no pod."""
-    parts = []
-    if node.victim is not None:
-        parts.append(f"victim {node.victim.shown} (wait {node.victim.rate:.3g} s/s)")
-    if node.aggressor is not None:
-        parts.append(f"aggressor {node.aggressor.shown} (cpu {node.aggressor.rate:.3g} s/s)")
+    `; victim shop/checkout (wait 0.412 s/s), aggressor batch/nightly (cpu 0.981 s/s), io aggressor
+    backup/restic (D-state 0.733 s/s)`, each part only when the source named that pod, "" when it
+    named none.
+
+    Two aggressors, each named by its own measure, rather than one by a blend: CPU time says who
+    takes the CPU the victims wait for; D-state time says whose tasks sit in uninterruptible
+    sleep, mostly on IO, the likely source of an IO-pressured node's load. The same pod may be
+    both. Neither is proof of guilt: each is the pod with the most of that, which is what the
+    reason says."""
+    parts = [f"{n.role_shown(role)} {pod.shown} ({_RATE_SHOWN[role]} {pod.rate:.3g} s/s)"
+             for role, pod in node.top_pods]
     return "; " + ", ".join(parts) if parts else ""
 
 
@@ -221,8 +231,8 @@ def evaluate(rb: RuleBase, params: DecisionParams, states: Mapping[str, NodeStat
     - otherwise missing inputs count as 0 (CPU and PSI always; friction and energy with
       allow_on_missing), all such nodes are scored in one inference.score call, and
       decision.step decides. A denied node's reason is `score 73.3 ≥ 70`, `medium-high 2/2`,
-      `medium-mid: holding deny` or `recovering: good 1/2`, followed by the node's top victim
-      and aggressor pods when the source named them (`pods_reason`); an allowed node has none.
+      `medium-mid: holding deny` or `recovering: good 1/2`, followed by the node's top victim,
+      aggressor and IO aggressor pods when the source named them (`pods_reason`); an allowed node has none.
     Reports carry the raw inputs and every missing input (names.INPUTS order). Nodes absent
     from `inputs.nodes` are dropped from both results. `states` is not modified.
     """

@@ -88,14 +88,17 @@ def selectors(matchers: str, optional: Iterable[str] = ()) -> Mapping[str, str]:
     return MappingProxyType(out)
 
 # --- the pods a deny's reason names (docs/metrics.md#per-pod-metrics) ---------------------------------
-VICTIM = "victim"
-AGGRESSOR = "aggressor"
 #: Window of the per-pod rates: four scrapes at the usual 15 s, short enough to name today's pods.
-POD_RATE_WINDOW = "1m"
-_POD_SERIES = MappingProxyType({
-    VICTIM: f"{n.POD_RUNQUEUE_WAIT.name}_sum",  # run-queue wait, seconds per second
-    AGGRESSOR: n.POD_CPU.name,  # CPU, seconds per second
+POD_RATE_WINDOW_S = 60
+POD_RATE_WINDOW = f"{POD_RATE_WINDOW_S}s"
+#: The per-pod counter behind each role (names.POD_ROLES), each a rate in seconds per second.
+POD_SERIES = MappingProxyType({
+    n.POD_ROLE_VICTIM: f"{n.POD_RUNQUEUE_WAIT.name}_sum",  # run-queue wait
+    n.POD_ROLE_AGGRESSOR: n.POD_CPU.name,  # CPU time
+    n.POD_ROLE_IO_AGGRESSOR: n.POD_DSTATE.name,  # D-state (uninterruptible, mostly IO) time
 })
+#: Pods by role by node: role -> node -> its top pod.
+TopPods = Mapping[str, Mapping[str, PodRef]]
 
 
 def pod_queries(matchers: str) -> Mapping[str, str]:
@@ -106,26 +109,85 @@ def pod_queries(matchers: str) -> Mapping[str, str]:
     sel = ",".join(parts)
     return MappingProxyType({
         role: f"topk by ({n.LABEL_NODE}) (1, rate({family}{{{sel}}}[{POD_RATE_WINDOW}]))"
-        for role, family in _POD_SERIES.items()
+        for role, family in POD_SERIES.items()
     })
 
 
 def top_pods(result: Iterable[Mapping[str, Any]]) -> dict[str, PodRef]:
     """node -> its top pod from a `pod_queries` answer (Prometheus vector elements). topk may
-    return more than one series per node on ties or duplicate scrapes: the highest rate wins,
-    ties by uid. A rate of 0 names nobody (no pod waited or ran)."""
+    return more than one series per node on ties or duplicate scrapes: `_keep_top` decides."""
     out: dict[str, PodRef] = {}
     for element in result:
         labels = element.get("metric") or {}
         node, uid = labels.get(n.LABEL_NODE), labels.get(n.LABEL_POD_UID)
-        rate = float(element["value"][1])
-        if not node or not uid or not math.isfinite(rate) or rate <= 0:
-            continue
-        pod = PodRef(labels.get(n.LABEL_POD_NAMESPACE, ""), labels.get(n.LABEL_POD_NAME, ""), uid, rate)
-        have = out.get(node)
-        if have is None or (pod.rate, have.uid) > (have.rate, pod.uid):
-            out[node] = pod
+        rate = float(element["value"][1])  # a malformed element raises: the caller counts the answer bad
+        if node and uid:
+            _keep_top(out, node, PodRef(labels.get(n.LABEL_POD_NAMESPACE, ""), labels.get(n.LABEL_POD_NAME, ""),
+                                        uid, rate))
     return out
+
+
+def _keep_top(into: dict[str, PodRef], node: str, pod: PodRef) -> None:
+    """Keep `pod` as the node's top pod if it beats the one kept: the highest rate wins, ties by
+    uid. A rate of 0 (no pod waited or ran) or not finite names nobody."""
+    if not math.isfinite(pod.rate) or pod.rate <= 0:
+        return
+    have = into.get(node)
+    if have is None or (pod.rate, have.uid) > (have.rate, pod.uid):
+        into[node] = pod
+
+
+#: A per-pod counter read from one exposition: (role, node, namespace, name, uid) -> value.
+PodCounters = Mapping[tuple[str, str, str, str, str], float]
+_ROLE_OF_SAMPLE = MappingProxyType({sample: role for role, sample in POD_SERIES.items()})
+
+
+def pod_counters(samples: Iterable[Any]) -> dict[tuple[str, str, str, str, str], float]:
+    """The POD_SERIES counters of parsed exposition samples (objects with `name`, `labels`,
+    `value`), `other` left out; a duplicate series keeps its larger value."""
+    out: dict[tuple[str, str, str, str, str], float] = {}
+    for sample in samples:
+        role = _ROLE_OF_SAMPLE.get(sample.name)
+        if role is None:
+            continue
+        labels = sample.labels
+        node, uid = labels.get(n.LABEL_NODE), labels.get(n.LABEL_POD_UID)
+        value = float(sample.value)
+        if not node or not uid or uid == n.POD_UID_OTHER or not math.isfinite(value):
+            continue
+        key = (role, node, labels.get(n.LABEL_POD_NAMESPACE, ""), labels.get(n.LABEL_POD_NAME, ""), uid)
+        out[key] = max(value, out.get(key, value))
+    return out
+
+
+class PodRates:
+    """The local source's `pod_queries`: the top pods per role and node from successive scrapes
+    of one exporter's per-pod counters, as the Prometheus source's `rate(...[POD_RATE_WINDOW])`.
+
+    `add(t, counters)` keeps the scrape and answers with rates against the oldest scrape kept
+    that is at most `window_s` older (a counter that went down, an exporter restart, counts from
+    0, as Prometheus' rate does; a pod absent from that older scrape names nobody yet). Memory:
+    the scrapes of one window, each bounded by the exporter's top-K (docs/metrics.md#per-pod-metrics).
+    """
+
+    def __init__(self, window_s: float = POD_RATE_WINDOW_S):
+        self._window = window_s
+        self._kept: list[tuple[float, PodCounters]] = []
+
+    def add(self, t: float, counters: PodCounters) -> dict[str, dict[str, PodRef]]:
+        self._kept = [(at, c) for at, c in self._kept if 0 < t - at <= self._window]
+        out: dict[str, dict[str, PodRef]] = {}
+        if self._kept:
+            at, before = self._kept[0]
+            for key, value in counters.items():
+                old = before.get(key)
+                if old is None:
+                    continue
+                role, node, namespace, name, uid = key
+                rate = (value - old if value >= old else value) / (t - at)
+                _keep_top(out.setdefault(role, {}), node, PodRef(namespace, name, uid, rate))
+        self._kept.append((t, counters))
+        return out
 
 
 # Ratios (0-1) on the wire, percent in the controller; seconds on the wire, ms in the controller.
@@ -174,7 +236,7 @@ def node_inputs(
     now: float,
     long_win_s: float,
     optional: Iterable[str] = (),
-    pods: Mapping[str, Mapping[str, PodRef]] | None = None,
+    pods: TopPods | None = None,
 ) -> NodeInputs:
     """One node's NodeInputs from the per-signal vectors (see the module docstring); the
     `optional` signals (names.OPTIONAL_INPUTS) are read only when named; the top pods by role
@@ -222,8 +284,9 @@ def node_inputs(
         warmup_remaining_s=warmup,
         baseline_unavailable=no_baseline,
         rq_p99_ms=values.get(n.RQ_P99, math.nan),
-        victim=(pods or {}).get(VICTIM, {}).get(node),
-        aggressor=(pods or {}).get(AGGRESSOR, {}).get(node),
+        victim=(pods or {}).get(n.POD_ROLE_VICTIM, {}).get(node),
+        aggressor=(pods or {}).get(n.POD_ROLE_AGGRESSOR, {}).get(node),
+        io_aggressor=(pods or {}).get(n.POD_ROLE_IO_AGGRESSOR, {}).get(node),
     )
 
 
@@ -235,7 +298,7 @@ def build(
     long_win_s: float,
     known: Iterable[str] = (),
     optional: Iterable[str] = (),
-    pods: Mapping[str, Mapping[str, PodRef]] | None = None,
+    pods: TopPods | None = None,
 ) -> dict[str, NodeInputs]:
     """NodeInputs for every node named by any vector, plus the `known` ones (nodes seen before:
     they stay, with their inputs missing, so their decision turns to deny instead of vanishing);

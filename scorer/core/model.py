@@ -26,9 +26,9 @@ def _empty() -> Mapping[Any, Any]:
 @dataclass(frozen=True)
 class PodRef:
     """One pod of a node named in a deny's explanation: the top victim (most run-queue wait per
-    second) or the top aggressor (most CPU seconds per second), from the per-pod families
-    (docs/metrics.md#per-pod-metrics). `namespace` and `name` are empty when the exporter knows
-    the pod by UID only."""
+    second), the top aggressor (most CPU seconds per second) or the top IO aggressor (most D-state
+    seconds per second), from the per-pod families (docs/metrics.md#per-pod-metrics); `rate` is
+    that role's rate. `namespace` and `name` are empty when the exporter knows the pod by UID only."""
 
     namespace: str
     name: str
@@ -53,8 +53,9 @@ class NodeInputs:
     friction and energy are missing by design and `warmup_remaining_s` says for how long.
     `baseline_unavailable` is True when that exporter runs the procfs source: without p99 no
     baseline sample is ever accepted (docs/design.md#baseline, docs/design.md#sources), so the calibration never ends.
-    `victim` and `aggressor` are the node's top pods when the source knows them (not inputs:
-    they only name who suffers and who causes it in a deny's reason).
+    `victim`, `aggressor` and `io_aggressor` are the node's top pods per role (names.POD_ROLES)
+    when the source knows them (not inputs: they only name who suffers and who causes it in a
+    deny's reason).
     """
 
     node: str
@@ -71,6 +72,13 @@ class NodeInputs:
     rq_p99_ms: float = NAN
     victim: PodRef | None = None
     aggressor: PodRef | None = None
+    io_aggressor: PodRef | None = None
+
+    @property
+    def top_pods(self) -> tuple[tuple[str, PodRef], ...]:
+        """(role, pod) for every role whose pod is known, in names.POD_ROLES order."""
+        pods = (self.victim, self.aggressor, self.io_aggressor)
+        return tuple((role, pod) for role, pod in zip(n.POD_ROLES, pods, strict=True) if pod is not None)
 
     @property
     def friction_signed(self) -> float:

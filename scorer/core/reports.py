@@ -50,6 +50,7 @@ class ReportJson(TypedDict, total=False):
     good_count: int
     victim: PodJson | None
     aggressor: PodJson | None
+    io_aggressor: PodJson | None
     explain: dict[str, Any]
 
 
@@ -81,6 +82,7 @@ def report_json(report: NodeReport, explain: Mapping[str, Any] | None = None) ->
         "good_count": report.good_count,
         "victim": pod_json(report.inputs.victim),
         "aggressor": pod_json(report.inputs.aggressor),
+        "io_aggressor": pod_json(report.inputs.io_aggressor),
     }
     if explain is not None:
         body["explain"] = dict(explain)
@@ -99,7 +101,7 @@ def results_json(results: Results, explains: Mapping[str, Mapping[str, Any]] | N
 
 def pod_json(pod: PodRef | None) -> PodJson | None:
     """A top pod of the node (`victim`: wait seconds per second; `aggressor`: CPU seconds per
-    second), null when unknown."""
+    second; `io_aggressor`: D-state seconds per second), null when unknown."""
     if pod is None:
         return None
     return {"namespace": pod.namespace, "name": pod.name, "uid": pod.uid, "rate": round(pod.rate, 6)}

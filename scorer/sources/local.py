@@ -6,6 +6,11 @@ turned into NodeInputs by scorer/core/inputs.py, so both sources mean the same t
 input. The exposition carries no timestamps: every value is as fresh as the scrape (the
 exporter omits a value it does not have, so absence, not age, is what marks it missing).
 
+The same scrape carries the exporter's per-pod counters (docs/metrics.md#per-pod-metrics): the
+top victim, aggressor and IO aggressor of a deny's reason are their rates over the last minute
+of this source's own scrapes (scorer/core/inputs.py PodRates), as the Prometheus source asks
+Prometheus for them, so nothing is named until a second scrape.
+
 A failed scrape never raises: it is counted by short reason (`unreachable`, `timeout`,
 `http_503`, `bad_response`) and the nodes seen before stay with every input missing
 (`Inputs.ok=False`), so their decisions turn to deny.
@@ -82,12 +87,13 @@ class LocalSource:
         self._timeout = timeout_s
         self._session = session if session is not None else requests.Session()
         self._known: set[str] = set()
+        self._pod_rates = core.PodRates()
         self._failing: str | None = None
 
     def fetch(self, now: datetime) -> Inputs:
         at = now.timestamp()
         try:
-            vectors = core.vectors_from_exposition(parse(scrape(self._session, self.url, self._timeout)), at)
+            samples = parse(scrape(self._session, self.url, self._timeout))
         except ScrapeError as exc:
             self._note_outage(exc.reason)
             reason = shown(exc.reason, "exporter")
@@ -96,9 +102,12 @@ class LocalSource:
             errors = MappingProxyType({exc.reason: 1})
             return Inputs(time=now, source=NAME, nodes=MappingProxyType(nodes), errors=errors, ok=False)
         self._note_outage(None)
+        vectors = core.vectors_from_exposition(samples, at)
+        pods = self._pod_rates.add(at, core.pod_counters(samples))
         for vector in vectors.values():
             self._known.update(vector)
-        nodes = core.build(vectors, {}, now=at, long_win_s=_NEVER_STALE, known=self._known, optional=self._optional)
+        nodes = core.build(vectors, {}, now=at, long_win_s=_NEVER_STALE, known=self._known, optional=self._optional,
+                           pods=pods)
         return Inputs(time=now, source=NAME, nodes=MappingProxyType(nodes))
 
     def _note_outage(self, reason: str | None) -> None:

@@ -48,9 +48,10 @@ Every request has an overall deadline of `timeout_s` for its whole answer (Deadl
 a Prometheus trickling its answer a byte at a time fails the query at the deadline; requests'
 own timeout is per read and would not).
 
-Two more instant queries per tick name each node's top victim (run-queue wait per second) and
-top aggressor (CPU seconds per second) among its pods (scorer/core/inputs.py pod_queries), which
-a deny's reason shows; a node without per-pod series, or a failed query, names nobody.
+One more instant query per role and tick names each node's top victim (run-queue wait per
+second), aggressor (CPU seconds per second) and IO aggressor (D-state seconds per second) among
+its pods (scorer/core/inputs.py pod_queries), which a deny's reason shows; a node without per-pod
+series, or a failed query, names nobody.
 
 Failures never raise. Each failed request is counted under a short reason label (`unreachable`,
 `timeout`, `http_503`, `bad_response`, `query_error`, plus `empty` for a successful query that

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
 
 from common.core.model import RawInterval
+from tests.support import REPO
 
 TYPICAL = dict(
     time=datetime(2026, 2, 17, 13, 29, 13),
@@ -26,3 +28,13 @@ TYPICAL = dict(
 def raw_interval(**overrides) -> RawInterval:
     """TYPICAL with `overrides` applied."""
     return RawInterval(**{**TYPICAL, **overrides})
+
+
+def stated_series_per_node() -> tuple[int, int]:
+    """(on the wire, stored) series of one default eBPF node as docs/sizing.md states them, so that
+    a change of the exposition fails until the sizing guide says the new number."""
+    text = (REPO / "docs" / "sizing.md").read_text()
+    wire = re.search(r"^\| exporter, eBPF source, defaults \(on the wire\) \| \*\*(\d+)\*\*", text, re.M)
+    stored = re.search(r"^\| added by a scrape \| 5 .*?\*\*(\d+) stored per node\*\*", text, re.M)
+    assert wire and stored, "docs/sizing.md no longer states the series per node"
+    return int(wire.group(1)), int(stored.group(1))

@@ -106,22 +106,37 @@ def test_interval_stats_overflow_reports_lower_bound():
     assert stats.p99_ms == pytest.approx(2**32 / 1000)
 
 
+# The exported bounds, by hand: every power of two from 1.024 ms to 131 ms, every other one outside.
+EXPORTED_LE_S = [1e-6, 4e-6, 16e-6, 64e-6, 256e-6,
+                 1.024e-3, 2.048e-3, 4.096e-3, 8.192e-3, 16.384e-3, 32.768e-3, 65.536e-3, 131.072e-3,
+                 0.524288, 2.097152, 8.388608, 33.554432]
+
+
 def test_to_export_is_cumulative_backfilled_and_in_seconds():
-    samples = [0, 0, 1, 3, 8, 1000, 2**25 - 1, 2**25, 2**31, 2**33]
+    samples = [0, 0, 1, 3, 4, 8, 15, 16, 1000, 1024, 3000, 100_000, 2**25 - 1, 2**25, 2**31, 2**33]
     exported = h.to_export(_counts(samples), sum_ns=123_456_789)
     bounds = [le for le, _ in exported.buckets]
-    assert bounds[:-1] == pytest.approx([2**i * 1e-6 for i in range(26)])
+    assert bounds[:-1] == pytest.approx(EXPORTED_LE_S)
     assert bounds[-1] == math.inf
     counts = [c for _, c in exported.buckets]
-    # count(le = 2^i µs) = samples strictly below 2^i µs.
-    assert counts[:-1] == [sum(1 for v in samples if v < 2**i) for i in range(26)]
+    # count(le = 2^i µs) = samples strictly below 2^i µs (the kernel keys floor(µs)).
+    assert counts[:-1] == [2, 4, 7, 8, 8, 9, 10, 11, 11, 11, 11, 11, 12, 12, 12, 12, 13]
     assert counts[-1] == len(samples)
-    assert counts == sorted(counts)
     assert exported.count == len(samples)
     assert exported.sum_seconds == pytest.approx(0.123456789)
 
 
+def test_the_csv_statistics_keep_the_fine_histogram():
+    """Coarser Prometheus buckets do not coarsen the CSV's p95/p99/max: 300 µs and 900 µs share
+    the exported bucket 256–1024 µs, and the interval statistics still tell them apart."""
+    fast = h.interval_stats(_counts([300] * 100), 300 * 100 * 1000)
+    slow = h.interval_stats(_counts([900] * 100), 900 * 100 * 1000)
+    assert fast.p99_ms == pytest.approx(0.3, rel=1 / 32)
+    assert slow.p99_ms == pytest.approx(0.9, rel=1 / 32)
+    assert h.to_export(_counts([300]), 0).buckets == h.to_export(_counts([900]), 0).buckets
+
+
 def test_to_export_of_nothing_has_every_bucket():
     exported = h.to_export(np.zeros(h.NKEYS, dtype=np.uint64), 0)
-    assert len(exported.buckets) == 27
+    assert len(exported.buckets) == len(EXPORTED_LE_S) + 1
     assert all(c == 0 for _, c in exported.buckets)

@@ -6,6 +6,7 @@ KSENSE_UPDATE_GOLDEN=1 and read the diff before committing it.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 import subprocess
@@ -15,23 +16,39 @@ from datetime import datetime
 from pathlib import Path
 from types import MappingProxyType
 
+import numpy as np
 import pytest
 from prometheus_client import REGISTRY, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from common import names
+from common.core.durations import DurationHistogram
 from common.core.model import Derived, ExportHistogram, RawInterval
-from common.csvfile import REASON_ENOSPC, REASONS, CsvStats
+from common.csvfile import REASON_ENOSPC, REASON_QUEUE_FULL, REASONS, CsvStats
 from common.metrics import MetricsServer, make_registry
+from exporter.bpf import loader
+from exporter.core import histogram
 from exporter.core.model import MapStats, ProgramStats, Reading, Snapshot, Telemetry
+from exporter.core.pods import PodsReport
+from exporter.sampler import SAMPLE_DURATION_BOUNDS
 from exporter.sinks.prometheus import ExporterCollector
+from tests.exporter import factories
 
 GOLDEN = Path(__file__).resolve().parent.parent / "golden" / "exporter_metrics.txt"
 ALL_FAMILIES = names.EXPORTER_FAMILIES
-LE_2I_US = [2**i / 1e6 for i in names.HISTOGRAM_LE_EXPONENTS]
 
 
-def _hist(per_bucket: list[int], sum_seconds: float, bounds: list[float] = LE_2I_US) -> ExportHistogram:
+def _latency(per_octave: list[int], sum_seconds: float) -> ExportHistogram:
+    """What the eBPF source exports for a kernel histogram holding per_octave[0] zero samples and
+    per_octave[b] samples at 2^(b-1) µs (b ≥ 1): histogram.to_export, the real layout."""
+    keys = np.zeros(histogram.NKEYS, dtype=np.int64)
+    keys[histogram.ZERO_KEY] = per_octave[0]
+    for b, count in enumerate(per_octave[1:], start=1):
+        keys[histogram.key(2 ** (b - 1))] += count
+    return histogram.to_export(keys, round(sum_seconds * 1e9))
+
+
+def _hist(per_bucket: list[int], sum_seconds: float, bounds: list[float]) -> ExportHistogram:
     """Cumulative Prometheus buckets from per-bucket counts (the last count goes to +Inf)."""
     assert len(per_bucket) == len(bounds) + 1
     cumulative, total = [], 0
@@ -76,9 +93,9 @@ def _realistic_snapshot() -> Snapshot:
     telemetry = Telemetry(
         histograms=MappingProxyType(
             {
-                names.RUNQUEUE_LATENCY.name: _hist(runqueue, 2.731904),
-                names.DSTATE_DURATION.name: _hist(dstate, 0.689152),
-                names.SOFTIRQ_NET_RX_DURATION.name: _hist(softirq, 0.0),
+                names.RUNQUEUE_LATENCY.name: _latency(runqueue, 2.731904),
+                names.DSTATE_DURATION.name: _latency(dstate, 0.689152),
+                names.SOFTIRQ_NET_RX_DURATION.name: _latency(softirq, 0.0),
             }
         ),
         runqueue_max_seconds=0.00425,
@@ -124,13 +141,12 @@ def _realistic_snapshot() -> Snapshot:
         energy_vol=0.031250,
         energy_k=1.875,
     )
-    sample_bounds = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1]
     return Snapshot(
         node="worker-1",
         source=names.SOURCE_EBPF,
         reading=Reading(raw=raw, telemetry=telemetry),
         derived=derived,
-        sample_duration=_hist([120, 3410, 260, 31, 4, 1, 0, 0, 0], 3.07, sample_bounds),
+        sample_duration=_hist([3530, 260, 35, 1, 0, 0], 3.07, list(SAMPLE_DURATION_BOUNDS)),
     )
 
 
@@ -207,9 +223,9 @@ def test_latency_buckets_are_powers_of_two_microseconds_in_seconds():
     text = _exposition(_realistic_snapshot())
     for family in (names.RUNQUEUE_LATENCY, names.DSTATE_DURATION, names.SOFTIRQ_NET_RX_DURATION):
         les = [s.labels["le"] for s in _samples(text) if s.name == family.name + "_bucket"]
-        assert les[:3] == ["1e-06", "2e-06", "4e-06"]
-        assert les[-2:] == ["33.554432", "+Inf"]
-        assert [float(le) for le in les] == [*LE_2I_US, math.inf]
+        assert les[:7] == ["1e-06", "4e-06", "1.6e-05", "6.4e-05", "0.000256", "0.001024", "0.002048"]
+        assert les[-3:] == ["8.388608", "33.554432", "+Inf"]
+        assert [float(le) for le in les] == [*(2**i / 1e6 for i in names.HISTOGRAM_LE_EXPONENTS), math.inf]
 
 
 def test_scrapes_are_fresh_views_of_the_latest_snapshot():
@@ -356,3 +372,44 @@ def test_readyz_turns_503_when_the_reading_goes_stale():
         assert _get(server, "/readyz")[0] == 503
     finally:
         server.shutdown()
+
+
+# --- series per node (docs/sizing.md#series-and-samples-per-node) -------------------------------
+def _default_ebpf_snapshot() -> Snapshot:
+    """An eBPF node with the defaults, every series it can have defined: every tracepoint of the
+    loader attached, PSI on every resource, the baseline frozen, per-pod attribution on (its map
+    and bookkeeping) with no pod to expose (pods add their own series: docs/sizing.md)."""
+    zeros = np.zeros(histogram.NKEYS, dtype=np.int64)
+    latency = (names.RUNQUEUE_LATENCY, names.DSTATE_DURATION, names.SOFTIRQ_NET_RX_DURATION)
+    telemetry = Telemetry(
+        histograms={f.name: histogram.to_export(zeros, 0) for f in latency},
+        runqueue_max_seconds=0.001,
+        runqueue_dropped_total=0,
+        pressure={(r, k): 0.0 for r in names.PSI_RESOURCES for k in names.PSI_KINDS},
+        pressure_available=dict.fromkeys(names.PSI_RESOURCES, True),
+        attached=dict.fromkeys(loader.PROGRAMS, True),
+        programs={label: ProgramStats(run_seconds=0.0, runs=0) for _, label in loader.PROGRAMS.values()},
+        maps={m: MapStats(0, 1, 0) for m in ("runq_ts", "dstate_ts", "pod_keys")},
+    )
+    raw = dataclasses.replace(factories.raw_interval(), cpu_util=10.0, psi=1.0)
+    derived = Derived(frozen=True, samples=300, warmup_remaining_s=0.0, friction=0.1, direction=1.0, df_dt=0.0,
+                      energy=0.1, energy_w=5, energy_vol=0.1, energy_k=1.0)
+    return Snapshot(
+        node="worker-1",
+        source=names.SOURCE_EBPF,
+        reading=Reading(raw=raw, telemetry=telemetry, pods=PodsReport(capacity=256, cgroup_capacity=1024)),
+        derived=derived,
+        sample_duration=DurationHistogram(SAMPLE_DURATION_BOUNDS).snapshot(),
+    )
+
+
+def test_a_default_ebpf_node_serves_exactly_the_series_the_sizing_guide_states():
+    # Both CSV files (kernel_metrics.csv, pod_metrics.csv) behind the queued writer: every reason.
+    errors = {**dict.fromkeys(REASONS, 0), REASON_QUEUE_FULL: 0}
+    sinks = {f: _StubSink(CsvStats(0, errors)) for f in (names.KERNEL_METRICS_CSV_NAME, names.POD_METRICS_CSV_NAME)}
+    collector = ExporterCollector(_default_ebpf_snapshot, csv_sinks=sinks)
+    text = generate_latest(make_registry(collector, process_metrics=True)).decode()
+    wire, stored = factories.stated_series_per_node()
+    assert len(_samples(text)) == wire
+    assert stored == wire + 5  # up and the four scrape_* series
+    assert wire + 5 <= 150  # issue 14's goal

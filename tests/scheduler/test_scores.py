@@ -67,23 +67,38 @@ class TextServer:
         self._httpd.server_close()
 
 
-def scorer_metrics(values: dict[str, tuple[float, int]], timestamp_ms: int | None = None) -> str:
-    """Exposition text of one scorer replica: node -> (score, allowed)."""
+def scorer_metrics(values: dict[str, tuple[float, int]], timestamp_ms: int | None = None,
+                   pods: dict[str, list[tuple[str, str, str, str, float]]] | None = None) -> str:
+    """Exposition text of one scorer replica: node -> (score, allowed), and a denied node's top
+    pods as ScorerCollector exports them: node -> [(role, namespace, name, uid, rate)]."""
     stamp = f" {timestamp_ms}" if timestamp_ms is not None else ""
     lines = [f"# HELP {n.NODE_SCORE.name} {n.NODE_SCORE.help}", f"# TYPE {n.NODE_SCORE.name} gauge"]
     lines += [f'{n.NODE_SCORE.name}{{node="{node}"}} {s}{stamp}' for node, (s, _) in values.items()]
     lines += [f"# HELP {n.NODE_ADMISSION_ALLOWED.name} {n.NODE_ADMISSION_ALLOWED.help}",
               f"# TYPE {n.NODE_ADMISSION_ALLOWED.name} gauge"]
     lines += [f'{n.NODE_ADMISSION_ALLOWED.name}{{node="{node}"}} {a}{stamp}' for node, (_, a) in values.items()]
+    lines += [f"# HELP {n.NODE_TOP_POD.name} {n.NODE_TOP_POD.help}", f"# TYPE {n.NODE_TOP_POD.name} gauge"]
+    for node, named in (pods or {}).items():
+        lines += [f'{n.NODE_TOP_POD.name}{{node="{node}",role="{role}",pod_namespace="{ns}",pod_name="{name}",'
+                  f'pod_uid="{uid}"}} {rate}{stamp}' for role, ns, name, uid, rate in named]
     return "\n".join(lines) + "\n"
+
+
+# Replica A and B disagree: A allows w1, B denies it (and names its victim); both deny w3, each
+# naming the pods its own tick saw: B's victim has the higher rate, both name u-2 the aggressor
+# at the same rate but only B knows its name, only B names an IO aggressor.
+REPLICA_A = scorer_metrics({"w1": (20.0, 1), "w2": (30.0, 1), "w3": (90.0, 0)}, pods={"w3": [
+    (n.POD_ROLE_VICTIM, "shop", "checkout", "u-1", 0.3), (n.POD_ROLE_AGGRESSOR, "", "", "u-2", 0.9)]})
+REPLICA_B = scorer_metrics({"w1": (25.0, 0), "w2": (35.0, 1), "w3": (80.0, 0)}, pods={
+    "w1": [(n.POD_ROLE_VICTIM, "team", "api", "u-5", 0.2)],
+    "w3": [(n.POD_ROLE_VICTIM, "shop", "cart", "u-3", 0.5), (n.POD_ROLE_AGGRESSOR, "batch", "nightly", "u-2", 0.9),
+           (n.POD_ROLE_IO_AGGRESSOR, "backup", "restic", "u-4", 0.6)]})
 
 
 @pytest.fixture
 def prometheus_with_two_scorers(tmp_path: Path) -> Iterator[str]:
     require(promserver.prometheus_binary() is not None, "needs Debian's prometheus")
-    # Replica A and B disagree: A allows w1, B denies it; scores differ per replica.
-    a = TextServer(lambda: scorer_metrics({"w1": (20.0, 1), "w2": (30.0, 1), "w3": (90.0, 0)}))
-    b = TextServer(lambda: scorer_metrics({"w1": (25.0, 0), "w2": (35.0, 1), "w3": (80.0, 0)}))
+    a, b = TextServer(lambda: REPLICA_A), TextServer(lambda: REPLICA_B)
     prom = promserver.start_prometheus(tmp_path, [promserver.component_job(n.JOB_SCORER, [
         f"127.0.0.1:{a.port}", f"127.0.0.1:{b.port}"])])
     try:
@@ -102,9 +117,11 @@ def test_prometheus_source_aggregates_two_replicas(prometheus_with_two_scorers, 
     got = source.fetch()
     assert got.error is None
     assert got.records == {
-        "w1": ScoreRecord(False, 25.0, True),  # deny wins (min), worst score (max)
+        "w1": ScoreRecord(False, 25.0, True, victim="team/api"),  # deny wins (min), worst score (max)
         "w2": ScoreRecord(True, 35.0, True),
-        "w3": ScoreRecord(False, 90.0, True),
+        # Per role the highest rate, then a named pod over the same pod known by UID only.
+        "w3": ScoreRecord(False, 90.0, True, victim="shop/cart", aggressor="batch/nightly",
+                          io_aggressor="backup/restic"),
     }
     # End to end: only w2 is allowed, so every pod lands there.
     k = kube_api
@@ -113,6 +130,26 @@ def test_prometheus_source_aggregates_two_replicas(prometheus_with_two_scorers, 
     add_pods(k, "p1", "p2")
     wait_for(lambda: node_of(k, "p1") and node_of(k, "p2"), 10, "pods bound")
     assert {node_of(k, "p1"), node_of(k, "p2")} == {"w2"}
+
+
+def test_prometheus_source_names_the_denied_nodes_pods_in_the_event(prometheus_with_two_scorers,
+                                                                   kube_api: KubeAPI, start_scheduler) -> None:
+    """The default score source (Prometheus) names the pods behind a fuzzy deny as the scorer
+    source does: the pod fits on no node (w2 allowed but too small), the event names w1's and
+    w3's top pods, reconciled across the two replicas."""
+    url = prometheus_with_two_scorers
+    wait_for(lambda: len(promserver.instant(url, n.NODE_TOP_POD.name)) == 6, 30, "both replicas' pods scraped",
+             poll_s=0.2)
+    k = kube_api
+    add_nodes(k, "w2", cpu="1")
+    add_nodes(k, "w1", "w3", cpu="8")
+    start_scheduler(k.url, PrometheusScores(url, long_win_s=60.0))
+    add_pods(k, "big", cpu="2")
+    events = wait_for(lambda: [e for e in k.store.events("default") if e["reason"] == "FailedScheduling"],
+                      10, "the FailedScheduling event")
+    assert [e["message"] for e in events] == [
+        "0/3 nodes are available: 1 Insufficient cpu, 1 fuzzy deny (score < 45), 1 fuzzy deny (score ≥ 70). "
+        "Node w1: victim team/api. Node w3: victim shop/cart, aggressor batch/nightly, io aggressor backup/restic."]
 
 
 def test_prometheus_stale_samples_mean_no_score_and_no_binds(tmp_path: Path, kube_api: KubeAPI,
@@ -152,7 +189,8 @@ def test_query_is_one_expression_built_from_the_names() -> None:
     assert f"min by (node) ({n.NODE_ADMISSION_ALLOWED.name}{{{identity}}})" in q
     assert f"max by (node) ({n.NODE_SCORE.name}{{{identity}}})" in q
     assert f"timestamp({n.NODE_SCORE.name}{{{identity}}})" in q
-    assert q.count("timestamp(") == 2 and q.count(" or ") == 3 and q.count(identity) == 4
+    assert f"max by (node, role, pod_namespace, pod_name, pod_uid) ({n.NODE_TOP_POD.name}{{{identity}}})" in q
+    assert q.count("timestamp(") == 2 and q.count(" or ") == 4 and q.count(identity) == 5
     assert f"min by (node) ({n.NODE_ADMISSION_ALLOWED.name}{{}})" in prometheus_query("")
 
 
@@ -205,6 +243,23 @@ def _vector(*samples: tuple[str, str, float, float]) -> dict:
 ])
 def test_parse_prometheus(name: str, body: dict, expected: dict) -> None:
     assert parse_prometheus(body, 60.0) == expected, name
+
+
+def test_parse_prometheus_names_pods_of_denied_nodes_only_whatever_the_order() -> None:
+    def pod(node: str, role: str, ns: str, name: str, uid: str, rate: float) -> dict:
+        return {"metric": {"node": node, "ksense_q": "pod", "role": role, "pod_namespace": ns, "pod_name": name,
+                           "pod_uid": uid}, "value": [1000, str(rate)]}
+
+    body = _vector(*((node, tag, 1000, value) for node, allowed in (("a", 0), ("b", 1)) for tag, value in (
+        ("allowed", allowed), ("score", 80), ("allowed_ts", 999), ("score_ts", 999))))
+    pods = [pod("a", "victim", "", "", "u-2", 0.5), pod("a", "victim", "shop", "cart", "u-2", 0.5),
+            pod("a", "victim", "x", "y", "u-1", 0.4), pod("a", "aggressor", "", "", "u-9", 0.7),
+            pod("a", "aggressor", "", "", "u-8", 0.7), pod("a", "bystander", "z", "z", "u-7", 9.0),
+            pod("b", "victim", "s", "t", "u-3", 0.9)]
+    for order in (pods, pods[::-1]):
+        got = parse_prometheus({**body, "data": {**body["data"], "result": body["data"]["result"] + order}}, 60.0)
+        assert got == {"a": ScoreRecord(False, 80.0, True, victim="shop/cart", aggressor="uid u-8"),
+                       "b": ScoreRecord(True, 80.0, True)}
 
 
 def test_parse_prometheus_rejects_errors() -> None:

@@ -22,7 +22,7 @@ VALIDATE_MAX_BYTES = ScorerConfig.validate_body.max_bytes
 VALIDATE_MAX_VALUES = ScorerConfig.validate_body.max_values
 REVIEW = (Path(__file__).parent / "fixtures" / "admission" / "v1_pod_create.request.json").read_bytes()
 REPORT_KEYS = ["node", "time", "decision", "score", "level", "medium_band", "reason", "inputs", "missing",
-               "bad_count", "good_count", "victim", "aggressor"]
+               "bad_count", "good_count", "victim", "aggressor", "io_aggressor"]
 
 
 class CountingRecorder(Recorder):
@@ -74,6 +74,7 @@ def test_score_one_node_matches_the_contract_example():
         "score": 17.886, "level": "low", "medium_band": None, "reason": None,
         "inputs": {"friction_signed": 0.237792, "energy": 0.0, "cpu_pct": 2.413911, "psi_pct": 0.24796},
         "missing": [], "bad_count": 0, "good_count": 4, "victim": None, "aggressor": None,
+        "io_aggressor": None,
     }
 
 

@@ -11,7 +11,7 @@ import pytest
 from scorer.core.decision import DecisionParams, NodeState
 from scorer.core.evaluate import evaluate, evaluate_series, explain_node
 from scorer.core.inference import explain, score
-from scorer.core.model import Inputs, NodeInputs
+from scorer.core.model import Inputs, NodeInputs, PodRef
 from scorer.rulefile import load_rules
 
 RB = load_rules()
@@ -138,6 +138,21 @@ def test_reasons(case):
     node = _node(friction=f, energy=e, cpu=c, psi=p)
     _, report = _one(node, states={"w1": previous})
     assert (report.decision, report.reason) == (expected_decision, expected_reason)
+
+
+def test_a_denys_reason_names_each_known_role_by_its_own_rate():
+    """The CPU and the IO aggressor are named apart, each with its own measure; unknown roles
+    are left out; an allowed node's reason stays None whatever pods it has."""
+    checkout, nightly, restic = PodRef("shop", "checkout", "u-1", 0.412), PodRef("", "", "u-2", 0.981), \
+        PodRef("backup", "restic", "u-3", 0.7333)
+    _, report = _one(_node(friction=62.5, energy=40, cpu=70, psi=50, victim=checkout, aggressor=nightly,
+                           io_aggressor=restic))
+    assert report.reason == ("score 73.3 ≥ 70; victim shop/checkout (wait 0.412 s/s), aggressor uid u-2 "
+                             "(cpu 0.981 s/s), io aggressor backup/restic (D-state 0.733 s/s)")
+    _, report = _one(_node(friction=62.5, energy=40, cpu=70, psi=50, io_aggressor=restic))
+    assert report.reason == "score 73.3 ≥ 70; io aggressor backup/restic (D-state 0.733 s/s)"
+    _, report = _one(_node(victim=checkout, aggressor=nightly, io_aggressor=restic))
+    assert (report.decision, report.reason) == ("allow", None)
 
 
 def test_medium_high_reason_counts_up_to_b():

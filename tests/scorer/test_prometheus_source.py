@@ -145,13 +145,15 @@ def test_the_source_asks_for_its_selector_only(fake_server):
 def test_each_nodes_top_victim_and_aggressor_pods_are_named(fake_server):
     """One query per role for all nodes; the `other` sum is excluded in PromQL, a rate of 0
     names nobody, a pod known by UID only keeps its UID."""
-    pods = {core.VICTIM: {"a": ("shop", "checkout", "u-1", 0.4), "b": ("", "", "u-9", 0.0)},
-            core.AGGRESSOR: {"a": ("batch", "nightly", "u-2", 0.97), "b": ("", "", "u-8", 0.5)}}
+    pods = {n.POD_ROLE_VICTIM: {"a": ("shop", "checkout", "u-1", 0.4), "b": ("", "", "u-9", 0.0)},
+            n.POD_ROLE_AGGRESSOR: {"a": ("batch", "nightly", "u-2", 0.97), "b": ("", "", "u-8", 0.5)},
+            n.POD_ROLE_IO_AGGRESSOR: {"a": ("backup", "restic", "u-3", 0.7)}}
     fake_server.handler = answering(pods=pods)
     got = source(fake_server.url).fetch(NOW)
     a, b = got.nodes["a"], got.nodes["b"]
     assert (a.victim.shown, a.victim.rate, a.aggressor.shown) == ("shop/checkout", 0.4, "batch/nightly")
-    assert b.victim is None and b.aggressor.shown == "uid u-8"
+    assert (a.io_aggressor.shown, a.io_aggressor.rate) == ("backup/restic", 0.7)
+    assert b.victim is None and b.aggressor.shown == "uid u-8" and b.io_aggressor is None
     for role, expr in POD_QUERIES.items():
         assert expr.startswith("topk by (node) (1, rate(") and 'pod_uid!="other"' in expr, role
         assert n.EXPORTER_SELECTOR in expr

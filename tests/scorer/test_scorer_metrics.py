@@ -16,7 +16,7 @@ from common.core.model import ExportHistogram
 from common.csvfile import CsvStats
 from common.metrics import make_registry
 from scorer.core.decision import DecisionParams
-from scorer.core.model import Inputs, NodeInputs
+from scorer.core.model import Inputs, NodeInputs, PodRef
 from scorer.evaluator import Evaluator
 from scorer.metrics import ScorerCollector
 from scorer.rulefile import load_rules
@@ -143,3 +143,28 @@ def test_stale_results_withhold_every_node_series():
     got = {name for name, _ in samples(scrape(ScorerCollector(ev)))}
     assert not any(name.startswith("ksense_node_") for name in got)
     assert n.SCORER_LAST_SUCCESS.name in got
+
+
+def test_top_pods_of_denied_nodes_only_and_gone_once_allowed(promtool):
+    """ksense_node_top_pod: one series per known role of a denied node (bounded: ≤ len(POD_ROLES)
+    per node), none for an allowed node with the same pods, none once the denied node is allowed."""
+    victim, aggressor = PodRef("shop", "cart", "u-1", 0.4), PodRef("", "", "u-2", 0.9)
+    hot = {"friction": 3.0, "direction": -1.0, "energy": 0.5, "cpu_pct": 100.0, "psi_pct": 90.0}
+    pods = {"victim": victim, "aggressor": aggressor}
+    steps = [Inputs(time=T0, source="prometheus", nodes=nodes(NodeInputs(node="hot", **hot, **pods),
+                                                               NodeInputs(node="calm", **GOOD, **pods)))]
+    # Then hot calms down for long enough to be allowed again (good_threshold ticks).
+    steps += [Inputs(time=T0, source="prometheus", nodes=nodes(NodeInputs(node="hot", **GOOD, **pods)))] * 5
+    ev = Evaluator(Script(*steps), load_rules(), DecisionParams(), wall=lambda: T0.timestamp())
+    ev.tick(T0)
+    text = scrape(ScorerCollector(ev))
+    top = {labels: value for (name, labels), value in samples(text).items() if name == n.NODE_TOP_POD.name}
+    assert top == {
+        (("node", "hot"), ("pod_name", "cart"), ("pod_namespace", "shop"), ("pod_uid", "u-1"), ("role", "victim")): 0.4,
+        (("node", "hot"), ("pod_name", ""), ("pod_namespace", ""), ("pod_uid", "u-2"), ("role", "aggressor")): 0.9,
+    }
+    done = subprocess.run([promtool, "check", "metrics"], input=text, capture_output=True, text=True, timeout=30)
+    assert done.returncode == 0 and not (done.stdout + done.stderr).strip(), done.stdout + done.stderr
+    while ev.latest().reports["hot"].decision == n.DECISION_DENY:
+        ev.tick(T0)
+    assert not any(name == n.NODE_TOP_POD.name for name, _ in samples(scrape(ScorerCollector(ev))))
