@@ -17,18 +17,19 @@ What a tick asks, per signal S (its family restricted to the selector), in one a
 Only series with a sample in the last `long_win_s` take part: Prometheus answers an instant
 query with the last sample of the past 5 minutes, so a dead exporter would otherwise look
 healthy for 5 minutes. The answer is one element per node and distinct value, the value in the
-label `ksense_value` (Prometheus and VictoriaMetrics print it so that it parses back exactly),
-the number of series having it as the element's value: ≈ 90 bytes per node with one fresh
-series, instead of the ≈ 2 × 170 bytes of every series and its `timestamp()` with every scrape
-label that this query replaced (at 10,000 nodes 0.9 MB instead of 3.4 MB per signal, whose
-decoding and pairing was a third of the tick), and one evaluation of S on the database instead
-of two. A node with one value is exact whatever its number of fresh series: the newest has that
-value. A node with more than one value has several fresh series that disagree (two scrape jobs,
-a changed `instance`, a restart without staleness markers): its value is read per series in a
-second request for that signal (`detail_query`): every series of the nodes with more than one
-fresh series and, tagged `ksense_ts="1"`, each one's own `timestamp()`; scorer/core/inputs.py
-pairs them per series and keeps each node's newest series (ties: the larger value), so a stale
-larger value never borrows a fresh timestamp.
+label `ksense_value` (each backend prints the value it stored so that it parses back exactly;
+VictoriaMetrics stores ≈ 12 significant digits, in its per-series answers too), the number of
+series having it as the element's value: ≈ 90 bytes per node with one fresh series, instead of
+the ≈ 2 × 170 bytes of every series and its `timestamp()` with every scrape label that this
+query replaced (at 10,000 nodes 0.9 MB instead of 3.4 MB per signal, whose decoding and pairing
+was a third of the tick), and one evaluation of S on the database instead of two. A node with
+one value is exact whatever its number of fresh series: the newest has that value. A node with
+more than one value has several fresh series that disagree (two scrape jobs, a changed
+`instance`, a restart without staleness markers): its value is read per series in a second
+request for that signal (`detail_query`): every series of the nodes with more than one fresh
+series and, tagged `ksense_ts="1"`, each one's own `timestamp()`; scorer/core/inputs.py pairs
+them per series and keeps each node's newest series (ties: the larger value), so a stale larger
+value never borrows a fresh timestamp.
 
 A node known to the source (seen in any signal of this tick, or before) but without a fresh
 series of an input gets one more request for that input (`stale_query`: the newest timestamp of
@@ -58,11 +59,12 @@ Failures never raise. Each failed request is counted under a short reason label 
 named no node: a wrong URL, a scrape config whose job or namespace labels differ from the
 selector's, or a lost `node` label); the affected inputs are missing with a readable reason
 ("prometheus down", "timeout", "http 503"). At most one request per signal per tick (two while a
-node has duplicate series), and when Prometheus is unreachable, times out or answers 5xx, the
-rest of that tick's queries are skipped (they would fail the same way): a down Prometheus costs
-one failed request per tick, not a storm. Nodes seen before stay present with every input
-missing (`Inputs.ok=False` when nothing could be read), so their decisions turn to deny instead
-of vanishing; a node unseen for `forget_after_s` is dropped (decommissioned).
+node's fresh series disagree, or a known node has no fresh series of an input), and when
+Prometheus is unreachable, times out or answers 5xx, the rest of that tick's queries are skipped
+(they would fail the same way): a down Prometheus costs one failed request per tick, not a
+storm. Nodes seen before stay present with every input missing (`Inputs.ok=False` when nothing
+could be read), so their decisions turn to deny instead of vanishing; a node unseen for
+`forget_after_s` is dropped (decommissioned).
 """
 
 from __future__ import annotations
