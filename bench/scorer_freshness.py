@@ -17,7 +17,7 @@ meet the 1 s scrape and tick at different phases. A step lands in the high band
 Per step, from the moment a poller (every 10 ms) sees the step on the exporter's /metrics:
 - scrape wait: until the Prometheus sample holding the step was scraped (its timestamp);
 - tick wait: from that scrape until the scorer tick that first read the step began;
-- query: that tick's fetch (7 instant queries);
+- query: that tick's fetch (its instant queries);
 - hysteresis: from that tick to the tick whose decision changed (0 for a high-band step);
 - total: to the end of the tick whose decision changed.
 The local floor's total is measured the same way. Prints median and max per component, the
