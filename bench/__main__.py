@@ -24,7 +24,7 @@ BENCHES = (
     ("bench.scheduler_binds_db", "binds/s and per-pod decision with scores from a real Prometheus vs all-allow"),
     ("bench.lab_quality", "lab quality on one recording and lab tune on the training set"),
     ("bench.fleet", "1,000 nodes through Prometheus and VictoriaMetrics: scorer tick (compact vs per-series "
-                    "queries), step to decision, scheduler score fetch (~3 min; `python -m bench.fleet --help` "
+                    "queries), step to decision, scheduler score fetch (~2 min; `python -m bench.fleet --help` "
                     "for 5,000-10,000 nodes)"),
 )
 #: Arguments of the benchmarks whose defaults measure more than `make bench` has time for.
