@@ -247,7 +247,13 @@ class PrometheusSource:
         errors: dict[str, int] = {}
         abort: PromError | None = None
 
-        def attempt(signal: str, read: Callable[[], None]) -> None:
+        def read_fresh(signal: str) -> None:
+            vectors[signal] = self._read(signal, at)
+
+        def read_stale(signal: str) -> None:
+            self._read_stale(signal, at, vectors[signal])
+
+        def attempt(signal: str, read: Callable[[str], None]) -> None:
             """Run one read of `signal`; a failure makes the signal failed (and, when fatal,
             skips the rest of the tick)."""
             nonlocal abort
@@ -256,7 +262,7 @@ class PrometheusSource:
                 vectors.pop(signal, None)
                 return
             try:
-                read()
+                read(signal)
             except PromError as exc:
                 errors[exc.reason] = errors.get(exc.reason, 0) + 1
                 failed[signal] = shown(exc.reason, NAME)
@@ -269,7 +275,7 @@ class PrometheusSource:
                 log.debug("event=bad_vector signal=%s error=%r", signal, str(exc))
 
         for signal in self.queries:
-            attempt(signal, lambda signal=signal: vectors.__setitem__(signal, self._read(signal, at)))
+            attempt(signal, read_fresh)
         # Nothing known yet (start, or no node ever seen): the nodes whose series are all stale
         # would go unseen; ask for every input then.
         known = set(self._known).union(*vectors.values()) if self._known else None
@@ -277,7 +283,7 @@ class PrometheusSource:
             if abort is not None:
                 break  # what was read before the outage is kept
             if signal in core.REASONED_SIGNALS and (known is None or not known.issubset(vectors[signal])):
-                attempt(signal, lambda signal=signal: self._read_stale(signal, at, vectors[signal]))
+                attempt(signal, read_stale)
         for signal in (core.FROZEN, core.CPU):
             if signal in vectors and not vectors[signal]:
                 # Every exporter exports these two; none at all means we read the wrong place.

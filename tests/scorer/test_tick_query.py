@@ -19,6 +19,7 @@ default selector reads it. Per node:
 
 from __future__ import annotations
 
+import functools
 import http.server
 import math
 import re
@@ -90,6 +91,10 @@ class Target:
         self.httpd.server_close()
 
 
+def all_series_in(url: str) -> bool:
+    return f.count_of(url, f"{FRICTION}{{{n.EXPORTER_SELECTOR}}}") >= 12
+
+
 @pytest.fixture(scope="module")
 def backends(tmp_path_factory) -> Iterator[dict[str, str]]:
     for exe in ("prometheus", "victoria-metrics"):
@@ -105,8 +110,7 @@ def backends(tmp_path_factory) -> Iterator[dict[str, str]]:
         started.append(f.start_victoria(work / "vm", config))
         urls = dict(zip(f.BACKENDS, (s.url for s in started), strict=True))
         for url in urls.values():
-            wait_for(lambda url=url: f.count_of(url, f"{FRICTION}{{{n.EXPORTER_SELECTOR}}}") >= 12, 30,
-                     f"every series in {url}", poll_s=0.2)
+            wait_for(functools.partial(all_series_in, url), 30, f"every series in {url}", poll_s=0.2)
         yield urls
     finally:
         target.stop()
