@@ -86,12 +86,13 @@ from common import names as n
 from common.core.csvrow import parse_row
 from common.core.durations import DurationHistogram
 from common.core.model import Derived, ExportHistogram, RawInterval
-from common.csvfile import CsvStats
+from common.csvfile import REASON_QUEUE_FULL, REASONS, CsvStats
 from common.metrics import make_registry
 from common.names import LEVEL_HIGH
 from exporter.bpf.loader import PROGRAMS
 from exporter.core import histogram
 from exporter.core.model import MapStats, ProgramStats, Reading, Snapshot, Telemetry
+from exporter.core.pods import PodsReport
 from exporter.sampler import SAMPLE_DURATION_BOUNDS
 from exporter.sinks.prometheus import ExporterCollector
 from scheduler.core.choose import decide
@@ -183,6 +184,12 @@ class _CsvRows:
         return self.value
 
 
+#: Per-pod attribution is on by default: its bookkeeping series, with no pod to expose (a node's
+#: pods add their own series, docs/sizing.md).
+PODS = PodsReport(capacity=256, cgroup_capacity=1024)
+CSV_ERRORS = {**dict.fromkeys(REASONS, 0), REASON_QUEUE_FULL: 0}
+
+
 class Exposition:
     """Each recorded row as the exporter's /metrics text (see the module docstring), rendered
     once by ExporterCollector and cached; `NODE_MARK` stands for the node."""
@@ -226,7 +233,8 @@ class Exposition:
             attached=dict.fromkeys(PROGRAMS, True),
             programs={label: ProgramStats(run_seconds=(i + 1) * 2e-4, runs=(i + 1) * 5000)
                       for _, label in PROGRAMS.values()},
-            maps={m: MapStats(entries=40, capacity=10240, update_failures=0) for m in ("runq_ts", "dstate_ts")},
+            maps={m: MapStats(entries=40, capacity=10240, update_failures=0)
+                  for m in ("runq_ts", "dstate_ts", "pod_keys")},
         )
         durations = DurationHistogram(SAMPLE_DURATION_BOUNDS)
         for _ in range(min(i + 1, 3)):
@@ -235,15 +243,16 @@ class Exposition:
                                                in durations.snapshot().buckets), sum_seconds=0.0008 * (i + 1))
         # A recording keeps no warm-up column; a live exporter exports 0 once frozen.
         derived = dataclasses.replace(derived, warmup_remaining_s=0.0 if derived.frozen else 300.0)
-        return Snapshot(node=NODE_MARK, source=n.SOURCE_EBPF, reading=Reading(raw, telemetry), derived=derived,
-                        sample_duration=sample)
+        return Snapshot(node=NODE_MARK, source=n.SOURCE_EBPF, reading=Reading(raw, telemetry, pods=PODS),
+                        derived=derived, sample_duration=sample)
 
     def text(self, i: int) -> str:
         got = self._cache.get(i)
         if got is None:
             snap = self._snapshot(i)
-            # The CSV sink is on by default: its rows counter is one more series.
-            csv = {n.KERNEL_METRICS_CSV_NAME: _CsvRows(CsvStats(rows_written=i + 1, errors={}))}
+            # Both CSV sinks are on by default: rows and every error reason, zero, of each.
+            csv = {name: _CsvRows(CsvStats(rows_written=i + 1, errors=CSV_ERRORS))
+                   for name in (n.KERNEL_METRICS_CSV_NAME, n.POD_METRICS_CSV_NAME)}
             registry = make_registry(ExporterCollector(lambda: snap, csv_sinks=csv))
             got = generate_latest(registry).decode()
             with self._lock:
