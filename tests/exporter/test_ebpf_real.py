@@ -314,7 +314,8 @@ def test_reading_shape_with_the_real_proc_sampler(need_ebpf):
         names.SOFTIRQ_NET_RX_DURATION.name,
     }
     for hist in tel.histograms.values():
-        assert len(hist.buckets) == 27
+        # The exported bounds (common/names.py), +Inf last.
+        assert [le for le, _ in hist.buckets] == [*(2**i / 1e6 for i in names.HISTOGRAM_LE_EXPONENTS), math.inf]
     assert set(tel.maps) == {"runq_ts", "dstate_ts"}
     assert 0 <= tel.maps["runq_ts"].entries <= tel.maps["runq_ts"].capacity
     assert tel.runqueue_dropped_total is not None
