@@ -8,11 +8,14 @@ time: every wait polls a condition against a deadline.
 from __future__ import annotations
 
 import contextlib
+import http.server
 import os
 import random
 import socket
+import ssl
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -141,3 +144,35 @@ class Process:
                 self.stop()
                 raise AssertionError(f"{what} not ready (exit {self.proc.poll()}):\n{self.log_text()[-3000:]}")
             time.sleep(0.05)
+
+
+class TextServer:
+    """A tiny HTTP(S) server answering every GET with `body()` (an exposition to scrape, a scorer's /score)."""
+
+    def __init__(self, body: Callable[[], str], content_type: str = "text/plain; version=0.0.4",
+                 ssl_context: ssl.SSLContext | None = None):
+        self.body = body
+        outer = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                data = outer.body().encode()
+                self.send_response(200)
+                self.send_header("Content-Type", content_type)
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self._httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        if ssl_context is not None:
+            self._httpd.socket = ssl_context.wrap_socket(self._httpd.socket, server_side=True)
+        self.port = self._httpd.server_address[1]
+        self._thread = threading.Thread(target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._httpd.shutdown()
+        self._httpd.server_close()

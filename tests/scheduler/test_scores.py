@@ -10,8 +10,7 @@ import math
 import ssl
 import threading
 import time
-from collections.abc import Callable, Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -33,38 +32,7 @@ from tests.kubeapi.fixtures import KubeAPI
 from tests.scheduler.conftest import add_nodes, add_pods, node_of, wait_for
 from tests.scorer import promserver
 from tests.scorer.trickle import TrickleServer, http_response
-
-
-class TextServer:
-    """A tiny HTTP(S) server answering every GET with `body()` (a scorer's /metrics or /score)."""
-
-    def __init__(self, body: Callable[[], str], content_type: str = "text/plain; version=0.0.4",
-                 ssl_context: ssl.SSLContext | None = None):
-        self.body = body
-        outer = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:
-                data = outer.body().encode()
-                self.send_response(200)
-                self.send_header("Content-Type", content_type)
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-            def log_message(self, *args: object) -> None:
-                pass
-
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        if ssl_context is not None:
-            self._httpd.socket = ssl_context.wrap_socket(self._httpd.socket, server_side=True)
-        self.port = self._httpd.server_address[1]
-        self._thread = threading.Thread(target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._httpd.shutdown()
-        self._httpd.server_close()
+from tests.support import TextServer
 
 
 def scorer_metrics(values: dict[str, tuple[float, int]], timestamp_ms: int | None = None,

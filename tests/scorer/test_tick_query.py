@@ -20,10 +20,8 @@ default selector reads it. Per node:
 from __future__ import annotations
 
 import functools
-import http.server
 import math
 import re
-import threading
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -35,7 +33,7 @@ from common import names as n
 from scorer.core import inputs as core
 from scorer.sources.prometheus import TS_LABEL, PrometheusSource, timestamped_query
 from tests.conftest import require
-from tests.support import wait_for
+from tests.support import TextServer, wait_for
 
 pytestmark = pytest.mark.real
 
@@ -49,23 +47,8 @@ class Target:
 
     def __init__(self) -> None:
         self.t0 = time.time()
-        target = self
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def do_GET(self) -> None:
-                body = target.text(time.time()).encode()
-                self.send_response(200)
-                self.send_header("Content-Type", "text/plain; version=0.0.4")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, *args: object) -> None:
-                pass
-
-        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.port = self.httpd.server_address[1]
-        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+        self._server = TextServer(lambda: self.text(time.time()))
+        self.port = self._server.port
 
     def text(self, now: float) -> str:
         ms = lambda t: int(t * 1000)  # noqa: E731
@@ -87,8 +70,7 @@ class Target:
         return "".join(f'{FRICTION}{{node="{node}",copy="{copy}"}} {v} {ms(t)}\n' for node, copy, v, t in lines)
 
     def stop(self) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
+        self._server.stop()
 
 
 def all_series_in(url: str) -> bool:
