@@ -106,7 +106,7 @@ from scorer.core.model import Inputs
 from scorer.evaluator import Evaluator
 from scorer.metrics import ScorerCollector
 from scorer.rulefile import load_rules
-from scorer.sources.prometheus import TS_LABEL, PrometheusSource, tick_query, timestamped_query
+from scorer.sources.prometheus import QUERY_CONCURRENCY, TS_LABEL, PrometheusSource, tick_query, timestamped_query
 
 REPO = Path(__file__).resolve().parent.parent
 RECORDING = REPO / "data" / "reference" / "kernel_metrics_real.csv.gz"
@@ -673,8 +673,9 @@ class ScorerOnDb:
     vmagent in front of Prometheus)."""
 
     def __init__(self, query_url: str, push_url: str | None, *, long_win_s: float, interval_s: float,
-                 legacy: bool = False):
-        self.source = (LegacySource if legacy else PrometheusSource)(query_url, long_win_s=long_win_s, timeout_s=30.0)
+                 legacy: bool = False, concurrency: int = QUERY_CONCURRENCY):
+        self.source = (LegacySource if legacy else PrometheusSource)(query_url, long_win_s=long_win_s, timeout_s=30.0,
+                                                                     concurrency=concurrency)
         self.evaluator = Evaluator(self.source, load_rules(), DecisionParams(), interval_s=interval_s,
                                    max_age_s=max(60.0, 3 * interval_s))
         self.registry = make_registry(ScorerCollector(self.evaluator), process_metrics=False)
@@ -779,8 +780,9 @@ class Result:
     tick_p50_s: float = math.nan
     tick_p99_s: float = math.nan
     tick_quiet_s: float = math.nan  # median tick with the feeding paused
-    tick_quiet_new_s: float = math.nan  # the same, compact tick query (alternating with legacy)
-    tick_quiet_legacy_s: float = math.nan  # the same, the per-series query it replaced
+    tick_quiet_new_s: float = math.nan  # the same, the scorer as shipped (alternating with the two below)
+    tick_quiet_sequential_s: float = math.nan  # the same, one request at a time (concurrency 1)
+    tick_quiet_legacy_s: float = math.nan  # the same, one at a time, the per-series query it replaced
     stages: dict = field(default_factory=dict)  # --stages: path -> stage -> seconds per tick
     evaluate_ms: float = math.nan
     step_scorer_s: float = math.nan
@@ -979,17 +981,23 @@ def measure(backend: str, size: int, args: argparse.Namespace, workdir: Path) ->
             scorer.tick()
             quiet.append(time.monotonic() - t)
         result.tick_quiet_s = statistics.median(quiet)
-        # Both query paths, alternating, on the same data: the same-run ratio of the two.
-        both: dict[bool, list[float]] = {False: [], True: []}
-        quiet_scorers = {legacy: ScorerOnDb(db.url, None, long_win_s=long_win_s, interval_s=args.tick, legacy=legacy)
-                         for legacy in both}
+        # The scorer as shipped, one request at a time and the legacy query, alternating on the
+        # same data: the same-run ratios.
+        quiet_scorers = {
+            "new": ScorerOnDb(db.url, None, long_win_s=long_win_s, interval_s=args.tick),
+            "sequential": ScorerOnDb(db.url, None, long_win_s=long_win_s, interval_s=args.tick, concurrency=1),
+            "legacy": ScorerOnDb(db.url, None, long_win_s=long_win_s, interval_s=args.tick, legacy=True,
+                                 concurrency=1),
+        }
+        paused: dict[str, list[float]] = {variant: [] for variant in quiet_scorers}
         for _ in range(3):
-            for legacy, other in quiet_scorers.items():
+            for variant, other in quiet_scorers.items():
                 t = time.monotonic()
                 other.tick()
-                both[legacy].append(time.monotonic() - t)
-        result.tick_quiet_new_s = statistics.median(both[False])
-        result.tick_quiet_legacy_s = statistics.median(both[True])
+                paused[variant].append(time.monotonic() - t)
+        result.tick_quiet_new_s = statistics.median(paused["new"])
+        result.tick_quiet_sequential_s = statistics.median(paused["sequential"])
+        result.tick_quiet_legacy_s = statistics.median(paused["legacy"])
         if args.stages:
             result.stages = tick_stages(db.url, long_win_s)
         # Wait for the scheduler to see the stepped nodes (bounded), then stop everything.
@@ -1121,7 +1129,7 @@ def report(results: Sequence[Result], args: argparse.Namespace) -> None:
           f"{' (legacy queries)' if args.legacy_queries else ''}, "
           f"{args.stressed:.0%} stressed, {args.stepped} stepped; machine: {os.cpu_count()} cores, shared")
     header = ["backend / nodes", "series/node", "samples/s/node", "DB RSS MiB", "DB CPU %", "agent RSS/CPU",
-              "tick p50 s", "tick p99 s", "tick fed paused s", "paused new/legacy s", "legacy÷new",
+              "tick p50 s", "tick p99 s", "tick fed paused s", "paused new/seq/legacy s", "seq÷new", "legacy÷new",
               "evaluate ms", "tick/evaluate", "step→scorer s",
               "step→sched s", "fetch p99 ms", "decide p99 ms", "decisions/s", "scored"]
     rows = []
@@ -1131,7 +1139,9 @@ def report(results: Sequence[Result], args: argparse.Namespace) -> None:
             _f(r.db_rss_mib, ".0f"), _f(r.db_cpu_pct, ".0f"),
             "-" if not math.isfinite(r.agent_rss_mib) else f"{r.agent_rss_mib:.0f}/{r.agent_cpu_pct:.0f}%",
             _f(r.tick_p50_s, ".3f"), _f(r.tick_p99_s, ".3f"), _f(r.tick_quiet_s, ".3f"),
-            f"{_f(r.tick_quiet_new_s, '.3f')}/{_f(r.tick_quiet_legacy_s, '.3f')}",
+            f"{_f(r.tick_quiet_new_s, '.3f')}/{_f(r.tick_quiet_sequential_s, '.3f')}/"
+            f"{_f(r.tick_quiet_legacy_s, '.3f')}",
+            _f(r.tick_quiet_sequential_s / r.tick_quiet_new_s if r.tick_quiet_new_s else math.nan, ".2f") + "×",
             _f(r.tick_quiet_legacy_s / r.tick_quiet_new_s if r.tick_quiet_new_s else math.nan, ".1f") + "×",
             _f(r.evaluate_ms, ".1f"),
             _f(r.tick_p99_s * 1e3 / r.evaluate_ms if r.evaluate_ms else math.nan, ".0f") + "×",
@@ -1190,10 +1200,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tick", type=float, default=5.0, help="scorer tick seconds (default %(default)s)")
     p.add_argument("--legacy-queries", action="store_true",
                    help="the measured scorer reads every series with its timestamp, as before the compact tick "
-                        "query (the paused-feeding figures always time both)")
+                        "query, one request at a time (the paused-feeding figures always time it, the shipped "
+                        "scorer and the shipped scorer one request at a time)")
     p.add_argument("--stages", action="store_true",
-                   help="with the feeding paused, also split one tick of each query path into database, transfer, "
-                        "JSON, pairing, build and controller time")
+                   help="with the feeding paused, also split one tick of each query path (one request at a time) "
+                        "into database, transfer, JSON, pairing, build and controller time")
     p.add_argument("--ticks", type=int, default=12,
                    help="scorer ticks per size; the step after a third (default %(default)s)")
     p.add_argument("--stressed", type=float, default=0.05, help="share of nodes always stressed (default %(default)s)")

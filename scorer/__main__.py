@@ -69,8 +69,9 @@ def build(cfg: ScorerConfig):
         "allow_on_missing": cfg.allow_on_missing,
     })
     if cfg.prometheus_url:
+        concurrency = {} if cfg.query_concurrency is None else {"concurrency": cfg.query_concurrency}
         source = PrometheusSource(cfg.prometheus_url, selector=cfg.exporter_selector, long_win_s=cfg.long_win_s,
-                                  timeout_s=cfg.query_timeout_s, inputs=rb.inputs)
+                                  timeout_s=cfg.query_timeout_s, inputs=rb.inputs, **concurrency)
     else:
         source = LocalSource(cfg.exporter_url, inputs=rb.inputs)
     require(rb.inputs, source.name, source.provides)

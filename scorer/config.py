@@ -54,6 +54,9 @@ class ScorerConfig:
     query_timeout_s: float = 2.0
     """Deadline of one query's whole answer (not of each read): one tick must not stall on a
     slow Prometheus, nor the start-up history replay."""
+    query_concurrency: int | None = None
+    """Requests of one tick in flight at once after its first; None: the source's default
+    (scorer/sources/prometheus.py QUERY_CONCURRENCY)."""
     # --- controller -----------------------------------------------------------------------------
     rules_file: Path | None = None
     """Rule base and membership parameters; None = the bundled default (docs/design.md#fuzzy-controller)."""
@@ -179,6 +182,8 @@ def from_env(environ: Mapping[str, str], args: argparse.Namespace | None = None)
         interval_s=r.number("interval", "KSENSE_SCORER_INTERVAL_S", ScorerConfig.interval_s, minimum=0.05),
         replay_s=r.number("", "KSENSE_SCORER_REPLAY_S", ScorerConfig.replay_s, minimum=0.0),
         long_win_s=r.number("", "FUZZY_LONG_WIN_S", ScorerConfig.long_win_s, minimum=1.0),
+        query_concurrency=r.number("", "KSENSE_SCORER_QUERY_CONCURRENCY", ScorerConfig.query_concurrency, minimum=1,
+                                   maximum=64, integer=True),
         rules_file=path("rules", "FUZZY_RULES_FILE", None),
         **read_decision(r),
         webhook_host=r.text("host", "FUZZY_WEBHOOK_HOST", None) or ScorerConfig.webhook_host,

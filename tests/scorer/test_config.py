@@ -8,6 +8,7 @@ import pytest
 
 from common.envconf import ConfigError
 from scorer import config
+from scorer.sources.prometheus import QUERY_CONCURRENCY, PrometheusSource
 
 
 def parse(env, argv=()):
@@ -25,13 +26,16 @@ def test_defaults_follow_the_contract():
     assert cfg.allow_on_missing is False and cfg.tls_cert is None and cfg.rules_file is None
     assert cfg.monitor_csv == Path("/tmp/ksense/fuzzy_monitor.csv")
     assert cfg.score_csv == Path("/tmp/ksense/fuzzy_score.csv")
+    assert cfg.query_concurrency is None  # the source's own default, stated once:
+    assert PrometheusSource("http://prom:9090")._concurrency == QUERY_CONCURRENCY == 4  # as docs/configuration.md
 
 
 def test_env_and_flags():
     env = {"KSENSE_PROMETHEUS_URL": "http://prom:9090/", "FUZZY_ALLOW_ON_MISSING": "true",
            "FUZZY_GOOD_THRESHOLD": "3", "FUZZY_WEBHOOK_PORT": "9443"}
-    cfg = parse(env)
+    cfg = parse({**env, "KSENSE_SCORER_QUERY_CONCURRENCY": "2"})
     assert cfg.prometheus_url == "http://prom:9090" and cfg.allow_on_missing and cfg.good_threshold == 3
+    assert cfg.query_concurrency == 2
     assert cfg.webhook_port == 9443
     cfg = parse(env, ["--prometheus-url", "https://thanos:10902", "--port", "1", "--no-csv"])
     assert cfg.prometheus_url == "https://thanos:10902" and cfg.webhook_port == 1
@@ -46,12 +50,13 @@ def test_all_problems_together(tmp_path):
         "FUZZY_TLS_CERT": str(tmp_path / "cert.pem"),
         "KSENSE_PROMETHEUS_URL": "prom:9090",
         "FUZZY_GOOD_THRESHOLD": "0",
+        "KSENSE_SCORER_QUERY_CONCURRENCY": "0",
     }
     with pytest.raises(ConfigError) as err:
         parse(env)
     text = str(err.value)
     for needle in ("FUZZY_ALLOW_ON_MISSING", "must not exceed", "set both", "no such file",
-                   "KSENSE_PROMETHEUS_URL", "FUZZY_GOOD_THRESHOLD"):
+                   "KSENSE_PROMETHEUS_URL", "FUZZY_GOOD_THRESHOLD", "KSENSE_SCORER_QUERY_CONCURRENCY"):
         assert needle in text
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from datetime import UTC, datetime
 
 import pytest
@@ -83,6 +84,12 @@ def answering(fleet=FLEET, age_s: float = 1.0, overrides=None, pods=None):
     return handler
 
 
+def in_waves(asked: list[str]) -> list:
+    """A tick's queries as the source sends them: the first alone, then every other input's and
+    the pod queries together (in any order), then the stale follow-ups (in any order)."""
+    return [asked[0], sorted(asked[1:PER_TICK]), sorted(asked[PER_TICK:])]
+
+
 def source(url: str, **kwargs) -> PrometheusSource:
     kwargs.setdefault("timeout_s", 2.0)
     kwargs.setdefault("long_win_s", LONG_WIN_S)
@@ -128,7 +135,7 @@ def test_the_source_asks_for_its_selector_only(fake_server):
     fake_server.handler = answering()
     source(fake_server.url).fetch(NOW)
     asked = [p["query"][0] for _, p in fake_server.requests]
-    assert asked == [*QUERIES.values(), *STALE_ASKED, *POD_QUERIES.values()]
+    assert in_waves(asked) == in_waves([*QUERIES.values(), *POD_QUERIES.values(), *STALE_ASKED])
     fake_server.requests.clear()
     fake_server.handler = lambda path, params: Reply(body=vector_body("friction"))
     src = source(fake_server.url, selector='job="mine"')
@@ -136,7 +143,8 @@ def test_the_source_asks_for_its_selector_only(fake_server):
     fake_server.requests.clear()
     src.fetch(NOW)  # nodes known, each with every input fresh: no follow-up
     asked = [p["query"][0] for _, p in fake_server.requests]
-    assert asked == [*tick_queries('job="mine"', LONG_WIN_S).values(), *core.pod_queries('job="mine"').values()]
+    assert in_waves(asked) == in_waves([*tick_queries('job="mine"', LONG_WIN_S).values(),
+                                        *core.pod_queries('job="mine"').values()])
     assert all('{job="mine"' in q and "ksense-exporter" not in q for q in asked)
     assert queries("")[core.FRICTION].startswith(f"{n.FRICTION.name} or ")
     assert f"last_over_time({n.FRICTION.name}[" in tick_queries("", LONG_WIN_S)[core.FRICTION]
@@ -224,6 +232,74 @@ def test_http_503_costs_one_request_and_keeps_known_nodes_denied(fake_server):
     assert sorted(got.nodes) == ["a", "b"]
     assert got.nodes["a"].missing == n.INPUTS
     assert set(got.nodes["a"].why.values()) == {"http 503"}
+
+
+class InFlight:
+    """Wraps a handler: each answer takes `hold_s` and the most requests in flight at once, and
+    how many were in flight with the tick's first, are kept."""
+
+    def __init__(self, handler, hold_s: float = 0.15):
+        self._handler, self._hold_s = handler, hold_s
+        self._lock = threading.Lock()
+        self.now = self.most = 0
+        self.beside_first = -1  # requests in flight with the first, the first excluded
+
+    def __call__(self, path, params):
+        with self._lock:
+            self.now += 1
+            self.most = max(self.most, self.now)
+            first = self.beside_first < 0
+        try:
+            reply = self._handler(path, params)
+            deadline = time.monotonic() + self._hold_s
+            while time.monotonic() < deadline:
+                time.sleep(0.01)
+                if first:
+                    with self._lock:
+                        self.beside_first = max(self.beside_first, self.now - 1)
+            return reply
+        finally:
+            with self._lock:
+                self.now -= 1
+
+
+@pytest.mark.parametrize("concurrency", [1, 2, 4])
+def test_the_first_request_goes_alone_then_concurrency_at_a_time(fake_server, concurrency):
+    """The same answer whatever the concurrency; `concurrency` requests in flight after the first
+    (which goes alone), never more."""
+    fake_server.handler = answering()
+    expected = source(fake_server.url, concurrency=1).fetch(NOW).nodes
+    fake_server.handler = counter = InFlight(answering())
+    got = source(fake_server.url, concurrency=concurrency).fetch(NOW)
+    assert got.ok and got.nodes == expected
+    assert len(fake_server.requests) == 2 * FIRST_TICK
+    assert counter.beside_first == 0
+    assert counter.most == concurrency
+
+
+def test_a_database_dying_mid_tick_costs_at_most_the_requests_in_flight(fake_server):
+    """The first answer comes, then every request fails (5xx): the requests already in flight
+    fail, the rest of the tick is not sent, and every input after the first is missing."""
+    src = source(fake_server.url, concurrency=3)
+    fake_server.handler = answering()
+    src.fetch(NOW)
+    fake_server.requests.clear()
+    good = answering()
+    down = Reply(503, json.dumps({"status": "error", "error": "shutting down"}))
+    fake_server.handler = InFlight(lambda path, params: good(path, params) if len(fake_server.requests) == 1
+                                   else down)
+    got = src.fetch(NOW)
+    assert 1 < len(fake_server.requests) <= 1 + 3
+    assert dict(got.errors) == {"http_503": len(fake_server.requests) - 1}
+    assert next(iter(src.queries)) == core.FRICTION  # read: the others failed or were not asked
+    assert got.nodes["a"].friction_signed == 4.0
+    assert got.nodes["a"].missing == tuple(i for i in n.INPUTS if i != core.FRICTION)
+    assert set(got.nodes["a"].why.values()) == {"http 503"}
+
+
+def test_concurrency_below_one_is_refused():
+    with pytest.raises(ValueError, match="at least 1"):
+        PrometheusSource("http://127.0.0.1:1", concurrency=0)
 
 
 def test_http_422_on_one_query_fails_only_that_input(fake_server):
