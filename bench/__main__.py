@@ -23,9 +23,9 @@ BENCHES = (
     ("bench.scheduler_binds", "bind throughput and API requests per pod vs raw binds"),
     ("bench.scheduler_binds_db", "binds/s and per-pod decision with scores from a real Prometheus vs all-allow"),
     ("bench.lab_quality", "lab quality on one recording and lab tune on the training set"),
-    ("bench.fleet", "1,000 nodes through Prometheus and VictoriaMetrics: scorer tick (compact vs per-series "
-                    "queries), step to decision, scheduler score fetch (~2 min; `python -m bench.fleet --help` "
-                    "for 5,000-10,000 nodes)"),
+    ("bench.fleet", "1,000 nodes through Prometheus and VictoriaMetrics: scorer tick (shipped vs one request at "
+                    "a time vs per-series queries), step to decision, scheduler score fetch (~2 min; "
+                    "`python -m bench.fleet --help` for 5,000-20,000 nodes)"),
 )
 #: Arguments of the benchmarks whose defaults measure more than `make bench` has time for.
 ARGS = {"bench.fleet": ("--sizes", "1000", "--ticks", "8")}

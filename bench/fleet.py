@@ -727,7 +727,8 @@ class SchedulerOnDb:
     names: Sequence[str]
     long_win_s: float
     fetch_ms: list[float] = field(default_factory=list)
-    decide_ms: list[float] = field(default_factory=list)
+    table_ms: list[float] = field(default_factory=list)  # the ScoreTable, built once per fetch
+    decide_ms: list[float] = field(default_factory=list)  # one pod's decision over that table
     denied_at: dict[str, float] = field(default_factory=dict)
     chosen: list[str] = field(default_factory=list)
     violations: list[str] = field(default_factory=list)  # chosen though not allowed in that cycle
@@ -742,10 +743,12 @@ class SchedulerOnDb:
         fetched = self.scores.fetch()
         t1 = time.perf_counter()
         table = ScoreTable(fetched.records)
-        decision = decide(self.pod, self.table, table)
         t2 = time.perf_counter()
+        decision = decide(self.pod, self.table, table)
+        t3 = time.perf_counter()
         self.fetch_ms.append((t1 - t0) * 1e3)
-        self.decide_ms.append((t2 - t1) * 1e3)
+        self.table_ms.append((t2 - t1) * 1e3)
+        self.decide_ms.append((t3 - t2) * 1e3)
         now = time.monotonic()
         for node, rec in fetched.records.items():
             if not rec.allowed:
@@ -758,15 +761,16 @@ class SchedulerOnDb:
         return fetched.records
 
 
-SCHEDULER_FIGURES = ("fetch_ms", "decide_ms", "denied_at", "chosen", "violations")
+SCHEDULER_FIGURES = ("fetch_ms", "table_ms", "decide_ms", "denied_at", "chosen", "violations")
 
 
 class SchedulerProcess:
     """The scheduler's loop (a score fetch and a decide every `every_s`) in a forked child, as a
     deployment runs it: in a process of its own. In the scorer's process, the tick's JSON decoding
-    and controller held the GIL its decisions waited for (decide p99 31–313 ms at 5,000–10,000
-    nodes, against ≈ 5 ms alone). `stepped_denied` says when it has read every stepped node's
-    deny; `stop()` returns the child's SchedulerOnDb figures."""
+    and controller held the GIL its decisions waited for (a cycle's table and decision p99
+    31–313 ms at 5,000–10,000 nodes, against ≈ 7 ms alone at 10,000). `stepped_denied` says
+    when it has read every stepped node's deny; `stop()` returns the child's SchedulerOnDb
+    figures."""
 
     def __init__(self, scheduler: SchedulerOnDb, stepped: Sequence[str], every_s: float):
         ctx = multiprocessing.get_context("fork")
@@ -843,6 +847,7 @@ class Result:
     step_scheduler_s: float = math.nan
     fetch_p50_ms: float = math.nan
     fetch_p99_ms: float = math.nan
+    table_p99_ms: float = math.nan  # the scheduler's ScoreTable per fetch
     decide_p50_ms: float = math.nan
     decide_p99_ms: float = math.nan
     decisions_per_s: float = math.nan
@@ -850,9 +855,13 @@ class Result:
     broke: str = ""
 
 
+FEEDER_NICE = 19
+
+
 class FeederProcess:
-    """The feeding side (push rounds, or the scrape server) in a forked child process, so that
-    rendering and pushing never hold the GIL the measured scorer and scheduler need. The
+    """The feeding side (push rounds, or the scrape server) in a forked child process at the
+    lowest priority (FEEDER_NICE), so that rendering and pushing never hold the GIL nor take the
+    CPU the measured scorer, scheduler and database need. The
     parent steps the fleet through `step()`; the child reports back the step's arrival time
     (monotonic, shared by both processes), the rounds pushed and their duration, or an error."""
 
@@ -908,6 +917,9 @@ class FeederProcess:
         self.fleet.step_round = v if v >= 0 else None
 
     def _run(self) -> None:
+        # The feeding stands for N other machines: on this one it takes only the CPU the
+        # measured parts (database, scorer, scheduler) leave; samples/s per node shows a lag.
+        os.nice(FEEDER_NICE)
         try:
             if self.mode == "scrape":
                 self._serve()
@@ -1082,12 +1094,12 @@ def measure(backend: str, size: int, args: argparse.Namespace, workdir: Path) ->
             late = [scheduler.denied_at.get(x, math.inf) - step_wall for x in fleet.stepped_names]
             result.step_scheduler_s = max(late)
         result.fetch_p50_ms, result.fetch_p99_ms = pct(scheduler.fetch_ms, 50), pct(scheduler.fetch_ms, 99)
+        result.table_p99_ms = pct(scheduler.table_ms, 99)
         result.decide_p50_ms, result.decide_p99_ms = pct(scheduler.decide_ms, 50), pct(scheduler.decide_ms, 99)
-        cycle = [f + d for f, d in zip(scheduler.fetch_ms, scheduler.decide_ms, strict=True)]
-        if cycle:
-            # One fetch per cycle, then one decide per pod: a cycle of 100 pods.
-            result.decisions_per_s = 100 / ((statistics.median(scheduler.fetch_ms) +
-                                            100 * statistics.median(scheduler.decide_ms)) / 1e3)
+        if scheduler.decide_ms:
+            # One fetch and one ScoreTable per cycle, then one decide per pod: a cycle of 100 pods.
+            per_cycle_ms = statistics.median(scheduler.fetch_ms) + statistics.median(scheduler.table_ms)
+            result.decisions_per_s = 100 / ((per_cycle_ms + 100 * statistics.median(scheduler.decide_ms)) / 1e3)
         wrong = set(scheduler.violations) | (set(scheduler.chosen) & set(fleet.stressed_names))
         if wrong:
             result.broke = f"the scheduler chose nodes that were not allowed: {sorted(wrong)[:3]}"
@@ -1184,7 +1196,7 @@ def report(results: Sequence[Result], args: argparse.Namespace) -> None:
     header = ["backend / nodes", "series/node", "samples/s/node", "DB RSS MiB", "DB CPU %", "agent RSS/CPU",
               "tick p50 s", "tick p99 s", "tick fed paused s", "paused new/seq/legacy s", "seq÷new", "legacy÷new",
               "evaluate ms", "tick/evaluate", "step→scorer s",
-              "step→sched s", "fetch p99 ms", "decide p99 ms", "decisions/s", "scored"]
+              "step→sched s", "fetch p99 ms", "table p99 ms", "decide p99 ms", "decisions/s", "scored"]
     rows = []
     for r in results:
         rows.append([
@@ -1199,7 +1211,8 @@ def report(results: Sequence[Result], args: argparse.Namespace) -> None:
             _f(r.evaluate_ms, ".1f"),
             _f(r.tick_p99_s * 1e3 / r.evaluate_ms if r.evaluate_ms else math.nan, ".0f") + "×",
             _f(r.step_scorer_s, ".1f"), _f(r.step_scheduler_s, ".1f"), _f(r.fetch_p99_ms, ".1f"),
-            _f(r.decide_p99_ms, ".2f"), _f(r.decisions_per_s, ".0f"), f"{r.scored}/{r.nodes}",
+            _f(r.table_p99_ms, ".1f"), _f(r.decide_p99_ms, ".2f"), _f(r.decisions_per_s, ".0f"),
+            f"{r.scored}/{r.nodes}",
         ])
     print_table(header, rows)
     for r in results:
@@ -1229,8 +1242,8 @@ def report(results: Sequence[Result], args: argparse.Namespace) -> None:
             (f"step→decision ≤ {GOAL_STEP_S:g} s", top.step_scorer_s <= GOAL_STEP_S),
             (f"scheduler decision p99 ≤ {GOAL_DECIDE_P99_MS:g} ms (decide per pod, scores from the DB)",
              top.decide_p99_ms <= GOAL_DECIDE_P99_MS),
-            (f"scheduler decision p99 ≤ {GOAL_DECIDE_P99_MS:g} ms counting the cycle's score fetch too",
-             top.fetch_p99_ms + top.decide_p99_ms <= GOAL_DECIDE_P99_MS),
+            (f"scheduler decision p99 ≤ {GOAL_DECIDE_P99_MS:g} ms counting the cycle's score fetch and table too",
+             top.fetch_p99_ms + top.table_p99_ms + top.decide_p99_ms <= GOAL_DECIDE_P99_MS),
             (f"series/node ≤ {GOAL_SERIES_PER_NODE}", top.series_per_node <= GOAL_SERIES_PER_NODE),
         ]
         for what, ok in checks:
