@@ -246,9 +246,14 @@ def node_inputs(
     """One node's NodeInputs from the per-signal vectors (see the module docstring); the
     `optional` signals (names.OPTIONAL_INPUTS) are read only when named; the top pods by role
     (`top_pods` per role), when read."""
+    return _node_inputs(node, vectors, failed, now, long_win_s, _asked(optional), pods)
+
+
+def _node_inputs(node: str, vectors: Vectors, failed: Mapping[str, str], now: float, long_win_s: float,
+                 asked: tuple[str, ...], pods: TopPods | None) -> NodeInputs:
+    """`node_inputs` with the optional signals already resolved (`_asked`)."""
     values: dict[str, float] = {}
     why: dict[str, str] = {}
-    asked = _asked(optional)
     for signal in (*SIGNALS, *asked):
         if signal in failed:
             values[signal], why[signal] = math.nan, failed[signal]
@@ -313,10 +318,7 @@ def build(
     for vector in vectors.values():
         nodes.update(vector)
     asked = _asked(optional)  # once, not per node
-    return {
-        node: node_inputs(node, vectors, failed, now=now, long_win_s=long_win_s, optional=asked, pods=pods)
-        for node in sorted(nodes)
-    }
+    return {node: _node_inputs(node, vectors, failed, now, long_win_s, asked, pods) for node in sorted(nodes)}
 
 
 #: The labels that identify a series (every one but the name and the timestamp tag).

@@ -37,7 +37,8 @@ each node with no fresh series), so the input is missing with its age (`stale 75
 `absent` (core.REASONED_SIGNALS: for Direction, the baseline state and the source, which some
 nodes do not export, stale and absent mean the same, and nothing more is asked). Until the
 source knows a node (its first tick, unless the history replay made nodes known), every input
-gets it, so a node whose every series is already stale is seen and denied. `timestamp()` is
+gets it, so a node whose every series is already stale is seen and denied. A failed follow-up
+costs only those ages (the nodes are then `absent`), never the fresh values read before it. `timestamp()` is
 applied directly to the selector: only then is it each sample's own time (on an expression it is
 the evaluation time); `time()` is the query's `time=`. Both backends measured (Prometheus,
 VictoriaMetrics) give the same answers (tests/scorer/test_tick_query.py).
@@ -178,8 +179,9 @@ class PromClient:
     """The few calls of the Prometheus HTTP API we make; every failure is a PromError. Each call
     gets its whole answer within `timeout_s` or fails with `timeout` (a caller's own `session`
     must be a DeadlineSession for that to hold). Calls may come from several threads at once:
-    each takes an idle session of its own (one connection each, kept for the next tick); a
-    caller's own `session` serves every call, so it must not be shared by concurrent callers."""
+    each takes an idle session of its own (one connection each, kept for the next tick; urllib3
+    closes a pool's connections when it is garbage-collected); a caller's own `session` serves
+    every call, so it must not be shared by concurrent callers."""
 
     def __init__(self, url: str, *, timeout_s: float = 2.0, session: requests.Session | None = None):
         self.url = url.rstrip("/")
@@ -200,13 +202,6 @@ class PromClient:
         finally:
             with self._lock:
                 self._idle.append(session)
-
-    def close(self) -> None:
-        """Close the idle sessions' connections (the client stays usable: a call opens anew)."""
-        with self._lock:
-            idle, self._idle = self._idle, []
-        for session in idle:
-            session.close()
 
     def _get(self, path: str, params: Mapping[str, str]) -> dict:
         try:
@@ -254,7 +249,7 @@ def _outcome(read: Callable[[str, float], Any], key: str, at: float) -> Outcome:
     """`read(key, at)` as an Outcome: the failures a read may raise are returned, not raised."""
     try:
         return read(key, at), None
-    except (PromError, KeyError, TypeError, ValueError, IndexError) as exc:
+    except (PromError, AttributeError, KeyError, TypeError, ValueError, IndexError) as exc:
         if not isinstance(exc, PromError):
             log.debug("event=bad_answer query=%s error=%r", key, str(exc))
         return None, exc
@@ -268,13 +263,16 @@ class Skipped(PromError):
         super().__init__(cause.reason, "skipped", fatal=True)
 
 
-def _count(errors: dict[str, int], exc: Exception) -> str:
-    """Count a failed request under its reason label (a malformed answer is `bad_response`; a
-    request not sent counts nothing)."""
-    reason = exc.reason if isinstance(exc, PromError) else BAD_RESPONSE
+def _reason(exc: Exception | None) -> str:
+    """A failure's short reason label (a malformed answer is `bad_response`)."""
+    return exc.reason if isinstance(exc, PromError) else BAD_RESPONSE
+
+
+def _count(errors: dict[str, int], exc: Exception) -> None:
+    """Count a failed request under its reason label; a request not sent counts nothing."""
     if not isinstance(exc, Skipped):
+        reason = _reason(exc)
         errors[reason] = errors.get(reason, 0) + 1
-    return reason
 
 
 class PrometheusSource:
@@ -323,24 +321,28 @@ class PrometheusSource:
         errors: dict[str, int] = {}
         abort: PromError | None = None
 
-        def record(signal: str, outcome: Outcome) -> Any:
-            """One read's answer, or None after making the signal failed (a fatal failure
-            skips the tick's later requests)."""
+        def counted(outcome: Outcome) -> Any:
+            """One read's answer, or None after counting its failure (a fatal one skips the
+            tick's later requests)."""
             nonlocal abort
             answer, exc = outcome
             if exc is None:
                 return answer
-            reason = _count(errors, exc)
-            failed[signal] = shown(reason, NAME)
-            vectors.pop(signal, None)
+            _count(errors, exc)
             if isinstance(exc, PromError) and exc.fatal:
-                abort = exc
+                abort = abort or exc
             return None
+
+        def read(signal: str, outcome: Outcome) -> None:
+            """Keep an input's answer, or make the input failed with the reason."""
+            if (got := counted(outcome)) is not None:
+                vectors[signal] = got
+            else:
+                failed[signal] = shown(_reason(outcome[1]), NAME)
 
         first, *rest = self.queries
         # The first request alone: a database that is down costs one failed request per tick.
-        if (got := record(first, _outcome(self._read, first, at))) is not None:
-            vectors[first] = got
+        read(first, _outcome(self._read, first, at))
         pods: dict[str, dict[str, PodRef]] = {}
         if abort is not None:
             for signal in rest:
@@ -350,13 +352,10 @@ class PrometheusSource:
             outcomes = self._all([(self._read, signal, at) for signal in rest]
                                  + [(self._top_pods, role, at) for role in roles])
             for signal, outcome in zip(rest, outcomes, strict=False):
-                if (got := record(signal, outcome)) is not None:
-                    vectors[signal] = got
-            for role, (answer, exc) in zip(roles, outcomes[len(rest):], strict=True):
-                if exc is None:
-                    pods[role] = answer
-                else:
-                    _count(errors, exc)
+                read(signal, outcome)
+            for role, outcome in zip(roles, outcomes[len(rest):], strict=True):
+                if (got := counted(outcome)) is not None:
+                    pods[role] = got
         if abort is None:
             # Nothing known yet (start, or no node ever seen): the nodes whose series are all
             # stale would go unseen; ask for every input then.
@@ -365,9 +364,10 @@ class PrometheusSource:
                      and (known is None or not known.issubset(vectors[signal]))]
             outcomes = self._all([(self._read_stale, signal, at) for signal in stale])
             for signal, outcome in zip(stale, outcomes, strict=True):
-                if (got := record(signal, outcome)) is not None:
-                    for node, sample in got.items():
-                        vectors[signal].setdefault(node, sample)  # a fresh value wins
+                # A failed follow-up loses only the stale nodes' ages (they stay `absent`),
+                # never the fresh values read before it.
+                for node, sample in (counted(outcome) or {}).items():
+                    vectors[signal].setdefault(node, sample)  # a fresh value wins
         for signal in (core.FROZEN, core.CPU):
             if signal in vectors and not vectors[signal]:
                 # Every exporter exports these two; none at all means we read the wrong place.

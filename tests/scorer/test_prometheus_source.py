@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import threading
-import time
 from datetime import UTC, datetime
 
 import pytest
@@ -235,32 +234,37 @@ def test_http_503_costs_one_request_and_keeps_known_nodes_denied(fake_server):
 
 
 class InFlight:
-    """Wraps a handler: each answer takes `hold_s` and the most requests in flight at once, and
-    how many were in flight with the tick's first, are kept."""
+    """Wraps a handler and keeps the most requests in flight at once, and how many were in flight
+    beside the tick's first. Each answer but the first is held until `together` requests are in
+    flight (or `hold_s` passed: the tail of a wave), so the count does not depend on how fast
+    the client's threads get the CPU."""
 
-    def __init__(self, handler, hold_s: float = 0.15):
-        self._handler, self._hold_s = handler, hold_s
-        self._lock = threading.Lock()
-        self.now = self.most = 0
-        self.beside_first = -1  # requests in flight with the first, the first excluded
+    def __init__(self, handler, together: int, hold_s: float = 1.0):
+        self._handler, self._together, self._hold_s = handler, together, hold_s
+        self._cond = threading.Condition()
+        self.now = self.most = self.seen = 0
+        self.beside_first = 0
 
     def __call__(self, path, params):
-        with self._lock:
+        with self._cond:
             self.now += 1
+            self.seen += 1
+            first = self.seen == 1
             self.most = max(self.most, self.now)
-            first = self.beside_first < 0
+            self._cond.notify_all()
         try:
             reply = self._handler(path, params)
-            deadline = time.monotonic() + self._hold_s
-            while time.monotonic() < deadline:
-                time.sleep(0.01)
-                if first:
-                    with self._lock:
-                        self.beside_first = max(self.beside_first, self.now - 1)
+            with self._cond:
+                if first:  # anything sent beside it shows up within this wait
+                    self._cond.wait_for(lambda: self.now > 1, timeout=0.2)
+                    self.beside_first = self.now - 1
+                else:
+                    self._cond.wait_for(lambda: self.now >= self._together, timeout=self._hold_s)
             return reply
         finally:
-            with self._lock:
+            with self._cond:
                 self.now -= 1
+                self._cond.notify_all()
 
 
 @pytest.mark.parametrize("concurrency", [1, 2, 4])
@@ -269,7 +273,7 @@ def test_the_first_request_goes_alone_then_concurrency_at_a_time(fake_server, co
     (which goes alone), never more."""
     fake_server.handler = answering()
     expected = source(fake_server.url, concurrency=1).fetch(NOW).nodes
-    fake_server.handler = counter = InFlight(answering())
+    fake_server.handler = counter = InFlight(answering(), together=concurrency)
     got = source(fake_server.url, concurrency=concurrency).fetch(NOW)
     assert got.ok and got.nodes == expected
     assert len(fake_server.requests) == 2 * FIRST_TICK
@@ -277,9 +281,9 @@ def test_the_first_request_goes_alone_then_concurrency_at_a_time(fake_server, co
     assert counter.most == concurrency
 
 
-def test_a_database_dying_mid_tick_costs_at_most_the_requests_in_flight(fake_server):
-    """The first answer comes, then every request fails (5xx): the requests already in flight
-    fail, the rest of the tick is not sent, and every input after the first is missing."""
+def test_a_database_dying_mid_tick_costs_the_requests_in_flight_and_keeps_what_was_read(fake_server):
+    """The first answer comes, then every request fails (5xx): the 3 requests in flight fail,
+    the rest of the tick is not sent, the first input is kept and every other one is missing."""
     src = source(fake_server.url, concurrency=3)
     fake_server.handler = answering()
     src.fetch(NOW)
@@ -287,14 +291,57 @@ def test_a_database_dying_mid_tick_costs_at_most_the_requests_in_flight(fake_ser
     good = answering()
     down = Reply(503, json.dumps({"status": "error", "error": "shutting down"}))
     fake_server.handler = InFlight(lambda path, params: good(path, params) if len(fake_server.requests) == 1
-                                   else down)
+                                   else down, together=3)
     got = src.fetch(NOW)
-    assert 1 < len(fake_server.requests) <= 1 + 3
-    assert dict(got.errors) == {"http_503": len(fake_server.requests) - 1}
+    assert len(fake_server.requests) == 1 + 3
+    assert dict(got.errors) == {"http_503": 3}
     assert next(iter(src.queries)) == core.FRICTION  # read: the others failed or were not asked
     assert got.nodes["a"].friction_signed == 4.0
     assert got.nodes["a"].missing == tuple(i for i in n.INPUTS if i != core.FRICTION)
     assert set(got.nodes["a"].why.values()) == {"http 503"}
+
+
+@pytest.mark.parametrize("concurrency", [1, 4])
+def test_a_failed_stale_follow_up_loses_only_the_stale_ages(fake_server, concurrency):
+    """On the first tick every input gets a stale follow-up; when those fail (5xx), the fresh
+    values read before them stay and nothing more is sent."""
+    stale_down = Reply(503, json.dumps({"status": "error", "error": "overloaded"}))
+    good = answering()
+    fake_server.handler = lambda path, params: stale_down if params["query"][0] in STALE_OF else good(path, params)
+    got = source(fake_server.url, concurrency=concurrency).fetch(NOW)
+    assert 1 <= got.errors["http_503"] <= min(concurrency, len(STALE_ASKED)) and len(got.errors) == 1
+    assert got.nodes["a"].missing == () and got.nodes["a"].friction_signed == 4.0
+    assert got.nodes["b"].missing == () and got.nodes["b"].cpu_pct == pytest.approx(90.0)
+
+
+def test_a_pod_query_failing_fatally_stops_the_tick_but_keeps_the_inputs(fake_server):
+    """The database dies at the pod queries (sent last): no stale follow-up is sent after it,
+    the inputs read stay, and no pod is named."""
+    src = source(fake_server.url, concurrency=1)
+    fake_server.handler = answering()
+    src.fetch(NOW)
+    fake_server.requests.clear()
+    down = Reply(503, json.dumps({"status": "error", "error": "shutting down"}))
+    good = answering()
+    fake_server.handler = lambda path, params: down if params["query"][0] in POD_QUERIES.values() else good(path,
+                                                                                                            params)
+    src._known["gone"] = src._clock()  # a known node without fresh series: the tick would ask for its age
+    got = src.fetch(NOW)
+    asked = [p["query"][0] for _, p in fake_server.requests]
+    assert dict(got.errors) == {"http_503": 1}
+    assert not set(asked) & set(STALE_OF)
+    assert got.nodes["a"].missing == () and got.nodes["a"].victim is None
+
+
+def test_a_pod_answer_of_the_wrong_shape_is_counted_not_raised(fake_server):
+    """A pod query whose result holds strings instead of objects fails that query only."""
+    good = answering()
+    odd = Reply(body=json.dumps({"status": "success", "data": {"resultType": "vector", "result": ["x", "y"]}}))
+    fake_server.handler = lambda path, params: odd if params["query"][0] in POD_QUERIES.values() else good(path,
+                                                                                                           params)
+    got = source(fake_server.url).fetch(NOW)
+    assert got.ok and dict(got.errors) == {"bad_response": len(POD_QUERIES)}
+    assert got.nodes["a"].missing == ()
 
 
 def test_concurrency_below_one_is_refused():
