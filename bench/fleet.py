@@ -404,33 +404,23 @@ def push_text(url: str, text: str, job: str, instance: str) -> None:
 
 # --- feeding: scrape -------------------------------------------------------------------------
 
-class ScrapeServer:
-    """Serves node i's exposition at /nodes/<i>/metrics, round k = whole `interval_s` since
-    start; threads per connection (the database keeps connections alive)."""
+class PathServer:
+    """A threaded HTTP/1.1 server on 127.0.0.1 answering GET with a text exposition per path
+    (`lookup`; `paths` maps fixed paths to body functions), 404 for anything else."""
 
-    def __init__(self, fleet: Fleet, interval_s: float, port: int = 0,
-                 extra: Mapping[str, Callable[[], bytes]] | None = None):
-        self.fleet = fleet
-        self.extra = dict(extra or {})  # path -> body, e.g. a scorer's /metrics
-        self.interval_s = interval_s
-        self.t0 = time.monotonic()
-        self.stepped_at: float | None = None  # first request served a stepped node's stressed row
+    def __init__(self, paths: Mapping[str, Callable[[], bytes]] | None = None, *, port: int = 0,
+                 name: str = "bench-http"):
+        self.paths = dict(paths or {})
         server = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
 
             def do_GET(self) -> None:
-                if self.path in server.extra:
-                    self._send(server.extra[self.path]())
-                    return
-                m = re.fullmatch(r"/nodes/(\d+)/metrics", self.path)
-                if m is None or int(m.group(1)) >= len(server.fleet.names):
+                body = server.lookup(self.path)
+                if body is None:
                     self.send_error(404)
                     return
-                self._send(server.body(int(m.group(1))))
-
-            def _send(self, body: bytes) -> None:
                 self.send_response(200)
                 self.send_header("Content-Type", "text/plain; version=0.0.4")
                 self.send_header("Content-Length", str(len(body)))
@@ -443,7 +433,40 @@ class ScrapeServer:
         self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", port), Handler)
         self.httpd.daemon_threads = True
         self.port = self.httpd.server_address[1]
-        self._thread = threading.Thread(target=self.httpd.serve_forever, name="fleet-scrape", daemon=True)
+        self._thread = threading.Thread(target=self.httpd.serve_forever, name=name, daemon=True)
+
+    def lookup(self, path: str) -> bytes | None:
+        body = self.paths.get(path)
+        return None if body is None else body()
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+class ScrapeServer(PathServer):
+    """Serves node i's exposition at /nodes/<i>/metrics, round k = whole `interval_s` since
+    start, and the `extra` paths (e.g. a scorer's /metrics); threads per connection (the
+    database keeps connections alive)."""
+
+    def __init__(self, fleet: Fleet, interval_s: float, port: int = 0,
+                 extra: Mapping[str, Callable[[], bytes]] | None = None):
+        super().__init__(extra, port=port, name="fleet-scrape")
+        self.fleet = fleet
+        self.interval_s = interval_s
+        self.t0 = time.monotonic()
+        self.stepped_at: float | None = None  # first request served a stepped node's stressed row
+
+    def lookup(self, path: str) -> bytes | None:
+        if (body := super().lookup(path)) is not None:
+            return body
+        m = re.fullmatch(r"/nodes/(\d+)/metrics", path)
+        if m is None or int(m.group(1)) >= len(self.fleet.names):
+            return None
+        return self.body(int(m.group(1)))
 
     def round(self) -> int:
         return int((time.monotonic() - self.t0) // self.interval_s)
@@ -455,13 +478,6 @@ class ScrapeServer:
                 and f.stressed <= i < f.stressed + f.stepped):
             self.stepped_at = time.monotonic()
         return f.text(i, k).encode()
-
-    def start(self) -> None:
-        self._thread.start()
-
-    def stop(self) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
 
 
 def exporter_scrape_job(fleet: Fleet, port: int) -> dict:

@@ -24,10 +24,8 @@ Run: .venv/bin/python -m bench.scheduler_binds_db [--nodes 1000 --pods 2000]
 from __future__ import annotations
 
 import argparse
-import http.server
 import sys
 import tempfile
-import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -38,7 +36,7 @@ from prometheus_client import generate_latest
 
 from bench import scheduler_binds
 from bench._util import HarnessError, run_main
-from bench.fleet import pct, scorer_scrape_job, scrape_config, start_prometheus
+from bench.fleet import PathServer, pct, scorer_scrape_job, scrape_config, start_prometheus
 from common import names as n
 from common.core.durations import DurationHistogram
 from common.metrics import make_registry
@@ -80,39 +78,6 @@ class FixedEvaluator:
 
     def stats(self) -> EvaluatorStats:
         return self._stats
-
-
-class ScorerEndpoint:
-    """Serves the scorer's exposition for Prometheus to scrape (rendered once: it never changes)."""
-
-    def __init__(self, evaluator: FixedEvaluator):
-        body = generate_latest(make_registry(ScorerCollector(evaluator), process_metrics=False))
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def do_GET(self) -> None:
-                if self.path != SCRAPE_PATH:
-                    self.send_error(404)
-                    return
-                self.send_response(200)
-                self.send_header("Content-Type", "text/plain; version=0.0.4")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, *args: object) -> None:
-                pass
-
-        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.httpd.daemon_threads = True
-        self.port = self.httpd.server_address[1]
-        self._thread = threading.Thread(target=self.httpd.serve_forever, name="scorer-endpoint", daemon=True)
-        self._thread.start()
-
-    def close(self) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
 
 
 @dataclass
@@ -177,7 +142,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = p.parse_args(argv)
     nodes = [f"node-{i:05d}" for i in range(args.nodes)]
     evaluator = FixedEvaluator(nodes)
-    endpoint = ScorerEndpoint(evaluator)
+    body = generate_latest(make_registry(ScorerCollector(evaluator), process_metrics=False))  # never changes
+    endpoint = PathServer({SCRAPE_PATH: lambda: body}, name="scorer-endpoint")
+    endpoint.start()
     with tempfile.TemporaryDirectory(prefix="ksense-binds-db-") as tmp:
         prom = start_prometheus(Path(tmp) / "prometheus",
                                 scrape_config([scorer_scrape_job(endpoint.port, SCRAPE_PATH)], SCRAPE_S),
@@ -192,7 +159,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     measure("prometheus", nodes, args.pods, source, evaluator.denied)]
         finally:
             prom.stop()
-            endpoint.close()
+            endpoint.stop()
     print(f"{'scores':<11} {'pods/s':>8} {'bound':>6}  {'decide p50/p99 ms':>15}  {'cycles':>6} "
           f"{'fetch p50/p99 ms':>17}  {'on denied':>9}")
     for r in runs:
