@@ -5,7 +5,10 @@ never on an HTTP request, so no client can steer the hysteresis). A tick fetches
 inputs from the source, runs `scorer.core.evaluate.evaluate` for all nodes at once, publishes
 the new immutable `Results` by swapping one reference (readers — /score, /validate, /metrics —
 never lock and never wait for a fetch), writes one fuzzy_monitor.csv row per node, and updates
-the counters that scorer/metrics.py exposes.
+the counters that scorer/metrics.py exposes. From a source that names pods on demand
+(scorer.sources.NamesPods), the tick then asks for the top pods of the nodes it denied on their
+score and publishes the Results again with those pods named in their reasons
+(`scorer.core.evaluate.with_pods`): a slow or failing pod query delays no decision.
 
 At start, `run(stop, history)` first replays the last KSENSE_SCORER_REPLAY_S of inputs (the
 Prometheus source's range queries) through the same state machine without publishing or
@@ -38,10 +41,10 @@ from common.names import DECISION_ALLOW, FUZZY_MONITOR_COLUMNS
 from common.ticker import ticks
 from scorer.core import reports
 from scorer.core.decision import DecisionParams, NodeState
-from scorer.core.evaluate import evaluate, evaluate_series
+from scorer.core.evaluate import evaluate, evaluate_series, scored_denies, with_pods
 from scorer.core.model import Inputs, NodeReport, Results
 from scorer.core.rules import RuleBase
-from scorer.sources import InputSource
+from scorer.sources import InputSource, NamesPods
 
 log = logging.getLogger(__name__)
 
@@ -127,7 +130,10 @@ class Evaluator:
         before = self._states
         states, results = evaluate(self._rb, self._params, before, inputs)
         self._states = states
-        self._latest = results
+        self._latest = results  # the decisions, published before the pods are asked for
+        errors = dict(inputs.errors)
+        if isinstance(self.source, NamesPods) and inputs.ok:
+            results = self._latest = self._name_pods(self.source, results, now, errors)
         if self._csv is not None:
             for node in sorted(results.reports):
                 self._csv.write(monitor_row(results.reports[node]))
@@ -143,7 +149,7 @@ class Evaluator:
         with self._lock:
             for key in flips:
                 self._changes[key] = self._changes.get(key, 0) + 1
-            for reason, count in inputs.errors.items():
+            for reason, count in errors.items():
                 key = (inputs.source, reason)
                 self._errors[key] = self._errors.get(key, 0) + count
             self._duration = duration
@@ -153,6 +159,22 @@ class Evaluator:
             self._ready = True
             log.info("event=scorer_ready source=%s nodes=%d", inputs.source, len(results.reports))
         return results
+
+    def _name_pods(self, source: NamesPods, results: Results, now: datetime, errors: dict[str, int]) -> Results:
+        """`results` with the top pods of its score-denied nodes named (counting failed requests
+        into `errors`); `results` unchanged when none is denied or naming fails: pods only
+        explain a deny, they never cost a tick."""
+        denied = scored_denies(self._rb, self._params, results)
+        if not denied:
+            return results
+        try:
+            pods, failed = source.top_pods(denied, now)
+        except Exception:  # a source must not raise; if one does, the tick still stands
+            log.exception("event=pods_unavailable")
+            return results
+        for reason, count in failed.items():
+            errors[reason] = errors.get(reason, 0) + count
+        return with_pods(self._rb, self._params, results, pods)
 
     def run(self, stop: threading.Event, history: Callable[[], Sequence[Inputs]] | None = None) -> None:
         """Rebuild the decision states from `history()` when given (module docstring), then tick

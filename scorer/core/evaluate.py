@@ -12,6 +12,7 @@ ticks (a score depends only on its inputs; only decisions need the ticks in orde
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from bisect import bisect_right
 from collections.abc import Generator, Iterable, Iterator, Mapping, Sequence
@@ -26,7 +27,7 @@ from common.names import DECISION_ALLOW, DECISION_DENY, INPUTS
 from scorer.core import decision, inference
 from scorer.core.decision import DecisionParams, NodeState, States
 from scorer.core.inputs import REASON_NO_BASELINE
-from scorer.core.model import Inputs, NodeInputs, NodeReport, Results
+from scorer.core.model import Inputs, NodeInputs, NodeReport, PodRef, Results
 from scorer.core.rules import RuleBase
 
 #: Inputs without which a node is denied (unless allow_on_missing): docs/design.md#decisions.
@@ -237,6 +238,31 @@ def evaluate(rb: RuleBase, params: DecisionParams, states: Mapping[str, NodeStat
     from `inputs.nodes` are dropped from both results. `states` is not modified.
     """
     return _decide(params, states, _batch(rb, params, [inputs]), 0)
+
+
+def scored_denies(rb: RuleBase, params: DecisionParams, results: Results) -> list[str]:
+    """The nodes `results` denies on their score, not for missing inputs: those whose reason
+    names their top pods (`pods_reason`)."""
+    optional = tuple(rb.inputs)
+    return [node for node, report in results.reports.items()
+            if report.decision == DECISION_DENY and _plan(report.inputs, params, optional).values is not None]
+
+
+def with_pods(rb: RuleBase, params: DecisionParams, results: Results,
+              pods: Mapping[str, Mapping[str, PodRef]]) -> Results:
+    """`results` with the top pods `pods` (role -> node -> pod, names.POD_ROLES) named in the
+    reports of its `scored_denies`, as `evaluate` names those a source gave with the inputs:
+    for a source that names pods only for the nodes a tick denied (scorer.sources.NamesPods).
+    Nothing else changes: the scores, decisions and states are the tick's own."""
+    victim, aggressor, io = (pods.get(role, {}) for role in n.POD_ROLES)
+    reports = dict(results.reports)
+    for node in scored_denies(rb, params, results):
+        if node in victim or node in aggressor or node in io:
+            report = reports[node]
+            named = dataclasses.replace(report.inputs, victim=victim.get(node), aggressor=aggressor.get(node),
+                                        io_aggressor=io.get(node))
+            reports[node] = report._replace(inputs=named, reason=(report.reason or "") + pods_reason(named))
+    return dataclasses.replace(results, reports=MappingProxyType(reports))
 
 
 def evaluate_series(rb: RuleBase, params: DecisionParams, states: Mapping[str, NodeState],

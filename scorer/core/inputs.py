@@ -27,7 +27,9 @@ failed. This module then applies, per node:
 
 from __future__ import annotations
 
+import json
 import math
+import re
 from collections.abc import Iterable, Mapping
 from types import MappingProxyType
 from typing import Any, NamedTuple
@@ -100,16 +102,26 @@ POD_SERIES = MappingProxyType({
 TopPods = Mapping[str, Mapping[str, PodRef]]
 
 
-def pod_queries(matchers: str) -> Mapping[str, str]:
-    """One PromQL per role for all nodes: each node's pod with the highest rate (`topk by
-    (node)`), over the series `matchers` trusts; the `other` sum is nobody."""
+def pod_queries(matchers: str, nodes: Iterable[str] | None) -> Mapping[str, str]:
+    """One PromQL per role: each node's pod with the highest rate (`topk by (node)`), over the
+    series `matchers` trusts, of the `nodes` named (None: of every node); the `other` sum is
+    nobody."""
     parts = [matchers] if matchers else []
     parts.append(f'{n.LABEL_POD_UID}!="{n.POD_UID_OTHER}"')
+    if nodes is not None:
+        parts.append(f'{n.LABEL_NODE}=~"{node_regex(sorted(set(nodes)))}"')
     sel = ",".join(parts)
     return MappingProxyType({
         role: f"topk by ({n.LABEL_NODE}) (1, rate({family}{{{sel}}}[{POD_RATE_WINDOW}]))"
         for role, family in POD_SERIES.items()
     })
+
+
+def node_regex(nodes: Iterable[str]) -> str:
+    """A PromQL string's text (between its double quotes) for a regex matching exactly `nodes`,
+    whatever they hold: regex-escaped, then string-escaped as JSON does (PromQL reads the same
+    escapes; a raw newline or quote would make the query unparsable)."""
+    return json.dumps("|".join(re.escape(node) for node in nodes), ensure_ascii=False)[1:-1]
 
 
 def top_pods(result: Iterable[Mapping[str, Any]]) -> dict[str, PodRef]:

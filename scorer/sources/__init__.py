@@ -3,11 +3,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterable
+from collections.abc import Collection, Iterable, Mapping
 from datetime import datetime
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from common.http_reason import UNREACHABLE
+from scorer.core.inputs import TopPods
 from scorer.core.model import Inputs
 from scorer.core.rules import RulesError
 
@@ -27,6 +28,16 @@ class InputSource(Protocol):
     provides: frozenset[str]  # the optional inputs (names.OPTIONAL_INPUTS) it can read
 
     def fetch(self, now: datetime) -> Inputs: ...
+
+
+@runtime_checkable
+class NamesPods(Protocol):
+    """A source whose `fetch` names no pods because naming them for every node costs too much
+    (the Prometheus source: one pod query over every pod of the fleet would be most of the
+    tick): the tick asks it for the top pods of the nodes it denied only. Never raises; the
+    failed requests come back counted by reason."""
+
+    def top_pods(self, nodes: Iterable[str], now: datetime) -> tuple[TopPods, Mapping[str, int]]: ...
 
 
 def require(inputs: Iterable[str], source: str, provides: Collection[str]) -> None:

@@ -51,7 +51,7 @@ a Prometheus trickling its answer a byte at a time fails the query at the deadli
 own timeout is per read and would not).
 
 Requests at once: the tick's first request goes alone, so a database that is down costs one
-failed request (below); the other inputs and the pod queries then go together, `concurrency`
+failed request (below); the other inputs then go together, `concurrency`
 at a time (KSENSE_SCORER_QUERY_CONCURRENCY, default 4), each on its own connection, and the
 stale follow-ups after them the same way. The database evaluates several queries on several
 cores while the scorer decodes the answers that are in: on this project's two-core VM, with
@@ -59,17 +59,23 @@ VictoriaMetrics holding 10,000 nodes and nothing else running, a tick's fetch to
 one request at a time and 0.80–0.95 s four at a time (docs/sizing.md).
 A tick's answers are recorded in the inputs' fixed order whatever order they arrive in.
 
-One more instant query per role and tick names each node's top victim (run-queue wait per
-second), aggressor (CPU seconds per second) and IO aggressor (D-state seconds per second) among
-its pods (scorer/core/inputs.py pod_queries), which a deny's reason shows; a node without per-pod
-series, or a failed query, names nobody.
+Pods (`top_pods`, scorer.sources.NamesPods): after the tick's decisions, one instant query per
+role names the top victim (run-queue wait per second), aggressor (CPU seconds per second) and IO
+aggressor (D-state seconds per second) among the pods of the nodes the tick denied on their
+score (scorer/core/inputs.py pod_queries: `node=~` their names, up to POD_QUERY_NODES of them;
+more read every node's pods, the old cost, and keep theirs), which their deny's reason shows; a
+node without per-pod series, or a failed query, names nobody, and nothing is asked after a
+fetch that found the database down or failing. Asked for every node, the three queries read every pod's series of the
+fleet each tick: with 30 pods per node (21 exposed) at 1,000 nodes they were three quarters of
+the tick on VictoriaMetrics (docs/sizing.md).
 
 Failures never raise. Each failed request is counted under a short reason label (`unreachable`,
 `timeout`, `http_503`, `bad_response`, `query_error`, plus `empty` for a successful query that
 named no node: a wrong URL, a scrape config whose job or namespace labels differ from the
 selector's, or a lost `node` label); the affected inputs are missing with a readable reason
 ("prometheus down", "timeout", "http 503"). At most one request per signal per tick (two while a
-node's fresh series disagree, or a known node has no fresh series of an input), and when
+node's fresh series disagree, or a known node has no fresh series of an input; plus three pod
+queries when a node is denied on its score), and when
 Prometheus is unreachable, times out or answers 5xx, the rest of that tick's queries are skipped
 (they would fail the same way): a down Prometheus costs one failed request per tick, not a
 storm (one that dies in the middle of a tick: at most the `concurrency` requests in flight).
@@ -104,6 +110,10 @@ NAME = n.SCORER_SOURCE_PROMETHEUS
 TS_LABEL = "ksense_ts"
 #: Requests of one tick in flight at once (module docstring; KSENSE_SCORER_QUERY_CONCURRENCY).
 QUERY_CONCURRENCY = 4
+#: Most nodes a pod query names (`node=~`); for more, the query reads every node's pods.
+POD_QUERY_NODES = 256
+#: Longest expression sent in a GET's URL: proxies refuse long URLs (nginx: 8 kB by default).
+FORM_QUERY_CHARS = 4000
 #: Prometheus refuses a range query of more than 11,000 points per series.
 MAX_POINTS = 11_000
 
@@ -203,10 +213,13 @@ class PromClient:
             with self._lock:
                 self._idle.append(session)
 
-    def _get(self, path: str, params: Mapping[str, str]) -> dict:
+    def _get(self, path: str, params: Mapping[str, str], *, form: bool = False) -> dict:
         try:
             with self._session() as session:
-                resp = session.get(f"{self.url}{path}", params=params, timeout=self._timeout)
+                if form:
+                    resp = session.post(f"{self.url}{path}", data=params, timeout=self._timeout)
+                else:
+                    resp = session.get(f"{self.url}{path}", params=params, timeout=self._timeout)
         except requests.RequestException as exc:
             raise PromError(failure_reason(exc), str(exc), fatal=True) from None
         try:
@@ -226,8 +239,10 @@ class PromClient:
         return data
 
     def query(self, expr: str, at: float) -> list[dict]:
-        """Instant query at Unix time `at`; the vector's elements."""
-        data = self._get("/api/v1/query", {"query": expr, "time": f"{at:.3f}"})
+        """Instant query at Unix time `at`; the vector's elements. An expression longer than
+        FORM_QUERY_CHARS goes as a form POST (the API's other way), any other as a GET (a proxy
+        in front may accept GET only)."""
+        data = self._get("/api/v1/query", {"query": expr, "time": f"{at:.3f}"}, form=len(expr) > FORM_QUERY_CHARS)
         if data.get("resultType") != "vector":
             raise PromError(BAD_RESPONSE, f"resultType {data.get('resultType')!r}, expected vector", fatal=False)
         return data["result"]
@@ -304,7 +319,7 @@ class PrometheusSource:
         self.selectors = core.selectors(selector, self._optional)
         self.queries = tick_queries(selector, long_win_s, self._optional)
         self.history_queries = queries(selector, self._optional)
-        self.pod_queries = core.pod_queries(selector)
+        self._matchers = selector
         if not selector:
             log.warning("event=selector_unrestricted hint='every scrape target of this Prometheus can publish "
                         "inputs for any node: set KSENSE_EXPORTER_SELECTOR'")
@@ -313,6 +328,7 @@ class PrometheusSource:
         self._clock = clock
         self._known: dict[str, float] = {}  # node -> wall time last seen
         self._failing: str | None = None  # the reason of the ongoing outage, for one log line
+        self._aborted = False  # the last fetch found the database down or failing (no pod query then)
 
     def fetch(self, now: datetime) -> Inputs:
         at = round(now.timestamp(), 3)  # the query's `time=`: what `time()` and ages are measured against
@@ -343,19 +359,12 @@ class PrometheusSource:
         first, *rest = self.queries
         # The first request alone: a database that is down costs one failed request per tick.
         read(first, _outcome(self._read, first, at))
-        pods: dict[str, dict[str, PodRef]] = {}
         if abort is not None:
             for signal in rest:
                 failed[signal] = shown(abort.reason, NAME)
         else:
-            roles = list(self.pod_queries)
-            outcomes = self._all([(self._read, signal, at) for signal in rest]
-                                 + [(self._top_pods, role, at) for role in roles])
-            for signal, outcome in zip(rest, outcomes, strict=False):
+            for signal, outcome in zip(rest, self._all([(self._read, signal, at) for signal in rest]), strict=True):
                 read(signal, outcome)
-            for role, outcome in zip(roles, outcomes[len(rest):], strict=True):
-                if (got := counted(outcome)) is not None:
-                    pods[role] = got
         if abort is None:
             # Nothing known yet (start, or no node ever seen): the nodes whose series are all
             # stale would go unseen; ask for every input then.
@@ -368,6 +377,7 @@ class PrometheusSource:
                 # never the fresh values read before it.
                 for node, sample in (counted(outcome) or {}).items():
                     vectors[signal].setdefault(node, sample)  # a fresh value wins
+        self._aborted = abort is not None
         for signal in (core.FROZEN, core.CPU):
             if signal in vectors and not vectors[signal]:
                 # Every exporter exports these two; none at all means we read the wrong place.
@@ -375,10 +385,30 @@ class PrometheusSource:
         ok = len(failed) < len(self.queries)
         self._note_outage(None if ok else next(iter(errors), "unknown"))
         nodes = core.build(vectors, failed, now=at, long_win_s=self.long_win_s, known=self._remember(vectors),
-                           optional=self._optional, pods=pods if abort is None else {})
+                           optional=self._optional)
         return Inputs(
             time=now, source=NAME, nodes=MappingProxyType(nodes), errors=MappingProxyType(errors), ok=ok
         )
+
+    def top_pods(self, nodes: Iterable[str], now: datetime) -> tuple[core.TopPods, Mapping[str, int]]:
+        """The top pods by role of `nodes` at `now` (module docstring), and the failed requests
+        by reason: one query per role, `concurrency` at a time, naming the nodes when they are
+        at most POD_QUERY_NODES, else over every node's pods (the answer kept for `nodes`).
+        Nothing is asked after a fetch that found the database down or failing."""
+        wanted = set(nodes)
+        if not wanted or self._aborted:
+            return {}, {}
+        exprs = core.pod_queries(self._matchers, wanted if len(wanted) <= POD_QUERY_NODES else None)
+        pods: dict[str, dict[str, PodRef]] = {}
+        errors: dict[str, int] = {}
+        at = round(now.timestamp(), 3)
+        outcomes = self._all([(self._top_pods, expr, at) for expr in exprs.values()])
+        for role, (got, exc) in zip(exprs, outcomes, strict=True):
+            if exc is not None:
+                _count(errors, exc)
+            else:
+                pods[role] = {node: pod for node, pod in got.items() if node in wanted}
+        return pods, errors
 
     def _all(self, calls: Sequence[tuple[Callable[[str, float], Any], str, float]]) -> list[Outcome]:
         """Each call's outcome, in order, `concurrency` of them at a time. After a fatal failure
@@ -413,10 +443,9 @@ class PrometheusSource:
         """The ages of the nodes without a fresh series of `signal` (module docstring)."""
         return core.split_stale(self.client.query(stale_query(self.selectors[signal], self.long_win_s), at))
 
-    def _top_pods(self, role: str, at: float) -> dict[str, PodRef]:
-        """node -> its top pod in `role` (scorer/core/inputs.py pod_queries), for the reasons of
-        denies only: a failed query names no pod and is counted like any other."""
-        return core.top_pods(self.client.query(self.pod_queries[role], at))
+    def _top_pods(self, expr: str, at: float) -> dict[str, PodRef]:
+        """node -> its top pod from one of `core.pod_queries`."""
+        return core.top_pods(self.client.query(expr, at))
 
     def history(self, start: datetime, end: datetime, step: float) -> list[Inputs]:
         """Inputs at every `step` from `start` to `end` (range queries, ≤ MAX_POINTS per call),

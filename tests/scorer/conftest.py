@@ -36,15 +36,24 @@ class FakeServer:
     def __init__(self) -> None:
         self.handler: Handler = lambda path, params: Reply(404, b"no handler")
         self.requests: list[tuple[str, dict[str, list[str]]]] = []
+        self.methods: list[str] = []  # each request's method, in order
         self._release = threading.Event()  # wakes sleeping handlers at teardown
         fake = self
 
         class _Handler(BaseHTTPRequestHandler):
             def do_GET(self) -> None:
                 parts = urlsplit(self.path)
-                params = parse_qs(parts.query)
-                fake.requests.append((parts.path, params))
-                reply = fake.handler(parts.path, params)
+                fake.methods.append("GET")
+                self._answer(parts.path, parse_qs(parts.query))
+
+            def do_POST(self) -> None:  # the API's form POST: the same parameters in the body
+                length = int(self.headers.get("Content-Length") or 0)
+                fake.methods.append("POST")
+                self._answer(urlsplit(self.path).path, parse_qs(self.rfile.read(length).decode()))
+
+            def _answer(self, path: str, params: dict[str, list[str]]) -> None:
+                fake.requests.append((path, params))
+                reply = fake.handler(path, params)
                 if reply.delay_s:
                     fake._release.wait(reply.delay_s)
                 body = reply.body.encode() if isinstance(reply.body, str) else reply.body

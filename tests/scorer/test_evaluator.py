@@ -14,9 +14,10 @@ import pytest
 
 from common import names as n
 from scorer.core.decision import DecisionParams
-from scorer.core.model import Inputs, NodeInputs
+from scorer.core.model import Inputs, NodeInputs, PodRef
 from scorer.evaluator import Evaluator, monitor_row, monitor_sink
 from scorer.rulefile import load_rules
+from scorer.sources import NamesPods
 
 T0 = datetime(2027, 1, 15, 12, 0, 0, 250000, tzinfo=UTC)
 LOW = {"friction": 0.237792, "direction": 1.0, "energy": 0.0, "cpu_pct": 2.413911, "psi_pct": 0.24796}  # 17.886
@@ -237,3 +238,76 @@ def test_results_older_than_max_age_are_stale_and_not_ready(rb):
 
 def test_no_results_are_not_stale(rb):
     assert not make(Script(inputs(good())), rb, max_age_s=60.0).stale()
+
+
+class PodScript(Script):
+    """A Script that names pods on demand (scorer.sources.NamesPods): every node asked gets one
+    victim; `fail` makes each call count that many failed requests and name nobody; `during`
+    runs inside the call (to look at what the evaluator published by then)."""
+
+    def __init__(self, *steps: Inputs, fail: int = 0, during=lambda: None):
+        super().__init__(*steps)
+        self.pods_asked: list[list[str]] = []
+        self.fail = fail
+        self.during = during
+
+    def top_pods(self, nodes, now):
+        nodes = sorted(nodes)
+        self.pods_asked.append(nodes)
+        self.during()
+        if self.fail:
+            return {}, {"http_503": self.fail}
+        victims = {node: PodRef("shop", f"checkout-{node}", f"u-{node}", 0.5) for node in nodes}
+        return {n.POD_ROLE_VICTIM: victims}, {}
+
+
+def test_pods_are_asked_for_the_nodes_denied_on_their_score_only_and_named_in_their_reasons(rb):
+    source = PodScript(inputs(good("calm"), high("hot"), high("hot2"), down("gone")))
+    assert isinstance(source, NamesPods) and not isinstance(Script(inputs()), NamesPods)
+    ev = make(source, rb)
+    results = ev.tick(T0)
+    assert source.pods_asked == [["hot", "hot2"]]  # not `gone`: denied for its missing inputs
+    hot, calm, gone = results.reports["hot"], results.reports["calm"], results.reports["gone"]
+    assert hot.reason.endswith("; victim shop/checkout-hot (wait 0.5 s/s)")
+    assert hot.inputs.victim.uid == "u-hot" and calm.inputs.victim is None and calm.reason is None
+    assert gone.decision == "deny" and "victim" not in gone.reason
+    # Pods change only the reason and the inputs' pods: the tick's own report otherwise.
+    plain = make(Script(inputs(good("calm"), high("hot"), high("hot2"), down("gone"))), rb).tick(T0).reports
+    assert hot._replace(reason=plain["hot"].reason, inputs=plain["hot"].inputs) == plain["hot"]
+    assert hot.reason == plain["hot"].reason + "; victim shop/checkout-hot (wait 0.5 s/s)"
+    assert results.reports["calm"] == plain["calm"] and gone == plain["gone"]
+
+
+def test_decisions_are_published_before_the_pods_are_asked_for(rb):
+    seen = []
+    source = PodScript(inputs(high("hot")), during=lambda: seen.append(ev.latest().reports["hot"]))
+    ev = make(source, rb)
+    named = ev.tick(T0).reports["hot"]
+    assert seen[0].decision == "deny" and "victim" not in seen[0].reason and "victim" in named.reason
+    assert ev.latest().reports["hot"] is named
+
+
+def test_no_pods_are_asked_without_a_deny_or_while_the_source_fails(rb):
+    source = PodScript(inputs(good("a")), inputs(down("a"), ok=False, errors={"unreachable": 1}))
+    ev = make(source, rb)
+    ev.tick(T0)
+    assert ev.tick(T0).reports["a"].decision == "deny"
+    assert source.pods_asked == []
+
+
+def test_failed_pod_requests_are_counted_and_the_deny_stands(rb):
+    source = PodScript(inputs(high("hot"), errors={"http_422": 1}), fail=3)
+    ev = make(source, rb)
+    report = ev.tick(T0).reports["hot"]
+    assert report.decision == "deny" and "victim" not in report.reason and report.inputs.victim is None
+    assert dict(ev.stats().source_errors) == {("prometheus", "http_422"): 1, ("prometheus", "http_503"): 3}
+
+
+def test_a_source_raising_while_naming_pods_costs_no_tick(rb, caplog):
+    def boom():
+        raise RuntimeError("pool shut down")
+
+    ev = make(PodScript(inputs(high("hot"), good("calm")), during=boom), rb)
+    results = ev.tick(T0)
+    assert results.reports["hot"].decision == "deny" and ev.latest() is results and ev.ready()
+    assert "event=pods_unavailable" in caplog.text

@@ -1,13 +1,14 @@
 """A 200-node fleet through a real Prometheus and a real VictoriaMetrics, the same assertions on
 each: every node scored by the scorer's PrometheusSource, a stepped node denied within the
-bound, the scheduler (scores read from the database) choosing only allowed nodes; and every
-dashboard query and recording rule checked on VictoriaMetrics against Prometheus.
+bound and its top pods named (only the denied nodes' pods are asked for), the scheduler
+(scores read from the database) choosing only allowed nodes; and every dashboard query and
+recording rule checked on VictoriaMetrics against Prometheus.
 
 One loopback server (bench/fleet.ScrapeServer) serves the 200 nodes' expositions (the
-exporter's own collector over the real recording) and each backend's scorer /metrics; both
-databases scrape it every second with deploy/'s job labels (honor_labels off, `node` from the
-scrape). Prometheus loads the shipped rules file; on VictoriaMetrics, Debian's vmalert
-evaluates the same file and writes the recorded series back.
+exporter's own collector over the real recording, 3 pods per node) and each backend's scorer
+/metrics; both databases scrape it every second with deploy/'s job labels (honor_labels off,
+`node` from the scrape). Prometheus loads the shipped rules file; on VictoriaMetrics, Debian's
+vmalert evaluates the same file and writes the recorded series back.
 """
 
 from __future__ import annotations
@@ -32,6 +33,8 @@ from tests.support import REPO, free_port, wait_for
 pytestmark = pytest.mark.real
 
 NODES = 200
+#: Pods per node (their series as the exporter's): the denied nodes' reasons name their top pods.
+PODS = 3
 SCRAPE_S = 1.0
 TICK_S = 1.0
 LONG_WIN_S = 10.0
@@ -52,7 +55,7 @@ def stack(tmp_path_factory) -> Iterator[dict]:
     for exe in ("prometheus", "victoria-metrics", "vmalert"):
         require(f.binary(exe) is not None, f"needs /usr/bin/{exe} (Debian packages prometheus, victoria-metrics)")
     work = tmp_path_factory.mktemp("fleet")
-    fleet = f.make_fleet(f.node_names(NODES), stressed_share=0.05, stepped=3, rows_per_pool=40)
+    fleet = f.make_fleet(f.node_names(NODES), stressed_share=0.05, stepped=3, rows_per_pool=40, pods=PODS)
     scorers: dict[str, f.ScorerOnDb] = {}
 
     def scorer_metrics(backend: str) -> Callable[[], bytes]:
@@ -150,6 +153,12 @@ def test_a_stepped_node_is_denied_within_the_bound_and_the_scheduler_binds_only_
     late = max(backend.scorer.denied_at[x] for x in stepped) - server.stepped_at
     print(f"{backend.name}: step → deny {late:.2f} s")
     assert late <= STEP_BOUND_S
+    # The tick named the pods of its denied nodes only (pod-0 has the most of everything).
+    reports = backend.scorer.evaluator.latest().reports
+    for x in stepped:
+        assert reports[x].inputs.victim.shown == "fleet/pod-0", reports[x].reason
+        assert "victim fleet/pod-0" in reports[x].reason and "aggressor fleet/pod-0" in reports[x].reason
+    assert all(r.inputs.victim is None for r in reports.values() if r.decision == n.DECISION_ALLOW)
 
     # The scheduler reads the decisions the database scraped from the scorer.
     scores = PrometheusScores(backend.url, long_win_s=LONG_WIN_S)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import math
+import re
 from types import SimpleNamespace
 
 import pytest
@@ -230,3 +232,18 @@ def test_exposition_psi_is_the_worst_ratio_and_duplicates_keep_the_largest():
     got = core.build(vectors, {}, now=NOW, long_win_s=WIN)["a"]
     assert got.psi_pct == pytest.approx(30.0)
     assert got.missing == ("energy", "cpu")
+
+
+def test_node_regex_matches_exactly_the_nodes_named():
+    """The regex of a pod query (PromQL string text, JSON-escaped) matches each named node whole
+    and nothing else: a `.` in a name is no wildcard, a name is no prefix of another, and a label
+    value holding a quote, a backslash or a newline keeps the query parsable."""
+    nodes = ["ip-10-0-1-2.ec2.internal", "w1", "w1-large", 'odd"name', "back\\slash", "new\nline"]
+    text = core.node_regex(nodes)
+    assert "\n" not in text and '"' not in text.replace('\\"', "")
+    pattern = re.compile(json.loads(f'"{text}"'))  # the PromQL string's value; Prometheus anchors it
+    assert all(pattern.fullmatch(node) for node in nodes)
+    for other in ("ip-10-0-1-2xec2.internal", "w", "w1-larg", "w1-large-2", "w1|w1-large", "oddname"):
+        assert not pattern.fullmatch(other), other
+    assert core.pod_queries("", nodes)[n.POD_ROLE_VICTIM].count(f'node=~"{core.node_regex(sorted(nodes))}"') == 1
+    assert "node=~" not in core.pod_queries("", None)[n.POD_ROLE_VICTIM]

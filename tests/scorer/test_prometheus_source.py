@@ -5,6 +5,7 @@ range-query history, and whose series the queries select."""
 from __future__ import annotations
 
 import json
+import re
 import threading
 from datetime import UTC, datetime
 
@@ -15,6 +16,8 @@ from scorer.core import inputs as core
 from scorer.sources import prometheus as prom
 from scorer.sources import shown
 from scorer.sources.prometheus import (
+    FORM_QUERY_CHARS,
+    POD_QUERY_NODES,
     TS_LABEL,
     PrometheusSource,
     chunks,
@@ -32,13 +35,14 @@ AT = NOW.timestamp()
 LONG_WIN_S = 60.0
 QUERIES = tick_queries(n.EXPORTER_SELECTOR, LONG_WIN_S)
 HISTORY_QUERIES = queries(n.EXPORTER_SELECTOR)
-POD_QUERIES = core.pod_queries(n.EXPORTER_SELECTOR)
-SIGNAL_OF = {expr: signal for signal, expr in (*QUERIES.items(), *HISTORY_QUERIES.items(), *POD_QUERIES.items())}
+SIGNAL_OF = {expr: signal for signal, expr in (*QUERIES.items(), *HISTORY_QUERIES.items())}
+#: A pod query's family -> its role.
+ROLE_OF_FAMILY = {family: role for role, family in core.POD_SERIES.items()}
 #: The stale follow-up query of each signal -> the signal.
 STALE_OF_SIGNAL = {signal: stale_query(sel, LONG_WIN_S) for signal, sel in core.selectors(n.EXPORTER_SELECTOR).items()}
 STALE_OF = {expr: signal for signal, expr in STALE_OF_SIGNAL.items()}
-#: Queries per tick: one per signal, one per pod role (the top victim and aggressor).
-PER_TICK = len(core.SIGNALS) + len(POD_QUERIES)
+#: Queries per tick: one per signal (pods are asked apart, for the denied nodes: `top_pods`).
+PER_TICK = len(core.SIGNALS)
 #: Until a node is known, one more per input: the stale follow-up (nodes whose series are all stale).
 STALE_ASKED = [STALE_OF_SIGNAL[s] for s in core.REASONED_SIGNALS if s in STALE_OF_SIGNAL]
 FIRST_TICK = PER_TICK + len(STALE_ASKED)
@@ -50,12 +54,25 @@ FLEET = {
 }
 
 
-def vector_body(signal: str, fleet=FLEET, age_s: float = 1.0, at: float = AT, pods=None) -> str:
-    if signal in POD_QUERIES:  # role -> node -> (namespace, name, uid, rate)
-        result = [{"metric": {"node": node, "pod_namespace": ns, "pod_name": name, "pod_uid": uid},
-                   "value": [at, repr(rate)]}
-                  for node, (ns, name, uid, rate) in ((pods or {}).get(signal) or {}).items()]
-        return json.dumps({"status": "success", "data": {"resultType": "vector", "result": result}})
+def role_of(expr: str) -> str | None:
+    """The role of a pod query (`core.pod_queries`), None for any other query."""
+    if not expr.startswith("topk by (node)"):
+        return None
+    return next(role for family, role in ROLE_OF_FAMILY.items() if f"rate({family}{{" in expr)
+
+
+def pod_body(role: str, expr: str, pods, at: float = AT) -> str:
+    """A pod query's answer from `pods` (role -> node -> (namespace, name, uid, rate)), for the
+    nodes the query names."""
+    named = re.search(r'node=~"([^"]*)"', expr)
+    wanted = set(named.group(1).split("|")) if named else None
+    result = [{"metric": {"node": node, "pod_namespace": ns, "pod_name": name, "pod_uid": uid},
+               "value": [at, repr(rate)]}
+              for node, (ns, name, uid, rate) in (pods.get(role) or {}).items() if wanted is None or node in wanted]
+    return json.dumps({"status": "success", "data": {"resultType": "vector", "result": result}})
+
+
+def vector_body(signal: str, fleet=FLEET, age_s: float = 1.0, at: float = AT) -> str:
     # The tick query's answer for one series per node: each node's value when fresh.
     result = [{"metric": {"node": node, "ksense_value": repr(values[signal])}, "value": [at, "1"]}
               for node, values in fleet.items() if signal in values and age_s <= LONG_WIN_S]
@@ -73,19 +90,21 @@ def answering(fleet=FLEET, age_s: float = 1.0, overrides=None, pods=None):
     overrides = overrides or {}
 
     def handler(path, params):
+        if (role := role_of(params["query"][0])) is not None:
+            return Reply(body=pod_body(role, params["query"][0], pods or {}))
         if params["query"][0] in STALE_OF:
             return Reply(body=stale_body(STALE_OF[params["query"][0]], fleet, age_s))
         signal = SIGNAL_OF[params["query"][0]]
         if signal in overrides:
             return overrides[signal]
-        return Reply(body=vector_body(signal, fleet, age_s, pods=pods))
+        return Reply(body=vector_body(signal, fleet, age_s))
 
     return handler
 
 
 def in_waves(asked: list[str]) -> list:
-    """A tick's queries as the source sends them: the first alone, then every other input's and
-    the pod queries together (in any order), then the stale follow-ups (in any order)."""
+    """A tick's queries as the source sends them: the first alone, then every other input's
+    together (in any order), then the stale follow-ups (in any order)."""
     return [asked[0], sorted(asked[1:PER_TICK]), sorted(asked[PER_TICK:])]
 
 
@@ -134,7 +153,7 @@ def test_the_source_asks_for_its_selector_only(fake_server):
     fake_server.handler = answering()
     source(fake_server.url).fetch(NOW)
     asked = [p["query"][0] for _, p in fake_server.requests]
-    assert in_waves(asked) == in_waves([*QUERIES.values(), *POD_QUERIES.values(), *STALE_ASKED])
+    assert in_waves(asked) == in_waves([*QUERIES.values(), *STALE_ASKED])
     fake_server.requests.clear()
     fake_server.handler = lambda path, params: Reply(body=vector_body("friction"))
     src = source(fake_server.url, selector='job="mine"')
@@ -142,28 +161,74 @@ def test_the_source_asks_for_its_selector_only(fake_server):
     fake_server.requests.clear()
     src.fetch(NOW)  # nodes known, each with every input fresh: no follow-up
     asked = [p["query"][0] for _, p in fake_server.requests]
-    assert in_waves(asked) == in_waves([*tick_queries('job="mine"', LONG_WIN_S).values(),
-                                        *core.pod_queries('job="mine"').values()])
+    assert in_waves(asked) == in_waves([*tick_queries('job="mine"', LONG_WIN_S).values()])
     assert all('{job="mine"' in q and "ksense-exporter" not in q for q in asked)
     assert queries("")[core.FRICTION].startswith(f"{n.FRICTION.name} or ")
     assert f"last_over_time({n.FRICTION.name}[" in tick_queries("", LONG_WIN_S)[core.FRICTION]
 
 
-def test_each_nodes_top_victim_and_aggressor_pods_are_named(fake_server):
-    """One query per role for all nodes; the `other` sum is excluded in PromQL, a rate of 0
-    names nobody, a pod known by UID only keeps its UID."""
-    pods = {n.POD_ROLE_VICTIM: {"a": ("shop", "checkout", "u-1", 0.4), "b": ("", "", "u-9", 0.0)},
-            n.POD_ROLE_AGGRESSOR: {"a": ("batch", "nightly", "u-2", 0.97), "b": ("", "", "u-8", 0.5)},
-            n.POD_ROLE_IO_AGGRESSOR: {"a": ("backup", "restic", "u-3", 0.7)}}
-    fake_server.handler = answering(pods=pods)
-    got = source(fake_server.url).fetch(NOW)
-    a, b = got.nodes["a"], got.nodes["b"]
-    assert (a.victim.shown, a.victim.rate, a.aggressor.shown) == ("shop/checkout", 0.4, "batch/nightly")
-    assert (a.io_aggressor.shown, a.io_aggressor.rate) == ("backup/restic", 0.7)
-    assert b.victim is None and b.aggressor.shown == "uid u-8" and b.io_aggressor is None
-    for role, expr in POD_QUERIES.items():
-        assert expr.startswith("topk by (node) (1, rate(") and 'pod_uid!="other"' in expr, role
-        assert n.EXPORTER_SELECTOR in expr
+PODS = {n.POD_ROLE_VICTIM: {"a": ("shop", "checkout", "u-1", 0.4), "b": ("", "", "u-9", 0.0)},
+        n.POD_ROLE_AGGRESSOR: {"a": ("batch", "nightly", "u-2", 0.97), "b": ("", "", "u-8", 0.5)},
+        n.POD_ROLE_IO_AGGRESSOR: {"a": ("backup", "restic", "u-3", 0.7)}}
+
+
+def test_the_tick_names_no_pods_and_top_pods_names_those_of_the_nodes_asked(fake_server):
+    """`fetch` sends no pod query; `top_pods` sends one per role naming only the nodes asked: the
+    `other` sum is excluded in PromQL, a rate of 0 names nobody, a pod known by UID only keeps its
+    UID."""
+    fake_server.handler = answering(pods=PODS)
+    src = source(fake_server.url)
+    got = src.fetch(NOW)
+    assert got.nodes["a"].victim is None and not any(role_of(p["query"][0]) for _, p in fake_server.requests)
+    fake_server.requests.clear()
+    pods, errors = src.top_pods(["a", "b"], NOW)
+    assert errors == {} and len(fake_server.requests) == len(core.POD_SERIES)
+    a, b = ({role: by_node.get(node) for role, by_node in pods.items()} for node in "ab")
+    assert (a["victim"].shown, a["victim"].rate, a["aggressor"].shown) == ("shop/checkout", 0.4, "batch/nightly")
+    assert (a["io_aggressor"].shown, a["io_aggressor"].rate) == ("backup/restic", 0.7)
+    assert b["victim"] is None and b["aggressor"].shown == "uid u-8" and b["io_aggressor"] is None
+    for _, params in fake_server.requests:
+        expr = params["query"][0]
+        assert expr.startswith("topk by (node) (1, rate(") and 'pod_uid!="other"' in expr
+        assert n.EXPORTER_SELECTOR in expr and 'node=~"a|b"' in expr and params["time"] == [f"{AT:.3f}"]
+    fake_server.requests.clear()
+    pods, _ = src.top_pods(["b"], NOW)
+    assert "a" not in pods[n.POD_ROLE_VICTIM] and pods[n.POD_ROLE_AGGRESSOR]["b"].uid == "u-8"
+    fake_server.requests.clear()
+    assert src.top_pods([], NOW) == ({}, {}) and fake_server.requests == []
+    other = source(fake_server.url, selector='job="mine"')
+    other.fetch(NOW)
+    fake_server.requests.clear()
+    other.top_pods(["a"], NOW)
+    assert all('{job="mine",' in p["query"][0] and "ksense-exporter" not in p["query"][0]
+               for _, p in fake_server.requests)
+
+
+def test_many_denied_nodes_are_read_from_every_nodes_pods_in_three_requests(fake_server):
+    """Past POD_QUERY_NODES names, each role's query reads every node's pods (no regex) and
+    only the nodes asked are kept: three requests whatever the number of denied nodes."""
+    many = {role: {**by_node, **{f"n{i}": ("ns", f"p{i}", f"u{i}", 1.0) for i in range(POD_QUERY_NODES + 5)}}
+            for role, by_node in PODS.items()}
+    fake_server.handler = answering(pods=many)
+    asked = [f"n{i}" for i in range(POD_QUERY_NODES + 1)]
+    pods, errors = source(fake_server.url).top_pods(asked, NOW)
+    queries_sent = [p["query"][0] for _, p in fake_server.requests]
+    assert errors == {} and len(queries_sent) == len(core.POD_SERIES) and not any("node=~" in q for q in queries_sent)
+    assert all(sorted(by_node) == sorted(asked) for by_node in pods.values())
+
+
+def test_a_long_expression_goes_as_a_form_post_a_short_one_as_a_get(fake_server):
+    fake_server.handler = answering(pods=PODS)
+    src = source(fake_server.url)
+    src.top_pods(["a", "b"], NOW)
+    assert set(fake_server.methods) == {"GET"}
+    fake_server.methods.clear()
+    fake_server.requests.clear()
+    long_names = [f"ip-10-0-{i // 250}-{i % 250}.eu-west-1.compute.internal" for i in range(POD_QUERY_NODES)]
+    assert len(core.pod_queries(n.EXPORTER_SELECTOR, long_names)[n.POD_ROLE_VICTIM]) > FORM_QUERY_CHARS
+    src.top_pods(long_names, NOW)
+    assert fake_server.methods == ["POST"] * len(core.POD_SERIES)
+    assert all(p["time"] == [f"{AT:.3f}"] and "node=~" in p["query"][0] for _, p in fake_server.requests)
 
 
 def test_stale_samples_are_missing_not_fresh(fake_server):
@@ -314,34 +379,39 @@ def test_a_failed_stale_follow_up_loses_only_the_stale_ages(fake_server, concurr
     assert got.nodes["b"].missing == () and got.nodes["b"].cpu_pct == pytest.approx(90.0)
 
 
-def test_a_pod_query_failing_fatally_stops_the_tick_but_keeps_the_inputs(fake_server):
-    """The database dies at the pod queries (sent last): no stale follow-up is sent after it,
-    the inputs read stay, and no pod is named."""
-    src = source(fake_server.url, concurrency=1)
-    fake_server.handler = answering()
+@pytest.mark.parametrize("concurrency", [1, 4])
+def test_failed_pod_queries_are_counted_and_name_nobody(fake_server, concurrency):
+    """A database failing at the pod queries (5xx), or answering them with the wrong shape:
+    every failed request counted by reason, nobody named, nothing raised."""
+    src = source(fake_server.url, concurrency=concurrency)
+    down = Reply(503, json.dumps({"status": "error", "error": "shutting down"}))
+    fake_server.handler = lambda path, params: down
+    pods, errors = src.top_pods(["a", "b"], NOW)
+    # After a fatal failure the roles not yet sent are not (`Skipped`, not counted).
+    assert not any(pods.values()) and set(errors) == {"http_503"}
+    assert errors["http_503"] == len(fake_server.requests) <= min(concurrency, len(core.POD_SERIES))
+    odd = Reply(body=json.dumps({"status": "success", "data": {"resultType": "vector", "result": ["x", "y"]}}))
+    fake_server.handler = lambda path, params: odd
+    pods, errors = src.top_pods(["a", "b"], NOW)
+    assert errors == {"bad_response": len(core.POD_SERIES)} and not any(pods.values())
+
+
+def test_no_pod_query_after_a_tick_that_found_the_database_failing(fake_server):
+    """The database dies after the tick's first answer: `top_pods` sends nothing then (a dying
+    database costs the tick's requests in flight, no more); once a tick succeeds, it asks again."""
+    src = source(fake_server.url, concurrency=3)
+    good = answering(pods=PODS)
+    fake_server.handler = good
     src.fetch(NOW)
     fake_server.requests.clear()
     down = Reply(503, json.dumps({"status": "error", "error": "shutting down"}))
-    good = answering()
-    fake_server.handler = lambda path, params: down if params["query"][0] in POD_QUERIES.values() else good(path,
-                                                                                                            params)
-    src._known["gone"] = src._clock()  # a known node without fresh series: the tick would ask for its age
-    got = src.fetch(NOW)
-    asked = [p["query"][0] for _, p in fake_server.requests]
-    assert dict(got.errors) == {"http_503": 1}
-    assert not set(asked) & set(STALE_OF)
-    assert got.nodes["a"].missing == () and got.nodes["a"].victim is None
-
-
-def test_a_pod_answer_of_the_wrong_shape_is_counted_not_raised(fake_server):
-    """A pod query whose result holds strings instead of objects fails that query only."""
-    good = answering()
-    odd = Reply(body=json.dumps({"status": "success", "data": {"resultType": "vector", "result": ["x", "y"]}}))
-    fake_server.handler = lambda path, params: odd if params["query"][0] in POD_QUERIES.values() else good(path,
-                                                                                                           params)
-    got = source(fake_server.url).fetch(NOW)
-    assert got.ok and dict(got.errors) == {"bad_response": len(POD_QUERIES)}
-    assert got.nodes["a"].missing == ()
+    fake_server.handler = lambda path, params: good(path, params) if len(fake_server.requests) == 1 else down
+    assert src.fetch(NOW).ok
+    sent = len(fake_server.requests)
+    assert src.top_pods(["a"], NOW) == ({}, {}) and len(fake_server.requests) == sent
+    fake_server.handler = good
+    src.fetch(NOW)
+    assert src.top_pods(["a"], NOW)[0][n.POD_ROLE_VICTIM]["a"].uid == "u-1"
 
 
 def test_concurrency_below_one_is_refused():
