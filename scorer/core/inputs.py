@@ -117,11 +117,32 @@ def pod_queries(matchers: str, nodes: Iterable[str] | None) -> Mapping[str, str]
     })
 
 
+_REGEX_SPECIAL = re.compile(r"([\\.^$*+?()\[\]{}|])")
+
+
 def node_regex(nodes: Iterable[str]) -> str:
     """A PromQL string's text (between its double quotes) for a regex matching exactly `nodes`,
-    whatever they hold: regex-escaped, then string-escaped as JSON does (PromQL reads the same
-    escapes; a raw newline or quote would make the query unparsable)."""
-    return json.dumps("|".join(re.escape(node) for node in nodes), ensure_ascii=False)[1:-1]
+    whatever they hold: each regex metacharacter escaped (not `-`, the bulk of node names: a
+    query's length is bounded), then string-escaped as JSON does (PromQL reads the same escapes;
+    a raw newline or quote would make the query unparsable)."""
+    return json.dumps("|".join(_REGEX_SPECIAL.sub(r"\\\1", node) for node in nodes), ensure_ascii=False)[1:-1]
+
+
+def node_groups(nodes: Iterable[str], max_chars: int, max_groups: int) -> list[list[str]] | None:
+    """`nodes` (sorted) cut into groups whose `node_regex` is at most about `max_chars` long (a
+    name longer than that alone); None when that takes more than `max_groups` groups."""
+    groups: list[list[str]] = [[]]
+    size = 0
+    for node in sorted(set(nodes)):
+        cost = len(node_regex([node])) + 1
+        if groups[-1] and size + cost > max_chars:
+            if len(groups) == max_groups:
+                return None
+            groups.append([])
+            size = 0
+        groups[-1].append(node)
+        size += cost
+    return groups
 
 
 def top_pods(result: Iterable[Mapping[str, Any]]) -> dict[str, PodRef]:

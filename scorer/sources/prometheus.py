@@ -62,8 +62,9 @@ A tick's answers are recorded in the inputs' fixed order whatever order they arr
 Pods (`top_pods`, scorer.sources.NamesPods): after the tick's decisions, one instant query per
 role names the top victim (run-queue wait per second), aggressor (CPU seconds per second) and IO
 aggressor (D-state seconds per second) among the pods of the nodes the tick denied on their
-score (scorer/core/inputs.py pod_queries: `node=~` their names, up to POD_QUERY_NODES of them;
-more read every node's pods, the old cost, and keep theirs), which their deny's reason shows; a
+score (scorer/core/inputs.py pod_queries: `node=~` their names, in up to POD_QUERY_GROUPS
+queries per role of at most POD_QUERY_CHARS of names; more read every node's pods, the old
+cost, and keep theirs), which their deny's reason shows; a
 node without per-pod series, or a failed query, names nobody, and nothing is asked after a
 fetch that found the database down or failing. Asked for every node, the three queries read every pod's series of the
 fleet each tick: with 30 pods per node (21 exposed) at 1,000 nodes they were three quarters of
@@ -110,8 +111,11 @@ NAME = n.SCORER_SOURCE_PROMETHEUS
 TS_LABEL = "ksense_ts"
 #: Requests of one tick in flight at once (module docstring; KSENSE_SCORER_QUERY_CONCURRENCY).
 QUERY_CONCURRENCY = 4
-#: Most nodes a pod query names (`node=~`); for more, the query reads every node's pods.
-POD_QUERY_NODES = 256
+#: Longest list of node names in one pod query: VictoriaMetrics refuses a query over 16 kB by
+#: default (-search.maxQueryLen), whatever the method.
+POD_QUERY_CHARS = 12_000
+#: Pod queries per role naming nodes; denied nodes that need more are read from every node's pods.
+POD_QUERY_GROUPS = 4
 #: Longest expression sent in a GET's URL: proxies refuse long URLs (nginx: 8 kB by default).
 FORM_QUERY_CHARS = 4000
 #: Prometheus refuses a range query of more than 11,000 points per series.
@@ -392,22 +396,24 @@ class PrometheusSource:
 
     def top_pods(self, nodes: Iterable[str], now: datetime) -> tuple[core.TopPods, Mapping[str, int]]:
         """The top pods by role of `nodes` at `now` (module docstring), and the failed requests
-        by reason: one query per role, `concurrency` at a time, naming the nodes when they are
-        at most POD_QUERY_NODES, else over every node's pods (the answer kept for `nodes`).
+        by reason: per role, one query per group of names (POD_QUERY_CHARS; up to
+        POD_QUERY_GROUPS, else one over every node's pods, the answer kept for `nodes`),
+        `concurrency` at a time.
         Nothing is asked after a fetch that found the database down or failing."""
         wanted = set(nodes)
         if not wanted or self._aborted:
             return {}, {}
-        exprs = core.pod_queries(self._matchers, wanted if len(wanted) <= POD_QUERY_NODES else None)
+        groups: Sequence[Sequence[str] | None] = core.node_groups(wanted, POD_QUERY_CHARS, POD_QUERY_GROUPS) or [None]
+        calls = [(role, expr) for group in groups for role, expr in core.pod_queries(self._matchers, group).items()]
         pods: dict[str, dict[str, PodRef]] = {}
         errors: dict[str, int] = {}
         at = round(now.timestamp(), 3)
-        outcomes = self._all([(self._top_pods, expr, at) for expr in exprs.values()])
-        for role, (got, exc) in zip(exprs, outcomes, strict=True):
+        outcomes = self._all([(self._top_pods, expr, at) for _, expr in calls])
+        for (role, _), (got, exc) in zip(calls, outcomes, strict=True):
             if exc is not None:
                 _count(errors, exc)
             else:
-                pods[role] = {node: pod for node, pod in got.items() if node in wanted}
+                pods.setdefault(role, {}).update((node, pod) for node, pod in got.items() if node in wanted)
         return pods, errors
 
     def _all(self, calls: Sequence[tuple[Callable[[str, float], Any], str, float]]) -> list[Outcome]:

@@ -247,3 +247,12 @@ def test_node_regex_matches_exactly_the_nodes_named():
         assert not pattern.fullmatch(other), other
     assert core.pod_queries("", nodes)[n.POD_ROLE_VICTIM].count(f'node=~"{core.node_regex(sorted(nodes))}"') == 1
     assert "node=~" not in core.pod_queries("", None)[n.POD_ROLE_VICTIM]
+
+
+def test_node_groups_bound_each_querys_names_and_give_up_past_the_group_limit():
+    nodes = [f"node-{i:04d}.zone-a" for i in range(300)]  # 19 characters each as a regex, + 1
+    groups = core.node_groups(nodes, 1000, 10)
+    assert [x for g in groups for x in g] == sorted(nodes) and len(groups) == 6
+    assert all(len(core.node_regex(g)) <= 1000 for g in groups)
+    assert core.node_groups(nodes, 1000, 5) is None
+    assert core.node_groups(["a" * 50], 10, 1) == [["a" * 50]]  # a name longer than the bound, alone

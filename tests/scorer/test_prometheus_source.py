@@ -17,7 +17,8 @@ from scorer.sources import prometheus as prom
 from scorer.sources import shown
 from scorer.sources.prometheus import (
     FORM_QUERY_CHARS,
-    POD_QUERY_NODES,
+    POD_QUERY_CHARS,
+    POD_QUERY_GROUPS,
     TS_LABEL,
     PrometheusSource,
     chunks,
@@ -64,11 +65,12 @@ def role_of(expr: str) -> str | None:
 def pod_body(role: str, expr: str, pods, at: float = AT) -> str:
     """A pod query's answer from `pods` (role -> node -> (namespace, name, uid, rate)), for the
     nodes the query names."""
-    named = re.search(r'node=~"([^"]*)"', expr)
-    wanted = set(named.group(1).split("|")) if named else None
+    named = re.search(r'node=~"((?:[^"\\]|\\.)*)"', expr)
+    wanted = re.compile(json.loads(f'"{named.group(1)}"')) if named else None  # as the database reads it
     result = [{"metric": {"node": node, "pod_namespace": ns, "pod_name": name, "pod_uid": uid},
                "value": [at, repr(rate)]}
-              for node, (ns, name, uid, rate) in (pods.get(role) or {}).items() if wanted is None or node in wanted]
+              for node, (ns, name, uid, rate) in (pods.get(role) or {}).items()
+              if wanted is None or wanted.fullmatch(node)]
     return json.dumps({"status": "success", "data": {"resultType": "vector", "result": result}})
 
 
@@ -204,17 +206,26 @@ def test_the_tick_names_no_pods_and_top_pods_names_those_of_the_nodes_asked(fake
                for _, p in fake_server.requests)
 
 
-def test_many_denied_nodes_are_read_from_every_nodes_pods_in_three_requests(fake_server):
-    """Past POD_QUERY_NODES names, each role's query reads every node's pods (no regex) and
-    only the nodes asked are kept: three requests whatever the number of denied nodes."""
-    many = {role: {**by_node, **{f"n{i}": ("ns", f"p{i}", f"u{i}", 1.0) for i in range(POD_QUERY_NODES + 5)}}
-            for role, by_node in PODS.items()}
+def test_many_denied_nodes_are_named_in_bounded_groups_then_read_from_every_nodes_pods(fake_server):
+    """Names go POD_QUERY_CHARS at a time, each node in one query per role; past
+    POD_QUERY_GROUPS such queries, each role's one query reads every node's pods (no regex) and
+    only the nodes asked are kept."""
+    fleet = {f"ip-10-0-{i}.eu-west-1.compute.internal": ("ns", f"p{i}", f"u{i}", 1.0) for i in range(2000)}
+    many = {role: {**by_node, **fleet} for role, by_node in PODS.items()}
     fake_server.handler = answering(pods=many)
-    asked = [f"n{i}" for i in range(POD_QUERY_NODES + 1)]
-    pods, errors = source(fake_server.url).top_pods(asked, NOW)
-    queries_sent = [p["query"][0] for _, p in fake_server.requests]
-    assert errors == {} and len(queries_sent) == len(core.POD_SERIES) and not any("node=~" in q for q in queries_sent)
-    assert all(sorted(by_node) == sorted(asked) for by_node in pods.values())
+    src = source(fake_server.url)
+    some = sorted(fleet)[:600]
+    pods, errors = src.top_pods(some, NOW)
+    sent = [p["query"][0] for _, p in fake_server.requests]
+    assert errors == {} and 1 < len(sent) // len(core.POD_SERIES) <= POD_QUERY_GROUPS
+    assert all(len(re.search(r'node=~"([^"]*)"', q).group(1)) <= POD_QUERY_CHARS for q in sent)
+    assert all(sorted(by_node) == some for by_node in pods.values())
+    fake_server.requests.clear()
+    every = sorted(fleet)[:1999]
+    pods, errors = src.top_pods(every, NOW)
+    sent = [p["query"][0] for _, p in fake_server.requests]
+    assert errors == {} and len(sent) == len(core.POD_SERIES) and not any("node=~" in q for q in sent)
+    assert all(sorted(by_node) == every for by_node in pods.values())
 
 
 def test_a_long_expression_goes_as_a_form_post_a_short_one_as_a_get(fake_server):
@@ -224,7 +235,7 @@ def test_a_long_expression_goes_as_a_form_post_a_short_one_as_a_get(fake_server)
     assert set(fake_server.methods) == {"GET"}
     fake_server.methods.clear()
     fake_server.requests.clear()
-    long_names = [f"ip-10-0-{i // 250}-{i % 250}.eu-west-1.compute.internal" for i in range(POD_QUERY_NODES)]
+    long_names = [f"ip-10-0-{i // 250}-{i % 250}.eu-west-1.compute.internal" for i in range(150)]
     assert len(core.pod_queries(n.EXPORTER_SELECTOR, long_names)[n.POD_ROLE_VICTIM]) > FORM_QUERY_CHARS
     src.top_pods(long_names, NOW)
     assert fake_server.methods == ["POST"] * len(core.POD_SERIES)
