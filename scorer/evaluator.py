@@ -174,7 +174,7 @@ class Evaluator:
             return results
         for reason, count in failed.items():
             errors[reason] = errors.get(reason, 0) + count
-        return with_pods(self._rb, self._params, results, pods)
+        return with_pods(results, denied, pods)
 
     def run(self, stop: threading.Event, history: Callable[[], Sequence[Inputs]] | None = None) -> None:
         """Rebuild the decision states from `history()` when given (module docstring), then tick

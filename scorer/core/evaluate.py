@@ -248,15 +248,15 @@ def scored_denies(rb: RuleBase, params: DecisionParams, results: Results) -> lis
             if report.decision == DECISION_DENY and _plan(report.inputs, params, optional).values is not None]
 
 
-def with_pods(rb: RuleBase, params: DecisionParams, results: Results,
-              pods: Mapping[str, Mapping[str, PodRef]]) -> Results:
+def with_pods(results: Results, denied: Iterable[str], pods: Mapping[str, Mapping[str, PodRef]]) -> Results:
     """`results` with the top pods `pods` (role -> node -> pod, names.POD_ROLES) named in the
-    reports of its `scored_denies`, as `evaluate` names those a source gave with the inputs:
-    for a source that names pods only for the nodes a tick denied (scorer.sources.NamesPods).
-    Nothing else changes: the scores, decisions and states are the tick's own."""
+    reports of `denied` (its `scored_denies`), as `evaluate` names those a source gave with the
+    inputs: for a source that names pods only for the nodes a tick denied
+    (scorer.sources.NamesPods). Nothing else changes: the scores, decisions and states are the
+    tick's own."""
     victim, aggressor, io = (pods.get(role, {}) for role in n.POD_ROLES)
     reports = dict(results.reports)
-    for node in scored_denies(rb, params, results):
+    for node in denied:
         if node in victim or node in aggressor or node in io:
             report = reports[node]
             named = dataclasses.replace(report.inputs, victim=victim.get(node), aggressor=aggressor.get(node),
